@@ -1,0 +1,199 @@
+//! Command-line and environment configuration, parsed once and checked up
+//! front. Every flag can also come from the environment variable shown in
+//! `--help`; a bad value is reported by name and the process exits non-zero.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
+
+use crate::{aws::UpstreamSettings, retry::RetryPolicy};
+
+/// gRPC gateway in front of AWS IoT Jobs.
+#[derive(Debug, Parser)]
+#[command(name = "iot-jobs-gateway", version, about, long_about = None)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The gateway's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC gateway in front of AWS IoT (or an AWS stand-in).
+    Serve(ServeArgs),
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Settings of `iot-jobs-gateway serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// AWS region of the IoT jobs (default: AWS_REGION or the shared AWS config).
+    #[arg(long, env = "GATEWAY_REGION", value_parser = parse_region)]
+    pub region: Option<String>,
+
+    /// Send AWS IoT calls to this URL instead (moto, LocalStack, a VPC endpoint).
+    #[arg(long, env = "GATEWAY_ENDPOINT_URL", value_parser = parse_endpoint_url)]
+    pub endpoint_url: Option<String>,
+
+    /// Shared AWS config profile for credentials and region.
+    #[arg(long, env = "GATEWAY_PROFILE")]
+    pub profile: Option<String>,
+
+    /// Longest one AWS HTTP attempt may take (e.g. 5s, 800ms).
+    #[arg(long, env = "GATEWAY_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_attempt_timeout: Duration,
+
+    /// Longest one AWS question may take, all attempts and backoffs included.
+    #[arg(long, env = "GATEWAY_UPSTREAM_OPERATION_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub upstream_operation_timeout: Duration,
+
+    /// Longest the gateway waits to open a connection to AWS.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Attempts per AWS question, the first included (1 to 10; 1 = no retries).
+    #[arg(long, env = "GATEWAY_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub upstream_max_attempts: u32,
+
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    /// Checks rules that involve more than one setting.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        if self.upstream_attempt_timeout > self.upstream_operation_timeout {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--upstream-attempt-timeout ({}) must not be longer than --upstream-operation-timeout ({})",
+                    humantime::format_duration(self.upstream_attempt_timeout),
+                    humantime::format_duration(self.upstream_operation_timeout),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The AWS client settings.
+    pub fn upstream(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            profile: self.profile.clone(),
+            attempt_timeout: self.upstream_attempt_timeout,
+            connect_timeout: self.upstream_connect_timeout,
+        }
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.upstream_max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("{e}; write a duration such as 5s, 750ms or 1m"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_region(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("an AWS region looks like us-east-1 (lowercase letters, digits and '-')".to_owned())
+    }
+}
+
+fn parse_endpoint_url(value: &str) -> Result<String, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); expected e.g. http://127.0.0.1:5000"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(value.to_owned()),
+        _ => Err(
+            "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:5000".to_owned(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("iot-jobs-gateway").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let Command::Serve(args) = parse(&["serve"]).unwrap().command;
+        assert_eq!(args.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(args.upstream_attempt_timeout, Duration::from_secs(5));
+        assert_eq!(args.upstream_operation_timeout, Duration::from_secs(15));
+        assert_eq!(args.upstream_connect_timeout, Duration::from_secs(3));
+        assert_eq!(args.upstream_max_attempts, 3);
+        assert_eq!(args.shutdown_grace, Duration::from_secs(20));
+        assert!(args.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = parse(&["serve", "--endpoint-url", "localhost:5000"]).unwrap_err();
+        assert!(err.to_string().contains("--endpoint-url"), "{err}");
+        let err = parse(&["serve", "--shutdown-grace", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--shutdown-grace"), "{err}");
+        let err = parse(&["serve", "--region", "US East"]).unwrap_err();
+        assert!(err.to_string().contains("--region"), "{err}");
+        let err = parse(&["serve", "--upstream-max-attempts", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--upstream-max-attempts"), "{err}");
+    }
+
+    #[test]
+    fn attempt_timeout_may_not_exceed_operation_timeout() {
+        let Command::Serve(args) = parse(&[
+            "serve",
+            "--upstream-attempt-timeout",
+            "30s",
+            "--upstream-operation-timeout",
+            "10s",
+        ])
+        .unwrap()
+        .command;
+        let err = args.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("--upstream-attempt-timeout"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! The gateway's failures and the one place they become a `tonic::Status`.
+//!
+//! Every status carries a precise code, a message a person can act on, and
+//! rich details (`google.rpc.ErrorInfo`, plus `BadRequest` for validation and
+//! `RetryInfo` for throttling). AWS's request id and error code travel in
+//! ErrorInfo's metadata; Rust debug output and credentials never do.
+
+use std::{collections::HashMap, error::Error as StdError, fmt::Write as _, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
+    validate::FieldViolation,
+};
+
+/// The `ErrorInfo.domain` of every error the gateway reports.
+pub const ERROR_DOMAIN: &str = "iot-jobs-gateway";
+
+/// Which time limit ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineSource {
+    /// The caller's gRPC deadline.
+    Caller,
+    /// The gateway's own upstream operation timeout.
+    Gateway,
+}
+
+/// Everything a gateway call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request was malformed; AWS was not called.
+    #[error("invalid request: {}", .0.description)]
+    InvalidArgument(FieldViolation),
+    /// AWS (or the way to it) failed.
+    #[error("AWS IoT DescribeJob for job {job_id:?} failed")]
+    Upstream {
+        /// The job the call was about.
+        job_id: String,
+        /// What went wrong upstream.
+        #[source]
+        source: UpstreamError,
+    },
+    /// Time ran out before AWS answered; the upstream request was dropped.
+    #[error("no answer from AWS IoT within {budget:?} ({limit:?} deadline)")]
+    DeadlineExceeded {
+        /// How long the gateway waited.
+        budget: Duration,
+        /// Whose limit it was.
+        limit: DeadlineSource,
+    },
+}
+
+impl GatewayError {
+    /// The error with its whole cause chain, for the server-side log.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = self.source();
+        while let Some(cause) = next {
+            let _ = write!(out, ": {cause}");
+            next = cause.source();
+        }
+        out
+    }
+
+    /// The gRPC code this error maps to (also used for call logs).
+    pub fn code(&self) -> Code {
+        use UpstreamErrorKind::*;
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::Upstream { source, .. } => match source.kind {
+                InvalidRequest => Code::InvalidArgument,
+                NotFound => Code::NotFound,
+                Throttled => Code::ResourceExhausted,
+                Unavailable => Code::Unavailable,
+                AccessDenied => Code::PermissionDenied,
+                Unauthenticated => Code::Unauthenticated,
+                Timeout => Code::DeadlineExceeded,
+                Internal => Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(err: GatewayError) -> Self {
+        let code = err.code();
+        let mut details = ErrorDetails::new();
+        let message = match &err {
+            GatewayError::InvalidArgument(v) => {
+                details.add_bad_request_violation(&v.field, &v.description);
+                v.description.clone()
+            }
+            GatewayError::DeadlineExceeded { budget, limit } => {
+                details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, HashMap::new());
+                match limit {
+                    DeadlineSource::Caller => format!(
+                        "the call's deadline passed before AWS IoT answered (waited {budget:?}); \
+                         the AWS request was abandoned"
+                    ),
+                    DeadlineSource::Gateway => format!(
+                        "AWS IoT did not answer within the gateway's upstream operation timeout ({budget:?})"
+                    ),
+                }
+            }
+            GatewayError::Upstream { job_id, source } => {
+                upstream_status(job_id, source, &mut details)
+            }
+        };
+        Status::with_error_details(code, message, details)
+    }
+}
+
+/// Fills in the details and returns the message for an upstream failure.
+fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails) -> String {
+    use UpstreamErrorKind::*;
+    let code = err.aws_code.as_deref();
+    let (reason, message) = match err.kind {
+        InvalidRequest => (
+            "UPSTREAM_INVALID_REQUEST",
+            format!(
+                "AWS IoT rejected the request for job {job_id:?}: {}",
+                err.aws_message
+                    .as_deref()
+                    .unwrap_or("InvalidRequestException")
+            ),
+        ),
+        NotFound => (
+            "JOB_NOT_FOUND",
+            format!("job {job_id:?} does not exist in the gateway's AWS account and region"),
+        ),
+        Throttled => {
+            details.set_retry_info(Some(DEFAULT_THROTTLE_RETRY_AFTER));
+            (
+                "UPSTREAM_THROTTLED",
+                format!(
+                    "AWS IoT is throttling DescribeJob for the gateway's account; retry after {}s",
+                    DEFAULT_THROTTLE_RETRY_AFTER.as_secs()
+                ),
+            )
+        }
+        Unavailable => (
+            "UPSTREAM_UNAVAILABLE",
+            match code {
+                Some(code) => format!("AWS IoT is unavailable ({code}); retry with backoff"),
+                None => "the gateway could not reach AWS IoT; retry with backoff".to_owned(),
+            },
+        ),
+        // AWS's AccessDenied message names the gateway's IAM principal, so
+        // it stays in the server log.
+        AccessDenied => (
+            "UPSTREAM_ACCESS_DENIED",
+            format!(
+                "the gateway's AWS identity may not describe job {job_id:?} ({}); \
+                 an operator must grant it iot:DescribeJob",
+                code.unwrap_or("AccessDeniedException")
+            ),
+        ),
+        Unauthenticated => (
+            "UPSTREAM_UNAUTHENTICATED",
+            format!(
+                "the gateway has no valid AWS credentials ({}); an operator must fix its AWS configuration",
+                code.unwrap_or("credentials could not be loaded")
+            ),
+        ),
+        Timeout => (
+            "UPSTREAM_TIMEOUT",
+            "AWS IoT did not answer within the gateway's upstream attempt timeout".to_owned(),
+        ),
+        Internal => (
+            "UPSTREAM_INTERNAL",
+            match (code, &err.aws_message) {
+                (Some(code), _) => format!("AWS IoT failed to describe job {job_id:?} ({code})"),
+                (None, Some(message)) => format!("describing job {job_id:?} failed: {message}"),
+                (None, None) => format!("describing job {job_id:?} failed inside the gateway"),
+            },
+        ),
+    };
+    let mut metadata = HashMap::from([("jobId".to_owned(), job_id.to_owned())]);
+    if let Some(code) = code {
+        metadata.insert("awsErrorCode".to_owned(), code.to_owned());
+    }
+    if let Some(id) = &err.request_id {
+        metadata.insert("awsRequestId".to_owned(), id.clone());
+    }
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    message
+}

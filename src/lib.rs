@@ -1,0 +1,36 @@
+//! iot-jobs-gateway: one gRPC front door to AWS IoT Jobs for many backend
+//! services.
+//!
+//! A `DescribeJob` call flows through the modules like this:
+//!
+//! 1. [`service`] receives the tonic request, reads the caller's deadline
+//!    ([`deadline`]) and validates the request into a [`upstream::JobQuery`]
+//!    ([`validate`]). Bad input stops here and costs AWS nothing.
+//! 2. [`jobs`] owns the domain rules: retries with backoff ([`retry`]) and the
+//!    deadline that bounds the whole upstream exchange.
+//! 3. [`upstream`] is the seam: the [`upstream::JobsUpstream`] trait. [`aws`]
+//!    implements it with `aws_sdk_iot` and classifies AWS failures once, by
+//!    error code.
+//! 4. On the way back, [`convert`] turns the SDK's output into the wire type
+//!    ([`pb`]), and [`error`] is the one place a failure becomes a
+//!    `tonic::Status` with rich details.
+//!
+//! [`app`] runs the `serve` command; [`server`] wires the service with health, reflection and graceful
+//! shutdown; [`config`] and [`telemetry`] serve the binary in `main.rs`.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod aws;
+pub mod config;
+pub mod convert;
+pub mod deadline;
+pub mod error;
+pub mod jobs;
+pub mod pb;
+pub mod retry;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+pub mod upstream;
+pub mod validate;

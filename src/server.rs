@@ -1,0 +1,132 @@
+//! Wires the gateway into a tonic server: the JobsGateway service, gRPC
+//! health (`""` and `iot.jobs.v1.JobsGateway`), server reflection v1 and
+//! v1alpha (grpcurl 1.8 speaks only v1alpha), and graceful shutdown with a
+//! deadline.
+
+use std::{future::Future, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot, time::Instant};
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+use crate::{
+    jobs::Jobs,
+    pb::{self, jobs_gateway_server::JobsGatewayServer},
+    service::JobsGatewayService,
+};
+
+/// How the server was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight call finished within the grace period.
+    Drained,
+    /// The grace period ran out; remaining calls were cut off.
+    GraceExpired,
+}
+
+/// Errors that stop the server from serving at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not read the embedded descriptors (a build defect).
+    #[error("could not build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains
+/// for at most `grace`.
+pub async fn run(
+    listener: TcpListener,
+    jobs: Jobs,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Stopped, ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let (draining_tx, draining_rx) = oneshot::channel::<Instant>();
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: health is NOT_SERVING, no new connections, draining in-flight calls");
+        set_health(&health, ServingStatus::NotServing).await;
+        let _ = draining_tx.send(Instant::now());
+    };
+
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            // Small unary answers: don't let Nagle hold them back.
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    let serve = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(JobsGatewayServer::new(JobsGatewayService::new(jobs)))
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    let grace_expired = async move {
+        match draining_rx.await {
+            Ok(started) => tokio::time::sleep_until(started + grace).await,
+            // The server ended without a shutdown request.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serve => {
+            served?;
+            info!("all calls drained; stopped");
+            Ok(Stopped::Drained)
+        }
+        () = grace_expired => {
+            warn!(grace_ms = grace.as_millis() as u64, "grace period over with calls still in flight; closing them");
+            Ok(Stopped::GraceExpired)
+        }
+    }
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(pb::SERVICE_NAME, status).await;
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => info!("received SIGINT"),
+        () = terminate => info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,136 @@
+//! The seam between the gateway and AWS: what we ask ([`JobQuery`]), the
+//! trait that answers ([`JobsUpstream`]) and how an answer can fail
+//! ([`UpstreamError`]). The real implementation is [`crate::aws`]; tests and
+//! the demo simulator stand in for it.
+
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+/// The SDK's model of a DescribeJob answer is the gateway's domain model: the
+/// proto mirrors it, and converting happens once, at the gRPC edge.
+pub use aws_sdk_iot::operation::describe_job::DescribeJobOutput as JobDescription;
+
+/// A validated DescribeJob question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobQuery {
+    /// The job id; already checked against AWS's pattern.
+    pub job_id: String,
+    /// `None` leaves AWS's default (substituted document) in place.
+    pub before_substitution: Option<bool>,
+}
+
+/// Something that can answer DescribeJob: AWS itself, or a stand-in.
+#[async_trait]
+pub trait JobsUpstream: Send + Sync + 'static {
+    /// Makes exactly one attempt; retries and deadlines belong to the caller.
+    async fn describe_job(&self, query: &JobQuery) -> Result<JobDescription, UpstreamError>;
+}
+
+/// How an upstream call failed, in the gateway's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// AWS rejected the request as malformed (InvalidRequestException).
+    InvalidRequest,
+    /// The job does not exist (ResourceNotFoundException).
+    NotFound,
+    /// AWS is rate limiting the account (ThrottlingException).
+    Throttled,
+    /// AWS is down or unreachable (ServiceUnavailableException, connect errors).
+    Unavailable,
+    /// The gateway's AWS identity lacks permission (AccessDeniedException).
+    AccessDenied,
+    /// The gateway has no valid AWS credentials (missing, expired, bad signature).
+    Unauthenticated,
+    /// AWS did not answer within the attempt timeout.
+    Timeout,
+    /// Anything else: InternalFailure, an unreadable response, unknown codes.
+    Internal,
+}
+
+/// A failed upstream call: the classification plus what AWS told us.
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    /// The gateway's classification, which decides the gRPC status.
+    pub kind: UpstreamErrorKind,
+    /// AWS's error code (`ThrottlingException`), when AWS sent one.
+    pub aws_code: Option<String>,
+    /// AWS's own message, when it sent one. Logged; shown to callers only
+    /// where it cannot reveal the gateway's identity.
+    pub aws_message: Option<String>,
+    /// AWS's request id, for support cases.
+    pub request_id: Option<String>,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+    /// The underlying error, kept for the server-side log.
+    pub source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl UpstreamError {
+    /// An error of `kind` with nothing else known; retryable if the kind
+    /// usually is.
+    pub fn new(kind: UpstreamErrorKind) -> Self {
+        use UpstreamErrorKind::*;
+        Self {
+            kind,
+            aws_code: None,
+            aws_message: None,
+            request_id: None,
+            retryable: matches!(kind, Throttled | Unavailable | Timeout),
+            source: None,
+        }
+    }
+
+    /// Sets AWS's error code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.aws_code = Some(code.into());
+        self
+    }
+
+    /// Sets AWS's message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.aws_message = Some(message.into());
+        self
+    }
+
+    /// Sets whether another attempt may succeed.
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Keeps the underlying error for logs.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AWS IoT DescribeJob failed ({:?}", self.kind)?;
+        if let Some(code) = &self.aws_code {
+            write!(f, ", {code}")?;
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, ", request id {id}")?;
+        }
+        f.write_str(")")?;
+        if let Some(message) = &self.aws_message {
+            write!(f, ": {message}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for UpstreamError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// How long to wait before retrying after throttling, when nothing better is
+/// known. Shared by the retry policy and the RetryInfo sent to callers.
+pub const DEFAULT_THROTTLE_RETRY_AFTER: Duration = Duration::from_secs(1);

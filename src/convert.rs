@@ -201,3 +201,249 @@ fn scheduling(c: &aws::SchedulingConfig, unknown: &mut Unrecognized) -> pb::Sche
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iot::types::*;
+    use aws_smithy_types::DateTime;
+    use prost::Message;
+    use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage, Value};
+
+    use super::*;
+
+    /// A DescribeJob output with every field AWS documents set.
+    fn fully_populated() -> JobDescription {
+        let abort = AbortCriteria::builder()
+            .failure_type(JobExecutionFailureType::TimedOut)
+            .action(AbortAction::Cancel)
+            .threshold_percentage(10.99)
+            .min_number_of_executed_things(5)
+            .build()
+            .unwrap();
+        let retry = RetryCriteria::builder()
+            .failure_type(RetryableFailureType::Failed)
+            .number_of_retries(2)
+            .build()
+            .unwrap();
+        let window = MaintenanceWindow::builder()
+            .start_time("cron(0 0 ? * MON *)")
+            .duration_in_minutes(60)
+            .build()
+            .unwrap();
+        let rate = ExponentialRolloutRate::builder()
+            .base_rate_per_minute(5)
+            .increment_factor(1.5)
+            .rate_increase_criteria(
+                RateIncreaseCriteria::builder()
+                    .number_of_notified_things(10)
+                    .number_of_succeeded_things(8)
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let job = Job::builder()
+            .job_arn("arn:aws:iot:us-west-2:123456789012:job/fw-1")
+            .job_id("fw-1")
+            .target_selection(TargetSelection::Snapshot)
+            .status(JobStatus::InProgress)
+            .force_canceled(false)
+            .reason_code("ROLLBACK")
+            .comment("bad batch")
+            .targets("arn:aws:iot:us-west-2:123456789012:thinggroup/fleet")
+            .description("firmware 2.0")
+            .presigned_url_config(
+                PresignedUrlConfig::builder()
+                    .role_arn("arn:aws:iam::123456789012:role/jobs")
+                    .expires_in_sec(3600)
+                    .build(),
+            )
+            .job_executions_rollout_config(
+                JobExecutionsRolloutConfig::builder()
+                    .maximum_per_minute(100)
+                    .exponential_rate(rate)
+                    .build(),
+            )
+            .abort_config(AbortConfig::builder().criteria_list(abort).build().unwrap())
+            .created_at(DateTime::from_millis(1_560_787_022_733))
+            .last_updated_at(DateTime::from_millis(1_560_787_026_294))
+            .completed_at(DateTime::from_millis(1_560_790_000_001))
+            .job_process_details(
+                JobProcessDetails::builder()
+                    .processing_targets("arn:aws:iot:us-west-2:123456789012:thing/pi")
+                    .number_of_canceled_things(1)
+                    .number_of_succeeded_things(2)
+                    .number_of_failed_things(3)
+                    .number_of_rejected_things(4)
+                    .number_of_queued_things(5)
+                    .number_of_in_progress_things(6)
+                    .number_of_removed_things(7)
+                    .number_of_timed_out_things(8)
+                    .build(),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .in_progress_timeout_in_minutes(30)
+                    .build(),
+            )
+            .namespace_id("greengrass")
+            .job_template_arn("arn:aws:iot:us-west-2:123456789012:jobtemplate/ota")
+            .job_executions_retry_config(
+                JobExecutionsRetryConfig::builder()
+                    .criteria_list(retry)
+                    .build()
+                    .unwrap(),
+            )
+            .document_parameters("firmwareUrl", "s3://bucket/fw.bin")
+            .is_concurrent(true)
+            .scheduling_config(
+                SchedulingConfig::builder()
+                    .start_time("2030-01-01T10:00")
+                    .end_time("2030-01-02T10:00")
+                    .end_behavior(JobEndBehavior::StopRollout)
+                    .maintenance_windows(window)
+                    .build(),
+            )
+            .scheduled_job_rollouts(
+                ScheduledJobRollout::builder()
+                    .start_time("2030-01-06T00:00")
+                    .build(),
+            )
+            .destination_package_versions(
+                "arn:aws:iot:us-west-2:123456789012:package/fw/version/2.0",
+            )
+            .build();
+        JobDescription::builder()
+            .document_source("https://s3.amazonaws.com/bucket/job.json")
+            .job(job)
+            .build()
+    }
+
+    fn reflect(response: &pb::DescribeJobResponse) -> DynamicMessage {
+        let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+        let descriptor = pool
+            .get_message_by_name("iot.jobs.v1.DescribeJobResponse")
+            .unwrap();
+        DynamicMessage::decode(descriptor, response.encode_to_vec().as_slice()).unwrap()
+    }
+
+    fn to_json(response: &pb::DescribeJobResponse) -> serde_json::Value {
+        serde_json::to_value(reflect(response)).unwrap()
+    }
+
+    /// Lists every field of `message` (recursively) that is not set, or is
+    /// an empty list or map.
+    fn missing_fields(message: &DynamicMessage, path: &str, missing: &mut Vec<String>) {
+        for field in message.descriptor().fields() {
+            let name = format!("{path}{}", field.json_name());
+            if field.name() == "unrecognized_values" {
+                continue; // filled only when AWS sends unknown enum values
+            }
+            if !message.has_field(&field) {
+                missing.push(name);
+                continue;
+            }
+            match &*message.get_field(&field) {
+                Value::Message(inner) => missing_fields(inner, &format!("{name}."), missing),
+                Value::List(items) if items.is_empty() => missing.push(name),
+                Value::List(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Value::Message(inner) = item {
+                            missing_fields(inner, &format!("{name}[{i}]."), missing);
+                        }
+                    }
+                }
+                Value::Map(entries) if entries.is_empty() => missing.push(name),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_fully_populated_answer_keeps_every_field() {
+        let response = pb::DescribeJobResponse::from(&fully_populated());
+        let mut missing = Vec::new();
+        missing_fields(&reflect(&response), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields dropped in conversion: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn json_uses_aws_names_enum_strings_and_millisecond_timestamps() {
+        let json = to_json(&pb::DescribeJobResponse::from(&fully_populated()));
+        let job = &json["job"];
+        assert_eq!(job["jobArn"], "arn:aws:iot:us-west-2:123456789012:job/fw-1");
+        assert_eq!(job["status"], "IN_PROGRESS");
+        assert_eq!(job["targetSelection"], "SNAPSHOT");
+        assert_eq!(job["schedulingConfig"]["endBehavior"], "STOP_ROLLOUT");
+        assert_eq!(
+            job["abortConfig"]["criteriaList"][0]["failureType"],
+            "TIMED_OUT"
+        );
+        assert_eq!(job["abortConfig"]["criteriaList"][0]["action"], "CANCEL");
+        assert_eq!(
+            job["abortConfig"]["criteriaList"][0]["thresholdPercentage"],
+            10.99
+        );
+        assert_eq!(
+            job["jobExecutionsRetryConfig"]["criteriaList"][0]["failureType"],
+            "FAILED"
+        );
+        assert_eq!(job["jobProcessDetails"]["numberOfSucceededThings"], 2);
+        assert_eq!(job["createdAt"], "2019-06-17T15:57:02.733Z");
+        assert_eq!(job["completedAt"], "2019-06-17T16:46:40.001Z");
+        assert_eq!(job["forceCanceled"], false, "an explicit false is kept");
+        assert_eq!(
+            job["documentParameters"]["firmwareUrl"],
+            "s3://bucket/fw.bin"
+        );
+        assert_eq!(
+            json["documentSource"],
+            "https://s3.amazonaws.com/bucket/job.json"
+        );
+    }
+
+    #[test]
+    fn fields_aws_left_out_stay_absent() {
+        let sparse = JobDescription::builder()
+            .job(Job::builder().job_id("j").build())
+            .build();
+        let json = to_json(&pb::DescribeJobResponse::from(&sparse));
+        assert_eq!(json, serde_json::json!({"job": {"jobId": "j"}}));
+    }
+
+    #[test]
+    fn unknown_enum_values_are_kept_as_strings() {
+        let job = Job::builder()
+            .job_id("j")
+            .status(JobStatus::from("QUEUED"))
+            .abort_config(
+                AbortConfig::builder()
+                    .criteria_list(
+                        AbortCriteria::builder()
+                            .failure_type(JobExecutionFailureType::from("EXPLODED"))
+                            .action(AbortAction::Cancel)
+                            .threshold_percentage(1.0)
+                            .min_number_of_executed_things(1)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let response = pb::DescribeJobResponse::from(&JobDescription::builder().job(job).build());
+        let json = to_json(&response);
+        assert_eq!(json["job"]["status"], "STATUS_UNSPECIFIED");
+        assert_eq!(json["job"]["unrecognizedValues"]["status"], "QUEUED");
+        assert_eq!(
+            json["job"]["unrecognizedValues"]["abortConfig.criteriaList[0].failureType"],
+            "EXPLODED"
+        );
+        assert_eq!(
+            json["job"]["abortConfig"]["criteriaList"][0]["action"],
+            "CANCEL"
+        );
+    }
+}

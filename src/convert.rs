@@ -99,12 +99,17 @@ fn job(j: &aws::Job) -> pb::Job {
     }
 }
 
-/// Seconds and nanoseconds carry over exactly, so AWS's milliseconds survive.
+/// AWS sends timestamps as epoch seconds with millisecond precision, which
+/// the SDK parses through an `f64` (`.294` arrives as `.293999910`). Rounding
+/// to the nearest millisecond restores exactly what AWS sent.
 fn timestamp(t: &aws_smithy_types::DateTime) -> prost_types::Timestamp {
+    let nanos = i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos());
+    let millis = (nanos + 500_000).div_euclid(1_000_000);
     prost_types::Timestamp {
-        seconds: t.secs(),
-        // subsec_nanos() is below 1e9, which always fits an i32.
-        nanos: i32::try_from(t.subsec_nanos()).unwrap_or(0),
+        // The quotient of an i64 second count fits an i64 again.
+        seconds: i64::try_from(millis.div_euclid(1000)).unwrap_or(i64::MAX),
+        // A remainder below 1000 ms is below 1e9 ns, which fits an i32.
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 
@@ -402,6 +407,21 @@ mod tests {
             json["documentSource"],
             "https://s3.amazonaws.com/bucket/job.json"
         );
+    }
+
+    #[test]
+    fn timestamps_parsed_through_floats_come_back_as_aws_sent_them() {
+        for (wire, seconds, nanos) in [
+            ("1560787026.294", 1_560_787_026, 294_000_000),
+            ("1560787022.733", 1_560_787_022, 733_000_000),
+            ("1560790000.999", 1_560_790_000, 999_000_000),
+            ("1560790000", 1_560_790_000, 0),
+            ("-1.5", -2, 500_000_000),
+        ] {
+            let parsed = DateTime::from_secs_f64(wire.parse().unwrap());
+            let ts = timestamp(&parsed);
+            assert_eq!((ts.seconds, ts.nanos), (seconds, nanos), "{wire}");
+        }
     }
 
     #[test]

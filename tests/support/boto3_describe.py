@@ -1,0 +1,34 @@
+"""Prints boto3's describe_job answer as JSON: the reference AWS client's
+view of a job, for comparing with what the gateway answers.
+
+Usage: boto3_describe.py ENDPOINT_URL REGION JOB_ID
+Timestamps are written as RFC 3339 with milliseconds, as proto3 JSON does.
+"""
+import datetime
+import json
+import sys
+
+import boto3
+
+endpoint, region, job_id = sys.argv[1:4]
+client = boto3.client(
+    "iot",
+    endpoint_url=endpoint,
+    region_name=region,
+    aws_access_key_id="testing",
+    aws_secret_access_key="testing",
+)
+answer = client.describe_job(jobId=job_id)
+answer.pop("ResponseMetadata", None)
+
+
+def timestamp(value):
+    if isinstance(value, datetime.datetime):
+        utc = value.astimezone(datetime.timezone.utc)
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+        millis = utc.microsecond // 1000
+        return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+    raise TypeError(f"cannot encode {type(value)}")
+
+
+print(json.dumps(answer, default=timestamp))

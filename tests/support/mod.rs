@@ -1,0 +1,187 @@
+//! Shared test harness: starts the real gateway on 127.0.0.1:0 in front of
+//! an upstream, with the real aws-sdk-iot client, and hands back a real
+//! gRPC client. See `fake_aws` for the programmable AWS stand-in and
+//! `python` for moto, boto3 and grpcurl.
+
+#![allow(dead_code)]
+
+pub mod fake_aws;
+pub mod python;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::{
+    Credentials,
+    provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
+};
+use iot_jobs_gateway::{
+    aws::{self, AwsJobsUpstream, UpstreamSettings},
+    jobs::Jobs,
+    pb::jobs_gateway_client::JobsGatewayClient,
+    retry::RetryPolicy,
+    server::{self, ServeError, Stopped},
+    upstream::JobsUpstream,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// The region every test uses (moto keeps data per region).
+pub const REGION: &str = "us-east-1";
+
+/// Upstream settings for a local stand-in at `endpoint`.
+pub fn settings(endpoint: &str) -> UpstreamSettings {
+    UpstreamSettings {
+        region: Some(REGION.into()),
+        endpoint_url: Some(endpoint.into()),
+        profile: None,
+        attempt_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+    }
+}
+
+/// An SDK config with fixed test credentials, never touching the
+/// environment, profiles or instance metadata.
+pub fn sdk_config(credentials: SharedCredentialsProvider) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(credentials)
+        .build()
+}
+
+/// Static test credentials, as moto expects any.
+pub fn test_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new("testing", "testing", None, None, "tests"))
+}
+
+/// A credentials provider that finds nothing, like the default chain on a
+/// machine with no AWS configuration.
+#[derive(Debug)]
+pub struct NoCredentials;
+
+impl ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+            "no credentials in the environment, profile or instance metadata",
+        )))
+    }
+}
+
+/// The production IoT client (retries off, timeouts on) aimed at `endpoint`.
+pub fn iot_client(endpoint: &str) -> aws_sdk_iot::Client {
+    aws::iot_client(&sdk_config(test_credentials()), &settings(endpoint))
+}
+
+/// Retries as in production, with short backoffs so tests stay quick.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    }
+}
+
+/// A gateway served in this process on 127.0.0.1:0.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub client: JobsGatewayClient<Channel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub server: JoinHandle<Result<Stopped, ServeError>>,
+}
+
+/// How a test gateway is put together.
+pub struct GatewayOptions {
+    pub retry: RetryPolicy,
+    pub operation_timeout: Duration,
+    pub grace: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            retry: fast_retry(),
+            operation_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TestGateway {
+    /// A gateway whose upstream is the real SDK client aimed at `endpoint`.
+    pub async fn aws(endpoint: &str) -> Self {
+        Self::aws_with(iot_client(endpoint), GatewayOptions::default()).await
+    }
+
+    /// A gateway over a given SDK client.
+    pub async fn aws_with(client: aws_sdk_iot::Client, options: GatewayOptions) -> Self {
+        Self::start(Arc::new(AwsJobsUpstream::new(client)), options).await
+    }
+
+    /// A gateway over any upstream.
+    pub async fn start(upstream: Arc<dyn JobsUpstream>, options: GatewayOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let jobs = Jobs::new(upstream, options.retry, options.operation_timeout);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::run(listener, jobs, options.grace, async {
+            let _ = rx.await;
+        }));
+        let client = JobsGatewayClient::new(channel(addr).await);
+        Self {
+            addr,
+            client,
+            shutdown: Some(tx),
+            server,
+        }
+    }
+
+    /// Asks the server to shut down gracefully (as SIGTERM does).
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A plaintext HTTP/2 channel to `addr`. The listener is bound before the
+/// server task starts, so connecting needs no waiting.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A gateway answer in proto3 JSON, as grpcurl and other JSON clients see it.
+pub fn to_json(response: &iot_jobs_gateway::pb::DescribeJobResponse) -> serde_json::Value {
+    use prost::Message;
+    let pool =
+        prost_reflect::DescriptorPool::decode(iot_jobs_gateway::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let descriptor = pool
+        .get_message_by_name("iot.jobs.v1.DescribeJobResponse")
+        .unwrap();
+    let message =
+        prost_reflect::DynamicMessage::decode(descriptor, response.encode_to_vec().as_slice())
+            .unwrap();
+    serde_json::to_value(message).unwrap()
+}
+
+/// A DescribeJob request, optionally with a deadline.
+pub fn describe(
+    job_id: &str,
+    timeout: Option<Duration>,
+) -> tonic::Request<iot_jobs_gateway::pb::DescribeJobRequest> {
+    let mut request = tonic::Request::new(iot_jobs_gateway::pb::DescribeJobRequest {
+        job_id: job_id.to_owned(),
+        before_substitution: None,
+    });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    request
+}

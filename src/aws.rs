@@ -109,6 +109,16 @@ pub fn classify(err: SdkError<DescribeJobError>) -> UpstreamError {
         .and_then(|r| r.headers().get("x-amzn-requestid"))
         .map(str::to_owned);
     let classified = match &err {
+        // A body the SDK could not parse (even a 200) arrives as a service
+        // error without an AWS error code.
+        SdkError::ServiceError(service) if service.err().code().is_none() => {
+            UpstreamError::new(Internal)
+                .retryable(false)
+                .with_message(format!(
+                    "AWS IoT sent a response the gateway could not read (HTTP {})",
+                    service.raw().status().as_u16()
+                ))
+        }
         SdkError::ServiceError(service) => {
             let e = service.err();
             let (kind, retryable) = kind_for_code(e.code());

@@ -185,3 +185,95 @@ pub fn describe(
     }
     request
 }
+
+/// Creates a job in an AWS stand-in through the Rust SDK, with every
+/// configuration CreateJob accepts that DescribeJob reports back.
+pub async fn create_rich_job(client: &aws_sdk_iot::Client, job_id: &str) {
+    use aws_sdk_iot::types::*;
+    client
+        .create_job()
+        .job_id(job_id)
+        .targets(format!(
+            "arn:aws:iot:{REGION}:123456789012:thing/pi-{job_id}"
+        ))
+        .document(r#"{"operation":"firmware-update","url":"${aws:iot:parameter:firmwareUrl}"}"#)
+        .description("firmware 2.0 rollout")
+        .target_selection(TargetSelection::Snapshot)
+        .presigned_url_config(
+            PresignedUrlConfig::builder()
+                .role_arn("arn:aws:iam::123456789012:role/jobs")
+                .expires_in_sec(600)
+                .build(),
+        )
+        .job_executions_rollout_config(
+            JobExecutionsRolloutConfig::builder()
+                .maximum_per_minute(50)
+                .exponential_rate(
+                    ExponentialRolloutRate::builder()
+                        .base_rate_per_minute(5)
+                        .increment_factor(1.5)
+                        .rate_increase_criteria(
+                            RateIncreaseCriteria::builder()
+                                .number_of_notified_things(10)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .abort_config(
+            AbortConfig::builder()
+                .criteria_list(
+                    AbortCriteria::builder()
+                        .failure_type(JobExecutionFailureType::Failed)
+                        .action(AbortAction::Cancel)
+                        .threshold_percentage(10.5)
+                        .min_number_of_executed_things(3)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .in_progress_timeout_in_minutes(30)
+                .build(),
+        )
+        .namespace_id("greengrass")
+        .job_template_arn(format!("arn:aws:iot:{REGION}:123456789012:jobtemplate/ota"))
+        .job_executions_retry_config(
+            JobExecutionsRetryConfig::builder()
+                .criteria_list(
+                    RetryCriteria::builder()
+                        .failure_type(RetryableFailureType::TimedOut)
+                        .number_of_retries(2)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .document_parameters("firmwareUrl", "s3://bucket/fw-2.0.bin")
+        .scheduling_config(
+            SchedulingConfig::builder()
+                .start_time("2030-01-01T10:00")
+                .end_time("2030-01-02T10:00")
+                .end_behavior(JobEndBehavior::StopRollout)
+                .maintenance_windows(
+                    MaintenanceWindow::builder()
+                        .start_time("cron(0 0 ? * MON *)")
+                        .duration_in_minutes(60)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .destination_package_versions(format!(
+            "arn:aws:iot:{REGION}:123456789012:package/fw/version/2.0"
+        ))
+        .send()
+        .await
+        .expect("CreateJob at the AWS stand-in");
+}

@@ -1,0 +1,132 @@
+//! The real `grpcurl` (v1.8.6, reflection v1alpha only) against the
+//! gateway, as an operator debugging it would use it.
+
+mod support;
+
+use support::{
+    REGION, TestGateway, create_rich_job,
+    fake_aws::FakeAws,
+    iot_client,
+    python::{self, Moto, boto3_describe, json_differences},
+};
+
+/// Runs grpcurl off the async runtime, so the in-process gateway keeps serving.
+async fn grpcurl(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python::grpcurl(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn lists_and_describes_the_service_through_reflection() {
+    let fake = FakeAws::start().await;
+    let gw = TestGateway::aws(&fake.url).await;
+    let addr = gw.addr.to_string();
+
+    let (ok, services, err) = grpcurl(args(&["-plaintext", &addr, "list"])).await;
+    assert!(ok, "{err}");
+    for service in ["iot.jobs.v1.JobsGateway", "grpc.health.v1.Health"] {
+        assert!(
+            services.lines().any(|l| l == service),
+            "{service} not listed:\n{services}"
+        );
+    }
+
+    let (ok, rpc, err) = grpcurl(args(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "iot.jobs.v1.JobsGateway",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        rpc.contains("rpc DescribeJob ( .iot.jobs.v1.DescribeJobRequest ) returns ( .iot.jobs.v1.DescribeJobResponse )"),
+        "{rpc}"
+    );
+
+    let (ok, job, err) = grpcurl(args(&["-plaintext", &addr, "describe", "iot.jobs.v1.Job"])).await;
+    assert!(ok, "{err}");
+    for needle in [
+        "job_arn",
+        "JobProcessDetails job_process_details",
+        "IN_PROGRESS",
+        "google.protobuf.Timestamp created_at",
+    ] {
+        assert!(job.contains(needle), "{needle} missing:\n{job}");
+    }
+    assert_eq!(fake.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_json_call_prints_what_boto3_reads_from_moto() {
+    let moto = Moto::start();
+    create_rich_job(&iot_client(&moto.url), "ota-7").await;
+    let gw = TestGateway::aws(&moto.url).await;
+    let addr = gw.addr.to_string();
+
+    let (ok, out, err) = grpcurl(args(&[
+        "-plaintext",
+        "-d",
+        r#"{"jobId": "ota-7"}"#,
+        &addr,
+        "iot.jobs.v1.JobsGateway/DescribeJob",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        printed["job"]["jobArn"],
+        format!("arn:aws:iot:{REGION}:123456789012:job/ota-7")
+    );
+    assert_eq!(printed["job"]["targetSelection"], "SNAPSHOT");
+    assert_eq!(
+        printed["job"]["schedulingConfig"]["endBehavior"],
+        "STOP_ROLLOUT"
+    );
+    assert_eq!(
+        printed["job"]["jobProcessDetails"]["numberOfQueuedThings"],
+        1
+    );
+    let reference = boto3_describe(&moto.url, REGION, "ota-7");
+    assert_eq!(json_differences(&printed, &reference), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn errors_and_health_are_readable_from_grpcurl() {
+    let fake = FakeAws::start().await;
+    let gw = TestGateway::aws(&fake.url).await;
+    let addr = gw.addr.to_string();
+
+    let (ok, _, err) = grpcurl(args(&[
+        "-plaintext",
+        "-d",
+        r#"{"jobId": "no/slashes"}"#,
+        &addr,
+        "iot.jobs.v1.JobsGateway/DescribeJob",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(err.contains("Code: InvalidArgument"), "{err}");
+    assert!(err.contains("contains '/' at position 3"), "{err}");
+
+    let (ok, out, err) = grpcurl(args(&[
+        "-plaintext",
+        "-d",
+        r#"{"service": "iot.jobs.v1.JobsGateway"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"status\": \"SERVING\""), "{out}");
+    assert_eq!(fake.calls(), 0);
+}

@@ -1,0 +1,311 @@
+//! The `iot-jobs-gateway` binary as an SRE runs it: flags and environment
+//! variables, bad configuration, JSON logs, and graceful shutdown on
+//! SIGTERM/SIGINT. The process never sees the developer's AWS setup: its
+//! environment is cleared and HOME points at an empty directory.
+
+mod support;
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use support::{
+    describe,
+    fake_aws::{FakeAws, Reply},
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iot-jobs-gateway");
+
+fn empty_home(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary with a clean environment: no AWS config, no instance metadata.
+fn gateway(home: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", empty_home(home))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A running gateway process, its address and its JSON log lines.
+struct Running {
+    child: Child,
+    addr: String,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn start(fake: &FakeAws, extra: &[&str], home: &str) -> Running {
+    let mut child = gateway(home)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--endpoint-url", &fake.url])
+        .args(extra)
+        .spawn()
+        .unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = logs.clone();
+    tokio::spawn(async move {
+        let mut addr_tx = Some(addr_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            let entry: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+            if entry["message"] == "gateway listening" {
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(entry["address"].as_str().unwrap().to_owned());
+                }
+            }
+            sink.lock().unwrap().push(entry);
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+        .await
+        .expect("the gateway did not log its address")
+        .expect("the gateway exited before listening");
+    Running { child, addr, logs }
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-s", name, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn help_lists_every_flag_with_its_environment_variable() {
+    let out = gateway("help")
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env) in [
+        ("--listen", "GATEWAY_LISTEN"),
+        ("--region", "GATEWAY_REGION"),
+        ("--endpoint-url", "GATEWAY_ENDPOINT_URL"),
+        ("--profile", "GATEWAY_PROFILE"),
+        (
+            "--upstream-attempt-timeout",
+            "GATEWAY_UPSTREAM_ATTEMPT_TIMEOUT",
+        ),
+        (
+            "--upstream-operation-timeout",
+            "GATEWAY_UPSTREAM_OPERATION_TIMEOUT",
+        ),
+        (
+            "--upstream-connect-timeout",
+            "GATEWAY_UPSTREAM_CONNECT_TIMEOUT",
+        ),
+        ("--upstream-max-attempts", "GATEWAY_UPSTREAM_MAX_ATTEMPTS"),
+        ("--shutdown-grace", "GATEWAY_SHUTDOWN_GRACE"),
+        ("--log-format", "GATEWAY_LOG_FORMAT"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        assert!(
+            help.contains(&format!("[env: {env}=")),
+            "{env} missing from --help:\n{help}"
+        );
+    }
+    assert!(help.contains("[default: 0.0.0.0:50051]"), "{help}");
+}
+
+#[tokio::test]
+async fn bad_configuration_names_the_setting_and_exits_non_zero() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let occupied = occupied
+        .local_addr()
+        .map(|a| (occupied, a.to_string()))
+        .unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, i32, &str)> = vec![
+        (
+            vec!["--endpoint-url", "localhost:5000"],
+            vec![],
+            2,
+            "--endpoint-url",
+        ),
+        (
+            vec!["--shutdown-grace", "soon"],
+            vec![],
+            2,
+            "--shutdown-grace",
+        ),
+        (
+            vec!["--upstream-max-attempts", "0"],
+            vec![],
+            2,
+            "--upstream-max-attempts",
+        ),
+        (
+            vec![],
+            vec![("GATEWAY_LISTEN", "not-an-address")],
+            2,
+            "--listen",
+        ),
+        (
+            vec![
+                "--upstream-attempt-timeout",
+                "1m",
+                "--upstream-operation-timeout",
+                "10s",
+            ],
+            vec![],
+            2,
+            "--upstream-attempt-timeout",
+        ),
+        (vec!["--listen", "127.0.0.1:0"], vec![], 2, "no AWS region"),
+        (
+            vec!["--listen", &occupied.1, "--region", "us-east-1"],
+            vec![],
+            1,
+            "cannot listen on",
+        ),
+    ];
+    for (args, env, code, needle) in cases {
+        let out = gateway("bad-config")
+            .arg("serve")
+            .args(&args)
+            .envs(env.clone())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?} {env:?}: {needle:?} not in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_call_finish_then_exits_zero() {
+    let fake = FakeAws::start().await;
+    fake.reply(
+        "slow-1",
+        Reply::slow(
+            Duration::from_millis(1500),
+            Reply::Job(json!({"job": {"jobId": "slow-1"}})),
+        ),
+    );
+    let mut gw = start(&fake, &["--shutdown-grace", "10s"], "sigterm").await;
+    let mut client = iot_jobs_gateway::pb::jobs_gateway_client::JobsGatewayClient::connect(
+        format!("http://{}", gw.addr),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn(async move { client.describe_job(describe("slow-1", None)).await });
+    fake.wait_for_calls(1).await;
+
+    signal(&gw.child, "TERM");
+
+    let answer = call.await.unwrap().expect("the in-flight call finishes");
+    assert_eq!(
+        answer.into_inner().job.unwrap().job_id.as_deref(),
+        Some("slow-1")
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        tokio::net::TcpStream::connect(&gw.addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+
+    let logs = gw.logs.lock().unwrap().clone();
+    let line = logs
+        .iter()
+        .find(|l| l["method"] == "DescribeJob")
+        .expect("one log line per call");
+    assert_eq!(line["job_id"], "slow-1");
+    assert_eq!(line["code"], "Ok");
+    assert!(line["latency_ms"].as_f64().unwrap() >= 1400.0, "{line}");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"].as_str().unwrap_or("").contains("NOT_SERVING"))
+    );
+}
+
+#[tokio::test]
+async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
+    let fake = FakeAws::start().await;
+    fake.reply(
+        "stuck",
+        Reply::slow(Duration::from_secs(60), Reply::Job(json!({"job": {}}))),
+    );
+    let extra = [
+        "--shutdown-grace",
+        "500ms",
+        "--upstream-attempt-timeout",
+        "60s",
+        "--upstream-operation-timeout",
+        "60s",
+    ];
+    let mut gw = start(&fake, &extra, "grace").await;
+    let mut client = iot_jobs_gateway::pb::jobs_gateway_client::JobsGatewayClient::connect(
+        format!("http://{}", gw.addr),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn(async move { client.describe_job(describe("stuck", None)).await });
+    fake.wait_for_calls(1).await;
+
+    let signalled = Instant::now();
+    signal(&gw.child, "INT");
+
+    let status = tokio::time::timeout(Duration::from_secs(10), gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "exited after {took:?}"
+    );
+    assert!(
+        call.await.unwrap().is_err(),
+        "the stuck call is cut off, not answered"
+    );
+    let logs = gw.logs.lock().unwrap().clone();
+    assert!(logs.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("grace period over")
+    }));
+}

@@ -78,10 +78,10 @@ async fn start(fake: &FakeAws, extra: &[&str], home: &str) -> Running {
         while let Ok(Some(line)) = lines.next_line().await {
             let entry: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
-            if entry["message"] == "gateway listening" {
-                if let Some(tx) = addr_tx.take() {
-                    let _ = tx.send(entry["address"].as_str().unwrap().to_owned());
-                }
+            if entry["message"] == "gateway listening"
+                && let Some(tx) = addr_tx.take()
+            {
+                let _ = tx.send(entry["address"].as_str().unwrap().to_owned());
             }
             sink.lock().unwrap().push(entry);
         }
@@ -148,7 +148,9 @@ async fn bad_configuration_names_the_setting_and_exits_non_zero() {
         .local_addr()
         .map(|a| (occupied, a.to_string()))
         .unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, i32, &str)> = vec![
+    // (arguments, environment, exit code, what stderr must say)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--endpoint-url", "localhost:5000"],
             vec![],

@@ -117,6 +117,30 @@ async fn errors_and_health_are_readable_from_grpcurl() {
     assert!(!ok);
     assert!(err.contains("Code: InvalidArgument"), "{err}");
     assert!(err.contains("contains '/' at position 3"), "{err}");
+    assert!(
+        err.contains(r#""field":"job_id""#),
+        "BadRequest is readable: {err}"
+    );
+    assert!(!err.contains("is not recognized"), "{err}");
+
+    let (ok, _, err) = grpcurl(args(&[
+        "-plaintext",
+        "-d",
+        r#"{"jobId": "missing"}"#,
+        &addr,
+        "iot.jobs.v1.JobsGateway/DescribeJob",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(err.contains("Code: NotFound"), "{err}");
+    assert!(
+        err.contains(r#""reason":"JOB_NOT_FOUND""#),
+        "ErrorInfo is readable: {err}"
+    );
+    assert!(
+        err.contains(r#""awsErrorCode":"ResourceNotFoundException""#),
+        "{err}"
+    );
 
     let (ok, out, err) = grpcurl(args(&[
         "-plaintext",
@@ -128,5 +152,5 @@ async fn errors_and_health_are_readable_from_grpcurl() {
     .await;
     assert!(ok, "{err}");
     assert!(out.contains("\"status\": \"SERVING\""), "{out}");
-    assert_eq!(fake.calls(), 0);
+    assert_eq!(fake.calls(), 1, "only the NotFound call reached AWS");
 }

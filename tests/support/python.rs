@@ -137,15 +137,15 @@ pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
 /// differ.
 pub fn json_differences(gateway: &Value, boto3: &Value) -> Vec<String> {
     let mut gateway = gateway.clone();
-    if let Some(job) = gateway.get_mut("job").and_then(Value::as_object_mut) {
-        if let Some(Value::Object(unknown)) = job.remove("unrecognizedValues") {
-            for (path, raw) in unknown {
-                assert!(
-                    !path.contains(['.', '[']),
-                    "nested unknown value {path} not handled"
-                );
-                job.insert(path, raw);
-            }
+    if let Some(job) = gateway.get_mut("job").and_then(Value::as_object_mut)
+        && let Some(Value::Object(unknown)) = job.remove("unrecognizedValues")
+    {
+        for (path, raw) in unknown {
+            assert!(
+                !path.contains(['.', '[']),
+                "nested unknown value {path} not handled"
+            );
+            job.insert(path, raw);
         }
     }
     let mut diffs = Vec::new();

@@ -154,3 +154,44 @@ async fn errors_and_health_are_readable_from_grpcurl() {
     assert!(out.contains("\"status\": \"SERVING\""), "{out}");
     assert_eq!(fake.calls(), 1, "only the NotFound call reached AWS");
 }
+
+/// grpcurl 1.8 only speaks v1alpha; newer tools (grpcurl 1.9, Postman,
+/// grpcui) use reflection v1, so it is checked with a plain client.
+#[tokio::test]
+async fn reflection_v1_lists_and_resolves_the_service() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+
+    let fake = FakeAws::start().await;
+    let gw = TestGateway::aws(&fake.url).await;
+    let mut reflection = ServerReflectionClient::new(support::channel(gw.addr).await);
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("iot.jobs.v1.JobsGateway".into()),
+    ]
+    .map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let listed = answers.message().await.unwrap().unwrap().message_response;
+    let Some(MessageResponse::ListServicesResponse(list)) = listed else {
+        panic!("expected a service list, got {listed:?}")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"iot.jobs.v1.JobsGateway"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    let file = answers.message().await.unwrap().unwrap().message_response;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = file else {
+        panic!("expected a file descriptor, got {file:?}")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}

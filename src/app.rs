@@ -27,6 +27,9 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for SIGTERM/SIGINT: {0}")]
+    Signals(std::io::Error),
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -47,6 +50,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         args.retry(),
         args.upstream_operation_timeout,
     );
+    let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| AppError::Bind {
@@ -58,12 +62,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         source,
     })?;
     info!(%address, "gateway listening");
-    server::run(
-        listener,
-        jobs,
-        args.shutdown_grace,
-        server::shutdown_signal(),
-    )
-    .await?;
+    server::run(listener, jobs, args.shutdown_grace, shutdown).await?;
     Ok(())
 }

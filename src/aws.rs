@@ -133,7 +133,10 @@ pub fn classify(err: SdkError<DescribeJobError>) -> UpstreamError {
                 UpstreamError::new(Unauthenticated)
                     .with_message("the gateway could not load AWS credentials")
             } else if failure.is_timeout() {
-                UpstreamError::new(Timeout)
+                // The connector only times out while connecting (attempt
+                // timeouts are SdkError::TimeoutError): AWS is unreachable.
+                UpstreamError::new(Unavailable)
+                    .with_message("timed out connecting to the AWS IoT endpoint")
             } else if failure.is_io() {
                 UpstreamError::new(Unavailable).with_message("could not reach the AWS IoT endpoint")
             } else {

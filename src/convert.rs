@@ -41,6 +41,21 @@ impl Unrecognized {
     }
 }
 
+impl Unrecognized {
+    /// AWS types these values as 64-bit but documents small ranges, so the
+    /// contract uses int32 (plain JSON numbers, as AWS prints them). A value
+    /// that does not fit is kept as text under `path` rather than truncated.
+    fn narrow(&mut self, value: i64, path: &str) -> Option<i32> {
+        match i32::try_from(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.0.insert(path.to_owned(), value.to_string());
+                None
+            }
+        }
+    }
+}
+
 fn job(j: &aws::Job) -> pb::Job {
     let mut unknown = Unrecognized::default();
     let target_selection = j.target_selection().map(|t| {
@@ -70,7 +85,9 @@ fn job(j: &aws::Job) -> pb::Job {
         description: j.description().map(str::to_owned),
         presigned_url_config: j.presigned_url_config().map(|c| pb::PresignedUrlConfig {
             role_arn: c.role_arn().map(str::to_owned),
-            expires_in_sec: c.expires_in_sec(),
+            expires_in_sec: c
+                .expires_in_sec()
+                .and_then(|v| unknown.narrow(v, "presignedUrlConfig.expiresInSec")),
         }),
         job_executions_rollout_config: j.job_executions_rollout_config().map(rollout_config),
         abort_config,
@@ -79,7 +96,9 @@ fn job(j: &aws::Job) -> pb::Job {
         completed_at: j.completed_at().map(timestamp),
         job_process_details: j.job_process_details().map(process_details),
         timeout_config: j.timeout_config().map(|c| pb::TimeoutConfig {
-            in_progress_timeout_in_minutes: c.in_progress_timeout_in_minutes(),
+            in_progress_timeout_in_minutes: c
+                .in_progress_timeout_in_minutes()
+                .and_then(|v| unknown.narrow(v, "timeoutConfig.inProgressTimeoutInMinutes")),
         }),
         namespace_id: j.namespace_id().map(str::to_owned),
         job_template_arn: j.job_template_arn().map(str::to_owned),
@@ -95,7 +114,7 @@ fn job(j: &aws::Job) -> pb::Job {
             })
             .collect(),
         destination_package_versions: j.destination_package_versions().to_vec(),
-        unrecognized_values: unknown.0,
+        unrecognized_values: std::mem::take(&mut unknown.0),
     }
 }
 
@@ -422,6 +441,28 @@ mod tests {
             let ts = timestamp(&parsed);
             assert_eq!((ts.seconds, ts.nanos), (seconds, nanos), "{wire}");
         }
+    }
+
+    #[test]
+    fn a_number_too_large_for_its_field_is_kept_as_text() {
+        let job = Job::builder()
+            .job_id("j")
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .in_progress_timeout_in_minutes(1 << 40)
+                    .build(),
+            )
+            .presigned_url_config(PresignedUrlConfig::builder().expires_in_sec(3600).build())
+            .build();
+        let json = to_json(&pb::DescribeJobResponse::from(
+            &JobDescription::builder().job(job).build(),
+        ));
+        assert_eq!(json["job"]["timeoutConfig"], serde_json::json!({}));
+        assert_eq!(
+            json["job"]["unrecognizedValues"]["timeoutConfig.inProgressTimeoutInMinutes"],
+            "1099511627776"
+        );
+        assert_eq!(json["job"]["presignedUrlConfig"]["expiresInSec"], 3600);
     }
 
     #[test]

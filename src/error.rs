@@ -43,8 +43,10 @@ pub enum GatewayError {
         source: UpstreamError,
     },
     /// Time ran out before AWS answered; the upstream request was dropped.
-    #[error("no answer from AWS IoT within {budget:?} ({limit:?} deadline)")]
+    #[error("no answer from AWS IoT for job {job_id:?} within {budget:?} ({limit:?} deadline)")]
     DeadlineExceeded {
+        /// The job the call was about.
+        job_id: String,
         /// How long the gateway waited.
         budget: Duration,
         /// Whose limit it was.
@@ -93,8 +95,13 @@ impl From<GatewayError> for Status {
                 details.add_bad_request_violation(&v.field, &v.description);
                 v.description.clone()
             }
-            GatewayError::DeadlineExceeded { budget, limit } => {
-                details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, HashMap::new());
+            GatewayError::DeadlineExceeded {
+                job_id,
+                budget,
+                limit,
+            } => {
+                let metadata = HashMap::from([("jobId".to_owned(), job_id.clone())]);
+                details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, metadata);
                 match limit {
                     DeadlineSource::Caller => format!(
                         "the call's deadline passed before AWS IoT answered (waited {budget:?}); \

@@ -58,6 +58,7 @@ impl Jobs {
                 source,
             }),
             Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
+                job_id: query.job_id.clone(),
                 budget: deadline.saturating_duration_since(started),
                 limit,
             }),

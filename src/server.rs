@@ -106,30 +106,29 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status(pb::SERVICE_NAME, status).await;
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            warn!(%err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Registers SIGTERM and SIGINT handlers now and returns a future that
+/// resolves on the first of them. Registering before the listener is bound
+/// means a signal can never hit the default action (exit 143) instead of a
+/// graceful shutdown.
+#[cfg(unix)]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("received SIGTERM"),
+            _ = interrupt.recv() => info!("received SIGINT"),
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(err) => {
-                warn!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    })
+}
+
+/// Resolves on Ctrl-C (the only signal outside Unix).
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!("received Ctrl-C");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => info!("received SIGINT"),
-        () = terminate => info!("received SIGTERM"),
-    }
+    })
 }

@@ -233,6 +233,20 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_zero() {
 
     signal(&gw.child, "TERM");
 
+    // While the 1.5 s call is still running, new connections are refused.
+    let refused = async {
+        while tokio::net::TcpStream::connect(&gw.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), refused)
+        .await
+        .expect("the listener stops accepting right after SIGTERM");
+    assert!(
+        !call.is_finished(),
+        "the refusal was seen while the call was in flight"
+    );
+
     let answer = call.await.unwrap().expect("the in-flight call finishes");
     assert_eq!(
         answer.into_inner().job.unwrap().job_id.as_deref(),
@@ -243,10 +257,6 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_zero() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(
-        tokio::net::TcpStream::connect(&gw.addr).await.is_err(),
-        "the listener is closed after shutdown"
-    );
 
     let logs = gw.logs.lock().unwrap().clone();
     let line = logs

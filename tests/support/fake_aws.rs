@@ -191,8 +191,12 @@ async fn describe_job(
         } => {
             let body = json!({"__type": code, "message": message}).to_string();
             let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
-            r.headers_mut()
-                .insert("x-amzn-ErrorType", HeaderValue::from_static(code));
+            // AWS appends the service's namespace to the code in this header.
+            let error_type = format!("{code}:http://internal.amazon.com/coral/com.amazonaws.iot/");
+            r.headers_mut().insert(
+                "x-amzn-ErrorType",
+                HeaderValue::from_str(&error_type).unwrap(),
+            );
             r
         }
         Reply::Raw { status, body } => {

@@ -131,10 +131,9 @@ pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
 }
 
 /// Compares a gateway answer in proto3 JSON with boto3's JSON, field for
-/// field. Differences that are only encoding are allowed: proto3 JSON
-/// writes 64-bit integers as strings, and enum values the contract does not
-/// know are read back from `job.unrecognizedValues`. Returns the paths that
-/// differ.
+/// field. Enum values the contract does not know are read back from
+/// `job.unrecognizedValues`; numbers compare by value (`3600` equals
+/// `3600.0`). Returns the paths that differ.
 pub fn json_differences(gateway: &Value, boto3: &Value) -> Vec<String> {
     let mut gateway = gateway.clone();
     if let Some(job) = gateway.get_mut("job").and_then(Value::as_object_mut)
@@ -170,7 +169,6 @@ fn compare(g: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
                 compare(gv, bv, &format!("{path}[{i}]"), diffs);
             }
         }
-        (Value::String(s), Value::Number(n)) if s.parse::<f64>().ok() == n.as_f64() => {}
         (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
         _ if g == b => {}
         _ => diffs.push(format!("{path}: gateway {g} vs boto3 {b}")),

@@ -229,7 +229,11 @@ async fn health_reports_serving_then_not_serving_on_shutdown() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), gw.server)
         .await
         .unwrap();
-    assert!(stopped.unwrap().is_ok());
+    assert_eq!(
+        stopped.unwrap().unwrap(),
+        Stopped::Drained,
+        "drained well before the 5 s grace"
+    );
 }
 
 #[tokio::test]

@@ -219,13 +219,14 @@ async fn malformed_json_is_internal_with_a_safe_message() {
 
 #[tokio::test]
 async fn an_unknown_error_code_is_internal() {
-    let (status, _) = call_with(Reply::error(400, "BrandNewException", "??")).await;
+    let (status, calls) = call_with(Reply::error(400, "BrandNewException", "??")).await;
     assert_eq!(status.code(), Code::Internal);
     assert!(
         status.message().contains("BrandNewException"),
         "{}",
         status.message()
     );
+    assert_eq!(calls, 1, "an unknown error is not retried");
 }
 
 #[tokio::test]
@@ -289,4 +290,7 @@ async fn the_gateway_operation_timeout_is_deadline_exceeded() {
         "{}",
         status.message()
     );
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "DEADLINE_EXCEEDED");
+    assert_eq!(info.metadata["jobId"], "j");
 }

@@ -1,16 +1,18 @@
 //! The `serve` command: builds the AWS upstream from configuration, binds
 //! the listener and runs the server until SIGTERM/SIGINT.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::{
     aws::{self, AwsConfigError, AwsJobsUpstream},
-    config::ServeArgs,
+    config::{DemoArgs, ServeArgs, SimulatorArgs},
     jobs::Jobs,
+    retry::RetryPolicy,
     server::{self, ServeError},
+    simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
 };
 
 /// Why `serve` could not start or keep running.
@@ -64,4 +66,99 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     info!(%address, "gateway listening");
     server::run(listener, jobs, args.shutdown_grace, shutdown).await?;
     Ok(())
+}
+
+/// Runs `iot-jobs-gateway simulator` until a shutdown signal.
+pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
+    let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
+    let config = SimConfig {
+        describe_rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::new(config, Arc::new(SystemClock));
+    if args.demo_fleet {
+        seed::demo_fleet(&sim);
+    }
+    let listener = bind(args.listen).await?;
+    let address = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+    println!("AWS IoT Jobs simulator listening on http://{address}");
+    println!(
+        "  aws iot describe-job --endpoint-url http://{address} --region us-east-1 --job-id JOB_ID"
+    );
+    sim_http::serve(listener, sim, shutdown)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: args.listen,
+            source,
+        })
+}
+
+/// Runs `iot-jobs-gateway demo`: the simulator with the demo fleet on a
+/// private loopback port, and the gateway in front of it through the real
+/// AWS SDK. Needs no AWS account and no network.
+pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
+    let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
+    let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
+    let job_ids = seed::demo_fleet(&sim);
+    let sim_listener = bind("127.0.0.1:0".parse().expect("a literal socket address")).await?;
+    let sim_address = sim_listener.local_addr().map_err(|source| AppError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+    tokio::spawn(sim_http::serve(sim_listener, sim, std::future::pending()));
+
+    let settings = aws::UpstreamSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(format!("http://{sim_address}")),
+        profile: None,
+        attempt_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(3),
+    };
+    let client = aws::iot_client(&aws::local_sdk_config("us-east-1"), &settings);
+    let jobs = Jobs::new(
+        Arc::new(AwsJobsUpstream::new(client)),
+        RetryPolicy::default(),
+        Duration::from_secs(15),
+    );
+    let listener = bind(args.listen).await?;
+    let address = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+    info!(%address, simulator = %sim_address, "gateway listening");
+    print_demo_banner(&address.to_string(), &sim_address.to_string(), &job_ids);
+    server::run(listener, jobs, Duration::from_secs(5), shutdown).await?;
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+fn print_demo_banner(gateway: &str, simulator: &str, job_ids: &[&str]) {
+    println!("iot-jobs-gateway demo");
+    println!("  gateway (gRPC):        {gateway}");
+    println!("  simulated AWS IoT API: http://{simulator}");
+    println!("  sample jobs:           {}", job_ids.join(", "));
+    println!();
+    println!("Try (grpcurl 1.8+; Ctrl-C stops the demo):");
+    println!("  grpcurl -plaintext {gateway} list");
+    for id in job_ids {
+        println!(
+            "  grpcurl -plaintext -d '{{\"jobId\": \"{id}\"}}' {gateway} iot.jobs.v1.JobsGateway/DescribeJob"
+        );
+    }
+    println!(
+        "  grpcurl -plaintext -d '{{\"jobId\": \"{}\", \"beforeSubstitution\": true}}' {gateway} iot.jobs.v1.JobsGateway/DescribeJob",
+        seed::TEMPLATED
+    );
+    println!(
+        "The {} rollout moves every second and completes in about half a minute.",
+        seed::ROLLOUT
+    );
 }

@@ -57,6 +57,18 @@ pub async fn load_sdk_config(settings: &UpstreamSettings) -> Result<SdkConfig, A
     Ok(sdk)
 }
 
+/// An SDK config for a local AWS stand-in (the demo's simulator): fixed
+/// region and placeholder credentials, nothing read from the environment.
+pub fn local_sdk_config(region: &str) -> SdkConfig {
+    use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+    let credentials = Credentials::new("demo", "demo", None, None, "iot-jobs-gateway-demo");
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build()
+}
+
 /// Builds the IoT client the gateway uses: the SDK's own retries are off
 /// (the gateway retries, so it can honour deadlines) and every attempt is
 /// bounded in time.

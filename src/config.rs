@@ -26,6 +26,34 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC gateway in front of AWS IoT (or an AWS stand-in).
     Serve(ServeArgs),
+    /// Try the gateway with no AWS account: a simulated fleet behind it.
+    Demo(DemoArgs),
+    /// Run only the AWS IoT Jobs simulator (for the AWS CLI, boto3 or a gateway).
+    Simulator(SimulatorArgs),
+}
+
+/// Settings of `iot-jobs-gateway demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address the demo gateway listens on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+}
+
+/// Settings of `iot-jobs-gateway simulator`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// Address the simulator's HTTP API listens on.
+    #[arg(long, env = "SIMULATOR_LISTEN", default_value = "127.0.0.1:4566")]
+    pub listen: SocketAddr,
+
+    /// DescribeJob calls per second before ThrottlingException (0 = no limit).
+    #[arg(long, env = "SIMULATOR_RATE_LIMIT", default_value_t = 10)]
+    pub rate_limit: u32,
+
+    /// Start with the demo fleet's jobs.
+    #[arg(long, env = "SIMULATOR_DEMO_FLEET")]
+    pub demo_fleet: bool,
 }
 
 /// How log lines are written (to stderr).
@@ -157,7 +185,9 @@ mod tests {
 
     #[test]
     fn defaults_match_the_readme() {
-        let Command::Serve(args) = parse(&["serve"]).unwrap().command;
+        let Command::Serve(args) = parse(&["serve"]).unwrap().command else {
+            panic!("serve parses as Serve")
+        };
         assert_eq!(args.listen, "0.0.0.0:50051".parse().unwrap());
         assert_eq!(args.upstream_attempt_timeout, Duration::from_secs(5));
         assert_eq!(args.upstream_operation_timeout, Duration::from_secs(15));
@@ -189,7 +219,10 @@ mod tests {
             "10s",
         ])
         .unwrap()
-        .command;
+        .command
+        else {
+            panic!("serve parses as Serve")
+        };
         let err = args.validate().unwrap_err();
         assert!(
             err.to_string().contains("--upstream-attempt-timeout"),

@@ -31,6 +31,7 @@ pub mod pb;
 pub mod retry;
 pub mod server;
 pub mod service;
+pub mod simulator;
 pub mod telemetry;
 pub mod upstream;
 pub mod validate;

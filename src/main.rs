@@ -36,5 +36,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Demo(args) => exit(runtime.block_on(app::demo(args))),
+        Command::Simulator(args) => exit(runtime.block_on(app::simulator(args))),
+    }
+}
+
+fn exit(result: Result<(), app::AppError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("iot-jobs-gateway: {err}");
+            ExitCode::FAILURE
+        }
     }
 }

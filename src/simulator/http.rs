@@ -1,0 +1,184 @@
+//! The simulator's HTTP face: AWS IoT's restJson1 routes for the Jobs calls
+//! the gateway and standard AWS tools use, and a small admin API under
+//! `/_sim/` for tests and benchmarks.
+//!
+//! | route | AWS operation |
+//! |---|---|
+//! | `GET /jobs/{jobId}?beforeSubstitution=` | DescribeJob |
+//! | `PUT /jobs/{jobId}` | CreateJob |
+//! | `PUT /jobs/{jobId}/cancel?force=` | CancelJob |
+//! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
+//! | `GET /_sim/stats` | call counts |
+//! | `POST /_sim/faults`, `DELETE /_sim/faults` | inject or clear faults |
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::{Answer, FaultRule, SimError, Simulator};
+
+type Params = Query<HashMap<String, String>>;
+
+/// Serves the simulator on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    simulator: Simulator,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(simulator))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The simulator's routes.
+pub fn router(simulator: Simulator) -> Router {
+    Router::new()
+        .route(
+            "/jobs/{job_id}",
+            get(describe_job).put(create_job).delete(delete_job),
+        )
+        .route("/jobs/{job_id}/cancel", put(cancel_job))
+        .route("/_sim/stats", get(stats))
+        .route(
+            "/_sim/faults",
+            axum::routing::post(inject).delete(clear_faults),
+        )
+        .with_state(simulator)
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params.get(name).is_some_and(|v| v == "true")
+}
+
+async fn describe_job(
+    State(sim): State<Simulator>,
+    Path(job_id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let (answer, delay) = sim.describe_job(&job_id, flag(&params, "beforeSubstitution"));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match answer {
+        Answer::Job(body) => ok(body),
+        Answer::Error(err) => error(err),
+        Answer::MalformedBody => {
+            with_request_id((StatusCode::OK, "{\"job\": {\"jobId\": ").into_response())
+        }
+        Answer::ConnectionReset => {
+            // Headers go out, then the body fails: hyper aborts the connection.
+            let broken = tokio_stream::once(Err::<Bytes, std::io::Error>(
+                std::io::ErrorKind::ConnectionReset.into(),
+            ));
+            with_request_id((StatusCode::OK, Body::from_stream(broken)).into_response())
+        }
+    }
+}
+
+async fn create_job(
+    State(sim): State<Simulator>,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    match parse_body(&body).and_then(|body| sim.create_job(&job_id, &body)) {
+        Ok(answer) => ok(answer),
+        Err(err) => error(err),
+    }
+}
+
+async fn cancel_job(
+    State(sim): State<Simulator>,
+    Path(job_id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    match parse_body(&body).and_then(|body| sim.cancel_job(&job_id, flag(&params, "force"), &body))
+    {
+        Ok(answer) => ok(answer),
+        Err(err) => error(err),
+    }
+}
+
+async fn delete_job(
+    State(sim): State<Simulator>,
+    Path(job_id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    match sim.delete_job(&job_id, flag(&params, "force")) {
+        Ok(()) => with_request_id(StatusCode::OK.into_response()),
+        Err(err) => error(err),
+    }
+}
+
+async fn stats(State(sim): State<Simulator>) -> Response {
+    Json(sim.stats()).into_response()
+}
+
+async fn inject(State(sim): State<Simulator>, Json(rule): Json<FaultRule>) -> StatusCode {
+    sim.inject(rule);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, SimError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| SimError::invalid(format!("request body is not JSON: {e}")))
+}
+
+fn ok(body: Value) -> Response {
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    with_request_id(response)
+}
+
+/// An AWS error in its wire shape: status, `x-amzn-ErrorType`, `__type` and `message`.
+fn error(err: SimError) -> Response {
+    let body = json!({"__type": err.code, "message": err.message}).to_string();
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let error_type = format!(
+        "{}:http://internal.amazon.com/coral/com.amazonaws.iot/",
+        err.code
+    );
+    if let Ok(value) = HeaderValue::from_str(&error_type) {
+        headers.insert("x-amzn-ErrorType", value);
+    }
+    with_request_id(response)
+}
+
+fn with_request_id(mut response: Response) -> Response {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = format!("sim-{:012}", NEXT.fetch_add(1, Ordering::Relaxed));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amzn-RequestId", value);
+    }
+    response
+}

@@ -1,0 +1,533 @@
+//! An embedded stand-in for the AWS IoT Jobs control plane.
+//!
+//! It speaks AWS IoT's restJson1 protocol ([`http`]) for DescribeJob,
+//! CreateJob, CancelJob and DeleteJob, so the gateway's real aws-sdk-iot
+//! path — and boto3 or the AWS CLI with `--endpoint-url` — run unchanged
+//! against it. Jobs follow AWS's lifecycle on a [`clock::Clock`] that tests
+//! can drive ([`job`]). Tests and benchmarks program it through this Rust
+//! API or the admin HTTP API: inject faults, enforce a rate limit, and count
+//! how many DescribeJob calls reached "AWS".
+
+pub mod clock;
+pub mod http;
+pub mod job;
+pub mod seed;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use self::{
+    clock::{Clock, EpochMillis},
+    job::{Cancellation, Execution, Outcome, SimJob},
+};
+
+/// Tunables of a simulator.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub region: String,
+    pub account: String,
+    /// Things a thing-group target stands for.
+    pub group_size: usize,
+    /// Gap between two executions starting, unless the job's rollout config
+    /// sets `maximumPerMinute`.
+    pub execution_interval: Duration,
+    /// How long one execution runs.
+    pub execution_duration: Duration,
+    /// How long a deleted job reads as DELETION_IN_PROGRESS.
+    pub deletion_delay: Duration,
+    /// DescribeJob calls per second before ThrottlingException (AWS's
+    /// default quota is 10); `None` turns the limit off.
+    pub describe_rate_limit: Option<u32>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            group_size: 10,
+            execution_interval: Duration::from_secs(1),
+            execution_duration: Duration::from_secs(5),
+            deletion_delay: Duration::from_secs(3),
+            describe_rate_limit: Some(10),
+        }
+    }
+}
+
+/// An AWS error as the simulator sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SimError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(job_id: &str) -> Self {
+        Self::new(
+            404,
+            "ResourceNotFoundException",
+            format!("Job {job_id} does not exist."),
+        )
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(400, "InvalidRequestException", message)
+    }
+}
+
+/// A failure the simulator injects into DescribeJob answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Fault {
+    /// Answer after this delay (other faults still apply).
+    Latency {
+        ms: u64,
+    },
+    ThrottlingException,
+    ServiceUnavailableException,
+    InternalFailure,
+    /// Drop the connection mid-answer.
+    ConnectionReset,
+    /// Answer 200 with a body that is not JSON.
+    MalformedBody,
+}
+
+/// A fault and where it applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultRule {
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// Only this job; every job when absent.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Apply to this many calls, then lapse; forever when absent.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// How many DescribeJob calls reached the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallStats {
+    pub describe_job_calls: u64,
+    pub per_job: BTreeMap<String, u64>,
+    /// Calls in each whole second since the simulator started.
+    pub per_second: BTreeMap<u64, u64>,
+    /// Calls answered with ThrottlingException by the rate limit.
+    pub throttled: u64,
+}
+
+/// What DescribeJob answers, before it is written to the wire.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Job(Value),
+    Error(SimError),
+    ConnectionReset,
+    MalformedBody,
+}
+
+struct State {
+    jobs: BTreeMap<String, SimJob>,
+    faults: Vec<FaultRule>,
+    stats: CallStats,
+    /// Token bucket of the DescribeJob rate limit.
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// A running simulator; clones share state.
+#[derive(Clone)]
+pub struct Simulator {
+    config: Arc<SimConfig>,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+    state: Arc<Mutex<State>>,
+}
+
+impl Simulator {
+    /// An empty simulator on `clock`.
+    pub fn new(config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+        let tokens = f64::from(config.describe_rate_limit.unwrap_or(0));
+        Self {
+            config: Arc::new(config),
+            clock,
+            started: Instant::now(),
+            state: Arc::new(Mutex::new(State {
+                jobs: BTreeMap::new(),
+                faults: Vec::new(),
+                stats: CallStats::default(),
+                tokens,
+                refilled: Instant::now(),
+            })),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated in
+        // a way later readers could not handle, so a poisoned lock is reused.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The simulator's current time.
+    pub fn now(&self) -> EpochMillis {
+        self.clock.now()
+    }
+
+    /// CreateJob: `body` is the AWS CreateJob request JSON.
+    pub fn create_job(&self, job_id: &str, body: &Value) -> Result<Value, SimError> {
+        let now = self.now();
+        let mut state = self.state();
+        if state.jobs.contains_key(job_id) {
+            return Err(SimError::new(
+                409,
+                "ResourceAlreadyExistsException",
+                format!("Job {job_id} already exists."),
+            ));
+        }
+        let job = self.build_job(job_id, body, now)?;
+        let answer =
+            json!({"jobArn": job.arn, "jobId": job_id, "description": body.get("description")});
+        state.jobs.insert(job_id.to_owned(), job);
+        Ok(answer)
+    }
+
+    fn build_job(&self, job_id: &str, body: &Value, now: EpochMillis) -> Result<SimJob, SimError> {
+        let targets: Vec<String> = body
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(|t| {
+                t.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if targets.is_empty() {
+            return Err(SimError::invalid(
+                "targets must name at least one thing or thing group",
+            ));
+        }
+        let continuous = match body.get("targetSelection").and_then(Value::as_str) {
+            None | Some("SNAPSHOT") => false,
+            Some("CONTINUOUS") => true,
+            Some(other) => {
+                return Err(SimError::invalid(format!(
+                    "unknown targetSelection {other}"
+                )));
+            }
+        };
+        let rollout_starts_at = match body
+            .pointer("/schedulingConfig/startTime")
+            .and_then(Value::as_str)
+        {
+            Some(start) => parse_schedule_time(start)?,
+            None => now,
+        };
+        let interval = body
+            .pointer("/jobExecutionsRolloutConfig/maximumPerMinute")
+            .and_then(Value::as_i64)
+            .filter(|m| *m > 0)
+            .map(|per_minute| 60_000 / per_minute)
+            .unwrap_or_else(|| millis(self.config.execution_interval));
+        let duration = millis(self.config.execution_duration);
+        let executions = self
+            .things(&targets)
+            .into_iter()
+            .enumerate()
+            .map(|(i, thing)| {
+                let starts_at = rollout_starts_at + interval * i as i64;
+                Execution {
+                    thing,
+                    starts_at,
+                    ends_at: starts_at + duration,
+                    outcome: Outcome::Succeeded,
+                    removed_at: None,
+                }
+            })
+            .collect();
+        let echoed: Map<String, Value> = ECHOED
+            .iter()
+            .filter_map(|key| body.get(*key).map(|v| ((*key).to_owned(), v.clone())))
+            .collect();
+        let document_parameters = body
+            .get("documentParameters")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(SimJob {
+            job_id: job_id.to_owned(),
+            arn: format!(
+                "arn:aws:iot:{}:{}:job/{job_id}",
+                self.config.region, self.config.account
+            ),
+            continuous,
+            targets,
+            document_source: body
+                .get("documentSource")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            document_parameters,
+            echoed,
+            rollout_starts_at,
+            created_at: now,
+            executions,
+            canceled: None,
+            deleting_since: None,
+        })
+    }
+
+    /// The things a list of targets stands for.
+    fn things(&self, targets: &[String]) -> Vec<String> {
+        let mut things = Vec::new();
+        for target in targets {
+            let name = target.rsplit('/').next().unwrap_or(target);
+            if target.contains(":thinggroup/") {
+                things.extend((1..=self.config.group_size).map(|n| format!("{name}-{n}")));
+            } else {
+                things.push(name.to_owned());
+            }
+        }
+        things
+    }
+
+    /// Changes a job through the Rust API (set outcomes, remove things, ...).
+    pub fn update_job(
+        &self,
+        job_id: &str,
+        change: impl FnOnce(&mut SimJob),
+    ) -> Result<(), SimError> {
+        let mut state = self.state();
+        let job = state
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| SimError::not_found(job_id))?;
+        change(job);
+        Ok(())
+    }
+
+    /// CancelJob.
+    pub fn cancel_job(&self, job_id: &str, force: bool, body: &Value) -> Result<Value, SimError> {
+        let now = self.now();
+        let mut state = self.state();
+        let job = state
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| SimError::not_found(job_id))?;
+        match job.status(now) {
+            "IN_PROGRESS" | "SCHEDULED" => {}
+            other => {
+                return Err(SimError::new(
+                    409,
+                    "InvalidStateTransitionException",
+                    format!("Job {job_id} is {other} and cannot be canceled."),
+                ));
+            }
+        }
+        let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+        job.canceled = Some(Cancellation {
+            at: now,
+            reason_code: text("reasonCode"),
+            comment: text("comment"),
+            force,
+        });
+        Ok(
+            json!({"jobArn": job.arn, "jobId": job_id, "description": job.echoed.get("description")}),
+        )
+    }
+
+    /// DeleteJob: the job reads DELETION_IN_PROGRESS, then disappears.
+    pub fn delete_job(&self, job_id: &str, force: bool) -> Result<(), SimError> {
+        let now = self.now();
+        let mut state = self.state();
+        let job = state
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| SimError::not_found(job_id))?;
+        if job.status(now) == "IN_PROGRESS" && !force {
+            return Err(SimError::new(
+                409,
+                "InvalidStateTransitionException",
+                format!("Job {job_id} is IN_PROGRESS; delete it with force=true."),
+            ));
+        }
+        job.deleting_since.get_or_insert(now);
+        Ok(())
+    }
+
+    /// DescribeJob, with counting, the rate limit and injected faults.
+    pub fn describe_job(&self, job_id: &str, before_substitution: bool) -> (Answer, Duration) {
+        let now = self.now();
+        let mut state = self.state();
+        let second = self.started.elapsed().as_secs();
+        state.stats.describe_job_calls += 1;
+        *state.stats.per_job.entry(job_id.to_owned()).or_default() += 1;
+        *state.stats.per_second.entry(second).or_default() += 1;
+
+        if !self.take_token(&mut state) {
+            state.stats.throttled += 1;
+            return (
+                Answer::Error(SimError::new(400, "ThrottlingException", "Rate exceeded")),
+                Duration::ZERO,
+            );
+        }
+        let (fault, delay) = take_faults(&mut state.faults, job_id);
+        let answer = match fault {
+            Some(Fault::ThrottlingException) => {
+                Answer::Error(SimError::new(400, "ThrottlingException", "Rate exceeded"))
+            }
+            Some(Fault::ServiceUnavailableException) => Answer::Error(SimError::new(
+                503,
+                "ServiceUnavailableException",
+                "Service is unavailable.",
+            )),
+            Some(Fault::InternalFailure) => Answer::Error(SimError::new(
+                500,
+                "InternalFailure",
+                "An internal error occurred.",
+            )),
+            Some(Fault::ConnectionReset) => Answer::ConnectionReset,
+            Some(Fault::MalformedBody) => Answer::MalformedBody,
+            Some(Fault::Latency { .. }) | None => {
+                self.read_job(&mut state, job_id, now, before_substitution)
+            }
+        };
+        (answer, delay)
+    }
+
+    fn read_job(
+        &self,
+        state: &mut State,
+        job_id: &str,
+        now: EpochMillis,
+        before_substitution: bool,
+    ) -> Answer {
+        let gone = state
+            .jobs
+            .get(job_id)
+            .and_then(|j| j.deleting_since)
+            .is_some_and(|since| now >= since + millis(self.config.deletion_delay));
+        if gone {
+            state.jobs.remove(job_id);
+        }
+        match state.jobs.get(job_id) {
+            Some(job) => Answer::Job(job.describe(now, before_substitution)),
+            None => Answer::Error(SimError::not_found(job_id)),
+        }
+    }
+
+    /// Takes a rate-limit token, refilling at the configured rate (burst = rate).
+    fn take_token(&self, state: &mut State) -> bool {
+        let Some(rate) = self.config.describe_rate_limit else {
+            return true;
+        };
+        let rate = f64::from(rate);
+        let elapsed = state.refilled.elapsed().as_secs_f64();
+        state.refilled = Instant::now();
+        state.tokens = (state.tokens + elapsed * rate).min(rate);
+        if state.tokens >= 1.0 {
+            state.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adds a fault rule.
+    pub fn inject(&self, rule: FaultRule) {
+        self.state().faults.push(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
+    /// What reached the simulator so far.
+    pub fn stats(&self) -> CallStats {
+        self.state().stats.clone()
+    }
+
+    /// The ids of the jobs it holds.
+    pub fn job_ids(&self) -> Vec<String> {
+        self.state().jobs.keys().cloned().collect()
+    }
+}
+
+/// The CreateJob fields DescribeJob reports back unchanged.
+const ECHOED: &[&str] = &[
+    "description",
+    "presignedUrlConfig",
+    "jobExecutionsRolloutConfig",
+    "abortConfig",
+    "timeoutConfig",
+    "namespaceId",
+    "jobTemplateArn",
+    "jobExecutionsRetryConfig",
+    "schedulingConfig",
+    "destinationPackageVersions",
+];
+
+/// Picks the fault for this call: the delay of every matching latency rule,
+/// and the first matching failure. Rules with a count use one up.
+fn take_faults(rules: &mut Vec<FaultRule>, job_id: &str) -> (Option<Fault>, Duration) {
+    let mut delay = Duration::ZERO;
+    let mut failure = None;
+    for rule in rules.iter_mut() {
+        if rule.job_id.as_deref().is_some_and(|id| id != job_id) || rule.times == Some(0) {
+            continue;
+        }
+        match &rule.fault {
+            Fault::Latency { ms } => delay += Duration::from_millis(*ms),
+            _ if failure.is_some() => continue,
+            other => failure = Some(other.clone()),
+        }
+        if let Some(times) = rule.times.as_mut() {
+            *times -= 1;
+        }
+    }
+    rules.retain(|r| r.times != Some(0));
+    (failure, delay)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Parses AWS's scheduling time (`YYYY-MM-DDTHH:MM`, UTC) to epoch millis.
+fn parse_schedule_time(text: &str) -> Result<EpochMillis, SimError> {
+    use aws_smithy_types::{DateTime, date_time::Format};
+    let full = if text.len() == 16 {
+        format!("{text}:00Z")
+    } else {
+        text.to_owned()
+    };
+    DateTime::from_str(&full, Format::DateTime)
+        .map(|t| t.to_millis().unwrap_or(i64::MAX))
+        .map_err(|_| {
+            SimError::invalid(format!(
+                "schedulingConfig.startTime {text:?} is not YYYY-MM-DDTHH:MM"
+            ))
+        })
+}

@@ -1,0 +1,138 @@
+//! The demo fleet: realistic jobs that together use every field of the
+//! DescribeJob mirror, created through the same CreateJob path AWS tools use.
+
+use serde_json::{Value, json};
+
+use super::{Simulator, clock::EpochMillis, job::Outcome};
+
+/// The firmware rollout that progresses and completes within a minute or so.
+pub const ROLLOUT: &str = "firmware-rollout-2-4";
+/// A CONTINUOUS job that never completes on its own.
+pub const CONTINUOUS: &str = "fleet-telemetry-agent";
+/// A job waiting for its start time, with maintenance windows.
+pub const SCHEDULED: &str = "maintenance-window-update";
+/// A job that was force-canceled.
+pub const CANCELED: &str = "sensor-calibration-v1";
+/// A job built from a managed template with document parameters.
+pub const TEMPLATED: &str = "cert-rotation-2026";
+
+/// Creates the demo jobs; returns their ids.
+pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
+    let now = sim.now();
+    let arn = |kind: &str, name: &str| {
+        format!(
+            "arn:aws:iot:{}:{}:{kind}/{name}",
+            sim.config.region, sim.config.account
+        )
+    };
+    let jobs: [(&str, Value); 5] = [
+        (
+            ROLLOUT,
+            json!({
+                "targets": [arn("thinggroup", "gateways-eu"), arn("thinggroup", "gateways-us")],
+                "documentSource": "https://s3.amazonaws.com/fleet-firmware/2.4.0/job.json",
+                "description": "Firmware 2.4.0 for edge gateways",
+                "targetSelection": "SNAPSHOT",
+                "presignedUrlConfig": {"roleArn": arn("role", "iot-jobs-s3").replace(":iot:", ":iam:"), "expiresInSec": 3600},
+                "jobExecutionsRolloutConfig": {"maximumPerMinute": 60, "exponentialRate": {
+                    "baseRatePerMinute": 10, "incrementFactor": 1.5,
+                    "rateIncreaseCriteria": {"numberOfNotifiedThings": 5, "numberOfSucceededThings": 3}}},
+                "abortConfig": {"criteriaList": [{"failureType": "FAILED", "action": "CANCEL",
+                    "thresholdPercentage": 30.0, "minNumberOfExecutedThings": 10}]},
+                "timeoutConfig": {"inProgressTimeoutInMinutes": 30},
+                "jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 2}]},
+                "destinationPackageVersions": [arn("package", "gateway-firmware/version/2.4.0")],
+            }),
+        ),
+        (
+            CONTINUOUS,
+            json!({
+                "targets": [arn("thinggroup", "all-sensors")],
+                "documentSource": "https://s3.amazonaws.com/fleet-agents/telemetry/job.json",
+                "description": "Keep the telemetry agent installed on every sensor",
+                "targetSelection": "CONTINUOUS",
+            }),
+        ),
+        (
+            SCHEDULED,
+            json!({
+                "targets": [arn("thinggroup", "store-displays")],
+                "documentSource": "https://s3.amazonaws.com/fleet-firmware/displays/job.json",
+                "description": "Display firmware, rolled out in store maintenance windows",
+                "schedulingConfig": {
+                    "startTime": schedule_time(now + 7 * DAY),
+                    "endTime": schedule_time(now + 37 * DAY),
+                    "endBehavior": "STOP_ROLLOUT",
+                    "maintenanceWindows": [{"startTime": "cron(0 2 ? * SUN *)", "durationInMinutes": 120}],
+                },
+                "scheduledJobRollouts": (1..=7).map(|w| json!({"startTime": schedule_time(now + (7 * w) * DAY)})).collect::<Vec<_>>(),
+            }),
+        ),
+        (
+            CANCELED,
+            json!({
+                "targets": [arn("thing", "sensor-0042"), arn("thing", "sensor-0043")],
+                "documentSource": "https://s3.amazonaws.com/fleet-config/calibration/v1.json",
+                "description": "Sensor calibration v1",
+            }),
+        ),
+        (
+            TEMPLATED,
+            json!({
+                "targets": [arn("thinggroup", "greengrass-cores")],
+                "documentSource": "https://s3.amazonaws.com/fleet-certs/${aws:iot:parameter:certificateSet}/rotate.json",
+                "description": "Rotate device certificates from the managed template",
+                "jobTemplateArn": arn("jobtemplate", "AWS-Run-Command:1.0"),
+                "documentParameters": {"certificateSet": "2026-q4", "command": "rotate-certs"},
+                "namespaceId": "AWS",
+            }),
+        ),
+    ];
+    for (id, body) in &jobs {
+        let mut body = body.clone();
+        let rollouts = body
+            .as_object_mut()
+            .and_then(|b| b.remove("scheduledJobRollouts"));
+        // The demo bodies are fixed and valid, and the simulator starts empty.
+        if let Err(err) = sim.create_job(id, &body) {
+            tracing::warn!(job_id = id, ?err, "demo job not created");
+            continue;
+        }
+        let _ = sim.update_job(id, |job| {
+            if let Some(rollouts) = rollouts {
+                job.echoed.insert("scheduledJobRollouts".into(), rollouts);
+            }
+        });
+    }
+    // Some things fail, reject or time out, so every counter moves.
+    let _ = sim.update_job(ROLLOUT, |job| {
+        for (i, e) in job.executions.iter_mut().enumerate() {
+            e.outcome = match i {
+                3 => Outcome::Failed,
+                7 => Outcome::Rejected,
+                11 => Outcome::TimedOut,
+                _ => Outcome::Succeeded,
+            };
+        }
+        if let Some(e) = job.executions.get_mut(15) {
+            e.removed_at = Some(e.starts_at - 500);
+        }
+    });
+    let _ = sim.cancel_job(
+        CANCELED,
+        true,
+        &json!({"reasonCode": "CALIBRATION_DRIFT", "comment": "Readings drifted on the first devices"}),
+    );
+    jobs.iter().map(|(id, _)| *id).collect()
+}
+
+const DAY: EpochMillis = 24 * 3600 * 1000;
+
+/// AWS's scheduling format, `YYYY-MM-DDTHH:MM`, in UTC.
+fn schedule_time(ms: EpochMillis) -> String {
+    use aws_smithy_types::{DateTime, date_time::Format};
+    let text = DateTime::from_millis(ms)
+        .fmt(Format::DateTime)
+        .unwrap_or_default();
+    text.chars().take(16).collect()
+}

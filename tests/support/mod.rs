@@ -7,6 +7,7 @@
 
 pub mod fake_aws;
 pub mod python;
+pub mod sim;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

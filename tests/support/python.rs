@@ -174,3 +174,19 @@ fn compare(g: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
         _ => diffs.push(format!("{path}: gateway {g} vs boto3 {b}")),
     }
 }
+
+/// Problems botocore's IoT model finds in the simulator's raw DescribeJob
+/// JSON for `job_id` (empty when it conforms).
+pub fn botocore_problems(base_url: &str, job_id: &str) -> Vec<String> {
+    let out = Command::new(venv_bin().join("python"))
+        .arg(support_dir().join("botocore_validate.py"))
+        .args([base_url, job_id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "botocore validation failed to run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

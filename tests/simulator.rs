@@ -1,0 +1,395 @@
+//! The embedded AWS IoT Jobs simulator: the gateway's real SDK path against
+//! it, job lifecycles under a manual clock, faults, the rate limit and call
+//! counts, and conformance with boto3 and botocore's service model.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use iot_jobs_gateway::simulator::{Fault, FaultRule, SimConfig, seed};
+use serde_json::Value;
+use support::{
+    REGION, TestGateway, describe, iot_client,
+    python::{boto3_describe, botocore_problems, json_differences},
+    sim::{TestSim, admin},
+    to_json,
+};
+use tonic::Code;
+
+async fn job_json(gw: &mut TestGateway, job_id: &str) -> Value {
+    let answer = gw
+        .client
+        .describe_job(describe(job_id, None))
+        .await
+        .unwrap();
+    to_json(&answer.into_inner())
+}
+
+fn counter(job: &Value, name: &str) -> i64 {
+    job["job"]["jobProcessDetails"][name].as_i64().unwrap()
+}
+
+/// Runs blocking Python off the runtime that serves the simulator.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_snapshot_job_moves_to_completed_as_time_passes() {
+    let sim = TestSim::unlimited().await;
+    let sdk = iot_client(&sim.url);
+    sdk.create_job()
+        .job_id("rollout")
+        .targets(format!(
+            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
+        ))
+        .document("{}")
+        .send()
+        .await
+        .unwrap();
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let start = job_json(&mut gw, "rollout").await;
+    assert_eq!(start["job"]["status"], "IN_PROGRESS");
+    assert_eq!(counter(&start, "numberOfQueuedThings"), 9);
+    assert_eq!(counter(&start, "numberOfInProgressThings"), 1);
+    assert_eq!(start["job"]["isConcurrent"], true);
+
+    sim.advance(Duration::from_secs(7));
+    let middle = job_json(&mut gw, "rollout").await;
+    assert_eq!(counter(&middle, "numberOfSucceededThings"), 3);
+    assert_eq!(counter(&middle, "numberOfInProgressThings"), 5);
+    assert_eq!(counter(&middle, "numberOfQueuedThings"), 2);
+    assert!(middle["job"].get("completedAt").is_none());
+
+    sim.advance(Duration::from_secs(60));
+    let done = job_json(&mut gw, "rollout").await;
+    assert_eq!(done["job"]["status"], "COMPLETED");
+    assert_eq!(counter(&done, "numberOfSucceededThings"), 10);
+    assert_eq!(done["job"]["completedAt"], "2030-01-01T00:00:14Z");
+    assert_eq!(done["job"]["isConcurrent"], false);
+    assert_eq!(
+        sim.sim.stats().describe_job_calls,
+        3,
+        "one upstream call per gateway call"
+    );
+}
+
+#[tokio::test]
+async fn a_continuous_job_never_completes_on_its_own() {
+    let sim = TestSim::unlimited().await;
+    seed::demo_fleet(&sim.sim);
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    sim.advance(Duration::from_secs(3600));
+
+    let job = job_json(&mut gw, seed::CONTINUOUS).await;
+    assert_eq!(job["job"]["status"], "IN_PROGRESS");
+    assert_eq!(job["job"]["targetSelection"], "CONTINUOUS");
+    assert_eq!(counter(&job, "numberOfSucceededThings"), 10);
+}
+
+#[tokio::test]
+async fn a_scheduled_job_waits_for_its_start_time() {
+    let sim = TestSim::unlimited().await;
+    seed::demo_fleet(&sim.sim);
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let before = job_json(&mut gw, seed::SCHEDULED).await;
+    sim.advance(Duration::from_secs(7 * 24 * 3600 + 2));
+    let after = job_json(&mut gw, seed::SCHEDULED).await;
+
+    assert_eq!(before["job"]["status"], "SCHEDULED");
+    assert_eq!(counter(&before, "numberOfQueuedThings"), 10);
+    assert_eq!(
+        before["job"]["schedulingConfig"]["startTime"],
+        "2030-01-08T00:00"
+    );
+    assert_eq!(
+        before["job"]["scheduledJobRollouts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+    assert_eq!(after["job"]["status"], "IN_PROGRESS");
+}
+
+#[tokio::test]
+async fn cancel_and_delete_follow_the_aws_lifecycle() {
+    let sim = TestSim::unlimited().await;
+    let sdk = iot_client(&sim.url);
+    sdk.create_job()
+        .job_id("doomed")
+        .targets(format!(
+            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
+        ))
+        .document("{}")
+        .send()
+        .await
+        .unwrap();
+    sim.advance(Duration::from_millis(2500));
+    sdk.cancel_job()
+        .job_id("doomed")
+        .reason_code("BAD_BUILD")
+        .comment("bricks sensors")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let canceled = job_json(&mut gw, "doomed").await;
+    assert_eq!(canceled["job"]["status"], "CANCELED");
+    assert_eq!(canceled["job"]["forceCanceled"], true);
+    assert_eq!(canceled["job"]["reasonCode"], "BAD_BUILD");
+    assert_eq!(canceled["job"]["comment"], "bricks sensors");
+    assert_eq!(canceled["job"]["completedAt"], "2030-01-01T00:00:02.500Z");
+    assert_eq!(
+        counter(&canceled, "numberOfCanceledThings"),
+        10,
+        "queued and (forced) running"
+    );
+
+    let again = sdk.cancel_job().job_id("doomed").send().await.unwrap_err();
+    assert_eq!(
+        aws_sdk_iot::error::ProvideErrorMetadata::code(&again),
+        Some("InvalidStateTransitionException")
+    );
+
+    sdk.delete_job().job_id("doomed").send().await.unwrap();
+    let deleting = job_json(&mut gw, "doomed").await;
+    assert_eq!(deleting["job"]["status"], "DELETION_IN_PROGRESS");
+    sim.advance(Duration::from_secs(5));
+    let gone = gw
+        .client
+        .describe_job(describe("doomed", None))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn before_substitution_shows_the_template_placeholders() {
+    let sim = TestSim::unlimited().await;
+    seed::demo_fleet(&sim.sim);
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let mut request = describe(seed::TEMPLATED, None);
+    request.get_mut().before_substitution = Some(true);
+    let raw = gw.client.describe_job(request).await.unwrap().into_inner();
+    let resolved = job_json(&mut gw, seed::TEMPLATED).await;
+
+    assert_eq!(
+        raw.document_source.as_deref(),
+        Some(
+            "https://s3.amazonaws.com/fleet-certs/${aws:iot:parameter:certificateSet}/rotate.json"
+        )
+    );
+    assert_eq!(
+        resolved["documentSource"],
+        "https://s3.amazonaws.com/fleet-certs/2026-q4/rotate.json"
+    );
+    assert_eq!(
+        resolved["job"]["documentParameters"]["certificateSet"],
+        "2026-q4"
+    );
+}
+
+/// Every field path present in `message`, without list indices.
+fn present_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                out.insert(p.clone());
+                if !(path.ends_with("documentParameters") || k == "documentParameters") {
+                    present_paths(v, &p, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| present_paths(i, path, out)),
+        _ => {}
+    }
+}
+
+/// Every field path of the DescribeJobResponse message.
+fn contract_paths() -> BTreeSet<String> {
+    fn walk(message: &prost_reflect::MessageDescriptor, path: &str, out: &mut BTreeSet<String>) {
+        for field in message.fields() {
+            if field.name() == "unrecognized_values" {
+                continue;
+            }
+            let p = if path.is_empty() {
+                field.json_name().to_owned()
+            } else {
+                format!("{path}.{}", field.json_name())
+            };
+            out.insert(p.clone());
+            if let prost_reflect::Kind::Message(inner) = field.kind()
+                && !field.is_map()
+                && inner.full_name() != "google.protobuf.Timestamp"
+            {
+                walk(&inner, &p, out);
+            }
+        }
+    }
+    let pool =
+        prost_reflect::DescriptorPool::decode(iot_jobs_gateway::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let mut out = BTreeSet::new();
+    walk(
+        &pool
+            .get_message_by_name("iot.jobs.v1.DescribeJobResponse")
+            .unwrap(),
+        "",
+        &mut out,
+    );
+    out
+}
+
+#[tokio::test]
+async fn the_demo_fleet_uses_every_field_of_the_mirror() {
+    let sim = TestSim::unlimited().await;
+    let ids = seed::demo_fleet(&sim.sim);
+    let mut gw = TestGateway::aws(&sim.url).await;
+    sim.advance(Duration::from_secs(30));
+
+    let mut seen = BTreeSet::new();
+    for id in &ids {
+        present_paths(&job_json(&mut gw, id).await, "", &mut seen);
+    }
+
+    let missing: Vec<_> = contract_paths().difference(&seen).cloned().collect();
+    assert!(missing.is_empty(), "no demo job shows {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_reads_every_demo_job_as_the_gateway_answers_it() {
+    let sim = TestSim::unlimited().await;
+    let ids = seed::demo_fleet(&sim.sim);
+    sim.advance(Duration::from_secs(10));
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    for id in ids {
+        let gateway = to_json(
+            &gw.client
+                .describe_job(describe(id, None))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let url = sim.url.clone();
+        let reference = blocking(move || boto3_describe(&url, REGION, id)).await;
+        assert_eq!(
+            json_differences(&gateway, &reference),
+            Vec::<String>::new(),
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_job_json_conforms_to_the_botocore_model() {
+    let sim = TestSim::unlimited().await;
+    let ids = seed::demo_fleet(&sim.sim);
+    sim.advance(Duration::from_secs(10));
+
+    for id in ids {
+        let url = sim.url.clone();
+        let problems = blocking(move || botocore_problems(&url, id)).await;
+        assert_eq!(problems, Vec::<String>::new(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn injected_faults_reach_the_gateway_and_are_counted() {
+    let sim = TestSim::unlimited().await;
+    seed::demo_fleet(&sim.sim);
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    sim.sim.inject(FaultRule {
+        fault: Fault::ThrottlingException,
+        job_id: Some(seed::ROLLOUT.into()),
+        times: Some(1),
+    });
+    let recovered = gw.client.describe_job(describe(seed::ROLLOUT, None)).await;
+    assert!(
+        recovered.is_ok(),
+        "one throttle is retried away: {recovered:?}"
+    );
+    assert_eq!(sim.sim.stats().per_job[seed::ROLLOUT], 2);
+
+    for (fault, code) in [
+        (Fault::ServiceUnavailableException, Code::Unavailable),
+        (Fault::InternalFailure, Code::Internal),
+        (Fault::MalformedBody, Code::Internal),
+    ] {
+        sim.sim.clear_faults();
+        sim.sim.inject(FaultRule {
+            fault: fault.clone(),
+            job_id: None,
+            times: None,
+        });
+        let status = gw
+            .client
+            .describe_job(describe(seed::CANCELED, None))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{fault:?}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_throttles_like_aws() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    seed::demo_fleet(&sim.sim);
+    let sdk = iot_client(&sim.url);
+
+    let mut throttled = 0;
+    for _ in 0..15 {
+        if let Err(err) = sdk.describe_job().job_id(seed::ROLLOUT).send().await {
+            let code = aws_sdk_iot::error::ProvideErrorMetadata::code(&err).map(str::to_owned);
+            assert_eq!(code.as_deref(), Some("ThrottlingException"));
+            throttled += 1;
+        }
+    }
+
+    assert!(
+        throttled >= 4,
+        "15 back-to-back calls against 10/s: {throttled} throttled"
+    );
+    let stats = sim.sim.stats();
+    assert_eq!(stats.describe_job_calls, 15);
+    assert_eq!(stats.throttled, throttled);
+}
+
+#[tokio::test]
+async fn the_admin_api_reports_counts_and_takes_faults() {
+    let sim = TestSim::unlimited().await;
+    seed::demo_fleet(&sim.sim);
+    let mut gw = TestGateway::aws(&sim.url).await;
+    let rule = r#"{"kind": "InternalFailure", "jobId": "cert-rotation-2026", "times": 3}"#;
+    let (status, _) = admin(&sim.url, "POST", "/_sim/faults", rule).await;
+    assert_eq!(status, 204);
+    let status = gw
+        .client
+        .describe_job(describe(seed::TEMPLATED, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    gw.client
+        .describe_job(describe(seed::ROLLOUT, None))
+        .await
+        .unwrap();
+
+    let (status, body) = admin(&sim.url, "GET", "/_sim/stats", "").await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["describeJobCalls"], 4);
+    assert_eq!(stats["perJob"][seed::TEMPLATED], 3);
+    assert_eq!(stats["perJob"][seed::ROLLOUT], 1);
+}

@@ -321,3 +321,89 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
             .contains("grace period over")
     }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
+    let mut child = gateway("demo")
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    let mut addr = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), stdout.next_line()).await
+    {
+        if let Some(rest) = line.trim().strip_prefix("gateway (gRPC):") {
+            addr = Some(rest.trim().to_owned());
+        }
+        banner.push(line);
+        if banner.last().is_some_and(|l| l.contains("completes in")) {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no gateway address in {banner:#?}"));
+    let banner = banner.join("\n");
+    for id in [
+        "firmware-rollout-2-4",
+        "fleet-telemetry-agent",
+        "maintenance-window-update",
+    ] {
+        assert!(banner.contains(id), "{id} not offered:\n{banner}");
+    }
+    assert!(
+        banner.contains(&format!("grpcurl -plaintext {addr} list")),
+        "{banner}"
+    );
+
+    // Poll the rollout once a second, as a user re-running grpcurl would.
+    let mut succeeded_seen = Vec::new();
+    let mut status = String::new();
+    for _ in 0..90 {
+        let target = addr.clone();
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            support::python::grpcurl(&[
+                "-plaintext",
+                "-d",
+                r#"{"jobId": "firmware-rollout-2-4"}"#,
+                &target,
+                "iot.jobs.v1.JobsGateway/DescribeJob",
+            ])
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{err}");
+        let job: Value = serde_json::from_str(&out).unwrap();
+        status = job["job"]["status"].as_str().unwrap().to_owned();
+        succeeded_seen.push(
+            job["job"]["jobProcessDetails"]["numberOfSucceededThings"]
+                .as_i64()
+                .unwrap(),
+        );
+        if status == "COMPLETED" {
+            assert!(job["job"]["completedAt"].is_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        status, "COMPLETED",
+        "succeeded counts seen: {succeeded_seen:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = succeeded_seen.iter().collect();
+    assert!(
+        distinct.len() >= 3,
+        "the counters moved: {succeeded_seen:?}"
+    );
+    assert!(
+        succeeded_seen.windows(2).all(|w| w[0] <= w[1]),
+        "{succeeded_seen:?}"
+    );
+
+    signal(&child, "TERM");
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

@@ -151,8 +151,13 @@ pub fn classify(err: SdkError<DescribeJobError>) -> UpstreamError {
                     .with_message("timed out connecting to the AWS IoT endpoint")
             } else if failure.is_io() {
                 UpstreamError::new(Unavailable).with_message("could not reach the AWS IoT endpoint")
-            } else {
+            } else if failure.is_user() {
+                // The request could not be built or sent as configured.
                 UpstreamError::new(Internal).retryable(false)
+            } else {
+                // The connection broke mid-exchange (hyper's IncompleteMessage
+                // and other transient transport failures).
+                UpstreamError::new(Unavailable).with_message("the connection to AWS IoT failed")
             }
         }
         SdkError::ResponseError(_) => UpstreamError::new(Internal)

@@ -327,6 +327,7 @@ async fn injected_faults_reach_the_gateway_and_are_counted() {
         (Fault::ServiceUnavailableException, Code::Unavailable),
         (Fault::InternalFailure, Code::Internal),
         (Fault::MalformedBody, Code::Internal),
+        (Fault::ConnectionReset, Code::Unavailable),
     ] {
         sim.sim.clear_faults();
         sim.sim.inject(FaultRule {

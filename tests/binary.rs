@@ -407,3 +407,37 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_command_serves_aws_tools() {
+    let mut child = gateway("simulator")
+        .args(["simulator", "--listen", "127.0.0.1:0", "--demo-fleet"])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+
+    let job = tokio::task::spawn_blocking(move || {
+        support::python::boto3_describe(&url, "us-east-1", "sensor-calibration-v1")
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(job["job"]["status"], "CANCELED");
+    assert_eq!(job["job"]["reasonCode"], "CALIBRATION_DRIFT");
+    signal(&child, "TERM");
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

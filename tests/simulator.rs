@@ -394,3 +394,56 @@ async fn the_admin_api_reports_counts_and_takes_faults() {
     assert_eq!(stats["perJob"][seed::TEMPLATED], 3);
     assert_eq!(stats["perJob"][seed::ROLLOUT], 1);
 }
+
+#[tokio::test]
+async fn the_admin_api_advances_executions_and_the_clock() {
+    let sim = TestSim::unlimited().await;
+    iot_client(&sim.url)
+        .create_job()
+        .job_id("manual")
+        .targets(format!(
+            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
+        ))
+        .document("{}")
+        .send()
+        .await
+        .unwrap();
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let path = "/_sim/jobs/manual/executions/advance";
+    let (status, body) = admin(
+        &sim.url,
+        "POST",
+        path,
+        r#"{"count": 3, "outcome": "FAILED"}"#,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"finished":3}"#));
+    let (status, _) = admin(
+        &sim.url,
+        "POST",
+        path,
+        r#"{"count": 1, "outcome": "REJECTED"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let partly = job_json(&mut gw, "manual").await;
+    assert_eq!(counter(&partly, "numberOfFailedThings"), 3);
+    assert_eq!(counter(&partly, "numberOfRejectedThings"), 1);
+    assert_eq!(partly["job"]["status"], "IN_PROGRESS");
+
+    let (status, _) = admin(&sim.url, "POST", "/_sim/clock/advance", r#"{"ms": 60000}"#).await;
+    assert_eq!(status, 200);
+    let done = job_json(&mut gw, "manual").await;
+    assert_eq!(done["job"]["status"], "COMPLETED");
+    assert_eq!(counter(&done, "numberOfSucceededThings"), 6);
+
+    let (status, body) = admin(
+        &sim.url,
+        "POST",
+        "/_sim/jobs/nope/executions/advance",
+        r#"{"count": 1, "outcome": "FAILED"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+}

@@ -10,6 +10,8 @@
 //! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
 //! | `GET /_sim/stats` | call counts |
 //! | `POST /_sim/faults`, `DELETE /_sim/faults` | inject or clear faults |
+//! | `POST /_sim/clock/advance` | move the simulator's time forward |
+//! | `POST /_sim/jobs/{jobId}/executions/advance` | finish executions now |
 
 use std::{
     collections::HashMap,
@@ -55,6 +57,11 @@ pub fn router(simulator: Simulator) -> Router {
         .route(
             "/_sim/faults",
             axum::routing::post(inject).delete(clear_faults),
+        )
+        .route("/_sim/clock/advance", axum::routing::post(advance_clock))
+        .route(
+            "/_sim/jobs/{job_id}/executions/advance",
+            axum::routing::post(advance_executions),
         )
         .with_state(simulator)
 }
@@ -135,6 +142,35 @@ async fn inject(State(sim): State<Simulator>, Json(rule): Json<FaultRule>) -> St
 async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
     sim.clear_faults();
     StatusCode::NO_CONTENT
+}
+
+/// `{"ms": 60000}`
+#[derive(serde::Deserialize)]
+struct ClockAdvance {
+    ms: u64,
+}
+
+async fn advance_clock(State(sim): State<Simulator>, Json(req): Json<ClockAdvance>) -> Response {
+    sim.advance_clock(std::time::Duration::from_millis(req.ms));
+    Json(json!({"now": sim.now()})).into_response()
+}
+
+/// `{"count": 3, "outcome": "FAILED"}`
+#[derive(serde::Deserialize)]
+struct ExecutionsAdvance {
+    count: usize,
+    outcome: super::job::Outcome,
+}
+
+async fn advance_executions(
+    State(sim): State<Simulator>,
+    Path(job_id): Path<String>,
+    Json(req): Json<ExecutionsAdvance>,
+) -> Response {
+    match sim.advance_executions(&job_id, req.count, req.outcome) {
+        Ok(finished) => Json(json!({"finished": finished})).into_response(),
+        Err(err) => error(err),
+    }
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, SimError> {

@@ -157,6 +157,8 @@ pub struct Simulator {
     config: Arc<SimConfig>,
     clock: Arc<dyn Clock>,
     started: Instant,
+    /// Added to the clock's time; the admin API moves it forward.
+    offset: Arc<std::sync::atomic::AtomicI64>,
     state: Arc<Mutex<State>>,
 }
 
@@ -168,6 +170,7 @@ impl Simulator {
             config: Arc::new(config),
             clock,
             started: Instant::now(),
+            offset: Arc::default(),
             state: Arc::new(Mutex::new(State {
                 jobs: BTreeMap::new(),
                 faults: Vec::new(),
@@ -188,7 +191,45 @@ impl Simulator {
 
     /// The simulator's current time.
     pub fn now(&self) -> EpochMillis {
-        self.clock.now()
+        self.clock.now() + self.offset.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Moves the simulator's time forward, whatever its clock.
+    pub fn advance_clock(&self, by: Duration) {
+        self.offset
+            .fetch_add(millis(by), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Finishes the next `count` unfinished executions of a job now, with
+    /// `outcome`; returns how many were finished.
+    pub fn advance_executions(
+        &self,
+        job_id: &str,
+        count: usize,
+        outcome: Outcome,
+    ) -> Result<usize, SimError> {
+        let now = self.now();
+        let mut state = self.state();
+        let job = state
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| SimError::not_found(job_id))?;
+        let unfinished: Vec<usize> = (0..job.executions.len())
+            .filter(|&i| {
+                matches!(
+                    job.execution_state(&job.executions[i], now),
+                    job::ExecutionState::Queued | job::ExecutionState::InProgress
+                )
+            })
+            .take(count)
+            .collect();
+        for &i in &unfinished {
+            let e = &mut job.executions[i];
+            e.starts_at = e.starts_at.min(now);
+            e.ends_at = now;
+            e.outcome = outcome;
+        }
+        Ok(unfinished.len())
     }
 
     /// CreateJob: `body` is the AWS CreateJob request JSON.

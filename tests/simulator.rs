@@ -29,6 +29,20 @@ fn counter(job: &Value, name: &str) -> i64 {
     job["job"]["jobProcessDetails"][name].as_i64().unwrap()
 }
 
+/// Creates a SNAPSHOT job for a 10-thing group through the SDK's CreateJob.
+async fn create_fleet_job(sim: &TestSim, job_id: &str) {
+    iot_client(&sim.url)
+        .create_job()
+        .job_id(job_id)
+        .targets(format!(
+            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
+        ))
+        .document("{}")
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Runs blocking Python off the runtime that serves the simulator.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -37,16 +51,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[tokio::test]
 async fn a_snapshot_job_moves_to_completed_as_time_passes() {
     let sim = TestSim::unlimited().await;
-    let sdk = iot_client(&sim.url);
-    sdk.create_job()
-        .job_id("rollout")
-        .targets(format!(
-            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
-        ))
-        .document("{}")
-        .send()
-        .await
-        .unwrap();
+    create_fleet_job(&sim, "rollout").await;
     let mut gw = TestGateway::aws(&sim.url).await;
 
     let start = job_json(&mut gw, "rollout").await;
@@ -119,15 +124,7 @@ async fn a_scheduled_job_waits_for_its_start_time() {
 async fn cancel_and_delete_follow_the_aws_lifecycle() {
     let sim = TestSim::unlimited().await;
     let sdk = iot_client(&sim.url);
-    sdk.create_job()
-        .job_id("doomed")
-        .targets(format!(
-            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
-        ))
-        .document("{}")
-        .send()
-        .await
-        .unwrap();
+    create_fleet_job(&sim, "doomed").await;
     sim.advance(Duration::from_millis(2500));
     sdk.cancel_job()
         .job_id("doomed")
@@ -398,16 +395,7 @@ async fn the_admin_api_reports_counts_and_takes_faults() {
 #[tokio::test]
 async fn the_admin_api_advances_executions_and_the_clock() {
     let sim = TestSim::unlimited().await;
-    iot_client(&sim.url)
-        .create_job()
-        .job_id("manual")
-        .targets(format!(
-            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
-        ))
-        .document("{}")
-        .send()
-        .await
-        .unwrap();
+    create_fleet_job(&sim, "manual").await;
     let mut gw = TestGateway::aws(&sim.url).await;
 
     let path = "/_sim/jobs/manual/executions/advance";

@@ -208,28 +208,24 @@ impl Simulator {
         count: usize,
         outcome: Outcome,
     ) -> Result<usize, SimError> {
-        let now = self.now();
-        let mut state = self.state();
-        let job = state
-            .jobs
-            .get_mut(job_id)
-            .ok_or_else(|| SimError::not_found(job_id))?;
-        let unfinished: Vec<usize> = (0..job.executions.len())
-            .filter(|&i| {
-                matches!(
-                    job.execution_state(&job.executions[i], now),
-                    job::ExecutionState::Queued | job::ExecutionState::InProgress
-                )
-            })
-            .take(count)
-            .collect();
-        for &i in &unfinished {
-            let e = &mut job.executions[i];
-            e.starts_at = e.starts_at.min(now);
-            e.ends_at = now;
-            e.outcome = outcome;
-        }
-        Ok(unfinished.len())
+        self.with_job(job_id, |job, now| {
+            let unfinished: Vec<usize> = (0..job.executions.len())
+                .filter(|&i| {
+                    matches!(
+                        job.execution_state(&job.executions[i], now),
+                        job::ExecutionState::Queued | job::ExecutionState::InProgress
+                    )
+                })
+                .take(count)
+                .collect();
+            for &i in &unfinished {
+                let e = &mut job.executions[i];
+                e.starts_at = e.starts_at.min(now);
+                e.ends_at = now;
+                e.outcome = outcome;
+            }
+            Ok(unfinished.len())
+        })
     }
 
     /// CreateJob: `body` is the AWS CreateJob request JSON.
@@ -359,23 +355,31 @@ impl Simulator {
         job_id: &str,
         change: impl FnOnce(&mut SimJob),
     ) -> Result<(), SimError> {
-        let mut state = self.state();
-        let job = state
-            .jobs
-            .get_mut(job_id)
-            .ok_or_else(|| SimError::not_found(job_id))?;
-        change(job);
-        Ok(())
+        self.with_job(job_id, |job, _| {
+            change(job);
+            Ok(())
+        })
     }
 
-    /// CancelJob.
-    pub fn cancel_job(&self, job_id: &str, force: bool, body: &Value) -> Result<Value, SimError> {
+    /// Runs `f` on a job (or answers ResourceNotFoundException) with the
+    /// simulator's current time, under the state lock.
+    fn with_job<T>(
+        &self,
+        job_id: &str,
+        f: impl FnOnce(&mut SimJob, EpochMillis) -> Result<T, SimError>,
+    ) -> Result<T, SimError> {
         let now = self.now();
         let mut state = self.state();
         let job = state
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| SimError::not_found(job_id))?;
+        f(job, now)
+    }
+
+    /// CancelJob.
+    pub fn cancel_job(&self, job_id: &str, force: bool, body: &Value) -> Result<Value, SimError> {
+        self.with_job(job_id, |job, now| {
         match job.status(now) {
             "IN_PROGRESS" | "SCHEDULED" => {}
             other => {
@@ -396,25 +400,22 @@ impl Simulator {
         Ok(
             json!({"jobArn": job.arn, "jobId": job_id, "description": job.echoed.get("description")}),
         )
+        })
     }
 
     /// DeleteJob: the job reads DELETION_IN_PROGRESS, then disappears.
     pub fn delete_job(&self, job_id: &str, force: bool) -> Result<(), SimError> {
-        let now = self.now();
-        let mut state = self.state();
-        let job = state
-            .jobs
-            .get_mut(job_id)
-            .ok_or_else(|| SimError::not_found(job_id))?;
-        if job.status(now) == "IN_PROGRESS" && !force {
-            return Err(SimError::new(
-                409,
-                "InvalidStateTransitionException",
-                format!("Job {job_id} is IN_PROGRESS; delete it with force=true."),
-            ));
-        }
-        job.deleting_since.get_or_insert(now);
-        Ok(())
+        self.with_job(job_id, |job, now| {
+            if job.status(now) == "IN_PROGRESS" && !force {
+                return Err(SimError::new(
+                    409,
+                    "InvalidStateTransitionException",
+                    format!("Job {job_id} is IN_PROGRESS; delete it with force=true."),
+                ));
+            }
+            job.deleting_since.get_or_insert(now);
+            Ok(())
+        })
     }
 
     /// DescribeJob, with counting, the rate limit and injected faults.

@@ -95,29 +95,82 @@ async fn a_continuous_job_never_completes_on_its_own() {
 }
 
 #[tokio::test]
-async fn a_scheduled_job_waits_for_its_start_time() {
+async fn a_scheduled_job_waits_for_its_start_time_and_its_maintenance_windows() {
+    // The demo job starts 2030-01-08T00:00 (a Tuesday) and rolls out only in
+    // its window, Sundays 02:00 for 120 minutes.
     let sim = TestSim::unlimited().await;
     seed::demo_fleet(&sim.sim);
     let mut gw = TestGateway::aws(&sim.url).await;
+    const HOUR: u64 = 3600;
 
     let before = job_json(&mut gw, seed::SCHEDULED).await;
-    sim.advance(Duration::from_secs(7 * 24 * 3600 + 2));
-    let after = job_json(&mut gw, seed::SCHEDULED).await;
-
     assert_eq!(before["job"]["status"], "SCHEDULED");
     assert_eq!(counter(&before, "numberOfQueuedThings"), 10);
     assert_eq!(
         before["job"]["schedulingConfig"]["startTime"],
         "2030-01-08T00:00"
     );
+    let rollouts: Vec<&str> = before["job"]["scheduledJobRollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["startTime"].as_str().unwrap())
+        .collect();
+    assert_eq!(rollouts.len(), 7);
     assert_eq!(
-        before["job"]["scheduledJobRollouts"]
-            .as_array()
-            .unwrap()
-            .len(),
-        7
+        rollouts[0], "2030-01-13T02:00",
+        "the first Sunday window after the start"
     );
-    assert_eq!(after["job"]["status"], "IN_PROGRESS");
+    assert_eq!(rollouts[1], "2030-01-20T02:00");
+
+    sim.advance(Duration::from_secs(7 * 24 * HOUR + 60));
+    let started_outside_a_window = job_json(&mut gw, seed::SCHEDULED).await;
+    assert_eq!(started_outside_a_window["job"]["status"], "SCHEDULED");
+
+    sim.advance(Duration::from_secs(5 * 24 * HOUR + 2 * HOUR - 60 + 3));
+    let in_window = job_json(&mut gw, seed::SCHEDULED).await;
+    assert_eq!(in_window["job"]["status"], "IN_PROGRESS");
+    assert!(counter(&in_window, "numberOfInProgressThings") > 0);
+}
+
+#[tokio::test]
+async fn a_rollout_longer_than_its_window_is_scheduled_again_until_the_next() {
+    let sim = TestSim::unlimited().await;
+    let body = serde_json::json!({
+        "targets": [format!("arn:aws:iot:{REGION}:123456789012:thinggroup/fleet")],
+        // One thing a minute, in a daily 5-minute window at 02:00.
+        "jobExecutionsRolloutConfig": {"maximumPerMinute": 1},
+        "schedulingConfig": {
+            "startTime": "2030-01-01T01:00",
+            "maintenanceWindows": [{"startTime": "cron(0 2 * * ? *)", "durationInMinutes": 5}],
+        },
+    });
+    sim.sim.create_job("nightly", &body).unwrap();
+    let mut gw = TestGateway::aws(&sim.url).await;
+    const MINUTE: u64 = 60;
+
+    sim.advance(Duration::from_secs(120 * MINUTE + 30));
+    let first_window = job_json(&mut gw, "nightly").await;
+    sim.advance(Duration::from_secs(30 * MINUTE));
+    let between = job_json(&mut gw, "nightly").await;
+    sim.advance(Duration::from_secs(
+        24 * 60 * MINUTE - 30 * MINUTE + 10 * MINUTE,
+    ));
+    let done = job_json(&mut gw, "nightly").await;
+
+    assert_eq!(first_window["job"]["status"], "IN_PROGRESS");
+    assert_eq!(between["job"]["status"], "SCHEDULED");
+    assert_eq!(counter(&between, "numberOfSucceededThings"), 5);
+    assert_eq!(counter(&between, "numberOfQueuedThings"), 5);
+    assert_eq!(done["job"]["status"], "COMPLETED");
+    assert_eq!(counter(&done, "numberOfSucceededThings"), 10);
+
+    let unsupported = serde_json::json!({
+        "targets": ["arn:aws:iot:us-east-1:123456789012:thing/a"],
+        "schedulingConfig": {"maintenanceWindows": [{"startTime": "cron(0 2 1 * ? *)", "durationInMinutes": 5}]},
+    });
+    let err = sim.sim.create_job("monthly", &unsupported).unwrap_err();
+    assert_eq!(err.code, "InvalidRequestException");
 }
 
 #[tokio::test]

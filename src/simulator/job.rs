@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::clock::EpochMillis;
+use super::{
+    clock::EpochMillis,
+    schedule::{self, Window},
+};
 
 /// How a finished execution ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,9 @@ pub struct SimJob {
     pub echoed: Map<String, Value>,
     /// Rollout begins here; before it the job is SCHEDULED.
     pub rollout_starts_at: EpochMillis,
+    /// Maintenance windows: executions start only inside them, and the job
+    /// reads SCHEDULED between them while things are still queued.
+    pub windows: Vec<Window>,
     pub created_at: EpochMillis,
     pub executions: Vec<Execution>,
     pub canceled: Option<Cancellation>,
@@ -117,13 +123,21 @@ impl SimJob {
             "DELETION_IN_PROGRESS"
         } else if self.canceled.as_ref().is_some_and(|c| c.at <= now) {
             "CANCELED"
-        } else if now < self.rollout_starts_at {
+        } else if now < self.rollout_starts_at || self.waiting_for_window(now) {
             "SCHEDULED"
         } else if self.completed_at(now).is_some() {
             "COMPLETED"
         } else {
             "IN_PROGRESS"
         }
+    }
+
+    fn waiting_for_window(&self, now: EpochMillis) -> bool {
+        !schedule::in_window(&self.windows, now)
+            && self
+                .executions
+                .iter()
+                .any(|e| self.execution_state(e, now) == ExecutionState::Queued)
     }
 
     /// When a SNAPSHOT job finished: its last execution's end, once all are terminal.
@@ -203,6 +217,14 @@ impl SimJob {
             job.insert("completedAt".into(), epoch_seconds(at));
         }
         job.insert("jobProcessDetails".into(), self.process_details(now));
+        if !self.windows.is_empty() {
+            let from = now.max(self.rollout_starts_at);
+            let rollouts: Vec<Value> = schedule::next_starts(&self.windows, from, 7)
+                .into_iter()
+                .map(|start| json!({"startTime": schedule::format(start)}))
+                .collect();
+            job.insert("scheduledJobRollouts".into(), json!(rollouts));
+        }
         if !self.document_parameters.is_empty() {
             job.insert("documentParameters".into(), json!(self.document_parameters));
         }

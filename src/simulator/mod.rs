@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod http;
 pub mod job;
+pub mod schedule;
 pub mod seed;
 
 use std::{
@@ -285,12 +286,14 @@ impl Simulator {
             .map(|per_minute| 60_000 / per_minute)
             .unwrap_or_else(|| millis(self.config.execution_interval));
         let duration = millis(self.config.execution_duration);
+        let windows = maintenance_windows(body)?;
         let executions = self
             .things(&targets)
             .into_iter()
             .enumerate()
             .map(|(i, thing)| {
-                let starts_at = rollout_starts_at + interval * i as i64;
+                let starts_at =
+                    schedule::after_window_time(&windows, rollout_starts_at, interval * i as i64);
                 Execution {
                     thing,
                     starts_at,
@@ -328,6 +331,7 @@ impl Simulator {
             document_parameters,
             echoed,
             rollout_starts_at,
+            windows,
             created_at: now,
             executions,
             canceled: None,
@@ -551,6 +555,36 @@ fn take_faults(rules: &mut Vec<FaultRule>, job_id: &str) -> (Option<Fault>, Dura
     }
     rules.retain(|r| r.times != Some(0));
     (failure, delay)
+}
+
+/// The job's maintenance windows, or InvalidRequestException for a cron
+/// expression outside the subset the simulator understands.
+fn maintenance_windows(body: &Value) -> Result<Vec<schedule::Window>, SimError> {
+    let Some(windows) = body
+        .pointer("/schedulingConfig/maintenanceWindows")
+        .and_then(Value::as_array)
+    else {
+        return Ok(Vec::new());
+    };
+    windows
+        .iter()
+        .map(|w| {
+            let cron = w
+                .get("startTime")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let minutes = w
+                .get("durationInMinutes")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            schedule::Window::parse(cron, minutes).ok_or_else(|| {
+                SimError::invalid(format!(
+                    "maintenance window {cron:?} ({minutes} min): the simulator understands daily \
+                     cron(M H * * ? *) and weekly cron(M H ? * DAY *) windows of at least a minute"
+                ))
+            })
+        })
+        .collect()
 }
 
 fn millis(d: Duration) -> i64 {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Simulator, clock::EpochMillis, job::Outcome};
+use super::{Simulator, clock::EpochMillis, job::Outcome, schedule::format as schedule_time};
 
 /// The firmware rollout that progresses and completes within a minute or so.
 pub const ROLLOUT: &str = "firmware-rollout-2-4";
@@ -65,7 +65,6 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
                     "endBehavior": "STOP_ROLLOUT",
                     "maintenanceWindows": [{"startTime": "cron(0 2 ? * SUN *)", "durationInMinutes": 120}],
                 },
-                "scheduledJobRollouts": (1..=7).map(|w| json!({"startTime": schedule_time(now + (7 * w) * DAY)})).collect::<Vec<_>>(),
             }),
         ),
         (
@@ -127,12 +126,3 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
 }
 
 const DAY: EpochMillis = 24 * 3600 * 1000;
-
-/// AWS's scheduling format, `YYYY-MM-DDTHH:MM`, in UTC.
-fn schedule_time(ms: EpochMillis) -> String {
-    use aws_smithy_types::{DateTime, date_time::Format};
-    let text = DateTime::from_millis(ms)
-        .fmt(Format::DateTime)
-        .unwrap_or_default();
-    text.chars().take(16).collect()
-}

@@ -35,6 +35,9 @@ pub enum AppError {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The simulator's HTTP server failed.
+    #[error("the simulator failed: {0}")]
+    Simulator(std::io::Error),
 }
 
 /// Runs `iot-jobs-gateway serve` until a shutdown signal.
@@ -53,16 +56,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         args.upstream_operation_timeout,
     );
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: args.listen,
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| AppError::Bind {
-        addr: args.listen,
-        source,
-    })?;
+    let (listener, address) = bind(args.listen).await?;
     info!(%address, "gateway listening");
     server::run(listener, jobs, args.shutdown_grace, shutdown).await?;
     Ok(())
@@ -79,21 +73,14 @@ pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
     if args.demo_fleet {
         seed::demo_fleet(&sim);
     }
-    let listener = bind(args.listen).await?;
-    let address = listener.local_addr().map_err(|source| AppError::Bind {
-        addr: args.listen,
-        source,
-    })?;
+    let (listener, address) = bind(args.listen).await?;
     println!("AWS IoT Jobs simulator listening on http://{address}");
     println!(
         "  aws iot describe-job --endpoint-url http://{address} --region us-east-1 --job-id JOB_ID"
     );
     sim_http::serve(listener, sim, shutdown)
         .await
-        .map_err(|source| AppError::Bind {
-            addr: args.listen,
-            source,
-        })
+        .map_err(AppError::Simulator)
 }
 
 /// Runs `iot-jobs-gateway demo`: the simulator with the demo fleet on a
@@ -103,11 +90,8 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
     let job_ids = seed::demo_fleet(&sim);
-    let sim_listener = bind("127.0.0.1:0".parse().expect("a literal socket address")).await?;
-    let sim_address = sim_listener.local_addr().map_err(|source| AppError::Bind {
-        addr: args.listen,
-        source,
-    })?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let (sim_listener, sim_address) = bind(loopback).await?;
     tokio::spawn(sim_http::serve(sim_listener, sim, std::future::pending()));
 
     let settings = aws::UpstreamSettings {
@@ -117,27 +101,27 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
         attempt_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(3),
     };
-    let client = aws::iot_client(&aws::local_sdk_config("us-east-1"), &settings);
+    let client = aws::iot_client(
+        &aws::local_sdk_config("us-east-1", aws::placeholder_credentials()),
+        &settings,
+    );
     let jobs = Jobs::new(
         Arc::new(AwsJobsUpstream::new(client)),
         RetryPolicy::default(),
         Duration::from_secs(15),
     );
-    let listener = bind(args.listen).await?;
-    let address = listener.local_addr().map_err(|source| AppError::Bind {
-        addr: args.listen,
-        source,
-    })?;
+    let (listener, address) = bind(args.listen).await?;
     info!(%address, simulator = %sim_address, "gateway listening");
     print_demo_banner(&address.to_string(), &sim_address.to_string(), &job_ids);
     server::run(listener, jobs, Duration::from_secs(5), shutdown).await?;
     Ok(())
 }
 
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { addr, source })
+async fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, std::net::SocketAddr), AppError> {
+    let error = |source| AppError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }
 
 fn print_demo_banner(gateway: &str, simulator: &str, job_ids: &[&str]) {

@@ -6,7 +6,10 @@ use std::{error::Error as StdError, time::Duration};
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
-use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::{
+    Credentials,
+    provider::{SharedCredentialsProvider, error::CredentialsError},
+};
 use aws_sdk_iot::{
     error::{ProvideErrorMetadata, SdkError},
     operation::describe_job::DescribeJobError,
@@ -57,16 +60,26 @@ pub async fn load_sdk_config(settings: &UpstreamSettings) -> Result<SdkConfig, A
     Ok(sdk)
 }
 
-/// An SDK config for a local AWS stand-in (the demo's simulator): fixed
-/// region and placeholder credentials, nothing read from the environment.
-pub fn local_sdk_config(region: &str) -> SdkConfig {
-    use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
-    let credentials = Credentials::new("demo", "demo", None, None, "iot-jobs-gateway-demo");
+/// An SDK config for a local AWS stand-in (the demo's simulator, tests):
+/// a fixed region and the given credentials, nothing read from the
+/// environment, profiles or instance metadata.
+pub fn local_sdk_config(region: &str, credentials: SharedCredentialsProvider) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
-        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .credentials_provider(credentials)
         .build()
+}
+
+/// Placeholder credentials for stand-ins that accept any signature.
+pub fn placeholder_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new(
+        "demo",
+        "demo",
+        None,
+        None,
+        "iot-jobs-gateway",
+    ))
 }
 
 /// Builds the IoT client the gateway uses: the SDK's own retries are off

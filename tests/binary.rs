@@ -93,6 +93,22 @@ async fn start(fake: &FakeAws, extra: &[&str], home: &str) -> Running {
     Running { child, addr, logs }
 }
 
+impl Running {
+    /// Starts a DescribeJob call on a new connection; it runs in the background.
+    async fn start_call(
+        &self,
+        job_id: &'static str,
+    ) -> tokio::task::JoinHandle<
+        Result<tonic::Response<iot_jobs_gateway::pb::DescribeJobResponse>, tonic::Status>,
+    > {
+        let url = format!("http://{}", self.addr);
+        let mut client = iot_jobs_gateway::pb::jobs_gateway_client::JobsGatewayClient::connect(url)
+            .await
+            .unwrap();
+        tokio::spawn(async move { client.describe_job(describe(job_id, None)).await })
+    }
+}
+
 fn signal(child: &Child, name: &str) {
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
@@ -223,12 +239,7 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_zero() {
         ),
     );
     let mut gw = start(&fake, &["--shutdown-grace", "10s"], "sigterm").await;
-    let mut client = iot_jobs_gateway::pb::jobs_gateway_client::JobsGatewayClient::connect(
-        format!("http://{}", gw.addr),
-    )
-    .await
-    .unwrap();
-    let call = tokio::spawn(async move { client.describe_job(describe("slow-1", None)).await });
+    let call = gw.start_call("slow-1").await;
     fake.wait_for_calls(1).await;
 
     signal(&gw.child, "TERM");
@@ -288,12 +299,7 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
         "60s",
     ];
     let mut gw = start(&fake, &extra, "grace").await;
-    let mut client = iot_jobs_gateway::pb::jobs_gateway_client::JobsGatewayClient::connect(
-        format!("http://{}", gw.addr),
-    )
-    .await
-    .unwrap();
-    let call = tokio::spawn(async move { client.describe_job(describe("stuck", None)).await });
+    let call = gw.start_call("stuck").await;
     fake.wait_for_calls(1).await;
 
     let signalled = Instant::now();

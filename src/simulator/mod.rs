@@ -86,6 +86,10 @@ impl SimError {
         )
     }
 
+    fn throttled() -> Self {
+        Self::new(400, "ThrottlingException", "Rate exceeded")
+    }
+
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(400, "InvalidRequestException", message)
     }
@@ -433,16 +437,11 @@ impl Simulator {
 
         if !self.take_token(&mut state) {
             state.stats.throttled += 1;
-            return (
-                Answer::Error(SimError::new(400, "ThrottlingException", "Rate exceeded")),
-                Duration::ZERO,
-            );
+            return (Answer::Error(SimError::throttled()), Duration::ZERO);
         }
         let (fault, delay) = take_faults(&mut state.faults, job_id);
         let answer = match fault {
-            Some(Fault::ThrottlingException) => {
-                Answer::Error(SimError::new(400, "ThrottlingException", "Rate exceeded"))
-            }
+            Some(Fault::ThrottlingException) => Answer::Error(SimError::throttled()),
             Some(Fault::ServiceUnavailableException) => Answer::Error(SimError::new(
                 503,
                 "ServiceUnavailableException",
@@ -513,11 +512,6 @@ impl Simulator {
     /// What reached the simulator so far.
     pub fn stats(&self) -> CallStats {
         self.state().stats.clone()
-    }
-
-    /// The ids of the jobs it holds.
-    pub fn job_ids(&self) -> Vec<String> {
-        self.state().jobs.keys().cloned().collect()
     }
 }
 

@@ -11,7 +11,7 @@ pub mod sim;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_credential_types::{
     Credentials,
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
@@ -44,11 +44,7 @@ pub fn settings(endpoint: &str) -> UpstreamSettings {
 /// An SDK config with fixed test credentials, never touching the
 /// environment, profiles or instance metadata.
 pub fn sdk_config(credentials: SharedCredentialsProvider) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(credentials)
-        .build()
+    aws::local_sdk_config(REGION, credentials)
 }
 
 /// Static test credentials, as moto expects any.

@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // google.rpc.Status is tonic-types' own type, so details built with
+        // tonic_types::ErrorDetails can be placed in it directly.
+        .extern_path(".google.rpc.Status", "::tonic_types::pb::Status")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -50,11 +50,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         endpoint = settings.endpoint_url.as_deref().unwrap_or("AWS default"),
         "AWS IoT upstream configured"
     );
-    let jobs = Jobs::new(
-        Arc::new(AwsJobsUpstream::new(client)),
-        args.retry(),
-        args.upstream_operation_timeout,
-    );
+    let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), args.jobs());
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let (listener, address) = bind(args.listen).await?;
     info!(%address, "gateway listening");
@@ -105,11 +101,10 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
         &aws::local_sdk_config("us-east-1", aws::placeholder_credentials()),
         &settings,
     );
-    let jobs = Jobs::new(
-        Arc::new(AwsJobsUpstream::new(client)),
-        RetryPolicy::default(),
-        Duration::from_secs(15),
-    );
+    let settings = args
+        .protection
+        .jobs(RetryPolicy::default(), Duration::from_secs(15));
+    let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), settings);
     let (listener, address) = bind(args.listen).await?;
     info!(%address, simulator = %sim_address, "gateway listening");
     print_demo_banner(&address.to_string(), &sim_address.to_string(), &job_ids);

@@ -6,7 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
-use crate::{aws::UpstreamSettings, retry::RetryPolicy};
+use crate::{
+    aws::UpstreamSettings, cache::CacheSettings, jobs::JobsSettings, limiter::LimiterSettings,
+    retry::RetryPolicy,
+};
 
 /// gRPC gateway in front of AWS IoT Jobs.
 #[derive(Debug, Parser)]
@@ -38,6 +41,72 @@ pub struct DemoArgs {
     /// Address the demo gateway listens on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// Cache, rate limit and batch settings.
+    #[command(flatten)]
+    pub protection: ProtectionArgs,
+}
+
+/// How the gateway protects AWS: answer cache, rate limit, batch size.
+#[derive(Debug, Clone, Args)]
+pub struct ProtectionArgs {
+    /// How long an answer about an active job is served from cache.
+    #[arg(long, env = "GATEWAY_CACHE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// How long an answer about a COMPLETED or CANCELED job is served from cache.
+    #[arg(long, env = "GATEWAY_CACHE_TERMINAL_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub cache_terminal_ttl: Duration,
+
+    /// How long "no such job" is remembered.
+    #[arg(long, env = "GATEWAY_CACHE_NOT_FOUND_TTL", default_value = "2s", value_parser = parse_duration)]
+    pub cache_not_found_ttl: Duration,
+
+    /// Memory the cached answers may use, in MiB (estimated).
+    #[arg(long, env = "GATEWAY_CACHE_MAX_MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub cache_max_mib: u64,
+
+    /// AWS DescribeJob calls per second, for all clients together (AWS's default quota is 10).
+    #[arg(long, env = "GATEWAY_UPSTREAM_RATE", default_value_t = 10.0, value_parser = parse_rate)]
+    pub upstream_rate: f64,
+
+    /// AWS calls that may start at once after a quiet period.
+    #[arg(long, env = "GATEWAY_UPSTREAM_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub upstream_burst: u32,
+
+    /// Calls that may wait for the rate limit at once; more are turned away.
+    #[arg(long, env = "GATEWAY_UPSTREAM_MAX_WAITERS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub upstream_max_waiters: u64,
+
+    /// The most jobs one BatchDescribeJobs or StreamDescribeJobs call may ask about.
+    #[arg(long, env = "GATEWAY_MAX_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_batch_size: u64,
+}
+
+impl ProtectionArgs {
+    /// The domain settings, with `retry` and `operation_timeout` from elsewhere.
+    pub fn jobs(&self, retry: RetryPolicy, operation_timeout: Duration) -> JobsSettings {
+        JobsSettings {
+            retry,
+            operation_timeout,
+            limiter: LimiterSettings {
+                rate: self.upstream_rate,
+                burst: self.upstream_burst,
+                max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
+            },
+            cache: CacheSettings {
+                ttl: self.cache_ttl,
+                terminal_ttl: self.cache_terminal_ttl,
+                not_found_ttl: self.cache_not_found_ttl,
+                max_bytes: self.cache_max_mib * 1024 * 1024,
+            },
+            max_batch_size: usize::try_from(self.max_batch_size).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// Settings of `iot-jobs-gateway simulator`.
@@ -104,6 +173,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Cache, rate limit and batch settings.
+    #[command(flatten)]
+    pub protection: ProtectionArgs,
 }
 
 impl ServeArgs {
@@ -133,12 +206,13 @@ impl ServeArgs {
         }
     }
 
-    /// The retry policy.
-    pub fn retry(&self) -> RetryPolicy {
-        RetryPolicy {
+    /// The domain settings: retries, timeouts, cache, rate limit, batches.
+    pub fn jobs(&self) -> JobsSettings {
+        let retry = RetryPolicy {
             max_attempts: self.upstream_max_attempts,
             ..RetryPolicy::default()
-        }
+        };
+        self.protection.jobs(retry, self.upstream_operation_timeout)
     }
 }
 
@@ -149,6 +223,13 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".to_owned());
     }
     Ok(d)
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && (0.01..=100_000.0).contains(&rate) => Ok(rate),
+        _ => Err("calls per second, a number from 0.01 to 100000 (e.g. 10 or 2.5)".to_owned()),
+    }
 }
 
 fn parse_region(value: &str) -> Result<String, String> {
@@ -195,6 +276,11 @@ mod tests {
         assert_eq!(args.upstream_max_attempts, 3);
         assert_eq!(args.shutdown_grace, Duration::from_secs(20));
         assert!(args.validate().is_ok());
+        let jobs = args.jobs();
+        assert_eq!(jobs.limiter, LimiterSettings::default());
+        assert_eq!(jobs.cache, CacheSettings::default());
+        assert_eq!(jobs.max_batch_size, 1000);
+        assert_eq!(jobs.limiter.rate, 10.0);
     }
 
     #[test]
@@ -207,6 +293,12 @@ mod tests {
         assert!(err.to_string().contains("--region"), "{err}");
         let err = parse(&["serve", "--upstream-max-attempts", "0"]).unwrap_err();
         assert!(err.to_string().contains("--upstream-max-attempts"), "{err}");
+        let err = parse(&["serve", "--upstream-rate", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--upstream-rate"), "{err}");
+        let err = parse(&["serve", "--max-batch-size", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--max-batch-size"), "{err}");
+        let err = parse(&["serve", "--cache-ttl", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("--cache-ttl"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
+    limiter::{RejectReason, Rejected},
     upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
     validate::FieldViolation,
 };
@@ -28,7 +29,7 @@ pub enum DeadlineSource {
 }
 
 /// Everything a gateway call can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The request was malformed; AWS was not called.
     #[error("invalid request: {}", .0.description)]
@@ -52,6 +53,15 @@ pub enum GatewayError {
         /// Whose limit it was.
         limit: DeadlineSource,
     },
+    /// The gateway's own AWS rate limit has no call to spare in time; AWS
+    /// was not called.
+    #[error("no AWS call for job {job_id:?} available in time under the gateway's rate limit ({:?}, retry after {:?})", .rejected.reason, .rejected.retry_after)]
+    RateLimited {
+        /// The job the call was about.
+        job_id: String,
+        /// What the limiter said.
+        rejected: Rejected,
+    },
 }
 
 impl GatewayError {
@@ -66,12 +76,38 @@ impl GatewayError {
         out
     }
 
+    /// Whether the call failed only because its time ran out (its deadline
+    /// passed, or the rate limit could not fit it in before it); a caller
+    /// with more time may still succeed.
+    pub fn is_out_of_time(&self) -> bool {
+        match self {
+            Self::DeadlineExceeded { .. } => true,
+            Self::RateLimited { rejected, .. } => rejected.reason == RejectReason::Deadline,
+            _ => false,
+        }
+    }
+
+    /// The error as a `google.rpc.Status`, with the same code, message and
+    /// details a unary call would carry (for batch items).
+    pub fn to_rpc_status(&self) -> tonic_types::pb::Status {
+        use prost::Message as _;
+        let status = Status::from(self.clone());
+        tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| {
+            tonic_types::pb::Status {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                details: Vec::new(),
+            }
+        })
+    }
+
     /// The gRPC code this error maps to (also used for call logs).
     pub fn code(&self) -> Code {
         use UpstreamErrorKind::*;
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::RateLimited { .. } => Code::ResourceExhausted,
             Self::Upstream { source, .. } => match source.kind {
                 InvalidRequest => Code::InvalidArgument,
                 NotFound => Code::NotFound,
@@ -112,11 +148,47 @@ impl From<GatewayError> for Status {
                     ),
                 }
             }
+            GatewayError::RateLimited { job_id, rejected } => {
+                rate_limited_status(job_id, rejected, &mut details)
+            }
             GatewayError::Upstream { job_id, source } => {
                 upstream_status(job_id, source, &mut details)
             }
         };
         Status::with_error_details(code, message, details)
+    }
+}
+
+/// Fills in the details and returns the message when the gateway's own rate
+/// limit turned a call away.
+fn rate_limited_status(job_id: &str, rejected: &Rejected, details: &mut ErrorDetails) -> String {
+    // Never tell a client to retry sooner than a millisecond from now.
+    let retry_after = rejected.retry_after.max(Duration::from_millis(1));
+    details.set_retry_info(Some(retry_after));
+    let metadata = HashMap::from([
+        ("jobId".to_owned(), job_id.to_owned()),
+        ("ratePerSecond".to_owned(), format!("{}", rejected.rate)),
+    ]);
+    details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, metadata);
+    let rate = rejected.rate;
+    let after = humantime_ms(retry_after);
+    match rejected.reason {
+        RejectReason::Deadline => format!(
+            "the gateway's AWS rate limit ({rate} DescribeJob calls/s) has no call free for job              {job_id:?} before this call's deadline; retry after {after} or with a longer deadline"
+        ),
+        RejectReason::QueueFull => format!(
+            "too many calls are already waiting for the gateway's AWS rate limit              ({rate} DescribeJob calls/s); retry after {after}"
+        ),
+    }
+}
+
+/// A duration for people, to the millisecond ("1.25s", "40ms").
+fn humantime_ms(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms as f64 / 1000.0)
     }
 }
 

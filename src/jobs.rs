@@ -1,67 +1,358 @@
-//! Domain rules for answering a job question: how long the gateway may
-//! spend (the caller's deadline or its own operation timeout, whichever is
-//! sooner) and how it retries inside that time.
+//! Domain rules for answering job questions: the cache first, then AWS
+//! through the shared token bucket, with retries, all within the caller's
+//! deadline (or the gateway's own operation timeout, whichever is sooner).
+//!
+//! One question (job id and `before_substitution`) costs at most one AWS
+//! call at a time however many callers ask it: concurrent askers wait for
+//! the same call, later ones get the cached answer. A batch is many
+//! questions answered concurrently, duplicates asked once.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::time::Instant;
+use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
 use crate::{
+    cache::{self, CacheSettings, JobCache},
     error::{DeadlineSource, GatewayError},
-    retry::RetryPolicy,
-    upstream::{JobDescription, JobQuery, JobsUpstream},
+    limiter::{LimiterSettings, Rejected, UpstreamLimiter},
+    pb,
+    retry::{RetryPolicy, Retryable},
+    upstream::{JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind},
 };
+
+/// Everything that shapes how [`Jobs`] protects AWS.
+#[derive(Debug, Clone)]
+pub struct JobsSettings {
+    /// How failed AWS attempts are retried.
+    pub retry: RetryPolicy,
+    /// Bounds all attempts, waits and backoffs of one question together.
+    pub operation_timeout: Duration,
+    /// The token bucket every AWS attempt passes.
+    pub limiter: LimiterSettings,
+    /// How long answers are kept.
+    pub cache: CacheSettings,
+    /// The most items one batch may ask about.
+    pub max_batch_size: usize,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            operation_timeout: Duration::from_secs(15),
+            limiter: LimiterSettings::default(),
+            cache: CacheSettings::default(),
+            max_batch_size: 1000,
+        }
+    }
+}
+
+/// How the gateway got an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This call's own AWS request.
+    Miss,
+    /// Another caller's AWS request that was in flight when this call arrived.
+    Coalesced,
+    /// A cached answer from before this call arrived.
+    Hit,
+}
+
+/// An answer about one job.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The job in wire form, shared with the cache.
+    pub response: Arc<pb::DescribeJobResponse>,
+    /// Where it came from.
+    pub source: Source,
+    /// How long ago AWS gave it.
+    pub age: Duration,
+}
+
+/// One item's result in a batch: its index and its answer.
+pub type ItemResult = (usize, Result<Answer, GatewayError>);
 
 /// Answers job questions through an upstream.
 #[derive(Clone)]
 pub struct Jobs {
     upstream: Arc<dyn JobsUpstream>,
     retry: RetryPolicy,
-    /// Bounds all attempts and backoffs of one question together.
     operation_timeout: Duration,
+    limiter: Arc<UpstreamLimiter>,
+    cache: JobCache,
+    max_batch_size: usize,
 }
+
+/// How often one call looks the answer up again because the one it found
+/// does not suit it (too old for a fresh request, or a failure caused by
+/// another caller's shorter deadline).
+const MAX_LOOKUPS: u32 = 3;
 
 impl Jobs {
     /// A domain service over `upstream`.
-    pub fn new(
-        upstream: Arc<dyn JobsUpstream>,
-        retry: RetryPolicy,
-        operation_timeout: Duration,
-    ) -> Self {
+    pub fn new(upstream: Arc<dyn JobsUpstream>, settings: JobsSettings) -> Self {
         Self {
             upstream,
-            retry,
-            operation_timeout,
+            retry: settings.retry,
+            operation_timeout: settings.operation_timeout,
+            limiter: Arc::new(UpstreamLimiter::new(settings.limiter)),
+            cache: JobCache::new(&settings.cache),
+            max_batch_size: settings.max_batch_size,
         }
     }
 
+    /// The token bucket in front of AWS.
+    pub fn limiter(&self) -> &UpstreamLimiter {
+        &self.limiter
+    }
+
+    /// The answer cache.
+    pub fn cache(&self) -> &JobCache {
+        &self.cache
+    }
+
+    /// The most items a batch may ask about.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+    }
+
     /// Describes one job, finishing by `caller_deadline` if there is one.
-    /// When time runs out the upstream request is dropped, not left running.
+    /// `fresh` asks for an answer AWS gave after this call arrived. When
+    /// time runs out the upstream request is dropped, not left running
+    /// (unless other callers are still waiting for it).
     pub async fn describe(
         &self,
         query: &JobQuery,
         caller_deadline: Option<Instant>,
-    ) -> Result<JobDescription, GatewayError> {
-        let started = Instant::now();
-        let own_deadline = started + self.operation_timeout;
+        fresh: bool,
+    ) -> Result<Answer, GatewayError> {
+        let received = Instant::now();
+        let own_deadline = received + self.operation_timeout;
         let (deadline, limit) = match caller_deadline {
             Some(d) if d < own_deadline => (d, DeadlineSource::Caller),
             _ => (own_deadline, DeadlineSource::Gateway),
         };
-        let attempts = self
-            .retry
-            .run(deadline, || self.upstream.describe_job(query));
-        match tokio::time::timeout_at(deadline, attempts).await {
-            Ok(Ok(description)) => Ok(description),
-            Ok(Err(source)) => Err(GatewayError::Upstream {
-                job_id: query.job_id.clone(),
-                source,
-            }),
+        let lookup = self.lookup(query, received, deadline, fresh);
+        match tokio::time::timeout_at(deadline, lookup).await {
+            Ok(result) => result,
             Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
                 job_id: query.job_id.clone(),
-                budget: deadline.saturating_duration_since(started),
+                budget: deadline.saturating_duration_since(received),
                 limit,
             }),
         }
+    }
+
+    async fn lookup(
+        &self,
+        query: &JobQuery,
+        received: Instant,
+        deadline: Instant,
+        fresh: bool,
+    ) -> Result<Answer, GatewayError> {
+        let mut lookups = 0;
+        loop {
+            lookups += 1;
+            let last = lookups >= MAX_LOOKUPS;
+            if fresh {
+                self.cache.forget_older_than(query, received).await;
+            }
+            let fetched_here = AtomicBool::new(false);
+            let fetch = async {
+                fetched_here.store(true, Ordering::Relaxed);
+                self.fetch(query, deadline).await
+            };
+            let found = self.cache.get_or_fetch(query, fetch).await;
+            let mine = fetched_here.load(Ordering::Relaxed);
+            match found {
+                Ok(entry) if fresh && entry.asked_at < received && !last => continue,
+                Ok(entry) => {
+                    let source = if mine {
+                        Source::Miss
+                    } else if entry.answered_at >= received {
+                        Source::Coalesced
+                    } else {
+                        Source::Hit
+                    };
+                    return match &entry.answer {
+                        cache::Answer::Found(response) => Ok(Answer {
+                            response: response.clone(),
+                            source,
+                            age: entry.answered_at.elapsed(),
+                        }),
+                        cache::Answer::NotFound(err) => Err(GatewayError::Upstream {
+                            job_id: query.job_id.clone(),
+                            source: err.clone(),
+                        }),
+                    };
+                }
+                // Another caller's fetch ran out of its (shorter) time; this
+                // caller may still have enough of its own.
+                Err(err) if !mine && !last && err.is_out_of_time() => continue,
+                Err(err) => return Err(GatewayError::clone(&err)),
+            }
+        }
+    }
+
+    /// Asks AWS, with retries; every attempt takes a token first.
+    async fn fetch(
+        &self,
+        query: &JobQuery,
+        deadline: Instant,
+    ) -> Result<Arc<cache::Entry>, GatewayError> {
+        let asked_at = Instant::now();
+        let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
+        let answer = match attempts.await {
+            Ok(description) => {
+                cache::Answer::Found(Arc::new(pb::DescribeJobResponse::from(&description)))
+            }
+            Err(Attempt::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
+                cache::Answer::NotFound(err)
+            }
+            Err(Attempt::Upstream(source)) => {
+                return Err(GatewayError::Upstream {
+                    job_id: query.job_id.clone(),
+                    source,
+                });
+            }
+            Err(Attempt::Limited(rejected)) => {
+                return Err(GatewayError::RateLimited {
+                    job_id: query.job_id.clone(),
+                    rejected,
+                });
+            }
+        };
+        Ok(Arc::new(cache::Entry {
+            answer,
+            asked_at,
+            answered_at: Instant::now(),
+        }))
+    }
+
+    async fn attempt(
+        &self,
+        query: &JobQuery,
+        deadline: Instant,
+    ) -> Result<JobDescription, Attempt> {
+        let permit = self
+            .limiter
+            .acquire(deadline)
+            .await
+            .map_err(Attempt::Limited)?;
+        let result = self.upstream.describe_job(query).await;
+        match &result {
+            Ok(_) => self.limiter.answered(permit),
+            Err(err) if err.kind == UpstreamErrorKind::Throttled => self.limiter.throttled(permit),
+            Err(_) => {}
+        }
+        result.map_err(Attempt::Upstream)
+    }
+
+    /// Describes each item of a batch concurrently and sends every result
+    /// as soon as it is ready, tagged with its index. Invalid items (already
+    /// failed) are sent first; identical questions are asked once. Stops
+    /// (dropping AWS requests in flight) when the receiver goes away.
+    pub fn describe_each(
+        &self,
+        items: Vec<Result<JobQuery, GatewayError>>,
+        caller_deadline: Option<Instant>,
+        fresh: bool,
+    ) -> mpsc::Receiver<ItemResult> {
+        // Room for every result: sending never waits on a slow reader.
+        let (tx, rx) = mpsc::channel(items.len().max(1));
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let mut questions: Vec<(JobQuery, Vec<usize>)> = Vec::new();
+            let mut seen: HashMap<JobQuery, usize> = HashMap::new();
+            for (index, item) in items.into_iter().enumerate() {
+                match item {
+                    Err(err) => {
+                        if tx.send((index, Err(err))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(query) => match seen.get(&query) {
+                        Some(&at) => questions[at].1.push(index),
+                        None => {
+                            seen.insert(query.clone(), questions.len());
+                            questions.push((query, vec![index]));
+                        }
+                    },
+                }
+            }
+            let mut tasks = JoinSet::new();
+            let mut indices_of = HashMap::new();
+            for (query, indices) in questions {
+                let jobs = jobs.clone();
+                let job_id = query.job_id.clone();
+                let id = tasks
+                    .spawn(async move { jobs.describe(&query, caller_deadline, fresh).await })
+                    .id();
+                indices_of.insert(id, (job_id, indices));
+            }
+            loop {
+                let joined = tokio::select! {
+                    joined = tasks.join_next_with_id() => joined,
+                    () = tx.closed() => return,
+                };
+                let Some(joined) = joined else { return };
+                let (id, result) = match joined {
+                    Ok((id, result)) => (id, Ok(result)),
+                    Err(failed) => (failed.id(), Err(())),
+                };
+                let Some((job_id, indices)) = indices_of.remove(&id) else {
+                    continue;
+                };
+                let result = result.unwrap_or_else(|()| Err(task_failed(job_id)));
+                for index in indices {
+                    if tx.send((index, result.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// Why one attempt failed: no token, or AWS said no.
+#[derive(Debug)]
+enum Attempt {
+    Limited(Rejected),
+    Upstream(UpstreamError),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Limited(r) => write!(f, "no token before the deadline ({:?})", r.reason),
+            Self::Upstream(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Retryable for Attempt {
+    fn retryable(&self) -> bool {
+        match self {
+            // Waiting longer is exactly what the limiter ruled out.
+            Self::Limited(_) => false,
+            Self::Upstream(err) => err.retryable,
+        }
+    }
+}
+
+/// A batch item whose task panicked: reported, not lost.
+fn task_failed(job_id: String) -> GatewayError {
+    GatewayError::Upstream {
+        job_id,
+        source: UpstreamError::new(UpstreamErrorKind::Internal)
+            .with_message("the gateway failed while answering this item"),
     }
 }

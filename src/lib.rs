@@ -22,11 +22,13 @@
 
 pub mod app;
 pub mod aws;
+pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod deadline;
 pub mod error;
 pub mod jobs;
+pub mod limiter;
 pub mod pb;
 pub mod retry;
 pub mod server;

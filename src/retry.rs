@@ -10,6 +10,18 @@ use tracing::debug;
 
 use crate::upstream::UpstreamError;
 
+/// A failure that may or may not be worth another attempt.
+pub trait Retryable: std::fmt::Display {
+    /// Whether another attempt may succeed.
+    fn retryable(&self) -> bool;
+}
+
+impl Retryable for UpstreamError {
+    fn retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
 /// How often and how patiently to retry.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -40,14 +52,11 @@ impl RetryPolicy {
 
     /// Runs `attempt` until it succeeds, fails for good, runs out of
     /// attempts, or the next backoff would end after `deadline`.
-    pub async fn run<T, F, Fut>(
-        &self,
-        deadline: Instant,
-        mut attempt: F,
-    ) -> Result<T, UpstreamError>
+    pub async fn run<T, E, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T, E>
     where
+        E: Retryable,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, UpstreamError>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let mut tries = 0;
         loop {
@@ -56,7 +65,7 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            if !err.retryable || tries >= self.max_attempts.max(1) {
+            if !err.retryable() || tries >= self.max_attempts.max(1) {
                 return Err(err);
             }
             let ceiling = self.ceiling(tries);
@@ -89,7 +98,7 @@ mod tests {
     async fn retries_transient_failures_up_to_the_attempt_limit() {
         let calls = AtomicU32::new(0);
         let far = Instant::now() + Duration::from_secs(60);
-        let result: Result<(), _> = policy()
+        let result: Result<(), UpstreamError> = policy()
             .run(far, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(UpstreamError::new(UpstreamErrorKind::Throttled))
@@ -103,7 +112,7 @@ mod tests {
     async fn does_not_retry_permanent_failures() {
         let calls = AtomicU32::new(0);
         let far = Instant::now() + Duration::from_secs(60);
-        let _: Result<(), _> = policy()
+        let _: Result<(), UpstreamError> = policy()
             .run(far, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(UpstreamError::new(UpstreamErrorKind::NotFound))
@@ -116,7 +125,7 @@ mod tests {
     async fn stops_when_the_backoff_would_pass_the_deadline() {
         let calls = AtomicU32::new(0);
         let now = Instant::now();
-        let _: Result<(), _> = policy()
+        let _: Result<(), UpstreamError> = policy()
             .run(now, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(UpstreamError::new(UpstreamErrorKind::Unavailable))
@@ -129,7 +138,7 @@ mod tests {
     async fn succeeds_after_a_transient_failure() {
         let calls = AtomicU32::new(0);
         let far = Instant::now() + Duration::from_secs(60);
-        let result = policy()
+        let result: Result<_, UpstreamError> = policy()
             .run(far, || async {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     Err(UpstreamError::new(UpstreamErrorKind::Unavailable))

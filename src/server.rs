@@ -98,7 +98,27 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         // google.rpc error details, so grpcurl can print ErrorInfo, BadRequest
         // and RetryInfo instead of raw bytes.
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(error_details())
+}
+
+/// tonic-types' descriptors of the google.rpc error details, without its
+/// copy of google.rpc.Status: the contract's `google/rpc/status.proto`
+/// defines that type, and a client must not see it defined twice.
+fn error_details() -> prost_types::FileDescriptorSet {
+    use prost::Message as _;
+    const THEIR_STATUS: &str = "status.proto";
+    const OUR_STATUS: &str = "google/rpc/status.proto";
+    let mut set = prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default();
+    set.file.retain(|file| file.name() != THEIR_STATUS);
+    for file in &mut set.file {
+        for dependency in &mut file.dependency {
+            if dependency == THEIR_STATUS {
+                OUR_STATUS.clone_into(dependency);
+            }
+        }
+    }
+    set
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -1,17 +1,26 @@
 //! The `iot.jobs.v1.JobsGateway` gRPC service. Handlers only validate,
 //! call the domain ([`crate::jobs`]) and convert back; each call leaves one
-//! log line with its method, job id, status code and latency.
+//! log line with its method, job id (or item count), status code and latency.
+//!
+//! Cache metadata: a request header `cache-control: no-cache` (or
+//! `max-age=0`) asks for an answer AWS gave after the request arrived;
+//! DescribeJob answers carry `x-cache` (`hit`, `miss` or `coalesced`) and
+//! `x-cache-age-ms` headers, and batch items a `cache` field.
+
+use std::pin::Pin;
 
 use tokio::time::Instant;
-use tonic::{Code, Request, Response, Status};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::{info, warn};
 
 use crate::{
     deadline,
     error::GatewayError,
-    jobs::Jobs,
+    jobs::{Answer, ItemResult, Jobs, Source},
     pb::{self, jobs_gateway_server::JobsGateway},
     upstream::JobQuery,
+    validate,
 };
 
 /// The gRPC face of [`Jobs`].
@@ -25,7 +34,34 @@ impl JobsGatewayService {
     pub fn new(jobs: Jobs) -> Self {
         Self { jobs }
     }
+
+    /// Validates a batch and starts answering it: the job ids as requested,
+    /// and the channel its results arrive on.
+    fn start_batch(
+        &self,
+        request: Request<pb::BatchDescribeJobsRequest>,
+        log: &mut BatchLog,
+    ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
+        let deadline = deadline::from_metadata(request.metadata(), log.received);
+        let fresh = wants_fresh(request.metadata());
+        let requests = request.into_inner().requests;
+        log.items = requests.len();
+        if let Err(err) = validate::batch_size(requests.len(), self.jobs.max_batch_size()) {
+            log.rejected(&err);
+            return Err(err.into());
+        }
+        let job_ids = requests.iter().map(|r| r.job_id.clone()).collect();
+        let items = requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| validate::batch_item(index, request))
+            .collect();
+        Ok((job_ids, self.jobs.describe_each(items, deadline, fresh)))
+    }
 }
+
+/// The stream type of StreamDescribeJobs.
+pub type JobResultStream = Pin<Box<dyn Stream<Item = Result<pb::JobResult, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl JobsGateway for JobsGatewayService {
@@ -35,15 +71,178 @@ impl JobsGateway for JobsGatewayService {
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
         let received = Instant::now();
         let deadline = deadline::from_metadata(request.metadata(), received);
+        let fresh = wants_fresh(request.metadata());
         let request = request.into_inner();
         let log = CallLog::new("DescribeJob", &request.job_id, received);
         let result = async {
             let query = JobQuery::try_from(request)?;
-            let description = self.jobs.describe(&query, deadline).await?;
-            Ok(pb::DescribeJobResponse::from(&description))
+            self.jobs.describe(&query, deadline, fresh).await
         }
         .await;
-        log.finish(result).map(Response::new)
+        let answer = log.finish(result)?;
+        let mut response = Response::new(pb::DescribeJobResponse::clone(&answer.response));
+        set_cache_headers(response.metadata_mut(), &answer);
+        Ok(response)
+    }
+
+    async fn batch_describe_jobs(
+        &self,
+        request: Request<pb::BatchDescribeJobsRequest>,
+    ) -> Result<Response<pb::BatchDescribeJobsResponse>, Status> {
+        let mut log = BatchLog::new("BatchDescribeJobs");
+        let (job_ids, mut results) = self.start_batch(request, &mut log)?;
+        let mut slots: Vec<Option<pb::JobResult>> = vec![None; job_ids.len()];
+        while let Some((index, result)) = results.recv().await {
+            slots[index] = Some(log.item(index, &job_ids[index], result));
+        }
+        let results = slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                // Every item is answered; a missing one would be a gateway defect.
+                slot.unwrap_or_else(|| {
+                    log.item(index, &job_ids[index], Err(lost_item(&job_ids[index])))
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::BatchDescribeJobsResponse { results }))
+    }
+
+    type StreamDescribeJobsStream = JobResultStream;
+
+    async fn stream_describe_jobs(
+        &self,
+        request: Request<pb::BatchDescribeJobsRequest>,
+    ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
+        let mut log = BatchLog::new("StreamDescribeJobs");
+        let (job_ids, results) = self.start_batch(request, &mut log)?;
+        // The log line is written when the stream ends or the caller leaves.
+        let stream = ReceiverStream::new(results)
+            .map(move |(index, result)| Ok(log.item(index, &job_ids[index], result)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Whether the caller asked for an answer newer than its request.
+fn wants_fresh(metadata: &MetadataMap) -> bool {
+    metadata
+        .get_all("cache-control")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|directive| {
+            directive.eq_ignore_ascii_case("no-cache")
+                || directive.eq_ignore_ascii_case("max-age=0")
+        })
+}
+
+fn set_cache_headers(metadata: &mut MetadataMap, answer: &Answer) {
+    let source = match answer.source {
+        Source::Hit => "hit",
+        Source::Miss => "miss",
+        Source::Coalesced => "coalesced",
+    };
+    metadata.insert("x-cache", source.parse().expect("ASCII"));
+    let age = answer.age.as_millis().to_string();
+    metadata.insert("x-cache-age-ms", age.parse().expect("ASCII digits"));
+}
+
+fn cache_info(answer: &Answer) -> pb::CacheInfo {
+    use pb::cache_info::Source as Wire;
+    let source = match answer.source {
+        Source::Hit => Wire::Hit,
+        Source::Miss => Wire::Miss,
+        Source::Coalesced => Wire::Coalesced,
+    };
+    pb::CacheInfo {
+        source: source as i32,
+        age_ms: u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn lost_item(job_id: &str) -> GatewayError {
+    GatewayError::Upstream {
+        job_id: job_id.to_owned(),
+        source: crate::upstream::UpstreamError::new(crate::upstream::UpstreamErrorKind::Internal)
+            .with_message("the gateway lost this item's answer"),
+    }
+}
+
+/// Counts a batch's outcomes and writes its log line when dropped: after
+/// the last item, or when the caller goes away.
+struct BatchLog {
+    method: &'static str,
+    received: Instant,
+    items: usize,
+    ok: usize,
+    failed: usize,
+    rejected: Option<Code>,
+}
+
+impl BatchLog {
+    fn new(method: &'static str) -> Self {
+        Self {
+            method,
+            received: Instant::now(),
+            items: 0,
+            ok: 0,
+            failed: 0,
+            rejected: None,
+        }
+    }
+
+    fn rejected(&mut self, err: &GatewayError) {
+        self.rejected = Some(err.code());
+        info!(method = self.method, items = self.items, code = ?err.code(), error = %err.chain(), "batch rejected");
+    }
+
+    /// One item's wire result, counted.
+    fn item(
+        &mut self,
+        index: usize,
+        job_id: &str,
+        result: Result<Answer, GatewayError>,
+    ) -> pb::JobResult {
+        use pb::job_result::Outcome;
+        let (outcome, cache) = match result {
+            Ok(answer) => {
+                self.ok += 1;
+                let cache = cache_info(&answer);
+                (
+                    Outcome::Response(pb::DescribeJobResponse::clone(&answer.response)),
+                    Some(cache),
+                )
+            }
+            Err(err) => {
+                self.failed += 1;
+                if !matches!(err.code(), Code::InvalidArgument | Code::NotFound) {
+                    warn!(method = self.method, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
+                }
+                (Outcome::Error(err.to_rpc_status()), None)
+            }
+        };
+        pb::JobResult {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            job_id: job_id.to_owned(),
+            outcome: Some(outcome),
+            cache,
+        }
+    }
+}
+
+impl Drop for BatchLog {
+    fn drop(&mut self) {
+        if self.rejected.is_some() {
+            return;
+        }
+        let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
+        let (method, items, ok, failed) = (self.method, self.items, self.ok, self.failed);
+        if ok + failed == items {
+            info!(method, items, ok, failed, code = ?Code::Ok, latency_ms, "call finished");
+        } else {
+            info!(method, items, ok, failed, code = ?Code::Cancelled, latency_ms, "caller went away; upstream work dropped");
+        }
     }
 }
 

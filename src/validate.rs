@@ -59,6 +59,35 @@ impl TryFrom<pb::DescribeJobRequest> for JobQuery {
     }
 }
 
+/// Checks item `index` of a batch; a violation names the item
+/// (`requests[3].job_id`) so the caller can find it.
+pub fn batch_item(index: usize, req: pb::DescribeJobRequest) -> Result<JobQuery, GatewayError> {
+    job_id(&format!("requests[{index}].job_id"), &req.job_id)
+        .map_err(GatewayError::InvalidArgument)?;
+    Ok(JobQuery {
+        job_id: req.job_id,
+        before_substitution: req.before_substitution,
+    })
+}
+
+/// Checks a batch's size: at least one item, at most `max`.
+pub fn batch_size(len: usize, max: usize) -> Result<(), GatewayError> {
+    let description = if len == 0 {
+        format!("requests is empty; send 1 to {max} DescribeJob requests")
+    } else if len > max {
+        format!(
+            "requests has {len} items; this gateway answers at most {max} per batch \
+             (--max-batch-size): split the batch"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(GatewayError::InvalidArgument(FieldViolation {
+        field: "requests".to_owned(),
+        description,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,13 +239,7 @@ async fn a_slow_upstream_hits_the_attempt_timeout_as_deadline_exceeded() {
     let mut settings = support::settings(&fake.url);
     settings.attempt_timeout = Duration::from_millis(300);
     let client = aws::iot_client(&support::sdk_config(support::test_credentials()), &settings);
-    let options = GatewayOptions {
-        retry: iot_jobs_gateway::retry::RetryPolicy {
-            max_attempts: 1,
-            ..support::fast_retry()
-        },
-        ..GatewayOptions::default()
-    };
+    let options = GatewayOptions::with(|jobs| jobs.retry.max_attempts = 1);
     let mut gw = TestGateway::aws_with(client, options).await;
 
     let started = Instant::now();
@@ -272,10 +266,7 @@ async fn the_gateway_operation_timeout_is_deadline_exceeded() {
         "j",
         Reply::slow(Duration::from_secs(5), Reply::Job(json!({"job": {}}))),
     );
-    let options = GatewayOptions {
-        operation_timeout: Duration::from_millis(300),
-        ..GatewayOptions::default()
-    };
+    let options = GatewayOptions::with(|jobs| jobs.operation_timeout = Duration::from_millis(300));
     let mut gw = TestGateway::aws_with(support::iot_client(&fake.url), options).await;
 
     let status = gw

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, time::Duration};
 use iot_jobs_gateway::simulator::{Fault, FaultRule, SimConfig, seed};
 use serde_json::Value;
 use support::{
-    REGION, TestGateway, describe, iot_client,
+    REGION, TestGateway, describe, fresh, iot_client,
     python::{boto3_describe, botocore_problems, json_differences},
     sim::{TestSim, admin},
     to_json,
@@ -19,7 +19,7 @@ use tonic::Code;
 async fn job_json(gw: &mut TestGateway, job_id: &str) -> Value {
     let answer = gw
         .client
-        .describe_job(describe(job_id, None))
+        .describe_job(fresh(describe(job_id, None)))
         .await
         .unwrap();
     to_json(&answer.into_inner())
@@ -213,7 +213,7 @@ async fn cancel_and_delete_follow_the_aws_lifecycle() {
     sim.advance(Duration::from_secs(5));
     let gone = gw
         .client
-        .describe_job(describe("doomed", None))
+        .describe_job(fresh(describe("doomed", None)))
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);

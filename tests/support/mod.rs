@@ -18,7 +18,8 @@ use aws_credential_types::{
 };
 use iot_jobs_gateway::{
     aws::{self, AwsJobsUpstream, UpstreamSettings},
-    jobs::Jobs,
+    jobs::{Jobs, JobsSettings},
+    limiter::LimiterSettings,
     pb::jobs_gateway_client::JobsGatewayClient,
     retry::RetryPolicy,
     server::{self, ServeError, Stopped},
@@ -85,6 +86,8 @@ pub fn fast_retry() -> RetryPolicy {
 /// A gateway served in this process on 127.0.0.1:0.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The gateway's domain service (shares its cache and rate limiter).
+    pub jobs: Jobs,
     pub client: JobsGatewayClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: JoinHandle<Result<Stopped, ServeError>>,
@@ -92,18 +95,36 @@ pub struct TestGateway {
 
 /// How a test gateway is put together.
 pub struct GatewayOptions {
-    pub retry: RetryPolicy,
-    pub operation_timeout: Duration,
+    pub jobs: JobsSettings,
     pub grace: Duration,
 }
 
 impl Default for GatewayOptions {
+    /// Production settings except quick retries and a rate limit high enough
+    /// that only tests about limiting meet it.
     fn default() -> Self {
         Self {
-            retry: fast_retry(),
-            operation_timeout: Duration::from_secs(10),
+            jobs: JobsSettings {
+                retry: fast_retry(),
+                operation_timeout: Duration::from_secs(10),
+                limiter: LimiterSettings {
+                    rate: 1000.0,
+                    burst: 1000,
+                    max_waiters: 1000,
+                },
+                ..JobsSettings::default()
+            },
             grace: Duration::from_secs(5),
         }
+    }
+}
+
+impl GatewayOptions {
+    /// Default options with `edit` applied to the domain settings.
+    pub fn with(edit: impl FnOnce(&mut JobsSettings)) -> Self {
+        let mut options = Self::default();
+        edit(&mut options.jobs);
+        options
     }
 }
 
@@ -122,14 +143,15 @@ impl TestGateway {
     pub async fn start(upstream: Arc<dyn JobsUpstream>, options: GatewayOptions) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let jobs = Jobs::new(upstream, options.retry, options.operation_timeout);
+        let jobs = Jobs::new(upstream, options.jobs);
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::run(listener, jobs, options.grace, async {
+        let server = tokio::spawn(server::run(listener, jobs.clone(), options.grace, async {
             let _ = rx.await;
         }));
         let client = JobsGatewayClient::new(channel(addr).await);
         Self {
             addr,
+            jobs,
             client,
             shutdown: Some(tx),
             server,
@@ -168,7 +190,15 @@ pub fn to_json(response: &iot_jobs_gateway::pb::DescribeJobResponse) -> serde_js
     serde_json::to_value(message).unwrap()
 }
 
-/// A DescribeJob request, optionally with a deadline.
+/// `request` asking for an answer AWS gives after it arrives, not a cached one.
+pub fn fresh<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
+    request
+        .metadata_mut()
+        .insert("cache-control", "no-cache".parse().unwrap());
+    request
+}
+
+/// A DescribeJob request, with a deadline if `timeout` is given.
 pub fn describe(
     job_id: &str,
     timeout: Option<Duration>,

@@ -54,8 +54,6 @@ pub enum Answer {
 pub struct Entry {
     /// What AWS said.
     pub answer: Answer,
-    /// When the gateway started asking AWS.
-    pub asked_at: Instant,
     /// When AWS answered.
     pub answered_at: Instant,
 }
@@ -91,14 +89,14 @@ impl JobCache {
         self.entries.try_get_with_by_ref(query, fetch).await
     }
 
-    /// Drops the entry for `query` if AWS was asked before `instant`, so the
-    /// next lookup fetches (or joins a fetch) that started later.
+    /// Drops the entry for `query` if AWS answered it before `instant`, so
+    /// the next lookup fetches, or joins a fetch still in flight.
     pub async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {
         self.entries
             .entry_by_ref(query)
             .and_compute_with(|current| {
                 let op = match current {
-                    Some(e) if e.value().asked_at < instant => Op::Remove,
+                    Some(e) if e.value().answered_at < instant => Op::Remove,
                     _ => Op::Nop,
                 };
                 std::future::ready(op)
@@ -192,7 +190,6 @@ mod tests {
         };
         Entry {
             answer,
-            asked_at: Instant::now(),
             answered_at: Instant::now(),
         }
     }

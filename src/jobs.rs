@@ -172,7 +172,7 @@ impl Jobs {
             let found = self.cache.get_or_fetch(query, fetch).await;
             let mine = fetched_here.load(Ordering::Relaxed);
             match found {
-                Ok(entry) if fresh && entry.asked_at < received && !last => continue,
+                Ok(entry) if fresh && entry.answered_at < received && !last => continue,
                 Ok(entry) => {
                     let source = if mine {
                         Source::Miss
@@ -207,7 +207,6 @@ impl Jobs {
         query: &JobQuery,
         deadline: Instant,
     ) -> Result<Arc<cache::Entry>, GatewayError> {
-        let asked_at = Instant::now();
         let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
         let answer = match attempts.await {
             Ok(description) => {
@@ -231,7 +230,6 @@ impl Jobs {
         };
         Ok(Arc::new(cache::Entry {
             answer,
-            asked_at,
             answered_at: Instant::now(),
         }))
     }

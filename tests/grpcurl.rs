@@ -5,7 +5,7 @@ mod support;
 
 use support::{
     REGION, TestGateway, create_rich_job,
-    fake_aws::FakeAws,
+    fake_aws::{FakeAws, Reply, full_job},
     iot_client,
     python::{self, Moto, boto3_describe, json_differences},
 };
@@ -194,4 +194,33 @@ async fn reflection_v1_lists_and_resolves_the_service() {
         panic!("expected a file descriptor, got {file:?}")
     };
     assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_from_grpcurl_prints_each_item_with_readable_error_details() {
+    let fake = FakeAws::start().await;
+    fake.reply("ota-1", Reply::Job(full_job("ota-1")));
+    let gw = TestGateway::aws(&fake.url).await;
+    let addr = gw.addr.to_string();
+
+    let (ok, out, err) = grpcurl(args(&[
+        "-plaintext",
+        "-d",
+        r#"{"requests": [{"jobId": "ota-1"}, {"jobId": "ghost"}]}"#,
+        &addr,
+        "iot.jobs.v1.JobsGateway/BatchDescribeJobs",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0]["jobId"], "ota-1");
+    assert_eq!(results[0]["response"]["job"]["jobId"], "ota-1");
+    assert_eq!(results[0]["cache"]["source"], "MISS");
+    // The second item's google.rpc.Status, details decoded by type.
+    assert_eq!(results[1]["index"], 1);
+    assert_eq!(results[1]["error"]["code"], 5);
+    let details = &results[1]["error"]["details"][0];
+    assert_eq!(details["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+    assert_eq!(details["reason"], "JOB_NOT_FOUND");
 }

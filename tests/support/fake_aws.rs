@@ -108,6 +108,11 @@ impl FakeAws {
         self.shared.seen.lock().unwrap().clone()
     }
 
+    /// Requests received for `job_id`.
+    pub fn calls_for(&self, job_id: &str) -> usize {
+        self.seen().iter().filter(|s| s.job_id == job_id).count()
+    }
+
     /// Waits (at most 5 s) until at least `n` requests arrived.
     pub async fn wait_for_calls(&self, n: usize) {
         wait_for(&self.shared.calls, n, "calls").await;

@@ -69,6 +69,10 @@ pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
     if args.demo_fleet {
         seed::demo_fleet(&sim);
     }
+    if args.synthetic_jobs > 0 {
+        let created = seed::synthetic_fleet(&sim, args.synthetic_jobs);
+        info!(created, "synthetic jobs created (load-000000 upwards)");
+    }
     let (listener, address) = bind(args.listen).await?;
     println!("AWS IoT Jobs simulator listening on http://{address}");
     println!(

@@ -156,15 +156,18 @@ impl Expiry<JobQuery, Arc<Entry>> for Lifetimes {
     }
 }
 
-/// Fixed cost of an entry besides its message: key, entry, moka's node.
-const ENTRY_OVERHEAD: u32 = 400;
+/// Fixed cost of an entry besides its message: the key, the entry, moka's
+/// bookkeeping and allocator overhead.
+const ENTRY_OVERHEAD: u32 = 1536;
 
-/// An entry's estimated memory use in bytes: its protobuf encoding doubled
-/// (decoded strings, vectors and options take more room than their wire
-/// form) plus a fixed overhead. BENCHMARKS.md measures the real figure.
+/// An entry's estimated memory use in bytes: the decoded message's inline
+/// size, its protobuf encoding doubled (heap strings and vectors, each with
+/// allocator overhead), and a fixed overhead. Calibrated against the
+/// process's RSS per cached job measured in BENCHMARKS.md.
 pub fn weight(key: &JobQuery, entry: &Entry) -> u32 {
     let message = match &entry.answer {
-        Answer::Found(response) => response.encoded_len().saturating_mul(2),
+        Answer::Found(response) => std::mem::size_of::<pb::DescribeJobResponse>()
+            .saturating_add(response.encoded_len().saturating_mul(2)),
         Answer::NotFound(_) => 0,
     };
     u32::try_from(message + key.job_id.len())

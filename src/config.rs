@@ -123,6 +123,10 @@ pub struct SimulatorArgs {
     /// Start with the demo fleet's jobs.
     #[arg(long, env = "SIMULATOR_DEMO_FLEET")]
     pub demo_fleet: bool,
+
+    /// Also create this many IN_PROGRESS jobs, load-000000 upwards (for load tests).
+    #[arg(long, env = "SIMULATOR_SYNTHETIC_JOBS", default_value_t = 0)]
+    pub synthetic_jobs: usize,
 }
 
 /// How log lines are written (to stderr).

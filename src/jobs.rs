@@ -86,6 +86,7 @@ pub struct Jobs {
     retry: RetryPolicy,
     operation_timeout: Duration,
     limiter: Arc<UpstreamLimiter>,
+    latency: Arc<LatencyEstimate>,
     cache: JobCache,
     max_batch_size: usize,
 }
@@ -103,6 +104,7 @@ impl Jobs {
             retry: settings.retry,
             operation_timeout: settings.operation_timeout,
             limiter: Arc::new(UpstreamLimiter::new(settings.limiter)),
+            latency: Arc::default(),
             cache: JobCache::new(&settings.cache),
             max_batch_size: settings.max_batch_size,
         }
@@ -239,12 +241,18 @@ impl Jobs {
         query: &JobQuery,
         deadline: Instant,
     ) -> Result<JobDescription, Attempt> {
+        // A token is only worth taking if AWS can still answer in time: a
+        // call sent just before the deadline spends quota on nothing.
+        let margin = self.latency.typical() * 2;
+        let latest_start = deadline.checked_sub(margin).unwrap_or(deadline);
         let permit = self
             .limiter
-            .acquire(deadline)
+            .acquire(latest_start)
             .await
             .map_err(Attempt::Limited)?;
+        let sent = Instant::now();
         let result = self.upstream.describe_job(query).await;
+        self.latency.record(sent.elapsed());
         match &result {
             Ok(_) => self.limiter.answered(permit),
             Err(err) if err.kind == UpstreamErrorKind::Throttled => self.limiter.throttled(permit),
@@ -320,6 +328,33 @@ impl Jobs {
     }
 }
 
+/// A moving average of how long AWS takes to answer.
+#[derive(Debug, Default)]
+struct LatencyEstimate {
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl LatencyEstimate {
+    /// Weight of the newest sample: 1/8.
+    const SHIFT: u32 = 3;
+
+    fn typical(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+
+    fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // Lost updates under contention only make the average a bit staler.
+        let old = self.micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - (old >> Self::SHIFT) + (sample >> Self::SHIFT)
+        };
+        self.micros.store(new, Ordering::Relaxed);
+    }
+}
+
 /// Why one attempt failed: no token, or AWS said no.
 #[derive(Debug)]
 enum Attempt {
@@ -352,5 +387,26 @@ fn task_failed(job_id: String) -> GatewayError {
         job_id,
         source: UpstreamError::new(UpstreamErrorKind::Internal)
             .with_message("the gateway failed while answering this item"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_estimate_follows_recent_answers() {
+        let estimate = LatencyEstimate::default();
+        assert_eq!(estimate.typical(), Duration::ZERO);
+        estimate.record(Duration::from_millis(80));
+        assert_eq!(estimate.typical(), Duration::from_millis(80));
+        for _ in 0..100 {
+            estimate.record(Duration::from_millis(20));
+        }
+        let typical = estimate.typical();
+        assert!(
+            (Duration::from_millis(19)..=Duration::from_millis(21)).contains(&typical),
+            "{typical:?}"
+        );
     }
 }

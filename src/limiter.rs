@@ -191,13 +191,18 @@ impl UpstreamLimiter {
             retry_after,
             rate,
         };
-        // Everyone ahead needs a token first: at best one per 1/rate.
+        // Everyone ahead needs a token first, one per 1/rate, and the first
+        // of them may have just missed one: a line of `ahead` takes up to
+        // (ahead + 1) / rate. With nobody ahead, the bucket itself says.
         let queue_wait = Duration::from_secs_f64(ahead as f64 / rate);
         if ahead >= self.settings.max_waiters {
             return Err(reject(RejectReason::QueueFull, queue_wait));
         }
-        if Instant::now() + queue_wait > deadline {
-            return Err(reject(RejectReason::Deadline, queue_wait));
+        if ahead > 0 {
+            let worst = Duration::from_secs_f64((ahead + 1) as f64 / rate);
+            if Instant::now() + worst > deadline {
+                return Err(reject(RejectReason::Deadline, worst));
+            }
         }
         let _turn = self.queue.lock().await;
         loop {
@@ -397,7 +402,7 @@ mod tests {
         let full = l.acquire(far()).await.unwrap_err();
         assert_eq!(full.reason, RejectReason::QueueFull);
         assert_eq!(full.retry_after, Duration::from_secs(2));
-        // Two are ahead at one per second: a 1.5 s deadline cannot be met.
+        // Two are ahead at one per second: a 2.5 s deadline may not be met.
         let l2 = limiter(1.0, 1, 10);
         l2.acquire(far()).await.unwrap();
         let _queued: Vec<_> = (0..2)
@@ -408,7 +413,7 @@ mod tests {
             .collect();
         tokio::task::yield_now().await;
         let late = l2
-            .acquire(Instant::now() + Duration::from_millis(1500))
+            .acquire(Instant::now() + Duration::from_millis(2500))
             .await
             .unwrap_err();
         assert_eq!(late.reason, RejectReason::Deadline);

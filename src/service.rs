@@ -12,7 +12,7 @@ use std::pin::Pin;
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     deadline,
@@ -268,14 +268,43 @@ impl CallLog {
         }
     }
 
-    fn finish<T>(mut self, result: Result<T, GatewayError>) -> Result<T, Status> {
+    /// Logs the outcome. Answers from cache are logged at debug level: they
+    /// are the hot path (tens of thousands a second), and a line for each
+    /// would cost a fifth of the gateway's throughput (BENCHMARKS.md).
+    fn finish(mut self, result: Result<Answer, GatewayError>) -> Result<Answer, Status> {
         self.finished = true;
         let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
         let (method, job_id) = (self.method, self.job_id.as_str());
         match result {
-            Ok(value) => {
-                info!(method, job_id, code = ?Code::Ok, latency_ms, "call finished");
-                Ok(value)
+            Ok(answer) => {
+                let code = Code::Ok;
+                match answer.source {
+                    Source::Hit => debug!(
+                        method,
+                        job_id,
+                        ?code,
+                        latency_ms,
+                        cache = "hit",
+                        "call finished"
+                    ),
+                    Source::Miss => info!(
+                        method,
+                        job_id,
+                        ?code,
+                        latency_ms,
+                        cache = "miss",
+                        "call finished"
+                    ),
+                    Source::Coalesced => info!(
+                        method,
+                        job_id,
+                        ?code,
+                        latency_ms,
+                        cache = "coalesced",
+                        "call finished"
+                    ),
+                }
+                Ok(answer)
             }
             Err(err) => {
                 let code = err.code();

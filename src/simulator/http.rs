@@ -9,6 +9,7 @@
 //! | `PUT /jobs/{jobId}/cancel?force=` | CancelJob |
 //! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
 //! | `GET /_sim/stats` | call counts |
+//! | `GET /_sim/calls` | DescribeJob arrival times (`{"arrivalsUs": [...]}`, µs since start) |
 //! | `POST /_sim/faults`, `DELETE /_sim/faults` | inject or clear faults |
 //! | `POST /_sim/clock/advance` | move the simulator's time forward |
 //! | `POST /_sim/jobs/{jobId}/executions/advance` | finish executions now |
@@ -54,6 +55,7 @@ pub fn router(simulator: Simulator) -> Router {
         )
         .route("/jobs/{job_id}/cancel", put(cancel_job))
         .route("/_sim/stats", get(stats))
+        .route("/_sim/calls", get(arrivals))
         .route(
             "/_sim/faults",
             axum::routing::post(inject).delete(clear_faults),
@@ -132,6 +134,10 @@ async fn delete_job(
 
 async fn stats(State(sim): State<Simulator>) -> Response {
     Json(sim.stats()).into_response()
+}
+
+async fn arrivals(State(sim): State<Simulator>) -> Response {
+    Json(json!({"arrivalsUs": sim.arrivals()})).into_response()
 }
 
 async fn inject(State(sim): State<Simulator>, Json(rule): Json<FaultRule>) -> StatusCode {

@@ -126,6 +126,9 @@ pub struct FaultRule {
     pub times: Option<u32>,
 }
 
+/// How many DescribeJob arrival times the simulator remembers.
+pub const ARRIVALS_KEPT: usize = 200_000;
+
 /// How many DescribeJob calls reached the simulator.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,6 +154,9 @@ struct State {
     jobs: BTreeMap<String, SimJob>,
     faults: Vec<FaultRule>,
     stats: CallStats,
+    /// When recent DescribeJob calls arrived, in µs since the simulator
+    /// started (the last [`ARRIVALS_KEPT`]).
+    arrivals: std::collections::VecDeque<u64>,
     /// Token bucket of the DescribeJob rate limit.
     tokens: f64,
     refilled: Instant,
@@ -180,6 +186,7 @@ impl Simulator {
                 jobs: BTreeMap::new(),
                 faults: Vec::new(),
                 stats: CallStats::default(),
+                arrivals: std::collections::VecDeque::new(),
                 tokens,
                 refilled: Instant::now(),
             })),
@@ -430,7 +437,13 @@ impl Simulator {
     pub fn describe_job(&self, job_id: &str, before_substitution: bool) -> (Answer, Duration) {
         let now = self.now();
         let mut state = self.state();
-        let second = self.started.elapsed().as_secs();
+        let since_start = self.started.elapsed();
+        let second = since_start.as_secs();
+        if state.arrivals.len() == ARRIVALS_KEPT {
+            state.arrivals.pop_front();
+        }
+        let micros = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
+        state.arrivals.push_back(micros);
         state.stats.describe_job_calls += 1;
         *state.stats.per_job.entry(job_id.to_owned()).or_default() += 1;
         *state.stats.per_second.entry(second).or_default() += 1;
@@ -512,6 +525,12 @@ impl Simulator {
     /// What reached the simulator so far.
     pub fn stats(&self) -> CallStats {
         self.state().stats.clone()
+    }
+
+    /// When the most recent DescribeJob calls arrived (at most
+    /// [`ARRIVALS_KEPT`]), in µs since the simulator started, oldest first.
+    pub fn arrivals(&self) -> Vec<u64> {
+        self.state().arrivals.iter().copied().collect()
     }
 }
 

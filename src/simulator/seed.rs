@@ -125,4 +125,40 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
     jobs.iter().map(|(id, _)| *id).collect()
 }
 
+/// Creates `count` IN_PROGRESS snapshot jobs named `load-000000`,
+/// `load-000001`, ... shaped like a real firmware rollout, for load tests and
+/// benchmarks. Returns how many were created.
+pub fn synthetic_fleet(sim: &Simulator, count: usize) -> usize {
+    let arn = |kind: &str, name: &str| {
+        format!(
+            "arn:aws:iot:{}:{}:{kind}/{name}",
+            sim.config.region, sim.config.account
+        )
+    };
+    let mut created = 0;
+    for i in 0..count {
+        let id = synthetic_job_id(i);
+        let body = json!({
+            "targets": [arn("thinggroup", &format!("site-{}", i % 500))],
+            "documentSource": format!("https://s3.amazonaws.com/fleet-firmware/{id}/job.json"),
+            "description": "Firmware rollout generated for load testing",
+            "targetSelection": "SNAPSHOT",
+            "presignedUrlConfig": {"roleArn": arn("role", "iot-jobs-s3").replace(":iot:", ":iam:"), "expiresInSec": 3600},
+            "jobExecutionsRolloutConfig": {"maximumPerMinute": 60},
+            "abortConfig": {"criteriaList": [{"failureType": "FAILED", "action": "CANCEL",
+                "thresholdPercentage": 30.0, "minNumberOfExecutedThings": 10}]},
+            "timeoutConfig": {"inProgressTimeoutInMinutes": 30},
+        });
+        if sim.create_job(&id, &body).is_ok() {
+            created += 1;
+        }
+    }
+    created
+}
+
+/// The id of synthetic job `i`.
+pub fn synthetic_job_id(i: usize) -> String {
+    format!("load-{i:06}")
+}
+
 const DAY: EpochMillis = 24 * 3600 * 1000;

@@ -50,7 +50,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         endpoint = settings.endpoint_url.as_deref().unwrap_or("AWS default"),
         "AWS IoT upstream configured"
     );
-    let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), args.jobs());
+    let settings = args.jobs();
+    info!(
+        rate_per_sec = settings.limiter.rate,
+        burst = settings.limiter.burst,
+        cache_ttl = %humantime::format_duration(settings.cache.ttl),
+        cache_max_mib = args.protection.cache_max_mib,
+        "AWS protection: one token bucket for all DescribeJob calls, answers cached"
+    );
+    let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), settings);
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let (listener, address) = bind(args.listen).await?;
     info!(%address, "gateway listening");

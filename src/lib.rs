@@ -6,8 +6,11 @@
 //! 1. [`service`] receives the tonic request, reads the caller's deadline
 //!    ([`deadline`]) and validates the request into a [`upstream::JobQuery`]
 //!    ([`validate`]). Bad input stops here and costs AWS nothing.
-//! 2. [`jobs`] owns the domain rules: retries with backoff ([`retry`]) and the
-//!    deadline that bounds the whole upstream exchange.
+//! 2. [`jobs`] owns the domain rules: the answer [`cache`] (which also
+//!    makes concurrent identical questions share one AWS call), the shared
+//!    token bucket every AWS attempt passes ([`limiter`]), retries with
+//!    backoff ([`retry`]), the deadline that bounds the whole exchange, and
+//!    the fan-out of batches.
 //! 3. [`upstream`] is the seam: the [`upstream::JobsUpstream`] trait. [`aws`]
 //!    implements it with `aws_sdk_iot` and classifies AWS failures once, by
 //!    error code.

@@ -10,6 +10,7 @@ mod support;
 use std::time::Duration;
 
 use iot_jobs_gateway::{
+    jobs::JobsSettings,
     pb::{self, job_result::Outcome},
     simulator::SimConfig,
 };
@@ -23,6 +24,30 @@ use support::{
 use tokio::time::Instant;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
+
+/// A gateway in front of `fake` with production settings changed by `edit`.
+async fn gateway(fake: &FakeAws, edit: impl FnOnce(&mut JobsSettings)) -> TestGateway {
+    TestGateway::aws_with(support::iot_client(&fake.url), GatewayOptions::with(edit)).await
+}
+
+/// A gateway allowing `rate` AWS calls/s, burst 1, whose one token was just
+/// spent on job "a"; job "b" exists too.
+async fn spent_bucket(rate: f64) -> (FakeAws, TestGateway) {
+    let fake = FakeAws::start().await;
+    fake.reply("a", job("a", "IN_PROGRESS"));
+    fake.reply("b", job("b", "IN_PROGRESS"));
+    let gw = gateway(&fake, |jobs| {
+        jobs.limiter.rate = rate;
+        jobs.limiter.burst = 1;
+    })
+    .await;
+    gw.client
+        .clone()
+        .describe_job(describe("a", None))
+        .await
+        .unwrap();
+    (fake, gw)
+}
 
 fn job(job_id: &str, status: &str) -> Reply {
     let mut body = full_job(job_id);
@@ -119,11 +144,7 @@ async fn a_shared_failure_reaches_every_waiter_and_is_not_cached() {
             Reply::error(503, "ServiceUnavailableException", "Service unavailable"),
         ),
     );
-    let gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| jobs.retry.max_attempts = 1),
-    )
-    .await;
+    let gw = gateway(&fake, |jobs| jobs.retry.max_attempts = 1).await;
 
     let results = concurrent(&gw, "j", 20, false).await;
     assert_eq!(fake.calls(), 1);
@@ -139,10 +160,9 @@ async fn a_shared_failure_reaches_every_waiter_and_is_not_cached() {
 #[tokio::test]
 async fn a_missing_job_is_remembered_briefly() {
     let fake = FakeAws::start().await;
-    let gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| jobs.cache.not_found_ttl = Duration::from_millis(300)),
-    )
+    let gw = gateway(&fake, |jobs| {
+        jobs.cache.not_found_ttl = Duration::from_millis(300)
+    })
     .await;
     let mut client = gw.client.clone();
 
@@ -177,13 +197,10 @@ async fn terminal_jobs_stay_cached_longer_than_active_ones() {
     let fake = FakeAws::start().await;
     fake.reply("done", job("done", "COMPLETED"));
     fake.reply("busy", job("busy", "IN_PROGRESS"));
-    let gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| {
-            jobs.cache.ttl = Duration::from_millis(200);
-            jobs.cache.terminal_ttl = Duration::from_secs(30);
-        }),
-    )
+    let gw = gateway(&fake, |jobs| {
+        jobs.cache.ttl = Duration::from_millis(200);
+        jobs.cache.terminal_ttl = Duration::from_secs(30);
+    })
     .await;
     let mut client = gw.client.clone();
     for id in ["done", "busy"] {
@@ -223,19 +240,8 @@ async fn a_fresh_request_skips_the_cache_but_still_shares_aws_calls() {
 
 #[tokio::test]
 async fn a_call_waits_for_a_rate_limit_token_due_before_its_deadline() {
-    let fake = FakeAws::start().await;
-    fake.reply("a", job("a", "IN_PROGRESS"));
-    fake.reply("b", job("b", "IN_PROGRESS"));
-    let gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| {
-            jobs.limiter.rate = 2.0;
-            jobs.limiter.burst = 1;
-        }),
-    )
-    .await;
+    let (fake, gw) = spent_bucket(2.0).await;
     let mut client = gw.client.clone();
-    client.describe_job(describe("a", None)).await.unwrap();
 
     let started = Instant::now();
     let response = client
@@ -254,19 +260,8 @@ async fn a_call_waits_for_a_rate_limit_token_due_before_its_deadline() {
 
 #[tokio::test]
 async fn a_call_whose_token_comes_after_its_deadline_fails_at_once_without_calling_aws() {
-    let fake = FakeAws::start().await;
-    fake.reply("a", job("a", "IN_PROGRESS"));
-    fake.reply("b", job("b", "IN_PROGRESS"));
-    let gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| {
-            jobs.limiter.rate = 0.5;
-            jobs.limiter.burst = 1;
-        }),
-    )
-    .await;
+    let (fake, gw) = spent_bucket(0.5).await;
     let mut client = gw.client.clone();
-    client.describe_job(describe("a", None)).await.unwrap();
 
     let started = Instant::now();
     let status = client
@@ -454,11 +449,7 @@ async fn a_batch_answers_every_item_in_request_order_and_one_failure_fails_only_
 #[tokio::test]
 async fn an_oversized_or_empty_batch_is_rejected_before_any_aws_call() {
     let fake = FakeAws::start().await;
-    let mut gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| jobs.max_batch_size = 3),
-    )
-    .await;
+    let mut gw = gateway(&fake, |jobs| jobs.max_batch_size = 3).await;
 
     let too_big = batch(&[("a", None), ("b", None), ("c", None), ("d", None)]);
     let status = gw
@@ -555,13 +546,10 @@ async fn a_large_batch_fans_out_through_the_rate_limit() {
         let id = format!("job-{i}");
         fake.reply(&id, job(&id, "IN_PROGRESS"));
     }
-    let mut gw = TestGateway::aws_with(
-        support::iot_client(&fake.url),
-        GatewayOptions::with(|jobs| {
-            jobs.limiter.rate = 20.0;
-            jobs.limiter.burst = 5;
-        }),
-    )
+    let mut gw = gateway(&fake, |jobs| {
+        jobs.limiter.rate = 20.0;
+        jobs.limiter.burst = 5;
+    })
     .await;
     let ids: Vec<String> = (0..20).map(|i| format!("job-{i}")).collect();
     let items: Vec<(&str, Option<bool>)> = ids.iter().map(|id| (id.as_str(), None)).collect();

@@ -14,7 +14,11 @@ use moka::{Expiry, future::Cache, ops::compute::Op};
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::{error::GatewayError, pb, upstream::JobQuery, upstream::UpstreamError};
+use crate::{
+    error::GatewayError,
+    pb,
+    upstream::{JobQuery, UpstreamError, UpstreamErrorKind},
+};
 
 /// How long answers are kept, and how much memory they may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,11 @@ impl JobCache {
     /// The cached entry for `query`, or the one `fetch` produces. Callers
     /// arriving while a fetch for the same question is running wait for it
     /// and share its result, failures included; failures are not stored.
+    ///
+    /// If the caller running the fetch goes away, a waiting caller runs it
+    /// again. moka panics when that happens 200 times to one waiter (callers
+    /// with very short deadlines taking turns); that waiter gets UNAVAILABLE
+    /// instead.
     pub async fn get_or_fetch<F>(
         &self,
         query: &JobQuery,
@@ -86,7 +95,18 @@ impl JobCache {
     where
         F: Future<Output = Result<Arc<Entry>, GatewayError>>,
     {
-        self.entries.try_get_with_by_ref(query, fetch).await
+        use futures_util::FutureExt as _;
+        let lookup = self.entries.try_get_with_by_ref(query, fetch);
+        match std::panic::AssertUnwindSafe(lookup).catch_unwind().await {
+            Ok(found) => found,
+            Err(_) => Err(Arc::new(GatewayError::Upstream {
+                job_id: query.job_id.clone(),
+                source: UpstreamError::new(UpstreamErrorKind::Unavailable).with_message(
+                    "the AWS call this request was waiting for was abandoned by other callers \
+                     too many times; retry",
+                ),
+            })),
+        }
     }
 
     /// Drops the entry for `query` if AWS answered it before `instant`, so
@@ -178,7 +198,6 @@ pub fn weight(key: &JobQuery, entry: &Entry) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::UpstreamErrorKind;
 
     fn entry(status: Option<pb::job::Status>) -> Entry {
         let answer = match status {

@@ -83,10 +83,11 @@ impl JobCache {
     /// arriving while a fetch for the same question is running wait for it
     /// and share its result, failures included; failures are not stored.
     ///
-    /// If the caller running the fetch goes away, a waiting caller runs it
-    /// again. moka panics when that happens 200 times to one waiter (callers
-    /// with very short deadlines taking turns); that waiter gets UNAVAILABLE
-    /// instead.
+    /// A fetch that panics fails with INTERNAL for everyone waiting on it,
+    /// and nothing is stored. If the caller running the fetch goes away, a
+    /// waiting caller runs it again; moka panics when that happens 200 times
+    /// to one waiter (callers with very short deadlines taking turns), and
+    /// that waiter gets UNAVAILABLE instead.
     pub async fn get_or_fetch<F>(
         &self,
         query: &JobQuery,
@@ -96,17 +97,31 @@ impl JobCache {
         F: Future<Output = Result<Arc<Entry>, GatewayError>>,
     {
         use futures_util::FutureExt as _;
+        use std::panic::AssertUnwindSafe;
+        let fetch = async {
+            AssertUnwindSafe(fetch)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(GatewayError::upstream(
+                        &query.job_id,
+                        UpstreamErrorKind::Internal,
+                        "the gateway failed while asking AWS about this job",
+                    ))
+                })
+        };
         let lookup = self.entries.try_get_with_by_ref(query, fetch);
-        match std::panic::AssertUnwindSafe(lookup).catch_unwind().await {
-            Ok(found) => found,
-            Err(_) => Err(Arc::new(GatewayError::Upstream {
-                job_id: query.job_id.clone(),
-                source: UpstreamError::new(UpstreamErrorKind::Unavailable).with_message(
+        AssertUnwindSafe(lookup)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(Arc::new(GatewayError::upstream(
+                    &query.job_id,
+                    UpstreamErrorKind::Unavailable,
                     "the AWS call this request was waiting for was abandoned by other callers \
-                     too many times; retry",
-                ),
-            })),
-        }
+                 too many times; retry",
+                )))
+            })
     }
 
     /// Drops the entry for `query` if AWS answered it before `instant`, so
@@ -125,14 +140,10 @@ impl JobCache {
     }
 
     /// Entries stored (after pending maintenance has run).
-    pub async fn len(&self) -> u64 {
+    #[cfg(test)]
+    async fn len(&self) -> u64 {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()
-    }
-
-    /// Whether the cache is empty.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
     }
 }
 

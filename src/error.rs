@@ -65,6 +65,15 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// An upstream failure of `kind` about `job_id`, described by `message`:
+    /// for failures inside the gateway on the way to or from AWS.
+    pub fn upstream(job_id: impl Into<String>, kind: UpstreamErrorKind, message: &str) -> Self {
+        Self::Upstream {
+            job_id: job_id.into(),
+            source: UpstreamError::new(kind).with_message(message),
+        }
+    }
+
     /// The error with its whole cause chain, for the server-side log.
     pub fn chain(&self) -> String {
         let mut out = self.to_string();
@@ -89,9 +98,9 @@ impl GatewayError {
 
     /// The error as a `google.rpc.Status`, with the same code, message and
     /// details a unary call would carry (for batch items).
-    pub fn to_rpc_status(&self) -> tonic_types::pb::Status {
+    pub fn into_rpc_status(self) -> tonic_types::pb::Status {
         use prost::Message as _;
-        let status = Status::from(self.clone());
+        let status = Status::from(self);
         tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| {
             tonic_types::pb::Status {
                 code: status.code() as i32,
@@ -174,10 +183,12 @@ fn rate_limited_status(job_id: &str, rejected: &Rejected, details: &mut ErrorDet
     let after = humantime_ms(retry_after);
     match rejected.reason {
         RejectReason::Deadline => format!(
-            "the gateway's AWS rate limit ({rate} DescribeJob calls/s) has no call free for job              {job_id:?} before this call's deadline; retry after {after} or with a longer deadline"
+            "the gateway's AWS rate limit ({rate} DescribeJob calls/s) has no call free for job \
+             {job_id:?} before this call's deadline; retry after {after} or with a longer deadline"
         ),
         RejectReason::QueueFull => format!(
-            "too many calls are already waiting for the gateway's AWS rate limit              ({rate} DescribeJob calls/s); retry after {after}"
+            "too many calls are already waiting for the gateway's AWS rate limit \
+             ({rate} DescribeJob calls/s); retry after {after}"
         ),
     }
 }

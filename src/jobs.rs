@@ -115,11 +115,6 @@ impl Jobs {
         &self.limiter
     }
 
-    /// The answer cache.
-    pub fn cache(&self) -> &JobCache {
-        &self.cache
-    }
-
     /// The most items a batch may ask about.
     pub fn max_batch_size(&self) -> usize {
         self.max_batch_size
@@ -127,8 +122,8 @@ impl Jobs {
 
     /// Describes one job, finishing by `caller_deadline` if there is one.
     /// `fresh` asks for an answer AWS gave after this call arrived. When
-    /// time runs out the upstream request is dropped, not left running
-    /// (unless other callers are still waiting for it).
+    /// time runs out the upstream request is dropped, not left running; if
+    /// other callers were waiting for it, one of them asks AWS again.
     pub async fn describe(
         &self,
         query: &JobQuery,
@@ -253,9 +248,14 @@ impl Jobs {
         let sent = Instant::now();
         let result = self.upstream.describe_job(query).await;
         self.latency.record(sent.elapsed());
+        // Any answer AWS gave without throttling shows there is quota to spare.
+        use UpstreamErrorKind::{InvalidRequest, NotFound, Throttled};
         match &result {
+            Err(err) if err.kind == Throttled => self.limiter.throttled(permit),
             Ok(_) => self.limiter.answered(permit),
-            Err(err) if err.kind == UpstreamErrorKind::Throttled => self.limiter.throttled(permit),
+            Err(err) if matches!(err.kind, NotFound | InvalidRequest) => {
+                self.limiter.answered(permit)
+            }
             Err(_) => {}
         }
         result.map_err(Attempt::Upstream)
@@ -316,7 +316,13 @@ impl Jobs {
                 let Some((job_id, indices)) = indices_of.remove(&id) else {
                     continue;
                 };
-                let result = result.unwrap_or_else(|()| Err(task_failed(job_id)));
+                let result = result.unwrap_or_else(|()| {
+                    Err(GatewayError::upstream(
+                        job_id,
+                        UpstreamErrorKind::Internal,
+                        "the gateway failed while answering this item",
+                    ))
+                });
                 for index in indices {
                     if tx.send((index, result.clone())).await.is_err() {
                         return;
@@ -378,15 +384,6 @@ impl Retryable for Attempt {
             Self::Limited(_) => false,
             Self::Upstream(err) => err.retryable,
         }
-    }
-}
-
-/// A batch item whose task panicked: reported, not lost.
-fn task_failed(job_id: String) -> GatewayError {
-    GatewayError::Upstream {
-        job_id,
-        source: UpstreamError::new(UpstreamErrorKind::Internal)
-            .with_message("the gateway failed while answering this item"),
     }
 }
 

@@ -159,11 +159,6 @@ impl UpstreamLimiter {
         }
     }
 
-    /// The configured rate, burst and queue bound.
-    pub fn settings(&self) -> &LimiterSettings {
-        &self.settings
-    }
-
     /// The rate currently allowed (lower than configured while backing off).
     pub fn current_rate(&self) -> f64 {
         self.aimd().rate
@@ -247,6 +242,10 @@ impl UpstreamLimiter {
         let floor = self.settings.rate * MIN_RATE_FRACTION;
         let from = aimd.rate;
         let to = (from * DECREASE_FACTOR).max(floor);
+        if to == from {
+            // Already at the floor: a new bucket would only hand out a token.
+            return;
+        }
         self.set_rate(&mut aimd, to);
         warn!(
             from_per_sec = from,

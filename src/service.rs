@@ -11,7 +11,10 @@ use std::pin::Pin;
 
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
-use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use tonic::{
+    Code, Request, Response, Status,
+    metadata::{MetadataMap, MetadataValue},
+};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -137,15 +140,23 @@ fn wants_fresh(metadata: &MetadataMap) -> bool {
         })
 }
 
-fn set_cache_headers(metadata: &mut MetadataMap, answer: &Answer) {
-    let source = match answer.source {
+/// How an answer's source reads in headers and logs.
+fn source_name(source: Source) -> &'static str {
+    match source {
         Source::Hit => "hit",
         Source::Miss => "miss",
         Source::Coalesced => "coalesced",
-    };
-    metadata.insert("x-cache", source.parse().expect("ASCII"));
-    let age = answer.age.as_millis().to_string();
-    metadata.insert("x-cache-age-ms", age.parse().expect("ASCII digits"));
+    }
+}
+
+fn age_ms(answer: &Answer) -> u64 {
+    u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn set_cache_headers(metadata: &mut MetadataMap, answer: &Answer) {
+    let source = MetadataValue::from_static(source_name(answer.source));
+    metadata.insert("x-cache", source);
+    metadata.insert("x-cache-age-ms", MetadataValue::from(age_ms(answer)));
 }
 
 fn cache_info(answer: &Answer) -> pb::CacheInfo {
@@ -157,16 +168,16 @@ fn cache_info(answer: &Answer) -> pb::CacheInfo {
     };
     pb::CacheInfo {
         source: source as i32,
-        age_ms: u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX),
+        age_ms: age_ms(answer),
     }
 }
 
 fn lost_item(job_id: &str) -> GatewayError {
-    GatewayError::Upstream {
-        job_id: job_id.to_owned(),
-        source: crate::upstream::UpstreamError::new(crate::upstream::UpstreamErrorKind::Internal)
-            .with_message("the gateway lost this item's answer"),
-    }
+    GatewayError::upstream(
+        job_id,
+        crate::upstream::UpstreamErrorKind::Internal,
+        "the gateway lost this item's answer",
+    )
 }
 
 /// Counts a batch's outcomes and writes its log line when dropped: after
@@ -177,7 +188,8 @@ struct BatchLog {
     items: usize,
     ok: usize,
     failed: usize,
-    rejected: Option<Code>,
+    /// Rejected as a whole; the rejection was logged already.
+    rejected: bool,
 }
 
 impl BatchLog {
@@ -188,12 +200,12 @@ impl BatchLog {
             items: 0,
             ok: 0,
             failed: 0,
-            rejected: None,
+            rejected: false,
         }
     }
 
     fn rejected(&mut self, err: &GatewayError) {
-        self.rejected = Some(err.code());
+        self.rejected = true;
         info!(method = self.method, items = self.items, code = ?err.code(), error = %err.chain(), "batch rejected");
     }
 
@@ -219,7 +231,7 @@ impl BatchLog {
                 if !matches!(err.code(), Code::InvalidArgument | Code::NotFound) {
                     warn!(method = self.method, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
                 }
-                (Outcome::Error(err.to_rpc_status()), None)
+                (Outcome::Error(err.into_rpc_status()), None)
             }
         };
         pb::JobResult {
@@ -233,7 +245,7 @@ impl BatchLog {
 
 impl Drop for BatchLog {
     fn drop(&mut self) {
-        if self.rejected.is_some() {
+        if self.rejected {
             return;
         }
         let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
@@ -277,32 +289,11 @@ impl CallLog {
         let (method, job_id) = (self.method, self.job_id.as_str());
         match result {
             Ok(answer) => {
-                let code = Code::Ok;
-                match answer.source {
-                    Source::Hit => debug!(
-                        method,
-                        job_id,
-                        ?code,
-                        latency_ms,
-                        cache = "hit",
-                        "call finished"
-                    ),
-                    Source::Miss => info!(
-                        method,
-                        job_id,
-                        ?code,
-                        latency_ms,
-                        cache = "miss",
-                        "call finished"
-                    ),
-                    Source::Coalesced => info!(
-                        method,
-                        job_id,
-                        ?code,
-                        latency_ms,
-                        cache = "coalesced",
-                        "call finished"
-                    ),
+                let (code, cache) = (Code::Ok, source_name(answer.source));
+                if answer.source == Source::Hit {
+                    debug!(method, job_id, ?code, latency_ms, cache, "call finished");
+                } else {
+                    info!(method, job_id, ?code, latency_ms, cache, "call finished");
                 }
                 Ok(answer)
             }

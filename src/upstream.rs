@@ -131,6 +131,6 @@ impl StdError for UpstreamError {
     }
 }
 
-/// How long to wait before retrying after throttling, when nothing better is
-/// known. Shared by the retry policy and the RetryInfo sent to callers.
+/// How long a caller should wait before retrying after AWS throttling, when
+/// nothing better is known: the RetryInfo of UPSTREAM_THROTTLED.
 pub const DEFAULT_THROTTLE_RETRY_AFTER: Duration = Duration::from_secs(1);

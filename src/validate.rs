@@ -1,6 +1,8 @@
 //! Request validation at the gRPC edge: a request becomes a
 //! [`JobQuery`] only if AWS could accept it, so bad input costs AWS nothing.
 
+use std::fmt::Display;
+
 use crate::{error::GatewayError, pb, upstream::JobQuery};
 
 /// AWS IoT job ids are at most this long.
@@ -17,9 +19,10 @@ pub struct FieldViolation {
 }
 
 /// Checks a job id against AWS's rule: 1 to 64 characters of `[a-zA-Z0-9_-]`.
-pub fn job_id(field: &str, id: &str) -> Result<(), FieldViolation> {
+/// `field` names it in a violation (formatted only if there is one).
+pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
     let violation = |description: String| FieldViolation {
-        field: field.to_owned(),
+        field: field.to_string(),
         description,
     };
     if id.is_empty() {
@@ -51,23 +54,25 @@ impl TryFrom<pb::DescribeJobRequest> for JobQuery {
     type Error = GatewayError;
 
     fn try_from(req: pb::DescribeJobRequest) -> Result<Self, Self::Error> {
-        job_id("job_id", &req.job_id).map_err(GatewayError::InvalidArgument)?;
-        Ok(JobQuery {
-            job_id: req.job_id,
-            before_substitution: req.before_substitution,
-        })
+        query("job_id", req)
     }
+}
+
+fn query(
+    job_id_field: impl Display + Copy,
+    req: pb::DescribeJobRequest,
+) -> Result<JobQuery, GatewayError> {
+    job_id(job_id_field, &req.job_id).map_err(GatewayError::InvalidArgument)?;
+    Ok(JobQuery {
+        job_id: req.job_id,
+        before_substitution: req.before_substitution,
+    })
 }
 
 /// Checks item `index` of a batch; a violation names the item
 /// (`requests[3].job_id`) so the caller can find it.
 pub fn batch_item(index: usize, req: pb::DescribeJobRequest) -> Result<JobQuery, GatewayError> {
-    job_id(&format!("requests[{index}].job_id"), &req.job_id)
-        .map_err(GatewayError::InvalidArgument)?;
-    Ok(JobQuery {
-        job_id: req.job_id,
-        before_substitution: req.before_substitution,
-    })
+    query(format_args!("requests[{index}].job_id"), req)
 }
 
 /// Checks a batch's size: at least one item, at most `max`.

@@ -6,7 +6,7 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use iot_jobs_gateway::simulator::{Fault, FaultRule, SimConfig, seed};
+use iot_jobs_gateway::simulator::{Answer, Fault, FaultRule, SimConfig, seed};
 use serde_json::Value;
 use support::{
     REGION, TestGateway, describe, fresh, iot_client,
@@ -217,6 +217,25 @@ async fn cancel_and_delete_follow_the_aws_lifecycle() {
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_deleted_jobs_id_can_be_used_again_once_deletion_finishes() {
+    let sim = TestSim::unlimited().await;
+    let sdk = iot_client(&sim.url);
+    create_fleet_job(&sim, "reused").await;
+    sdk.delete_job()
+        .job_id("reused")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    sim.advance(Duration::from_secs(5));
+
+    // Nothing described the job in between: deletion finishing is enough.
+    create_fleet_job(&sim, "reused").await;
+    let (answer, _) = sim.sim.describe_job("reused", false);
+    assert!(matches!(answer, Answer::Job(_)), "{answer:?}");
 }
 
 #[tokio::test]

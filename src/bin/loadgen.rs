@@ -17,12 +17,12 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use iot_jobs_gateway::pb::{
-    self, jobs_gateway_client::JobsGatewayClient, jobs_gateway_server::JobsGatewayServer,
+use iot_jobs_gateway::{
+    pb::{self, jobs_gateway_client::JobsGatewayClient, jobs_gateway_server::JobsGatewayServer},
+    simulator::{http, seed::synthetic_job_id},
 };
 use prost::Message;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     process::{Child, Command},
 };
@@ -154,12 +154,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -198,11 +192,14 @@ async fn spawn(
                 program.display()
             )
         })?;
-    let proc = Proc { child, port };
+    let mut proc = Proc { child, port };
     // Ready when it accepts connections (bounded: 120 s for big fleets).
     for _ in 0..1200 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(proc);
+        }
+        if let Some(status) = proc.child.try_wait()? {
+            return Err(format!("{log} exited ({status}); see its log in loadgen-logs/").into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -263,54 +260,23 @@ async fn sim_get(sim: &Proc, path: &str) -> Result<serde_json::Value, Error> {
     sim_request(sim, "GET", path, "").await
 }
 
-/// One HTTP/1.1 exchange with the simulator; the JSON body of the answer
-/// (null when empty).
+/// One exchange with the simulator's admin API; the JSON body of the
+/// answer (null when empty).
 async fn sim_request(
     sim: &Proc,
     method: &str,
     path: &str,
     body: &str,
 ) -> Result<serde_json::Value, Error> {
-    let mut stream = TcpStream::connect(("127.0.0.1", sim.port)).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP body")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+    let addr = format!("127.0.0.1:{}", sim.port);
+    let (status, body) = http::admin_request(&addr, method, path, body).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("simulator answered {status} to {method} {path}: {body}").into());
+    }
     if body.trim().is_empty() {
         return Ok(serde_json::Value::Null);
     }
     Ok(serde_json::from_str(&body)?)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n.min(rest.len())]);
-        body = rest.get(n + 2..).unwrap_or("");
-    }
-    out
-}
-
-fn job_id(i: usize) -> String {
-    format!("load-{i:06}")
 }
 
 fn describe(id: &str, timeout: Duration) -> Request<pb::DescribeJobRequest> {
@@ -332,7 +298,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn ms(d: Duration) -> String {
@@ -342,10 +308,11 @@ fn ms(d: Duration) -> String {
 // ---------------------------------------------------------------- scenarios
 
 async fn coalescing(calls: usize) -> Result<(), Error> {
+    at_least_one("--calls", calls as u64)?;
     let sim = simulator(10, 10).await?;
     let gw = gateway(&sim, &[]).await?;
     let clients = channels(gw.port, 10).await?;
-    let target = job_id(7);
+    let target = synthetic_job_id(7);
     // AWS takes tens of milliseconds to answer; so does the simulator here,
     // so the calls really are in flight together.
     let latency = format!(r#"{{"kind": "Latency", "ms": 100, "jobId": "{target}"}}"#);
@@ -399,11 +366,19 @@ async fn coalescing(calls: usize) -> Result<(), Error> {
     Ok(())
 }
 
+fn at_least_one(flag: &str, value: u64) -> Result<(), Error> {
+    if value == 0 {
+        return Err(format!("{flag} must be at least 1").into());
+    }
+    Ok(())
+}
+
 fn verdict(pass: bool) -> &'static str {
     if pass { "**met**" } else { "**NOT met**" }
 }
 
 async fn throttling(seconds: u64) -> Result<(), Error> {
+    at_least_one("--seconds", seconds)?;
     let demand = (RATE * 10.0) as u64;
     let total = (demand * seconds) as usize;
     let sim = simulator(total, RATE as u32).await?;
@@ -422,7 +397,7 @@ async fn throttling(seconds: u64) -> Result<(), Error> {
         let mut client = clients[i % clients.len()].clone();
         tasks.push(tokio::spawn(async move {
             client
-                .describe_job(describe(&job_id(i), Duration::from_secs(2)))
+                .describe_job(describe(&synthetic_job_id(i), Duration::from_secs(2)))
                 .await
                 .map(|_| ())
                 .map_err(|s| s.code())
@@ -545,10 +520,12 @@ async fn closed_loop(
 }
 
 async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error> {
+    at_least_one("--rounds", rounds as u64)?;
+    at_least_one("--seconds", seconds)?;
     const CONCURRENCY: usize = 32;
     let sim = simulator(10, 10).await?;
     let gw = gateway(&sim, &["--cache-ttl", "1h"]).await?;
-    let id = job_id(3);
+    let id = synthetic_job_id(3);
     // Warm the cache; the same answer is what the bare server returns.
     let mut client = channels(gw.port, 1).await?.remove(0);
     let response = client
@@ -623,10 +600,11 @@ async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error> {
 }
 
 async fn batch(items: usize) -> Result<(), Error> {
+    at_least_one("--items", items as u64)?;
     let sim = simulator(items + 10, RATE as u32).await?;
     let gw = gateway(&sim, &["--upstream-operation-timeout", "60s"]).await?;
     let mut client = channels(gw.port, 1).await?.remove(0);
-    let ids: Vec<String> = (0..items).map(job_id).collect();
+    let ids: Vec<String> = (0..items).map(synthetic_job_id).collect();
     let mut request = Request::new(pb::BatchDescribeJobsRequest {
         requests: ids
             .iter()
@@ -672,6 +650,7 @@ async fn batch(items: usize) -> Result<(), Error> {
 }
 
 async fn memory(jobs: usize) -> Result<(), Error> {
+    at_least_one("--jobs", jobs as u64)?;
     let sim = simulator(jobs, 0).await?;
     let gw = gateway(
         &sim,
@@ -693,7 +672,7 @@ async fn memory(jobs: usize) -> Result<(), Error> {
     // Warm up the process (connections, SDK, allocator) with one call.
     let mut first = clients[0].clone();
     let sample = first
-        .describe_job(describe(&job_id(0), Duration::from_secs(10)))
+        .describe_job(describe(&synthetic_job_id(0), Duration::from_secs(10)))
         .await?
         .into_inner();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -713,7 +692,7 @@ async fn memory(jobs: usize) -> Result<(), Error> {
                         let request = pb::BatchDescribeJobsRequest {
                             requests: (start..end)
                                 .map(|i| pb::DescribeJobRequest {
-                                    job_id: job_id(i),
+                                    job_id: synthetic_job_id(i),
                                     before_substitution: None,
                                 })
                                 .collect(),
@@ -737,7 +716,7 @@ async fn memory(jobs: usize) -> Result<(), Error> {
     let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
     let estimate = iot_jobs_gateway::cache::weight(
         &iot_jobs_gateway::upstream::JobQuery {
-            job_id: job_id(0),
+            job_id: synthetic_job_id(0),
             before_substitution: None,
         },
         &iot_jobs_gateway::cache::Entry {

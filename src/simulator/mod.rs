@@ -203,13 +203,17 @@ impl Simulator {
 
     /// The simulator's current time.
     pub fn now(&self) -> EpochMillis {
-        self.clock.now() + self.offset.load(std::sync::atomic::Ordering::SeqCst)
+        self.clock
+            .now()
+            .saturating_add(self.offset.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Moves the simulator's time forward, whatever its clock.
     pub fn advance_clock(&self, by: Duration) {
-        self.offset
-            .fetch_add(millis(by), std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        let _ = self.offset.fetch_update(SeqCst, SeqCst, |offset| {
+            Some(offset.saturating_add(millis(by)))
+        });
     }
 
     /// Finishes the next `count` unfinished executions of a job now, with
@@ -244,6 +248,7 @@ impl Simulator {
     pub fn create_job(&self, job_id: &str, body: &Value) -> Result<Value, SimError> {
         let now = self.now();
         let mut state = self.state();
+        self.purge_if_gone(&mut state, job_id, now);
         if state.jobs.contains_key(job_id) {
             return Err(SimError::new(
                 409,
@@ -329,10 +334,7 @@ impl Simulator {
             .unwrap_or_default();
         Ok(SimJob {
             job_id: job_id.to_owned(),
-            arn: format!(
-                "arn:aws:iot:{}:{}:job/{job_id}",
-                self.config.region, self.config.account
-            ),
+            arn: self.arn("job", job_id),
             continuous,
             targets,
             document_source: body
@@ -348,6 +350,14 @@ impl Simulator {
             canceled: None,
             deleting_since: None,
         })
+    }
+
+    /// The ARN of an IoT resource in the simulated account and region.
+    pub fn arn(&self, kind: &str, name: &str) -> String {
+        format!(
+            "arn:aws:iot:{}:{}:{kind}/{name}",
+            self.config.region, self.config.account
+        )
     }
 
     /// The things a list of targets stands for.
@@ -385,6 +395,7 @@ impl Simulator {
     ) -> Result<T, SimError> {
         let now = self.now();
         let mut state = self.state();
+        self.purge_if_gone(&mut state, job_id, now);
         let job = state
             .jobs
             .get_mut(job_id)
@@ -445,7 +456,12 @@ impl Simulator {
         let micros = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
         state.arrivals.push_back(micros);
         state.stats.describe_job_calls += 1;
-        *state.stats.per_job.entry(job_id.to_owned()).or_default() += 1;
+        match state.stats.per_job.get_mut(job_id) {
+            Some(calls) => *calls += 1,
+            None => {
+                state.stats.per_job.insert(job_id.to_owned(), 1);
+            }
+        }
         *state.stats.per_second.entry(second).or_default() += 1;
 
         if !self.take_token(&mut state) {
@@ -481,6 +497,16 @@ impl Simulator {
         now: EpochMillis,
         before_substitution: bool,
     ) -> Answer {
+        self.purge_if_gone(state, job_id, now);
+        match state.jobs.get(job_id) {
+            Some(job) => Answer::Job(job.describe(now, before_substitution)),
+            None => Answer::Error(SimError::not_found(job_id)),
+        }
+    }
+
+    /// Forgets a job whose deletion has finished, so every operation sees
+    /// it gone (and its id can be used again), as in AWS.
+    fn purge_if_gone(&self, state: &mut State, job_id: &str, now: EpochMillis) {
         let gone = state
             .jobs
             .get(job_id)
@@ -488,10 +514,6 @@ impl Simulator {
             .is_some_and(|since| now >= since + millis(self.config.deletion_delay));
         if gone {
             state.jobs.remove(job_id);
-        }
-        match state.jobs.get(job_id) {
-            Some(job) => Answer::Job(job.describe(now, before_substitution)),
-            None => Answer::Error(SimError::not_found(job_id)),
         }
     }
 
@@ -501,8 +523,9 @@ impl Simulator {
             return true;
         };
         let rate = f64::from(rate);
-        let elapsed = state.refilled.elapsed().as_secs_f64();
-        state.refilled = Instant::now();
+        let now = Instant::now();
+        let elapsed = now.duration_since(state.refilled).as_secs_f64();
+        state.refilled = now;
         state.tokens = (state.tokens + elapsed * rate).min(rate);
         if state.tokens >= 1.0 {
             state.tokens -= 1.0;

@@ -6,7 +6,7 @@
 use super::clock::EpochMillis;
 
 const MINUTE: i64 = 60_000;
-const DAY: i64 = 24 * 60 * MINUTE;
+pub(super) const DAY: i64 = 24 * 60 * MINUTE;
 const WEEK: i64 = 7 * DAY;
 
 /// A recurring maintenance window.

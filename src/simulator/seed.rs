@@ -3,7 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::{Simulator, clock::EpochMillis, job::Outcome, schedule::format as schedule_time};
+use super::{
+    Simulator,
+    job::Outcome,
+    schedule::{DAY, format as schedule_time},
+};
 
 /// The firmware rollout that progresses and completes within a minute or so.
 pub const ROLLOUT: &str = "firmware-rollout-2-4";
@@ -19,21 +23,15 @@ pub const TEMPLATED: &str = "cert-rotation-2026";
 /// Creates the demo jobs; returns their ids.
 pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
     let now = sim.now();
-    let arn = |kind: &str, name: &str| {
-        format!(
-            "arn:aws:iot:{}:{}:{kind}/{name}",
-            sim.config.region, sim.config.account
-        )
-    };
     let jobs: [(&str, Value); 5] = [
         (
             ROLLOUT,
             json!({
-                "targets": [arn("thinggroup", "gateways-eu"), arn("thinggroup", "gateways-us")],
+                "targets": [sim.arn("thinggroup", "gateways-eu"), sim.arn("thinggroup", "gateways-us")],
                 "documentSource": "https://s3.amazonaws.com/fleet-firmware/2.4.0/job.json",
                 "description": "Firmware 2.4.0 for edge gateways",
                 "targetSelection": "SNAPSHOT",
-                "presignedUrlConfig": {"roleArn": arn("role", "iot-jobs-s3").replace(":iot:", ":iam:"), "expiresInSec": 3600},
+                "presignedUrlConfig": {"roleArn": sim.arn("role", "iot-jobs-s3").replace(":iot:", ":iam:"), "expiresInSec": 3600},
                 "jobExecutionsRolloutConfig": {"maximumPerMinute": 60, "exponentialRate": {
                     "baseRatePerMinute": 10, "incrementFactor": 1.5,
                     "rateIncreaseCriteria": {"numberOfNotifiedThings": 5, "numberOfSucceededThings": 3}}},
@@ -41,13 +39,13 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
                     "thresholdPercentage": 30.0, "minNumberOfExecutedThings": 10}]},
                 "timeoutConfig": {"inProgressTimeoutInMinutes": 30},
                 "jobExecutionsRetryConfig": {"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 2}]},
-                "destinationPackageVersions": [arn("package", "gateway-firmware/version/2.4.0")],
+                "destinationPackageVersions": [sim.arn("package", "gateway-firmware/version/2.4.0")],
             }),
         ),
         (
             CONTINUOUS,
             json!({
-                "targets": [arn("thinggroup", "all-sensors")],
+                "targets": [sim.arn("thinggroup", "all-sensors")],
                 "documentSource": "https://s3.amazonaws.com/fleet-agents/telemetry/job.json",
                 "description": "Keep the telemetry agent installed on every sensor",
                 "targetSelection": "CONTINUOUS",
@@ -56,7 +54,7 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
         (
             SCHEDULED,
             json!({
-                "targets": [arn("thinggroup", "store-displays")],
+                "targets": [sim.arn("thinggroup", "store-displays")],
                 "documentSource": "https://s3.amazonaws.com/fleet-firmware/displays/job.json",
                 "description": "Display firmware, rolled out in store maintenance windows",
                 "schedulingConfig": {
@@ -70,7 +68,7 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
         (
             CANCELED,
             json!({
-                "targets": [arn("thing", "sensor-0042"), arn("thing", "sensor-0043")],
+                "targets": [sim.arn("thing", "sensor-0042"), sim.arn("thing", "sensor-0043")],
                 "documentSource": "https://s3.amazonaws.com/fleet-config/calibration/v1.json",
                 "description": "Sensor calibration v1",
             }),
@@ -78,30 +76,20 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
         (
             TEMPLATED,
             json!({
-                "targets": [arn("thinggroup", "greengrass-cores")],
+                "targets": [sim.arn("thinggroup", "greengrass-cores")],
                 "documentSource": "https://s3.amazonaws.com/fleet-certs/${aws:iot:parameter:certificateSet}/rotate.json",
                 "description": "Rotate device certificates from the managed template",
-                "jobTemplateArn": arn("jobtemplate", "AWS-Run-Command:1.0"),
+                "jobTemplateArn": sim.arn("jobtemplate", "AWS-Run-Command:1.0"),
                 "documentParameters": {"certificateSet": "2026-q4", "command": "rotate-certs"},
                 "namespaceId": "AWS",
             }),
         ),
     ];
     for (id, body) in &jobs {
-        let mut body = body.clone();
-        let rollouts = body
-            .as_object_mut()
-            .and_then(|b| b.remove("scheduledJobRollouts"));
         // The demo bodies are fixed and valid, and the simulator starts empty.
-        if let Err(err) = sim.create_job(id, &body) {
+        if let Err(err) = sim.create_job(id, body) {
             tracing::warn!(job_id = id, ?err, "demo job not created");
-            continue;
         }
-        let _ = sim.update_job(id, |job| {
-            if let Some(rollouts) = rollouts {
-                job.echoed.insert("scheduledJobRollouts".into(), rollouts);
-            }
-        });
     }
     // Some things fail, reject or time out, so every counter moves.
     let _ = sim.update_job(ROLLOUT, |job| {
@@ -129,21 +117,15 @@ pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
 /// `load-000001`, ... shaped like a real firmware rollout, for load tests and
 /// benchmarks. Returns how many were created.
 pub fn synthetic_fleet(sim: &Simulator, count: usize) -> usize {
-    let arn = |kind: &str, name: &str| {
-        format!(
-            "arn:aws:iot:{}:{}:{kind}/{name}",
-            sim.config.region, sim.config.account
-        )
-    };
     let mut created = 0;
     for i in 0..count {
         let id = synthetic_job_id(i);
         let body = json!({
-            "targets": [arn("thinggroup", &format!("site-{}", i % 500))],
+            "targets": [sim.arn("thinggroup", &format!("site-{}", i % 500))],
             "documentSource": format!("https://s3.amazonaws.com/fleet-firmware/{id}/job.json"),
             "description": "Firmware rollout generated for load testing",
             "targetSelection": "SNAPSHOT",
-            "presignedUrlConfig": {"roleArn": arn("role", "iot-jobs-s3").replace(":iot:", ":iam:"), "expiresInSec": 3600},
+            "presignedUrlConfig": {"roleArn": sim.arn("role", "iot-jobs-s3").replace(":iot:", ":iam:"), "expiresInSec": 3600},
             "jobExecutionsRolloutConfig": {"maximumPerMinute": 60},
             "abortConfig": {"criteriaList": [{"failureType": "FAILED", "action": "CANCEL",
                 "thresholdPercentage": 30.0, "minNumberOfExecutedThings": 10}]},
@@ -160,5 +142,3 @@ pub fn synthetic_fleet(sim: &Simulator, count: usize) -> usize {
 pub fn synthetic_job_id(i: usize) -> String {
     format!("load-{i:06}")
 }
-
-const DAY: EpochMillis = 24 * 3600 * 1000;

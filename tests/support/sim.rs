@@ -40,24 +40,8 @@ impl TestSim {
     }
 }
 
-/// A minimal HTTP/1.1 exchange with the simulator's admin API:
-/// returns the status code and the body.
+/// One exchange with the simulator's admin API: the status code and the body.
 pub async fn admin(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let addr = url.trim_start_matches("http://");
+    http::admin_request(addr, method, path, body).await.unwrap()
 }

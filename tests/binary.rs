@@ -263,10 +263,7 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_zero() {
         answer.into_inner().job.unwrap().job_id.as_deref(),
         Some("slow-1")
     );
-    let status = tokio::time::timeout(Duration::from_secs(10), gw.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = exited(&mut gw.child).await;
     assert_eq!(status.code(), Some(0));
 
     let logs = gw.logs.lock().unwrap().clone();
@@ -305,10 +302,7 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
     let signalled = Instant::now();
     signal(&gw.child, "INT");
 
-    let status = tokio::time::timeout(Duration::from_secs(10), gw.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = exited(&mut gw.child).await;
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(0));
     assert!(
@@ -407,10 +401,7 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
     );
 
     signal(&child, "TERM");
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = exited(&mut child).await;
     assert_eq!(exit.code(), Some(0));
 }
 
@@ -441,9 +432,14 @@ async fn the_simulator_command_serves_aws_tools() {
     assert_eq!(job["job"]["status"], "CANCELED");
     assert_eq!(job["job"]["reasonCode"], "CALIBRATION_DRIFT");
     signal(&child, "TERM");
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = exited(&mut child).await;
     assert_eq!(exit.code(), Some(0));
+}
+
+/// The exit status of `child`, which must exit within 10 s.
+async fn exited(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the process exits within 10 s")
+        .unwrap()
 }

@@ -11,7 +11,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use iot_jobs_gateway::aws;
 use serde_json::json;
 use support::{
-    GatewayOptions, NoCredentials, TestGateway, describe,
+    GatewayOptions, NoCredentials, TestGateway, describe, error_info_reason,
     fake_aws::{FakeAws, Reply},
 };
 use tonic::{Code, Status};
@@ -29,10 +29,6 @@ async fn call_with(reply: Reply) -> (Status, usize) {
         .await
         .unwrap_err();
     (status, fake.calls())
-}
-
-fn error_info_reason(status: &Status) -> String {
-    status.get_details_error_info().expect("ErrorInfo").reason
 }
 
 #[tokio::test]
@@ -266,8 +262,10 @@ async fn the_gateway_operation_timeout_is_deadline_exceeded() {
         "j",
         Reply::slow(Duration::from_secs(5), Reply::Job(json!({"job": {}}))),
     );
-    let options = GatewayOptions::with(|jobs| jobs.operation_timeout = Duration::from_millis(300));
-    let mut gw = TestGateway::aws_with(support::iot_client(&fake.url), options).await;
+    let mut gw = TestGateway::aws_edited(&fake.url, |jobs| {
+        jobs.operation_timeout = Duration::from_millis(300)
+    })
+    .await;
 
     let status = gw
         .client

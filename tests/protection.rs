@@ -10,13 +10,12 @@ mod support;
 use std::time::Duration;
 
 use iot_jobs_gateway::{
-    jobs::JobsSettings,
     pb::{self, job_result::Outcome},
     simulator::SimConfig,
 };
 use serde_json::Value;
 use support::{
-    GatewayOptions, TestGateway, describe,
+    TestGateway, describe, error_info_reason,
     fake_aws::{FakeAws, Reply, full_job},
     fresh,
     sim::TestSim,
@@ -25,18 +24,13 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-/// A gateway in front of `fake` with production settings changed by `edit`.
-async fn gateway(fake: &FakeAws, edit: impl FnOnce(&mut JobsSettings)) -> TestGateway {
-    TestGateway::aws_with(support::iot_client(&fake.url), GatewayOptions::with(edit)).await
-}
-
 /// A gateway allowing `rate` AWS calls/s, burst 1, whose one token was just
 /// spent on job "a"; job "b" exists too.
 async fn spent_bucket(rate: f64) -> (FakeAws, TestGateway) {
     let fake = FakeAws::start().await;
     fake.reply("a", job("a", "IN_PROGRESS"));
     fake.reply("b", job("b", "IN_PROGRESS"));
-    let gw = gateway(&fake, |jobs| {
+    let gw = TestGateway::aws_edited(&fake.url, |jobs| {
         jobs.limiter.rate = rate;
         jobs.limiter.burst = 1;
     })
@@ -144,7 +138,7 @@ async fn a_shared_failure_reaches_every_waiter_and_is_not_cached() {
             Reply::error(503, "ServiceUnavailableException", "Service unavailable"),
         ),
     );
-    let gw = gateway(&fake, |jobs| jobs.retry.max_attempts = 1).await;
+    let gw = TestGateway::aws_edited(&fake.url, |jobs| jobs.retry.max_attempts = 1).await;
 
     let results = concurrent(&gw, "j", 20, false).await;
     assert_eq!(fake.calls(), 1);
@@ -160,7 +154,7 @@ async fn a_shared_failure_reaches_every_waiter_and_is_not_cached() {
 #[tokio::test]
 async fn a_missing_job_is_remembered_briefly() {
     let fake = FakeAws::start().await;
-    let gw = gateway(&fake, |jobs| {
+    let gw = TestGateway::aws_edited(&fake.url, |jobs| {
         jobs.cache.not_found_ttl = Duration::from_millis(300)
     })
     .await;
@@ -172,10 +166,7 @@ async fn a_missing_job_is_remembered_briefly() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(
-            status.get_details_error_info().unwrap().reason,
-            "JOB_NOT_FOUND"
-        );
+        assert_eq!(error_info_reason(&status), "JOB_NOT_FOUND");
     }
     assert_eq!(fake.calls(), 1);
 
@@ -197,7 +188,7 @@ async fn terminal_jobs_stay_cached_longer_than_active_ones() {
     let fake = FakeAws::start().await;
     fake.reply("done", job("done", "COMPLETED"));
     fake.reply("busy", job("busy", "IN_PROGRESS"));
-    let gw = gateway(&fake, |jobs| {
+    let gw = TestGateway::aws_edited(&fake.url, |jobs| {
         jobs.cache.ttl = Duration::from_millis(200);
         jobs.cache.terminal_ttl = Duration::from_secs(30);
     })
@@ -303,14 +294,11 @@ async fn aws_throttling_lowers_the_gateways_rate_until_aws_is_quiet() {
         ..SimConfig::default()
     })
     .await;
-    let gw = TestGateway::aws_with(
-        support::iot_client(&sim.url),
-        GatewayOptions::with(|jobs| {
-            jobs.limiter.rate = 20.0;
-            jobs.limiter.burst = 5;
-            jobs.retry.max_attempts = 1;
-        }),
-    )
+    let gw = TestGateway::aws_edited(&sim.url, |jobs| {
+        jobs.limiter.rate = 20.0;
+        jobs.limiter.burst = 5;
+        jobs.retry.max_attempts = 1;
+    })
     .await;
 
     // Eight clients ask about distinct jobs, as fast as the gateway lets them.
@@ -433,10 +421,7 @@ async fn a_batch_answers_every_item_in_request_order_and_one_failure_fails_only_
     assert_eq!(violations[0].field, "requests[1].job_id");
     let missing = item_status(&results[2]);
     assert_eq!(missing.code(), Code::NotFound);
-    assert_eq!(
-        missing.get_details_error_info().unwrap().reason,
-        "JOB_NOT_FOUND"
-    );
+    assert_eq!(error_info_reason(&missing), "JOB_NOT_FOUND");
     assert!(results[0].cache.is_some() && results[2].cache.is_none());
 
     // The duplicate cost nothing; the invalid id never reached AWS.
@@ -449,7 +434,7 @@ async fn a_batch_answers_every_item_in_request_order_and_one_failure_fails_only_
 #[tokio::test]
 async fn an_oversized_or_empty_batch_is_rejected_before_any_aws_call() {
     let fake = FakeAws::start().await;
-    let mut gw = gateway(&fake, |jobs| jobs.max_batch_size = 3).await;
+    let mut gw = TestGateway::aws_edited(&fake.url, |jobs| jobs.max_batch_size = 3).await;
 
     let too_big = batch(&[("a", None), ("b", None), ("c", None), ("d", None)]);
     let status = gw
@@ -546,7 +531,7 @@ async fn a_large_batch_fans_out_through_the_rate_limit() {
         let id = format!("job-{i}");
         fake.reply(&id, job(&id, "IN_PROGRESS"));
     }
-    let mut gw = gateway(&fake, |jobs| {
+    let mut gw = TestGateway::aws_edited(&fake.url, |jobs| {
         jobs.limiter.rate = 20.0;
         jobs.limiter.burst = 5;
     })

@@ -99,11 +99,6 @@ impl FakeAws {
         *self.shared.calls.borrow()
     }
 
-    /// Requests whose client hung up before the answer.
-    pub fn abandoned(&self) -> usize {
-        *self.shared.abandoned.borrow()
-    }
-
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
     }

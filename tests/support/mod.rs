@@ -134,6 +134,12 @@ impl TestGateway {
         Self::aws_with(iot_client(endpoint), GatewayOptions::default()).await
     }
 
+    /// A gateway in front of `endpoint` with the default test settings
+    /// changed by `edit`.
+    pub async fn aws_edited(endpoint: &str, edit: impl FnOnce(&mut JobsSettings)) -> Self {
+        Self::aws_with(iot_client(endpoint), GatewayOptions::with(edit)).await
+    }
+
     /// A gateway over a given SDK client.
     pub async fn aws_with(client: aws_sdk_iot::Client, options: GatewayOptions) -> Self {
         Self::start(Arc::new(AwsJobsUpstream::new(client)), options).await
@@ -164,6 +170,12 @@ impl TestGateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// The reason in a status's `google.rpc.ErrorInfo`.
+pub fn error_info_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().expect("ErrorInfo").reason
 }
 
 /// A plaintext HTTP/2 channel to `addr`. The listener is bound before the

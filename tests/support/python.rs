@@ -104,14 +104,24 @@ impl Drop for Moto {
 
 /// boto3's `describe_job` answer from `endpoint`, as JSON.
 pub fn boto3_describe(endpoint: &str, region: &str, job_id: &str) -> Value {
+    run_script(
+        "boto3_describe.py",
+        &[endpoint, region, job_id],
+        "boto3 describe_job failed",
+    )
+}
+
+/// Runs one of the support scripts with the venv's Python and parses the
+/// JSON it prints; `failure` heads the panic message if it fails.
+fn run_script<T: serde::de::DeserializeOwned>(script: &str, args: &[&str], failure: &str) -> T {
     let out = Command::new(venv_bin().join("python"))
-        .arg(support_dir().join("boto3_describe.py"))
-        .args([endpoint, region, job_id])
+        .arg(support_dir().join(script))
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "boto3 describe_job failed: {}",
+        "{failure}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -178,15 +188,9 @@ fn compare(g: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
 /// Problems botocore's IoT model finds in the simulator's raw DescribeJob
 /// JSON for `job_id` (empty when it conforms).
 pub fn botocore_problems(base_url: &str, job_id: &str) -> Vec<String> {
-    let out = Command::new(venv_bin().join("python"))
-        .arg(support_dir().join("botocore_validate.py"))
-        .args([base_url, job_id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "botocore validation failed to run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_script(
+        "botocore_validate.py",
+        &[base_url, job_id],
+        "botocore validation failed to run",
+    )
 }

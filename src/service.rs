@@ -235,7 +235,7 @@ impl BatchLog {
             }
         };
         pb::JobResult {
-            index: u32::try_from(index).unwrap_or(u32::MAX),
+            index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
             job_id: job_id.to_owned(),
             outcome: Some(outcome),
             cache,

@@ -214,6 +214,10 @@ async fn a_batch_from_grpcurl_prints_each_item_with_readable_error_details() {
     assert!(ok, "{err}");
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
     let results = answer["results"].as_array().unwrap();
+    assert_eq!(
+        results[0]["index"], 0,
+        "the first item's index is printed too"
+    );
     assert_eq!(results[0]["jobId"], "ota-1");
     assert_eq!(results[0]["response"]["job"]["jobId"], "ota-1");
     assert_eq!(results[0]["cache"]["source"], "MISS");

@@ -368,14 +368,14 @@ fn item_status(result: &pb::JobResult) -> Status {
             status.message.clone(),
             status.encode_to_vec().into(),
         ),
-        other => panic!("item {} is not an error: {other:?}", result.index),
+        other => panic!("item {} is not an error: {other:?}", result.index()),
     }
 }
 
 fn item_job_id(result: &pb::JobResult) -> &str {
     match &result.outcome {
         Some(Outcome::Response(response)) => response.job.as_ref().unwrap().job_id(),
-        other => panic!("item {} is not a job: {other:?}", result.index),
+        other => panic!("item {} is not a job: {other:?}", result.index()),
     }
 }
 
@@ -406,7 +406,7 @@ async fn a_batch_answers_every_item_in_request_order_and_one_failure_fails_only_
         .into_inner()
         .results;
 
-    let indices: Vec<u32> = results.iter().map(|r| r.index).collect();
+    let indices: Vec<u32> = results.iter().map(|r| r.index()).collect();
     assert_eq!(indices, [0, 1, 2, 3, 4, 5]);
     let ids: Vec<&str> = results.iter().map(|r| r.job_id.as_str()).collect();
     assert_eq!(ids, ["a", "not a job id!", "ghost", "b", "a", "a"]);
@@ -512,7 +512,7 @@ async fn the_stream_sends_each_result_as_soon_as_it_is_ready() {
         .into_inner();
     let mut arrivals = Vec::new();
     while let Some(result) = stream.message().await.unwrap() {
-        arrivals.push((result.index, started.elapsed()));
+        arrivals.push((result.index(), started.elapsed()));
     }
 
     let order: Vec<u32> = arrivals.iter().map(|(i, _)| *i).collect();

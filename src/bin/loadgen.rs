@@ -623,7 +623,7 @@ async fn batch(items: usize) -> Result<(), Error> {
         .results;
     let took = started.elapsed().as_secs_f64();
     let in_order = results.iter().enumerate().all(|(i, r)| {
-        r.index as usize == i
+        r.index() as usize == i
             && r.job_id == ids[i]
             && matches!(&r.outcome, Some(pb::job_result::Outcome::Response(resp)) if resp.job.as_ref().is_some_and(|j| j.job_id() == ids[i]))
     });

@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         // google.rpc.Status is tonic-types' own type, so details built with
         // tonic_types::ErrorDetails can be placed in it directly.
         .extern_path(".google.rpc.Status", "::tonic_types::pb::Status")
+        // Ordered maps encode the same way every time, so a job's encoding
+        // can identify its state (watch event versions).
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

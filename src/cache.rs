@@ -124,6 +124,11 @@ impl JobCache {
             })
     }
 
+    /// The cached entry for `query`, if there is one; never fetches.
+    pub async fn peek(&self, query: &JobQuery) -> Option<Arc<Entry>> {
+        self.entries.get(query).await
+    }
+
     /// Drops the entry for `query` if AWS answered it before `instant`, so
     /// the next lookup fetches, or joins a fetch still in flight.
     pub async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {

@@ -9,6 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind
 use crate::{
     aws::UpstreamSettings, cache::CacheSettings, jobs::JobsSettings, limiter::LimiterSettings,
     retry::RetryPolicy,
+    watch::WatchSettings,
 };
 
 /// gRPC gateway in front of AWS IoT Jobs.
@@ -85,6 +86,60 @@ pub struct ProtectionArgs {
     #[arg(long, env = "GATEWAY_MAX_BATCH_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_batch_size: u64,
+
+    /// Watch streams: polling, heartbeats and caps.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// How WatchJobs streams poll AWS and what they may cost.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// How often each watched job is polled, budget permitting (one poll per job for all its watchers).
+    #[arg(long, env = "GATEWAY_WATCH_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub watch_poll_interval: Duration,
+
+    /// Share of --upstream-rate that watch polls keep while calls wait for it (0 to 1).
+    #[arg(long, env = "GATEWAY_WATCH_MIN_SHARE", default_value_t = 0.2, value_parser = parse_share)]
+    pub watch_min_share: f64,
+
+    /// A watch stream with no event for this long gets a heartbeat event.
+    #[arg(long, env = "GATEWAY_WATCH_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub watch_heartbeat: Duration,
+
+    /// HTTP/2 PING interval on client connections, so idle streams survive load balancers.
+    #[arg(long, env = "GATEWAY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// The most distinct jobs one WatchJobs stream may watch.
+    #[arg(long, env = "GATEWAY_WATCH_MAX_JOBS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub watch_max_jobs: u64,
+
+    /// The most WatchJobs streams open at once, gateway-wide.
+    #[arg(long, env = "GATEWAY_WATCH_MAX_STREAMS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub watch_max_streams: u64,
+
+    /// The most WatchJobs streams open at once on one client connection.
+    #[arg(long, env = "GATEWAY_WATCH_MAX_STREAMS_PER_CONNECTION", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub watch_max_streams_per_connection: u64,
+}
+
+impl WatchArgs {
+    /// The watch settings.
+    pub fn settings(&self) -> WatchSettings {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        WatchSettings {
+            poll_interval: self.watch_poll_interval,
+            heartbeat: self.watch_heartbeat,
+            keepalive: self.keepalive_interval,
+            max_jobs: count(self.watch_max_jobs),
+            max_streams: count(self.watch_max_streams),
+            max_streams_per_connection: count(self.watch_max_streams_per_connection),
+        }
+    }
 }
 
 impl ProtectionArgs {
@@ -97,6 +152,7 @@ impl ProtectionArgs {
                 rate: self.upstream_rate,
                 burst: self.upstream_burst,
                 max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
+                background_share: self.watch.watch_min_share,
             },
             cache: CacheSettings {
                 ttl: self.cache_ttl,
@@ -105,6 +161,7 @@ impl ProtectionArgs {
                 max_bytes: self.cache_max_mib * 1024 * 1024,
             },
             max_batch_size: usize::try_from(self.max_batch_size).unwrap_or(usize::MAX),
+            watch: self.watch.settings(),
         }
     }
 }
@@ -236,6 +293,13 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err("a fraction from 0 to 1 (e.g. 0.2)".to_owned()),
+    }
+}
+
 fn parse_region(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
         && value
@@ -284,6 +348,7 @@ mod tests {
         assert_eq!(jobs.limiter, LimiterSettings::default());
         assert_eq!(jobs.cache, CacheSettings::default());
         assert_eq!(jobs.max_batch_size, 1000);
+        assert_eq!(jobs.watch, WatchSettings::default());
         assert_eq!(jobs.limiter.rate, 10.0);
     }
 

@@ -3,7 +3,7 @@
 //! enum values this contract does not know are kept as strings in
 //! `Job.unrecognized_values` instead of failing the call.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use aws_sdk_iot::types as aws;
 
@@ -20,7 +20,7 @@ impl From<&JobDescription> for pb::DescribeJobResponse {
 
 /// Collects enum values the contract does not know, keyed by JSON path.
 #[derive(Default)]
-struct Unrecognized(HashMap<String, String>);
+struct Unrecognized(BTreeMap<String, String>);
 
 impl Unrecognized {
     /// Maps an AWS enum string onto a proto enum by its value name; unknown
@@ -103,7 +103,10 @@ fn job(j: &aws::Job) -> pb::Job {
         namespace_id: j.namespace_id().map(str::to_owned),
         job_template_arn: j.job_template_arn().map(str::to_owned),
         job_executions_retry_config,
-        document_parameters: j.document_parameters().cloned().unwrap_or_default(),
+        document_parameters: j
+            .document_parameters()
+            .map(|p| p.clone().into_iter().collect())
+            .unwrap_or_default(),
         is_concurrent: j.is_concurrent(),
         scheduling_config,
         scheduled_job_rollouts: j

@@ -62,6 +62,26 @@ pub enum GatewayError {
         /// What the limiter said.
         rejected: Rejected,
     },
+    /// A watch stream would exceed a cap on open streams; AWS was not called.
+    #[error("too many watch streams: {scope:?} limit of {limit} reached")]
+    TooManyWatches {
+        /// The cap that was reached.
+        limit: usize,
+        /// Whose cap it is.
+        scope: WatchScope,
+    },
+    /// The gateway is shutting down and ends its watch streams.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// Which cap on watch streams was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchScope {
+    /// All streams of the gateway (`--watch-max-streams`).
+    Gateway,
+    /// The streams of one client connection (`--watch-max-streams-per-connection`).
+    Connection,
 }
 
 impl GatewayError {
@@ -116,7 +136,8 @@ impl GatewayError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Self::RateLimited { .. } => Code::ResourceExhausted,
+            Self::RateLimited { .. } | Self::TooManyWatches { .. } => Code::ResourceExhausted,
+            Self::ShuttingDown => Code::Unavailable,
             Self::Upstream { source, .. } => match source.kind {
                 InvalidRequest => Code::InvalidArgument,
                 NotFound => Code::NotFound,
@@ -162,6 +183,27 @@ impl From<GatewayError> for Status {
             }
             GatewayError::Upstream { job_id, source } => {
                 upstream_status(job_id, source, &mut details)
+            }
+            GatewayError::TooManyWatches { limit, scope } => {
+                let metadata = HashMap::from([("limit".to_owned(), limit.to_string())]);
+                details.set_error_info("TOO_MANY_WATCHES", ERROR_DOMAIN, metadata);
+                match scope {
+                    WatchScope::Gateway => format!(
+                        "the gateway already serves its maximum of {limit} watch streams \
+                         (--watch-max-streams); retry later or on another replica"
+                    ),
+                    WatchScope::Connection => format!(
+                        "this connection already has the maximum of {limit} watch streams open \
+                         (--watch-max-streams-per-connection); watch several jobs per stream \
+                         or open another connection"
+                    ),
+                }
+            }
+            GatewayError::ShuttingDown => {
+                details.set_error_info("SHUTTING_DOWN", ERROR_DOMAIN, HashMap::new());
+                "the gateway is shutting down; reconnect (another replica will answer) and pass \
+                 the versions you last saw in resume_from"
+                    .to_owned()
             }
         };
         Status::with_error_details(code, message, details)

@@ -21,10 +21,12 @@ use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 use crate::{
     cache::{self, CacheSettings, JobCache},
     error::{DeadlineSource, GatewayError},
-    limiter::{LimiterSettings, Rejected, UpstreamLimiter},
+    limiter::{LimiterSettings, Permit, Rejected, UpstreamLimiter},
     pb,
     retry::{RetryPolicy, Retryable},
     upstream::{JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind},
+    validate::WatchTargets,
+    watch::{self, Next, Observation, Observed, Subscription, WatchSettings, Watches},
 };
 
 /// Everything that shapes how [`Jobs`] protects AWS.
@@ -40,6 +42,8 @@ pub struct JobsSettings {
     pub cache: CacheSettings,
     /// The most items one batch may ask about.
     pub max_batch_size: usize,
+    /// How watch streams poll and what they may cost.
+    pub watch: WatchSettings,
 }
 
 impl Default for JobsSettings {
@@ -50,6 +54,7 @@ impl Default for JobsSettings {
             limiter: LimiterSettings::default(),
             cache: CacheSettings::default(),
             max_batch_size: 1000,
+            watch: WatchSettings::default(),
         }
     }
 }
@@ -89,6 +94,7 @@ pub struct Jobs {
     latency: Arc<LatencyEstimate>,
     cache: JobCache,
     max_batch_size: usize,
+    watches: Arc<Watches>,
 }
 
 /// How often one call looks the answer up again because the one it found
@@ -107,7 +113,13 @@ impl Jobs {
             latency: Arc::default(),
             cache: JobCache::new(&settings.cache),
             max_batch_size: settings.max_batch_size,
+            watches: Arc::new(Watches::new(settings.watch)),
         }
+    }
+
+    /// The watch streams and their shared pollers.
+    pub fn watches(&self) -> &Watches {
+        &self.watches
     }
 
     /// The token bucket in front of AWS.
@@ -164,7 +176,7 @@ impl Jobs {
             let fetched_here = AtomicBool::new(false);
             let fetch = async {
                 fetched_here.store(true, Ordering::Relaxed);
-                self.fetch(query, deadline).await
+                self.fetch(query, deadline, None).await
             };
             let found = self.cache.get_or_fetch(query, fetch).await;
             let mine = fetched_here.load(Ordering::Relaxed);
@@ -198,14 +210,24 @@ impl Jobs {
         }
     }
 
-    /// Asks AWS, with retries; every attempt takes a token first.
+    /// Asks AWS, with retries; every attempt takes a token first. With a
+    /// `permit` already taken (a watch poll), makes one attempt with it.
+    /// Watchers of the job see the answer too.
     async fn fetch(
         &self,
         query: &JobQuery,
         deadline: Instant,
+        permit: Option<Permit>,
     ) -> Result<Arc<cache::Entry>, GatewayError> {
-        let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
-        let answer = match attempts.await {
+        let sent = Instant::now();
+        let result = match permit {
+            Some(permit) => self.send(query, permit).await,
+            None => {
+                let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
+                attempts.await
+            }
+        };
+        let answer = match result {
             Ok(description) => {
                 cache::Answer::Found(Arc::new(pb::DescribeJobResponse::from(&description)))
             }
@@ -225,10 +247,13 @@ impl Jobs {
                 });
             }
         };
-        Ok(Arc::new(cache::Entry {
+        let entry = Arc::new(cache::Entry {
             answer,
             answered_at: Instant::now(),
-        }))
+        });
+        self.watches
+            .observe(query, observation(query, &entry, sent));
+        Ok(entry)
     }
 
     async fn attempt(
@@ -245,6 +270,12 @@ impl Jobs {
             .acquire(latest_start)
             .await
             .map_err(Attempt::Limited)?;
+        self.send(query, permit).await
+    }
+
+    /// One AWS request with a token already taken; tells the limiter how
+    /// AWS answered.
+    async fn send(&self, query: &JobQuery, permit: Permit) -> Result<JobDescription, Attempt> {
         let sent = Instant::now();
         let result = self.upstream.describe_job(query).await;
         self.latency.record(sent.elapsed());
@@ -332,6 +363,123 @@ impl Jobs {
         });
         rx
     }
+}
+
+impl Jobs {
+    /// Opens a watch stream on `targets` for a client on connection `peer`:
+    /// counts it against the caps, subscribes to each job's shared poller
+    /// (starting the scheduler if it was idle) and seeds new pollers from
+    /// the cache, so a job asked about recently costs AWS nothing to start
+    /// watching. Fails with RESOURCE_EXHAUSTED beyond a cap and UNAVAILABLE
+    /// during shutdown, before any AWS call.
+    pub async fn watch(
+        &self,
+        targets: WatchTargets,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Subscription, GatewayError> {
+        let ticket = self.watches.open_stream(peer)?;
+        let mut receivers = Vec::with_capacity(targets.0.len());
+        for (query, _) in &targets.0 {
+            let (receiver, start_scheduler) = self.watches.subscribe(query);
+            if start_scheduler {
+                tokio::spawn(schedule_polls(self.clone()));
+            }
+            let unknown = receiver.borrow().is_none();
+            if unknown && let Some(entry) = self.cache.peek(query).await {
+                let answered = entry.answered_at;
+                self.watches
+                    .observe(query, observation(query, &entry, answered));
+            }
+            receivers.push(receiver);
+        }
+        Ok(Subscription::new(
+            self.watches.clone(),
+            ticket,
+            targets,
+            receivers,
+        ))
+    }
+
+    /// One watch poll of `query` with a background token already taken:
+    /// asks AWS for an answer newer than the cached one (joining a call in
+    /// flight if there is one). The answer reaches the cache and the
+    /// watchers; a failure worth telling them about is returned.
+    async fn poll(&self, query: &JobQuery, permit: Permit) -> Result<(), GatewayError> {
+        let started = Instant::now();
+        let deadline = started + self.operation_timeout;
+        self.cache.forget_older_than(query, started).await;
+        let fetch = self.fetch(query, deadline, Some(permit));
+        match tokio::time::timeout_at(deadline, self.cache.get_or_fetch(query, fetch)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(GatewayError::clone(&err)),
+            Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
+                job_id: query.job_id.clone(),
+                budget: self.operation_timeout,
+                limit: DeadlineSource::Gateway,
+            }),
+        }
+    }
+}
+
+/// The watch scheduler: while any job is watched, takes background tokens
+/// and spends each on the due job AWS answered about longest ago.
+async fn schedule_polls(jobs: Jobs) {
+    let watches = jobs.watches.clone();
+    // A token taken while a job was due, kept if none is due any more.
+    let mut held: Option<Permit> = None;
+    loop {
+        match watches.next(Instant::now()) {
+            Next::Stop => return,
+            Next::Wait(until) => watches.idle(until).await,
+            Next::Poll => {
+                let permit = match held.take() {
+                    Some(permit) => permit,
+                    None => tokio::select! {
+                        permit = jobs.limiter.acquire_background() => permit,
+                        () = watches.closed() => continue,
+                    },
+                };
+                // Waiting for the token may have changed which job is due.
+                let Some(query) = watches.take_due(Instant::now()) else {
+                    held = Some(permit);
+                    continue;
+                };
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    let _done = PollDone(&jobs.watches, &query);
+                    if let Err(err) = jobs.poll(&query, permit).await
+                        && watch::worth_reporting(&err)
+                    {
+                        let now = Instant::now();
+                        let failed = Observation::new(Observed::Failed(err), now, now);
+                        jobs.watches.observe(&query, failed);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Marks a poll finished however its task ends.
+struct PollDone<'a>(&'a Watches, &'a JobQuery);
+
+impl Drop for PollDone<'_> {
+    fn drop(&mut self) {
+        self.0.poll_done(self.1);
+    }
+}
+
+/// What watchers of `query` should see of a cache entry AWS answered to a
+/// request sent at `sent`.
+fn observation(query: &JobQuery, entry: &cache::Entry, sent: Instant) -> Observation {
+    let state = match &entry.answer {
+        cache::Answer::Found(response) => Observed::Found(response.clone()),
+        cache::Answer::NotFound(err) => Observed::Gone(GatewayError::Upstream {
+            job_id: query.job_id.clone(),
+            source: err.clone(),
+        }),
+    };
+    Observation::new(state, sent, entry.answered_at)
 }
 
 /// A moving average of how long AWS takes to answer.

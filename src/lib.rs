@@ -40,3 +40,4 @@ pub mod simulator;
 pub mod telemetry;
 pub mod upstream;
 pub mod validate;
+pub mod watch;

@@ -11,12 +11,15 @@
 //!   gateway lowers its own rate (multiplicative decrease) and recovers a
 //!   step at a time while AWS stays quiet (additive increase). The lowered
 //!   rate is a second, slower governor bucket in front of the first.
+//! - Watch polls are background work ([`UpstreamLimiter::acquire_background`]):
+//!   they take tokens no call is waiting for, plus a configured minimum share
+//!   of the rate while calls wait, so neither side starves the other.
 
 use std::{
     num::NonZeroU32,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -39,6 +42,9 @@ pub struct LimiterSettings {
     pub burst: u32,
     /// Calls that may wait for a token at the same time.
     pub max_waiters: usize,
+    /// The share of the rate that watch polls keep while calls wait
+    /// (0 to 1): polls otherwise only take tokens no call is waiting for.
+    pub background_share: f64,
 }
 
 impl Default for LimiterSettings {
@@ -50,6 +56,7 @@ impl Default for LimiterSettings {
             rate: 10.0,
             burst: 5,
             max_waiters: 1000,
+            background_share: 0.2,
         }
     }
 }
@@ -123,6 +130,11 @@ pub struct UpstreamLimiter {
     /// (tokio's mutex is fair).
     queue: tokio::sync::Mutex<()>,
     waiting: AtomicUsize,
+    /// Paces background work's guaranteed share while calls wait.
+    background_share: Option<Bucket>,
+    /// Set while background work is owed the next token: the call at the
+    /// head of the queue lets it go first.
+    background_claim: AtomicBool,
 }
 
 /// A token: report what AWS answered to the call made with it.
@@ -143,6 +155,8 @@ impl UpstreamLimiter {
         let clock = TokioClock {
             origin: Instant::now(),
         };
+        let share = settings.background_share.clamp(0.0, 1.0) * settings.rate;
+        let background_share = (share > 0.0).then(|| bucket(share, 1, clock));
         let bucket = bucket(settings.rate, settings.burst, clock);
         Self {
             aimd: Mutex::new(Aimd {
@@ -156,6 +170,8 @@ impl UpstreamLimiter {
             bucket,
             queue: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
+            background_share,
+            background_claim: AtomicBool::new(false),
         }
     }
 
@@ -201,15 +217,57 @@ impl UpstreamLimiter {
         }
         let _turn = self.queue.lock().await;
         loop {
-            let wait = match self.try_take() {
-                Ok(generation) => return Ok(Permit { generation }),
-                Err(wait) => wait,
+            let wait = if self.background_claim.load(Ordering::SeqCst) {
+                // Background work is owed this token; the next one is ours.
+                self.period()
+            } else {
+                match self.try_take() {
+                    Ok(generation) => return Ok(Permit { generation }),
+                    Err(wait) => wait,
+                }
             };
             if Instant::now() + wait > deadline {
                 return Err(reject(RejectReason::Deadline, wait));
             }
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Takes a token for background work (watch polls), waiting as long as
+    /// it takes. While calls wait for tokens, background work only gets its
+    /// share (`background_share` of the rate); otherwise it takes any token
+    /// no call wants. With no share configured it only takes spare tokens.
+    pub async fn acquire_background(&self) -> Permit {
+        let mut owed = false;
+        loop {
+            if !owed && self.waiting() > 0 {
+                let share = self.background_share.as_ref().map(Bucket::check);
+                match share {
+                    Some(Ok(())) => owed = true,
+                    Some(Err(not_until)) => {
+                        let wait = not_until.wait_time_from(self.clock.now());
+                        tokio::time::sleep(wait.min(self.period())).await;
+                        continue;
+                    }
+                    None => {
+                        tokio::time::sleep(self.period()).await;
+                        continue;
+                    }
+                }
+            }
+            // The claim makes the head of the queue step aside; it is
+            // cleared on every way out of this iteration.
+            let _claim = owed.then(|| Claim::new(&self.background_claim));
+            match self.try_take() {
+                Ok(generation) => return Permit { generation },
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// The time between two tokens at the current rate.
+    fn period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.current_rate())
     }
 
     /// Takes a token from the lowered bucket (if backing off) and the
@@ -292,6 +350,23 @@ impl UpstreamLimiter {
     }
 }
 
+/// Background work's claim on the next token, withdrawn when dropped (also
+/// when the task waiting for the token is cancelled).
+struct Claim<'a>(&'a AtomicBool);
+
+impl<'a> Claim<'a> {
+    fn new(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        Self(flag)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Leaves the waiting count when the call stops waiting, however it stops.
 struct Leave<'a>(&'a AtomicUsize);
 
@@ -318,6 +393,7 @@ mod tests {
             rate,
             burst,
             max_waiters,
+            background_share: 0.2,
         }))
     }
 

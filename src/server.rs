@@ -1,7 +1,8 @@
 //! Wires the gateway into a tonic server: the JobsGateway service, gRPC
 //! health (`""` and `iot.jobs.v1.JobsGateway`), server reflection v1 and
-//! v1alpha (grpcurl 1.8 speaks only v1alpha), and graceful shutdown with a
-//! deadline.
+//! v1alpha (grpcurl 1.8 speaks only v1alpha), HTTP/2 keepalive, and
+//! graceful shutdown with a deadline (watch streams end at once with
+//! UNAVAILABLE).
 
 use std::{future::Future, time::Duration};
 
@@ -16,6 +17,10 @@ use crate::{
     pb::{self, jobs_gateway_server::JobsGatewayServer},
     service::JobsGatewayService,
 };
+
+/// How long a client has to answer an HTTP/2 PING before its connection
+/// is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the server was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +56,20 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let keepalive = jobs.watches().settings().keepalive;
     let (draining_tx, draining_rx) = oneshot::channel::<Instant>();
+    let watching = jobs.clone();
     let signal = async move {
         shutdown.await;
-        info!("shutting down: health is NOT_SERVING, no new connections, draining in-flight calls");
+        info!(
+            watch_streams = watching.watches().open_streams(),
+            "shutting down: health is NOT_SERVING, no new connections, watch streams end with \
+             UNAVAILABLE, draining in-flight calls"
+        );
         set_health(&health, ServingStatus::NotServing).await;
+        // Watch streams never end by themselves: end them now so their
+        // clients reconnect elsewhere instead of waiting out the grace period.
+        watching.watches().close();
         let _ = draining_tx.send(Instant::now());
     };
 
@@ -66,6 +80,11 @@ pub async fn run(
         })
     });
     let serve = Server::builder()
+        // Idle watch streams must survive load balancers that close quiet
+        // connections (AWS ELB: 60 s); PINGs also find dead clients.
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(keepalive))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

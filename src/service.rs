@@ -24,6 +24,7 @@ use crate::{
     pb::{self, jobs_gateway_server::JobsGateway},
     upstream::JobQuery,
     validate,
+    watch::{ChangeKind, Observed, WatchEvent},
 };
 
 /// The gRPC face of [`Jobs`].
@@ -123,6 +124,149 @@ impl JobsGateway for JobsGatewayService {
         let stream = ReceiverStream::new(results)
             .map(move |(index, result)| Ok(log.item(index, &job_ids[index], result)));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchJobsStream = WatchEventStream;
+
+    async fn watch_jobs(
+        &self,
+        request: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        let mut log = WatchLog::new(request.job_ids.len());
+        let max_jobs = self.jobs.watches().settings().max_jobs;
+        let opened = async {
+            let targets = validate::watch(request, max_jobs)?;
+            self.jobs.watch(targets, peer).await
+        };
+        let subscription = match opened.await {
+            Ok(subscription) => subscription,
+            Err(err) => {
+                log.rejected(&err);
+                return Err(err.into());
+            }
+        };
+        info!(method = "WatchJobs", jobs = log.jobs, "watch started");
+        // The log line is written when the stream ends or the client leaves.
+        let stream = futures_util::stream::unfold(
+            (subscription, log),
+            |(mut subscription, mut log)| async move {
+                let event = subscription.next().await?;
+                let item = log.event(event);
+                Some((item, (subscription, log)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The stream type of WatchJobs.
+pub type WatchEventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchJobsResponse, Status>> + Send>>;
+
+/// A watch event in wire form.
+fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
+    use pb::{job_event::State, watch_jobs_response::Event};
+    let event = match event {
+        WatchEvent::Heartbeat { watching } => Event::Heartbeat(pb::Heartbeat {
+            sent_at: Some(std::time::SystemTime::now().into()),
+            watching: u32::try_from(watching).unwrap_or(u32::MAX),
+        }),
+        WatchEvent::Job {
+            job_id,
+            observation,
+            changes,
+            last,
+        } => {
+            use pb::job_event::Kind;
+            let kind = match changes.kind {
+                ChangeKind::Current => Kind::Current,
+                ChangeKind::StatusChanged => Kind::StatusChanged,
+                ChangeKind::Progress => Kind::Progress,
+                ChangeKind::Updated => Kind::Updated,
+                ChangeKind::Gone => Kind::Gone,
+                ChangeKind::Failed => Kind::Failed,
+            };
+            let state = match &observation.state {
+                Observed::Found(response) => {
+                    State::Response(pb::DescribeJobResponse::clone(response))
+                }
+                Observed::Gone(err) | Observed::Failed(err) => {
+                    State::Error(err.clone().into_rpc_status())
+                }
+            };
+            Event::Job(pb::JobEvent {
+                job_id,
+                version: observation.version,
+                kind: kind as i32,
+                changed_fields: changes.fields.iter().map(|f| (*f).to_owned()).collect(),
+                r#final: last,
+                state: Some(state),
+                observed_at: Some(observation.observed_at.into()),
+            })
+        }
+    };
+    pb::WatchJobsResponse { event: Some(event) }
+}
+
+/// Counts a watch stream's events and writes its log line when the stream
+/// ends or the client leaves.
+struct WatchLog {
+    received: Instant,
+    jobs: usize,
+    events: usize,
+    heartbeats: usize,
+    ended: Option<Code>,
+    /// Rejected before it started; the rejection was logged already.
+    rejected: bool,
+}
+
+impl WatchLog {
+    fn new(jobs: usize) -> Self {
+        Self {
+            received: Instant::now(),
+            jobs,
+            events: 0,
+            heartbeats: 0,
+            ended: None,
+            rejected: false,
+        }
+    }
+
+    fn rejected(&mut self, err: &GatewayError) {
+        self.rejected = true;
+        info!(method = "WatchJobs", jobs = self.jobs, code = ?err.code(), error = %err.chain(), "watch rejected");
+    }
+
+    fn event(&mut self, event: Result<WatchEvent, GatewayError>) -> Result<pb::WatchJobsResponse, Status> {
+        match event {
+            Ok(event) => {
+                match &event {
+                    WatchEvent::Heartbeat { .. } => self.heartbeats += 1,
+                    WatchEvent::Job { .. } => self.events += 1,
+                }
+                Ok(watch_event(event))
+            }
+            Err(err) => {
+                self.ended = Some(err.code());
+                Err(err.into())
+            }
+        }
+    }
+}
+
+impl Drop for WatchLog {
+    fn drop(&mut self) {
+        if self.rejected {
+            return;
+        }
+        let duration_s = self.received.elapsed().as_secs_f64();
+        let (jobs, events, heartbeats) = (self.jobs, self.events, self.heartbeats);
+        match self.ended {
+            Some(code) => info!(method = "WatchJobs", jobs, events, heartbeats, ?code, duration_s, "watch ended"),
+            None => info!(method = "WatchJobs", jobs, events, heartbeats, duration_s, "watch ended (all jobs final, or the client left)"),
+        }
     }
 }
 

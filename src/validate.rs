@@ -93,6 +93,63 @@ pub fn batch_size(len: usize, max: usize) -> Result<(), GatewayError> {
     }))
 }
 
+/// A valid watch request: the distinct jobs in request order, each with the
+/// version the client last saw, if it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTargets(pub Vec<(JobQuery, Option<u64>)>);
+
+/// Checks a watch request: 1 to `max_jobs` distinct valid ids (a repeated id
+/// counts once), and resume points only for jobs of the request.
+pub fn watch(req: pb::WatchJobsRequest, max_jobs: usize) -> Result<WatchTargets, GatewayError> {
+    let invalid = |field: String, description: String| {
+        GatewayError::InvalidArgument(FieldViolation { field, description })
+    };
+    let mut ids: Vec<String> = Vec::with_capacity(req.job_ids.len().min(max_jobs));
+    for (index, id) in req.job_ids.into_iter().enumerate() {
+        job_id(format_args!("job_ids[{index}]"), &id).map_err(GatewayError::InvalidArgument)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        if ids.len() > max_jobs {
+            return Err(invalid(
+                "job_ids".to_owned(),
+                format!(
+                    "job_ids names more than {max_jobs} jobs; this gateway watches at most \
+                     {max_jobs} per stream (--watch-max-jobs): open several streams"
+                ),
+            ));
+        }
+    }
+    if ids.is_empty() {
+        return Err(invalid(
+            "job_ids".to_owned(),
+            format!("job_ids is empty; name 1 to {max_jobs} jobs to watch"),
+        ));
+    }
+    if let Some(stray) = req.resume_from.keys().find(|key| !ids.contains(key)) {
+        let shown: String = stray.chars().take(MAX_JOB_ID_LEN).collect();
+        return Err(invalid(
+            format!("resume_from[{shown}]"),
+            format!(
+                "resume_from names job {shown:?}, which is not in job_ids; resume only the \
+                 jobs this stream watches"
+            ),
+        ));
+    }
+    let targets = ids
+        .into_iter()
+        .map(|id| {
+            let resume = req.resume_from.get(&id).copied();
+            let query = JobQuery {
+                job_id: id,
+                before_substitution: req.before_substitution,
+            };
+            (query, resume)
+        })
+        .collect();
+    Ok(WatchTargets(targets))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

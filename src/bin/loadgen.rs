@@ -773,6 +773,15 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
     ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
         Err(Status::unimplemented("bare server"))
     }
+
+    type WatchJobsStream = iot_jobs_gateway::service::WatchEventStream;
+
+    async fn watch_jobs(
+        &self,
+        _request: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
 }
 
 async fn bare_server(port: u16, response_file: PathBuf) -> Result<(), Error> {

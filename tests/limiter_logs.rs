@@ -37,6 +37,7 @@ async fn lowering_and_restoring_the_rate_is_logged() {
         rate: 10.0,
         burst: 1,
         max_waiters: 10,
+        ..LimiterSettings::default()
     });
     let far = Instant::now() + Duration::from_secs(3600);
 

@@ -111,6 +111,7 @@ impl Default for GatewayOptions {
                     rate: 1000.0,
                     burst: 1000,
                     max_waiters: 1000,
+                    ..LimiterSettings::default()
                 },
                 ..JobsSettings::default()
             },

@@ -530,6 +530,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn background_work_takes_spare_tokens_and_keeps_its_share_under_load() {
+        let l = limiter(10.0, 1, 100);
+        let background = |l: Arc<UpstreamLimiter>, until: Instant| {
+            tokio::spawn(async move {
+                let mut taken = 0;
+                while Instant::now() < until {
+                    l.acquire_background().await;
+                    taken += 1;
+                }
+                taken
+            })
+        };
+        // Alone, it gets the whole rate: 10/s for 10 s.
+        let alone = background(l.clone(), Instant::now() + Duration::from_secs(10));
+        let alone = alone.await.unwrap();
+        assert!((99..=102).contains(&alone), "{alone}");
+
+        // With calls always waiting, it keeps its 20% share and they get the rest.
+        let until = Instant::now() + Duration::from_secs(10);
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let mut taken = 0;
+                    while Instant::now() < until {
+                        l.acquire(far()).await.unwrap();
+                        taken += 1;
+                    }
+                    taken
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let shared = background(l.clone(), until).await.unwrap();
+        let mut calls = 0;
+        for c in callers {
+            calls += c.await.unwrap();
+        }
+        assert!((17..=23).contains(&shared), "background got {shared}");
+        assert!((77..=84).contains(&calls), "calls got {calls}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_rate_never_drops_below_its_floor() {
         let l = limiter(10.0, 1, 100);
         for _ in 0..20 {

@@ -576,7 +576,8 @@ async fn when_the_budget_is_short_every_job_is_polled_in_turn() {
 async fn calls_go_before_watch_polls_when_the_budget_is_short() {
     let sim = TestSim::unlimited().await;
     let ids: Vec<String> = (0..20).map(|i| format!("watched-{i}")).collect();
-    for id in ids.iter().chain(&["asked".to_owned()]) {
+    let asked: Vec<String> = (0..8).map(|i| format!("asked-{i}")).collect();
+    for id in ids.iter().chain(&asked) {
         create_rollout(&sim, id).await;
     }
     // Polls alone would use the whole budget of 5/s; they get no minimum
@@ -594,11 +595,12 @@ async fn calls_go_before_watch_polls_when_the_budget_is_short() {
 
     // Eight calls at 5/s take 1.6 s; had polls shared the tokens equally,
     // they would take 3.2 s and miss their 2.5 s deadline.
-    let calls: Vec<_> = (0..8)
-        .map(|_| {
+    let calls: Vec<_> = asked
+        .iter()
+        .map(|id| {
             let mut client = gw.client.clone();
+            let request = describe(id, Some(Duration::from_millis(2500)));
             tokio::spawn(async move {
-                let request = fresh(describe("asked", Some(Duration::from_millis(2500))));
                 client.describe_job(request).await.map(|_| ())
             })
         })

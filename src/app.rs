@@ -71,6 +71,7 @@ pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let config = SimConfig {
         describe_rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
+        group_size: usize::try_from(args.group_size).unwrap_or(usize::MAX),
         ..SimConfig::default()
     };
     let sim = Simulator::new(config, Arc::new(SystemClock));
@@ -147,6 +148,10 @@ fn print_demo_banner(gateway: &str, simulator: &str, job_ids: &[&str]) {
     println!(
         "  grpcurl -plaintext -d '{{\"jobId\": \"{}\", \"beforeSubstitution\": true}}' {gateway} iot.jobs.v1.JobsGateway/DescribeJob",
         seed::TEMPLATED
+    );
+    println!(
+        "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {gateway} iot.jobs.v1.JobsGateway/WatchJobs",
+        seed::ROLLOUT
     );
     println!(
         "The {} rollout moves every second and completes in about half a minute.",

@@ -18,6 +18,11 @@
 //!    ([`pb`]), and [`error`] is the one place a failure becomes a
 //!    `tonic::Status` with rich details.
 //!
+//! A `WatchJobs` stream subscribes, through [`jobs`], to one shared poller
+//! per job ([`watch`]); a scheduler spends background tokens of the same
+//! [`limiter`] on the job answered longest ago, and every AWS answer reaches
+//! the cache and the job's watchers alike.
+//!
 //! [`app`] runs the `serve` command; [`server`] wires the service with health, reflection and graceful
 //! shutdown; [`config`] and [`telemetry`] serve the binary in `main.rs`.
 

@@ -252,7 +252,7 @@ impl Jobs {
             answered_at: Instant::now(),
         });
         self.watches
-            .observe(query, observation(query, &entry, sent));
+            .observe(query, || observation(query, &entry, sent));
         Ok(entry)
     }
 
@@ -386,9 +386,10 @@ impl Jobs {
             }
             let unknown = receiver.borrow().is_none();
             if unknown && let Some(entry) = self.cache.peek(query).await {
+                // Its schedule starts from when AWS gave the cached answer.
                 let answered = entry.answered_at;
                 self.watches
-                    .observe(query, observation(query, &entry, answered));
+                    .observe(query, || observation(query, &entry, answered));
             }
             receivers.push(receiver);
         }
@@ -451,7 +452,7 @@ async fn schedule_polls(jobs: Jobs) {
                         && watch::worth_reporting(&err)
                     {
                         let now = Instant::now();
-                        let failed = Observation::new(Observed::Failed(err), now, now);
+                        let failed = || Observation::new(Observed::Failed(err), now, now);
                         jobs.watches.observe(&query, failed);
                     }
                 });

@@ -389,16 +389,17 @@ impl Watches {
         (receiver, start)
     }
 
-    /// Feeds an observation of `query` to its poller, if anyone watches it:
-    /// subscribers see it if its version is new and no newer request's
-    /// answer is already there. Counts as a poll.
-    pub(crate) fn observe(&self, query: &JobQuery, observation: Observation) {
+    /// Feeds an observation of `query` to its poller, if anyone watches it
+    /// (`make` runs only then): subscribers see it if its version is new and
+    /// no newer request's answer is already there. Counts as a poll.
+    pub(crate) fn observe(&self, query: &JobQuery, make: impl FnOnce() -> Observation) {
         let mut pollers = self.lock();
         let Some(poller) = pollers.by_query.get_mut(query) else {
             return;
         };
-        let answered = Instant::now();
-        poller.last_answer = Some(poller.last_answer.map_or(answered, |t| t.max(answered)));
+        let observation = make();
+        let sent = observation.sent;
+        poller.last_answer = Some(poller.last_answer.map_or(sent, |t| t.max(sent)));
         poller.latest.send_if_modified(|latest| {
             let before = latest.as_deref();
             if let Some(before) = before
@@ -406,7 +407,8 @@ impl Watches {
             {
                 return false;
             }
-            let previous = before.map(|b| (b.version, Changes::between(Some(&b.state), &observation.state)));
+            let previous =
+                before.map(|b| (b.version, Changes::between(Some(&b.state), &observation.state)));
             *latest = Some(Arc::new(Observation {
                 previous,
                 ..observation

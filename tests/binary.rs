@@ -355,8 +355,23 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
         banner.contains(&format!("grpcurl -plaintext {addr} list")),
         "{banner}"
     );
+    assert!(banner.contains("WatchJobs"), "{banner}");
 
-    // Poll the rollout once a second, as a user re-running grpcurl would.
+    // One user watches the rollout; it ends by itself when the job completes.
+    let target = addr.clone();
+    let watch = tokio::task::spawn_blocking(move || {
+        support::python::grpcurl(&[
+            "-plaintext",
+            "-max-time",
+            "120",
+            "-d",
+            r#"{"jobIds": ["firmware-rollout-2-4"]}"#,
+            &target,
+            "iot.jobs.v1.JobsGateway/WatchJobs",
+        ])
+    });
+
+    // Another polls it once a second, as a user re-running grpcurl would.
     let mut succeeded_seen = Vec::new();
     let mut status = String::new();
     for _ in 0..90 {
@@ -399,6 +414,32 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
         succeeded_seen.windows(2).all(|w| w[0] <= w[1]),
         "{succeeded_seen:?}"
     );
+
+    let (ok, out, err) = watch.await.unwrap();
+    assert!(ok, "the watch ends with OK once the job completes: {err}");
+    let events: Vec<Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter::<Value>()
+        .map(|event| event.unwrap()["job"].clone())
+        .filter(|event| !event.is_null())
+        .collect();
+    assert!(events.len() >= 3, "the watch saw the rollout move: {out}");
+    assert_eq!(events[0]["kind"], "CURRENT");
+    let last = events.last().unwrap();
+    assert_eq!(last["kind"], "STATUS_CHANGED");
+    assert_eq!(last["final"], true);
+    assert_eq!(last["response"]["job"]["status"], "COMPLETED");
+    let watched: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            e["response"]["job"]["jobProcessDetails"]["numberOfSucceededThings"]
+                .as_i64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(watched.windows(2).all(|w| w[0] <= w[1]), "{watched:?}");
+    let versions: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e["version"].to_string()).collect();
+    assert_eq!(versions.len(), events.len(), "no state is sent twice");
 
     signal(&child, "TERM");
     let exit = exited(&mut child).await;

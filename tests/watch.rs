@@ -153,7 +153,10 @@ async fn a_rollout_is_seen_step_by_step_until_it_completes_and_the_stream_ends()
             "second {second}: a new state has a new version"
         );
         versions.push(event.version);
-        assert!(succeeded(&event) >= succeeded(&last), "counters never go back");
+        assert!(
+            succeeded(&event) >= succeeded(&last),
+            "counters never go back"
+        );
         assert!(!event.changed_fields.is_empty());
         if second < 14 {
             assert!(!event.r#final, "second {second}");
@@ -163,7 +166,11 @@ async fn a_rollout_is_seen_step_by_step_until_it_completes_and_the_stream_ends()
                 "second {second}: {:?}",
                 event.kind()
             );
-            assert!(event.changed_fields.contains(&"jobProcessDetails".to_owned()));
+            assert!(
+                event
+                    .changed_fields
+                    .contains(&"jobProcessDetails".to_owned())
+            );
         } else {
             assert!(event.r#final);
             assert_eq!(event.kind(), Kind::StatusChanged);
@@ -257,12 +264,19 @@ async fn faults_then_cancel_mid_stream() {
     assert_eq!(failed.kind(), Kind::Failed);
     assert!(!failed.r#final, "the gateway keeps trying");
     assert_eq!(error(&failed).code, Code::Unavailable as i32);
-    assert!(error(&failed).message.contains("ServiceUnavailableException"));
+    assert!(
+        error(&failed)
+            .message
+            .contains("ServiceUnavailableException")
+    );
 
     sim.sim.clear_faults();
     let back = next_job(&mut stream).await;
     assert_eq!(back.kind(), Kind::Current);
-    assert_eq!(back.version, first.version, "the job did not change meanwhile");
+    assert_eq!(
+        back.version, first.version,
+        "the job did not change meanwhile"
+    );
 
     iot_client(&sim.url)
         .cancel_job()
@@ -414,7 +428,11 @@ async fn a_slow_consumer_gets_the_latest_state_without_slowing_others() {
         slow_versions.iter().all(|v| in_order.any(|f| f == v)),
         "the slow client's states are the fast one's, in the same order"
     );
-    assert_eq!(slow_versions.last(), fast_versions.last(), "it got the final state");
+    assert_eq!(
+        slow_versions.last(),
+        fast_versions.last(),
+        "it got the final state"
+    );
 }
 
 #[tokio::test]
@@ -459,7 +477,11 @@ async fn bad_watch_requests_are_rejected_before_any_aws_call() {
     for (request, field, hint) in cases {
         let status = gw.client.clone().watch_jobs(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}");
-        assert!(status.message().contains(hint), "{field}: {}", status.message());
+        assert!(
+            status.message().contains(hint),
+            "{field}: {}",
+            status.message()
+        );
         use tonic_types::StatusExt;
         let violations = status.get_details_bad_request().unwrap().field_violations;
         assert_eq!(violations[0].field, field);
@@ -468,7 +490,11 @@ async fn bad_watch_requests_are_rejected_before_any_aws_call() {
     let mut twice = open(&gw, request(&["a", "a", "b"])).await;
     let gone = next_job(&mut twice).await;
     assert_eq!(gone.kind(), Kind::Gone);
-    assert_eq!(sim.sim.stats().describe_job_calls, 2, "only a and b were asked");
+    assert_eq!(
+        sim.sim.stats().describe_job_calls,
+        2,
+        "only a and b were asked"
+    );
 }
 
 #[tokio::test]
@@ -501,8 +527,15 @@ async fn stream_caps_turn_watches_away_before_any_aws_call() {
     );
 
     // Another connection may open one more: the gateway's cap is 3.
-    let mut second = pb::jobs_gateway_client::JobsGatewayClient::new(support::channel(gw.addr).await);
-    held.push(second.watch_jobs(request(&["job"])).await.unwrap().into_inner());
+    let mut second =
+        pb::jobs_gateway_client::JobsGatewayClient::new(support::channel(gw.addr).await);
+    held.push(
+        second
+            .watch_jobs(request(&["job"]))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
     let gateway_wide = second.watch_jobs(request(&["other"])).await.unwrap_err();
     assert_eq!(gateway_wide.code(), Code::ResourceExhausted);
     assert!(
@@ -514,8 +547,15 @@ async fn stream_caps_turn_watches_away_before_any_aws_call() {
 
     // Closing a stream frees its place.
     drop(held.pop());
-    eventually("the place is freed", || gw.jobs.watches().open_streams() == 2).await;
-    let mut again = second.watch_jobs(request(&["job"])).await.unwrap().into_inner();
+    eventually("the place is freed", || {
+        gw.jobs.watches().open_streams() == 2
+    })
+    .await;
+    let mut again = second
+        .watch_jobs(request(&["job"]))
+        .await
+        .unwrap()
+        .into_inner();
     next_job(&mut again).await;
 }
 
@@ -532,9 +572,17 @@ async fn shutdown_ends_open_streams_with_unavailable_at_once() {
     let status = end_error(&mut stream).await;
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(error_info_reason(&status), "SHUTTING_DOWN");
-    assert!(status.message().contains("resume_from"), "{}", status.message());
+    assert!(
+        status.message().contains("resume_from"),
+        "{}",
+        status.message()
+    );
     let stopped = (&mut gw.server).await.unwrap().unwrap();
-    assert_eq!(stopped, Stopped::Drained, "no need to wait out the grace period");
+    assert_eq!(
+        stopped,
+        Stopped::Drained,
+        "no need to wait out the grace period"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -600,9 +648,7 @@ async fn calls_go_before_watch_polls_when_the_budget_is_short() {
         .map(|id| {
             let mut client = gw.client.clone();
             let request = describe(id, Some(Duration::from_millis(2500)));
-            tokio::spawn(async move {
-                client.describe_job(request).await.map(|_| ())
-            })
+            tokio::spawn(async move { client.describe_job(request).await.map(|_| ()) })
         })
         .collect();
     for call in calls {
@@ -647,4 +693,41 @@ async fn polls_refresh_the_cache_and_fresh_calls_feed_the_watchers() {
     assert_eq!(changed.kind(), Kind::Progress);
     assert_eq!(succeeded(&changed), 1);
     assert_eq!(calls_for(&sim, "shared"), 2, "the call's, no poll");
+}
+
+#[tokio::test]
+async fn idle_connections_get_http2_keepalive_pings() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = TestSim::unlimited().await;
+    let gw = watching_gateway(&sim, |jobs| {
+        jobs.watch.keepalive = Duration::from_millis(200);
+    })
+    .await;
+    // A bare HTTP/2 connection that sends nothing after its preface: only
+    // the gateway's keepalive can produce a PING on it.
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    conn.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).await.unwrap();
+    let read_frames = async {
+        loop {
+            let mut header = [0u8; 9];
+            conn.read_exact(&mut header).await.unwrap();
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let (kind, flags) = (header[3], header[4]);
+            let mut payload = vec![0u8; len];
+            conn.read_exact(&mut payload).await.unwrap();
+            if kind == SETTINGS && flags & 1 == 0 {
+                // Acknowledge the server's settings, as any client must.
+                conn.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]).await.unwrap();
+            }
+            if kind == PING && flags & 1 == 0 {
+                return;
+            }
+        }
+    };
+    timeout(Duration::from_secs(5), read_frames)
+        .await
+        .expect("the gateway PINGs an idle connection");
 }

@@ -239,7 +239,10 @@ impl WatchLog {
         info!(method = "WatchJobs", jobs = self.jobs, code = ?err.code(), error = %err.chain(), "watch rejected");
     }
 
-    fn event(&mut self, event: Result<WatchEvent, GatewayError>) -> Result<pb::WatchJobsResponse, Status> {
+    fn event(
+        &mut self,
+        event: Result<WatchEvent, GatewayError>,
+    ) -> Result<pb::WatchJobsResponse, Status> {
         match event {
             Ok(event) => {
                 match &event {
@@ -264,8 +267,23 @@ impl Drop for WatchLog {
         let duration_s = self.received.elapsed().as_secs_f64();
         let (jobs, events, heartbeats) = (self.jobs, self.events, self.heartbeats);
         match self.ended {
-            Some(code) => info!(method = "WatchJobs", jobs, events, heartbeats, ?code, duration_s, "watch ended"),
-            None => info!(method = "WatchJobs", jobs, events, heartbeats, duration_s, "watch ended (all jobs final, or the client left)"),
+            Some(code) => info!(
+                method = "WatchJobs",
+                jobs,
+                events,
+                heartbeats,
+                ?code,
+                duration_s,
+                "watch ended"
+            ),
+            None => info!(
+                method = "WatchJobs",
+                jobs,
+                events,
+                heartbeats,
+                duration_s,
+                "watch ended (all jobs final, or the client left)"
+            ),
         }
     }
 }

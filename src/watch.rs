@@ -245,9 +245,9 @@ fn version_of(state: &Observed) -> u64 {
     };
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes
-        .iter()
-        .fold(OFFSET, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
+    bytes.iter().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+    })
 }
 
 type Latest = Option<Arc<Observation>>;
@@ -351,7 +351,10 @@ impl Watches {
         };
         if let Some(peer) = peer {
             let limit = self.settings.max_streams_per_connection;
-            let mut per_connection = self.per_connection.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_connection = self
+                .per_connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let open = per_connection.entry(peer).or_default();
             if *open >= limit {
                 return Err(GatewayError::TooManyWatches {
@@ -407,8 +410,12 @@ impl Watches {
             {
                 return false;
             }
-            let previous =
-                before.map(|b| (b.version, Changes::between(Some(&b.state), &observation.state)));
+            let previous = before.map(|b| {
+                (
+                    b.version,
+                    Changes::between(Some(&b.state), &observation.state),
+                )
+            });
             *latest = Some(Arc::new(Observation {
                 previous,
                 ..observation

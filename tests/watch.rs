@@ -706,10 +706,14 @@ async fn idle_connections_get_http2_keepalive_pings() {
     // A bare HTTP/2 connection that sends nothing after its preface: only
     // the gateway's keepalive can produce a PING on it.
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
     const SETTINGS: u8 = 0x4;
     const PING: u8 = 0x6;
-    conn.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).await.unwrap();
+    conn.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
     let read_frames = async {
         loop {
             let mut header = [0u8; 9];
@@ -720,7 +724,9 @@ async fn idle_connections_get_http2_keepalive_pings() {
             conn.read_exact(&mut payload).await.unwrap();
             if kind == SETTINGS && flags & 1 == 0 {
                 // Acknowledge the server's settings, as any client must.
-                conn.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]).await.unwrap();
+                conn.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0])
+                    .await
+                    .unwrap();
             }
             if kind == PING && flags & 1 == 0 {
                 return;

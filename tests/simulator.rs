@@ -11,7 +11,7 @@ use serde_json::Value;
 use support::{
     REGION, TestGateway, describe, fresh, iot_client,
     python::{boto3_describe, botocore_problems, json_differences},
-    sim::{TestSim, admin},
+    sim::{TestSim, admin, create_fleet_job},
     to_json,
 };
 use tonic::Code;
@@ -27,20 +27,6 @@ async fn job_json(gw: &mut TestGateway, job_id: &str) -> Value {
 
 fn counter(job: &Value, name: &str) -> i64 {
     job["job"]["jobProcessDetails"][name].as_i64().unwrap()
-}
-
-/// Creates a SNAPSHOT job for a 10-thing group through the SDK's CreateJob.
-async fn create_fleet_job(sim: &TestSim, job_id: &str) {
-    iot_client(&sim.url)
-        .create_job()
-        .job_id(job_id)
-        .targets(format!(
-            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
-        ))
-        .document("{}")
-        .send()
-        .await
-        .unwrap();
 }
 
 /// Runs blocking Python off the runtime that serves the simulator.

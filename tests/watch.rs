@@ -15,7 +15,10 @@ use iot_jobs_gateway::{
     server::Stopped,
     simulator::{Fault, FaultRule, job::Outcome},
 };
-use support::{REGION, TestGateway, describe, error_info_reason, fresh, iot_client, sim::TestSim};
+use support::{
+    TestGateway, describe, error_info_reason, fresh, iot_client,
+    sim::{TestSim, create_fleet_job},
+};
 use tokio::time::{Instant, timeout};
 use tonic::{Code, Status, Streaming};
 
@@ -31,21 +34,6 @@ async fn watching_gateway(sim: &TestSim, edit: impl FnOnce(&mut JobsSettings)) -
         edit(jobs);
     })
     .await
-}
-
-/// Creates a SNAPSHOT job for the 10-thing group: one execution starts per
-/// simulated second and runs 5 s, so it completes 14 s after creation.
-async fn create_rollout(sim: &TestSim, job_id: &str) {
-    iot_client(&sim.url)
-        .create_job()
-        .job_id(job_id)
-        .targets(format!(
-            "arn:aws:iot:{REGION}:123456789012:thinggroup/fleet"
-        ))
-        .document("{}")
-        .send()
-        .await
-        .unwrap();
 }
 
 fn request(job_ids: &[&str]) -> pb::WatchJobsRequest {
@@ -132,7 +120,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_rollout_is_seen_step_by_step_until_it_completes_and_the_stream_ends() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "rollout").await;
+    create_fleet_job(&sim, "rollout").await;
     let gw = watching_gateway(&sim, |_| {}).await;
     let mut stream = open(&gw, request(&["rollout"])).await;
 
@@ -188,8 +176,8 @@ async fn a_rollout_is_seen_step_by_step_until_it_completes_and_the_stream_ends()
 #[tokio::test]
 async fn a_thousand_subscribers_cost_aws_the_same_polls_as_one() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "solo").await;
-    create_rollout(&sim, "crowd").await;
+    create_fleet_job(&sim, "solo").await;
+    create_fleet_job(&sim, "crowd").await;
     let gw = TestGateway::aws_edited(&sim.url, |jobs| {
         jobs.watch.poll_interval = Duration::from_millis(100);
     })
@@ -232,7 +220,7 @@ async fn a_thousand_subscribers_cost_aws_the_same_polls_as_one() {
 #[tokio::test]
 async fn a_subscriber_hanging_up_stops_the_poller() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "job").await;
+    create_fleet_job(&sim, "job").await;
     let gw = watching_gateway(&sim, |_| {}).await;
     let mut stream = open(&gw, request(&["job"])).await;
     next_job(&mut stream).await;
@@ -250,7 +238,7 @@ async fn a_subscriber_hanging_up_stops_the_poller() {
 #[tokio::test]
 async fn faults_then_cancel_mid_stream() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "flaky").await;
+    create_fleet_job(&sim, "flaky").await;
     let gw = watching_gateway(&sim, |_| {}).await;
     let mut stream = open(&gw, request(&["flaky"])).await;
     let first = next_job(&mut stream).await;
@@ -296,7 +284,7 @@ async fn faults_then_cancel_mid_stream() {
 #[tokio::test]
 async fn a_deleted_job_is_reported_gone_and_ends_the_stream() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "doomed").await;
+    create_fleet_job(&sim, "doomed").await;
     let gw = watching_gateway(&sim, |_| {}).await;
     let mut stream = open(&gw, request(&["doomed"])).await;
     next_job(&mut stream).await;
@@ -325,7 +313,7 @@ async fn a_deleted_job_is_reported_gone_and_ends_the_stream() {
 async fn a_client_resuming_with_its_versions_receives_only_what_changed() {
     let sim = TestSim::unlimited().await;
     for id in ["moving", "still", "over"] {
-        create_rollout(&sim, id).await;
+        create_fleet_job(&sim, id).await;
     }
     iot_client(&sim.url)
         .cancel_job()
@@ -385,7 +373,7 @@ async fn a_client_resuming_with_its_versions_receives_only_what_changed() {
 #[tokio::test]
 async fn a_slow_consumer_gets_the_latest_state_without_slowing_others() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "busy").await;
+    create_fleet_job(&sim, "busy").await;
     let gw = watching_gateway(&sim, |_| {}).await;
     // The slow client's connection lets the gateway send only a little ahead
     // of what the client has read.
@@ -438,7 +426,7 @@ async fn a_slow_consumer_gets_the_latest_state_without_slowing_others() {
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeats() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "quiet").await;
+    create_fleet_job(&sim, "quiet").await;
     let gw = watching_gateway(&sim, |jobs| {
         jobs.watch.heartbeat = Duration::from_millis(200);
     })
@@ -500,7 +488,7 @@ async fn bad_watch_requests_are_rejected_before_any_aws_call() {
 #[tokio::test]
 async fn stream_caps_turn_watches_away_before_any_aws_call() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "job").await;
+    create_fleet_job(&sim, "job").await;
     let gw = watching_gateway(&sim, |jobs| {
         jobs.watch.max_streams = 3;
         jobs.watch.max_streams_per_connection = 2;
@@ -562,7 +550,7 @@ async fn stream_caps_turn_watches_away_before_any_aws_call() {
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_unavailable_at_once() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "job").await;
+    create_fleet_job(&sim, "job").await;
     let mut gw = watching_gateway(&sim, |_| {}).await;
     let mut stream = open(&gw, request(&["job"])).await;
     next_job(&mut stream).await;
@@ -591,7 +579,7 @@ async fn when_the_budget_is_short_every_job_is_polled_in_turn() {
     let sim = TestSim::unlimited().await;
     let ids: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
     for id in &ids {
-        create_rollout(&sim, id).await;
+        create_fleet_job(&sim, id).await;
     }
     // Ten jobs every 50 ms would need 200 polls/s; the budget is 10/s.
     let gw = watching_gateway(&sim, |jobs| {
@@ -626,7 +614,7 @@ async fn calls_go_before_watch_polls_when_the_budget_is_short() {
     let ids: Vec<String> = (0..20).map(|i| format!("watched-{i}")).collect();
     let asked: Vec<String> = (0..8).map(|i| format!("asked-{i}")).collect();
     for id in ids.iter().chain(&asked) {
-        create_rollout(&sim, id).await;
+        create_fleet_job(&sim, id).await;
     }
     // Polls alone would use the whole budget of 5/s; they get no minimum
     // share, so calls waiting for tokens always go first.
@@ -659,7 +647,7 @@ async fn calls_go_before_watch_polls_when_the_budget_is_short() {
 #[tokio::test]
 async fn polls_refresh_the_cache_and_fresh_calls_feed_the_watchers() {
     let sim = TestSim::unlimited().await;
-    create_rollout(&sim, "shared").await;
+    create_fleet_job(&sim, "shared").await;
     let gw = watching_gateway(&sim, |jobs| {
         // Only the first poll happens during the test.
         jobs.watch.poll_interval = Duration::from_secs(3600);

@@ -40,6 +40,23 @@ impl TestSim {
     }
 }
 
+/// Creates a SNAPSHOT job for the 10-thing group through the SDK's
+/// CreateJob: one execution starts per simulated second and runs 5 s, so it
+/// completes 14 s after creation.
+pub async fn create_fleet_job(sim: &TestSim, job_id: &str) {
+    super::iot_client(&sim.url)
+        .create_job()
+        .job_id(job_id)
+        .targets(format!(
+            "arn:aws:iot:{}:123456789012:thinggroup/fleet",
+            super::REGION
+        ))
+        .document("{}")
+        .send()
+        .await
+        .unwrap();
+}
+
 /// One exchange with the simulator's admin API: the status code and the body.
 pub async fn admin(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let addr = url.trim_start_matches("http://");

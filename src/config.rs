@@ -8,8 +8,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind
 
 use crate::{
     aws::UpstreamSettings, cache::CacheSettings, jobs::JobsSettings, limiter::LimiterSettings,
-    retry::RetryPolicy,
-    watch::WatchSettings,
+    retry::RetryPolicy, watch::WatchSettings,
 };
 
 /// gRPC gateway in front of AWS IoT Jobs.
@@ -184,6 +183,11 @@ pub struct SimulatorArgs {
     /// Also create this many IN_PROGRESS jobs, load-000000 upwards (for load tests).
     #[arg(long, env = "SIMULATOR_SYNTHETIC_JOBS", default_value_t = 0)]
     pub synthetic_jobs: usize,
+
+    /// Things a thing-group target stands for (a synthetic job stays IN_PROGRESS about this many seconds).
+    #[arg(long, env = "SIMULATOR_GROUP_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub group_size: u64,
 }
 
 /// How log lines are written (to stderr).
@@ -368,6 +372,17 @@ mod tests {
         assert!(err.to_string().contains("--max-batch-size"), "{err}");
         let err = parse(&["serve", "--cache-ttl", "0s"]).unwrap_err();
         assert!(err.to_string().contains("--cache-ttl"), "{err}");
+    }
+
+    #[test]
+    fn the_simulators_group_size_defaults_to_its_config() {
+        let Command::Simulator(args) = parse(&["simulator"]).unwrap().command else {
+            panic!("simulator parses as Simulator")
+        };
+        let default = crate::simulator::SimConfig::default().group_size;
+        assert_eq!(usize::try_from(args.group_size).unwrap(), default);
+        let err = parse(&["simulator", "--group-size", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--group-size"), "{err}");
     }
 
     #[test]

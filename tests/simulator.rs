@@ -493,3 +493,47 @@ async fn the_admin_api_advances_executions_and_the_clock() {
     .await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn the_admin_api_lists_when_each_job_was_described() {
+    let sim = TestSim::start(SimConfig {
+        describe_rate_limit: None,
+        group_size: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    create_fleet_job(&sim, "first").await;
+    create_fleet_job(&sim, "second").await;
+    let mut gw = TestGateway::aws(&sim.url).await;
+    let job = job_json(&mut gw, "first").await;
+    job_json(&mut gw, "second").await;
+    job_json(&mut gw, "first").await;
+
+    // A thing group stands for `group_size` things.
+    let things = counter(&job, "numberOfQueuedThings") + counter(&job, "numberOfInProgressThings");
+    assert_eq!(things, 3, "{job}");
+    let (status, body) = admin(&sim.url, "GET", "/_sim/polls", "").await;
+    assert_eq!(status, 200);
+    let polls: Value = serde_json::from_str(&body).unwrap();
+    let times = |id: &str| -> Vec<u64> {
+        polls[id]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
+    };
+    let (first, second) = (times("first"), times("second"));
+    assert_eq!((first.len(), second.len()), (2, 1), "{polls}");
+    assert!(first[0] <= second[0] && second[0] <= first[1], "{polls}");
+    // The same arrival times as /_sim/calls, grouped by job.
+    let (_, body) = admin(&sim.url, "GET", "/_sim/calls", "").await;
+    let calls: Value = serde_json::from_str(&body).unwrap();
+    let all: Vec<u64> = calls["arrivalsUs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert_eq!(all, vec![first[0], second[0], first[1]]);
+}

@@ -10,6 +10,7 @@
 //! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
 //! | `GET /_sim/stats` | call counts |
 //! | `GET /_sim/calls` | DescribeJob arrival times (`{"arrivalsUs": [...]}`, µs since start) |
+//! | `GET /_sim/polls` | the same per job (`{"jobId": [...]}`) |
 //! | `POST /_sim/faults`, `DELETE /_sim/faults` | inject or clear faults |
 //! | `POST /_sim/clock/advance` | move the simulator's time forward |
 //! | `POST /_sim/jobs/{jobId}/executions/advance` | finish executions now |
@@ -56,6 +57,7 @@ pub fn router(simulator: Simulator) -> Router {
         .route("/jobs/{job_id}/cancel", put(cancel_job))
         .route("/_sim/stats", get(stats))
         .route("/_sim/calls", get(arrivals))
+        .route("/_sim/polls", get(polls))
         .route(
             "/_sim/faults",
             axum::routing::post(inject).delete(clear_faults),
@@ -138,6 +140,10 @@ async fn stats(State(sim): State<Simulator>) -> Response {
 
 async fn arrivals(State(sim): State<Simulator>) -> Response {
     Json(json!({"arrivalsUs": sim.arrivals()})).into_response()
+}
+
+async fn polls(State(sim): State<Simulator>) -> Response {
+    Json(sim.polls()).into_response()
 }
 
 async fn inject(State(sim): State<Simulator>, Json(rule): Json<FaultRule>) -> StatusCode {

@@ -126,7 +126,8 @@ pub struct FaultRule {
     pub times: Option<u32>,
 }
 
-/// How many DescribeJob arrival times the simulator remembers.
+/// How many DescribeJob arrival times the simulator remembers (for
+/// [`Simulator::arrivals`] and [`Simulator::polls`] together).
 pub const ARRIVALS_KEPT: usize = 200_000;
 
 /// How many DescribeJob calls reached the simulator.
@@ -155,8 +156,13 @@ struct State {
     faults: Vec<FaultRule>,
     stats: CallStats,
     /// When recent DescribeJob calls arrived, in µs since the simulator
-    /// started (the last [`ARRIVALS_KEPT`]).
-    arrivals: std::collections::VecDeque<u64>,
+    /// started (the last [`ARRIVALS_KEPT`]), each with the index of its job
+    /// id in `asked`.
+    arrivals: std::collections::VecDeque<(usize, u64)>,
+    /// Every job id DescribeJob was asked about, in order of first call,
+    /// and the reverse map: arrivals name their job by index, not by a copy.
+    asked: Vec<String>,
+    asked_index: std::collections::HashMap<String, usize>,
     /// Token bucket of the DescribeJob rate limit.
     tokens: f64,
     refilled: Instant,
@@ -187,6 +193,8 @@ impl Simulator {
                 faults: Vec::new(),
                 stats: CallStats::default(),
                 arrivals: std::collections::VecDeque::new(),
+                asked: Vec::new(),
+                asked_index: std::collections::HashMap::new(),
                 tokens,
                 refilled: Instant::now(),
             })),
@@ -454,7 +462,8 @@ impl Simulator {
             state.arrivals.pop_front();
         }
         let micros = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
-        state.arrivals.push_back(micros);
+        let job = state.job_index(job_id);
+        state.arrivals.push_back((job, micros));
         state.stats.describe_job_calls += 1;
         match state.stats.per_job.get_mut(job_id) {
             Some(calls) => *calls += 1,
@@ -553,7 +562,37 @@ impl Simulator {
     /// When the most recent DescribeJob calls arrived (at most
     /// [`ARRIVALS_KEPT`]), in µs since the simulator started, oldest first.
     pub fn arrivals(&self) -> Vec<u64> {
-        self.state().arrivals.iter().copied().collect()
+        self.state().arrivals.iter().map(|&(_, us)| us).collect()
+    }
+
+    /// The same arrival times grouped by job id: when each job was asked
+    /// about, oldest first (the last [`ARRIVALS_KEPT`] calls of all jobs).
+    pub fn polls(&self) -> BTreeMap<String, Vec<u64>> {
+        let state = self.state();
+        let mut by_index: Vec<Vec<u64>> = vec![Vec::new(); state.asked.len()];
+        for &(job, us) in &state.arrivals {
+            by_index[job].push(us);
+        }
+        state
+            .asked
+            .iter()
+            .zip(by_index)
+            .filter(|(_, polls)| !polls.is_empty())
+            .map(|(id, polls)| (id.clone(), polls))
+            .collect()
+    }
+}
+
+impl State {
+    /// The index of `job_id` in `asked`, adding it on its first call.
+    fn job_index(&mut self, job_id: &str) -> usize {
+        if let Some(&index) = self.asked_index.get(job_id) {
+            return index;
+        }
+        let index = self.asked.len();
+        self.asked.push(job_id.to_owned());
+        self.asked_index.insert(job_id.to_owned(), index);
+        index
     }
 }
 

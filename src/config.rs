@@ -372,6 +372,10 @@ mod tests {
         assert!(err.to_string().contains("--max-batch-size"), "{err}");
         let err = parse(&["serve", "--cache-ttl", "0s"]).unwrap_err();
         assert!(err.to_string().contains("--cache-ttl"), "{err}");
+        let err = parse(&["serve", "--watch-min-share", "1.5"]).unwrap_err();
+        assert!(err.to_string().contains("--watch-min-share"), "{err}");
+        let err = parse(&["demo", "--watch-poll-interval", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("--watch-poll-interval"), "{err}");
     }
 
     #[test]

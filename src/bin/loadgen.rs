@@ -1400,15 +1400,16 @@ async fn watch_budget(a: BudgetArgs) -> Result<(), Error> {
         errors, a.jobs, stats["throttled"],
     );
     println!(
-        "| polls | first poll of every job within | jobs polled 3+ times | intervals | median | p99 | max | intervals > {:.0} s |",
+        "| polls | first poll of every job within | jobs polled 3+ times | intervals | min | median | p99 | max | intervals > {:.0} s |",
         ideal * 1.1
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {initial_round:.1} s | {polled_thrice} of {} (fewest: {fewest}) | {} | **{:.1} s** | **{:.1} s** | **{:.1} s** | {over} |\n",
+        "| {} | {initial_round:.1} s | {polled_thrice} of {} (fewest: {fewest}) | {} | {:.2} s | **{:.2} s** | **{:.2} s** | **{:.2} s** | {over} |\n",
         arrivals.len(),
         a.jobs,
         intervals.len(),
+        percentile_f64(&intervals, 0.0),
         percentile_f64(&intervals, 0.5),
         percentile_f64(&intervals, 0.99),
         percentile_f64(&intervals, 1.0),

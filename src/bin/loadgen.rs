@@ -1489,3 +1489,29 @@ async fn bare_server(port: u16, response_file: PathBuf) -> Result<(), Error> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn all_watch_runs_the_watch_scenarios_with_their_defaults() {
+        let fanout: FanoutArgs = defaults();
+        assert_eq!(
+            (fanout.jobs, fanout.subscribers, fanout.connections),
+            (100, 100, 100)
+        );
+        assert_eq!((fanout.poll_interval, fanout.window), (20, 60));
+        let budget: BudgetArgs = defaults();
+        assert_eq!(
+            (budget.jobs, budget.seconds, budget.group_size),
+            (1000, 330, 600)
+        );
+    }
+}

@@ -129,6 +129,20 @@ impl JobCache {
         self.entries.get(query).await
     }
 
+    /// Stores `entry` for `query` unless the cache holds a newer answer.
+    pub async fn store(&self, query: &JobQuery, entry: Arc<Entry>) {
+        self.entries
+            .entry_by_ref(query)
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(e) if e.value().answered_at > entry.answered_at => Op::Nop,
+                    _ => Op::Put(entry),
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
     /// Drops the entry for `query` if AWS answered it before `instant`, so
     /// the next lookup fetches, or joins a fetch still in flight.
     pub async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {

@@ -95,7 +95,7 @@ pub struct ProtectionArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// How often each watched job is polled, budget permitting (one poll per job for all its watchers).
-    #[arg(long, env = "GATEWAY_WATCH_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_WATCH_POLL_INTERVAL", default_value = "5s", value_parser = parse_watch_duration)]
     pub watch_poll_interval: Duration,
 
     /// Share of --upstream-rate that watch polls keep while calls wait for it (0 to 1).
@@ -103,11 +103,11 @@ pub struct WatchArgs {
     pub watch_min_share: f64,
 
     /// A watch stream with no event for this long gets a heartbeat event.
-    #[arg(long, env = "GATEWAY_WATCH_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_WATCH_HEARTBEAT", default_value = "15s", value_parser = parse_watch_duration)]
     pub watch_heartbeat: Duration,
 
     /// HTTP/2 PING interval on client connections, so idle streams survive load balancers.
-    #[arg(long, env = "GATEWAY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_watch_duration)]
     pub keepalive_interval: Duration,
 
     /// The most distinct jobs one WatchJobs stream may watch.
@@ -290,6 +290,15 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A watch or keepalive period: longer than zero, at most a day.
+fn parse_watch_duration(value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d > Duration::from_secs(24 * 3600) {
+        return Err("must be at most a day (24h)".to_owned());
+    }
+    Ok(d)
+}
+
 fn parse_rate(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(rate) if rate.is_finite() && (0.01..=100_000.0).contains(&rate) => Ok(rate),
@@ -376,6 +385,8 @@ mod tests {
         assert!(err.to_string().contains("--watch-min-share"), "{err}");
         let err = parse(&["demo", "--watch-poll-interval", "0s"]).unwrap_err();
         assert!(err.to_string().contains("--watch-poll-interval"), "{err}");
+        let err = parse(&["serve", "--watch-heartbeat", "400days"]).unwrap_err();
+        assert!(err.to_string().contains("--watch-heartbeat"), "{err}");
     }
 
     #[test]

@@ -176,7 +176,13 @@ impl Jobs {
             let fetched_here = AtomicBool::new(false);
             let fetch = async {
                 fetched_here.store(true, Ordering::Relaxed);
-                self.fetch(query, deadline, None).await
+                let sent = Instant::now();
+                let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
+                let entry = self.answer(query, attempts.await)?;
+                // Watchers of the job see every answer AWS gives.
+                self.watches
+                    .observe(query, || observation(query, &entry, sent));
+                Ok(entry)
             };
             let found = self.cache.get_or_fetch(query, fetch).await;
             let mine = fetched_here.load(Ordering::Relaxed);
@@ -210,23 +216,13 @@ impl Jobs {
         }
     }
 
-    /// Asks AWS, with retries; every attempt takes a token first. With a
-    /// `permit` already taken (a watch poll), makes one attempt with it.
-    /// Watchers of the job see the answer too.
-    async fn fetch(
+    /// Turns the outcome of asking AWS into a cache entry; "no such job" is
+    /// an answer too.
+    fn answer(
         &self,
         query: &JobQuery,
-        deadline: Instant,
-        permit: Option<Permit>,
+        result: Result<JobDescription, Attempt>,
     ) -> Result<Arc<cache::Entry>, GatewayError> {
-        let sent = Instant::now();
-        let result = match permit {
-            Some(permit) => self.send(query, permit).await,
-            None => {
-                let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
-                attempts.await
-            }
-        };
         let answer = match result {
             Ok(description) => {
                 cache::Answer::Found(Arc::new(pb::DescribeJobResponse::from(&description)))
@@ -247,13 +243,10 @@ impl Jobs {
                 });
             }
         };
-        let entry = Arc::new(cache::Entry {
+        Ok(Arc::new(cache::Entry {
             answer,
             answered_at: Instant::now(),
-        });
-        self.watches
-            .observe(query, || observation(query, &entry, sent));
-        Ok(entry)
+        }))
     }
 
     async fn attempt(
@@ -369,8 +362,8 @@ impl Jobs {
     /// Opens a watch stream on `targets` for a client on connection `peer`:
     /// counts it against the caps, subscribes to each job's shared poller
     /// (starting the scheduler if it was idle) and seeds new pollers from
-    /// the cache, so a job asked about recently costs AWS nothing to start
-    /// watching. Fails with RESOURCE_EXHAUSTED beyond a cap and UNAVAILABLE
+    /// the cache (unless the client resumes), so a job asked about recently
+    /// costs AWS nothing to start watching. Fails with RESOURCE_EXHAUSTED beyond a cap and UNAVAILABLE
     /// during shutdown, before any AWS call.
     pub async fn watch(
         &self,
@@ -379,12 +372,14 @@ impl Jobs {
     ) -> Result<Subscription, GatewayError> {
         let ticket = self.watches.open_stream(peer)?;
         let mut receivers = Vec::with_capacity(targets.0.len());
-        for (query, _) in &targets.0 {
+        for (query, resume_from) in &targets.0 {
             let (receiver, start_scheduler) = self.watches.subscribe(query);
             if start_scheduler {
                 tokio::spawn(schedule_polls(self.clone()));
             }
-            let unknown = receiver.borrow().is_none();
+            // A resuming client may have seen a newer state elsewhere than
+            // this replica's cache holds: it waits for AWS instead.
+            let unknown = receiver.borrow().is_none() && resume_from.is_none();
             if unknown && let Some(entry) = self.cache.peek(query).await {
                 // Its schedule starts from when AWS gave the cached answer.
                 let answered = entry.answered_at;
@@ -401,24 +396,29 @@ impl Jobs {
         ))
     }
 
-    /// One watch poll of `query` with a background token already taken:
-    /// asks AWS for an answer newer than the cached one (joining a call in
-    /// flight if there is one). The answer reaches the cache and the
-    /// watchers; a failure worth telling them about is returned.
+    /// One watch poll of `query`: one AWS request with a background token
+    /// already taken. It neither evicts the cached answer first nor stands in
+    /// for calls as their shared AWS request (calls keep their own retries);
+    /// its answer replaces an older cached one, then reaches the watchers.
     async fn poll(&self, query: &JobQuery, permit: Permit) -> Result<(), GatewayError> {
-        let started = Instant::now();
-        let deadline = started + self.operation_timeout;
-        self.cache.forget_older_than(query, started).await;
-        let fetch = self.fetch(query, deadline, Some(permit));
-        match tokio::time::timeout_at(deadline, self.cache.get_or_fetch(query, fetch)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(GatewayError::clone(&err)),
-            Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
-                job_id: query.job_id.clone(),
-                budget: self.operation_timeout,
-                limit: DeadlineSource::Gateway,
-            }),
-        }
+        let sent = Instant::now();
+        let deadline = sent + self.operation_timeout;
+        let request = self.send(query, permit);
+        let result = match tokio::time::timeout_at(deadline, request).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                return Err(GatewayError::DeadlineExceeded {
+                    job_id: query.job_id.clone(),
+                    budget: self.operation_timeout,
+                    limit: DeadlineSource::Gateway,
+                });
+            }
+        };
+        let entry = self.answer(query, result)?;
+        self.cache.store(query, entry.clone()).await;
+        self.watches
+            .observe(query, || observation(query, &entry, sent));
+        Ok(())
     }
 }
 
@@ -426,6 +426,7 @@ impl Jobs {
 /// and spends each on the due job AWS answered about longest ago.
 async fn schedule_polls(jobs: Jobs) {
     let watches = jobs.watches.clone();
+    let _guard = SchedulerGuard(&watches);
     // A token taken while a job was due, kept if none is due any more.
     let mut held: Option<Permit> = None;
     loop {
@@ -441,13 +442,13 @@ async fn schedule_polls(jobs: Jobs) {
                     },
                 };
                 // Waiting for the token may have changed which job is due.
-                let Some(query) = watches.take_due(Instant::now()) else {
+                let Some((query, poller)) = watches.take_due(Instant::now()) else {
                     held = Some(permit);
                     continue;
                 };
                 let jobs = jobs.clone();
                 tokio::spawn(async move {
-                    let _done = PollDone(&jobs.watches, &query);
+                    let _done = PollDone(&jobs.watches, &query, poller);
                     if let Err(err) = jobs.poll(&query, permit).await
                         && watch::worth_reporting(&err)
                     {
@@ -462,11 +463,23 @@ async fn schedule_polls(jobs: Jobs) {
 }
 
 /// Marks a poll finished however its task ends.
-struct PollDone<'a>(&'a Watches, &'a JobQuery);
+struct PollDone<'a>(&'a Watches, &'a JobQuery, u64);
 
 impl Drop for PollDone<'_> {
     fn drop(&mut self) {
-        self.0.poll_done(self.1);
+        self.0.poll_done(self.1, self.2);
+    }
+}
+
+/// Lets a new scheduler start if this one dies by panicking (a normal end
+/// is recorded by [`Watches::next`], under the pollers' lock).
+struct SchedulerGuard<'a>(&'a Watches);
+
+impl Drop for SchedulerGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.scheduler_failed();
+        }
     }
 }
 

@@ -254,6 +254,9 @@ type Latest = Option<Arc<Observation>>;
 
 /// One shared poller: its subscribers' channel and its place in the schedule.
 struct Poller {
+    /// Tells this poller from a later one for the same job (polls in flight
+    /// report back to the poller that started them).
+    id: u64,
     latest: watch::Sender<Latest>,
     /// When AWS last answered about the job (or a poll last failed).
     last_answer: Option<Instant>,
@@ -265,6 +268,7 @@ struct Poller {
 struct Pollers {
     by_query: HashMap<JobQuery, Poller>,
     scheduler_running: bool,
+    next_id: u64,
 }
 
 /// What the scheduler should do next.
@@ -376,7 +380,9 @@ impl Watches {
             Some(poller) => poller.latest.subscribe(),
             None => {
                 let (latest, receiver) = watch::channel(None);
+                pollers.next_id += 1;
                 let poller = Poller {
+                    id: pollers.next_id,
                     latest,
                     last_answer: None,
                     in_flight: false,
@@ -447,8 +453,8 @@ impl Watches {
     }
 
     /// Picks the due job AWS answered about longest ago (never-polled jobs
-    /// first) and marks it in flight.
-    pub(crate) fn take_due(&self, now: Instant) -> Option<JobQuery> {
+    /// first), marks it in flight and returns it with its poller's id.
+    pub(crate) fn take_due(&self, now: Instant) -> Option<(JobQuery, u64)> {
         let interval = self.settings.poll_interval;
         let mut pollers = self.lock();
         let (query, poller) = pollers
@@ -458,17 +464,25 @@ impl Watches {
             .filter(|(_, p)| p.last_answer.is_none_or(|t| t + interval <= now))
             .min_by_key(|(_, p)| p.last_answer)?;
         poller.in_flight = true;
-        Some(query.clone())
+        Some((query.clone(), poller.id))
     }
 
-    /// A poll of `query` ended (however it ended).
-    pub(crate) fn poll_done(&self, query: &JobQuery) {
-        if let Some(poller) = self.lock().by_query.get_mut(query) {
+    /// A poll of `query` by poller `id` ended (however it ended).
+    pub(crate) fn poll_done(&self, query: &JobQuery, id: u64) {
+        let mut pollers = self.lock();
+        if let Some(poller) = pollers.by_query.get_mut(query).filter(|p| p.id == id) {
             poller.in_flight = false;
             let now = Instant::now();
             poller.last_answer = Some(poller.last_answer.map_or(now, |t| t.max(now)));
         }
+        drop(pollers);
         self.wake.notify_one();
+    }
+
+    /// The scheduler task ended by panicking: let the next subscriber start
+    /// a new one.
+    pub(crate) fn scheduler_failed(&self) {
+        self.lock().scheduler_running = false;
     }
 
     /// Waits until woken, `until` passes, or shutdown starts.

@@ -178,7 +178,7 @@ impl Jobs {
                 fetched_here.store(true, Ordering::Relaxed);
                 let sent = Instant::now();
                 let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
-                let entry = self.answer(query, attempts.await)?;
+                let entry = cache_entry(query, attempts.await)?;
                 // Watchers of the job see every answer AWS gives.
                 self.watches
                     .observe(query, || observation(query, &entry, sent));
@@ -214,39 +214,6 @@ impl Jobs {
                 Err(err) => return Err(GatewayError::clone(&err)),
             }
         }
-    }
-
-    /// Turns the outcome of asking AWS into a cache entry; "no such job" is
-    /// an answer too.
-    fn answer(
-        &self,
-        query: &JobQuery,
-        result: Result<JobDescription, Attempt>,
-    ) -> Result<Arc<cache::Entry>, GatewayError> {
-        let answer = match result {
-            Ok(description) => {
-                cache::Answer::Found(Arc::new(pb::DescribeJobResponse::from(&description)))
-            }
-            Err(Attempt::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
-                cache::Answer::NotFound(err)
-            }
-            Err(Attempt::Upstream(source)) => {
-                return Err(GatewayError::Upstream {
-                    job_id: query.job_id.clone(),
-                    source,
-                });
-            }
-            Err(Attempt::Limited(rejected)) => {
-                return Err(GatewayError::RateLimited {
-                    job_id: query.job_id.clone(),
-                    rejected,
-                });
-            }
-        };
-        Ok(Arc::new(cache::Entry {
-            answer,
-            answered_at: Instant::now(),
-        }))
     }
 
     async fn attempt(
@@ -363,8 +330,8 @@ impl Jobs {
     /// counts it against the caps, subscribes to each job's shared poller
     /// (starting the scheduler if it was idle) and seeds new pollers from
     /// the cache (unless the client resumes), so a job asked about recently
-    /// costs AWS nothing to start watching. Fails with RESOURCE_EXHAUSTED beyond a cap and UNAVAILABLE
-    /// during shutdown, before any AWS call.
+    /// costs AWS nothing to start watching. Fails with RESOURCE_EXHAUSTED
+    /// beyond a cap and UNAVAILABLE during shutdown, before any AWS call.
     pub async fn watch(
         &self,
         targets: WatchTargets,
@@ -414,7 +381,7 @@ impl Jobs {
                 });
             }
         };
-        let entry = self.answer(query, result)?;
+        let entry = cache_entry(query, result)?;
         self.cache.store(query, entry.clone()).await;
         self.watches
             .observe(query, || observation(query, &entry, sent));
@@ -481,6 +448,38 @@ impl Drop for SchedulerGuard<'_> {
             self.0.scheduler_failed();
         }
     }
+}
+
+/// Turns the outcome of asking AWS into a cache entry; "no such job" is
+/// an answer too.
+fn cache_entry(
+    query: &JobQuery,
+    result: Result<JobDescription, Attempt>,
+) -> Result<Arc<cache::Entry>, GatewayError> {
+    let answer = match result {
+        Ok(description) => {
+            cache::Answer::Found(Arc::new(pb::DescribeJobResponse::from(&description)))
+        }
+        Err(Attempt::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
+            cache::Answer::NotFound(err)
+        }
+        Err(Attempt::Upstream(source)) => {
+            return Err(GatewayError::Upstream {
+                job_id: query.job_id.clone(),
+                source,
+            });
+        }
+        Err(Attempt::Limited(rejected)) => {
+            return Err(GatewayError::RateLimited {
+                job_id: query.job_id.clone(),
+                rejected,
+            });
+        }
+    };
+    Ok(Arc::new(cache::Entry {
+        answer,
+        answered_at: Instant::now(),
+    }))
 }
 
 /// What watchers of `query` should see of a cache entry AWS answered to a

@@ -407,8 +407,7 @@ impl Watches {
             return;
         };
         let observation = make();
-        let sent = observation.sent;
-        poller.last_answer = Some(poller.last_answer.map_or(sent, |t| t.max(sent)));
+        poller.answered(observation.sent);
         poller.latest.send_if_modified(|latest| {
             let before = latest.as_deref();
             if let Some(before) = before
@@ -441,13 +440,13 @@ impl Watches {
             pollers.scheduler_running = false;
             return Next::Stop;
         }
-        let mut earliest: Option<Instant> = None;
-        for poller in pollers.by_query.values().filter(|p| p.pollable()) {
-            let due = poller.last_answer.map_or(now, |t| t + interval);
-            if due <= now {
-                return Next::Poll;
-            }
-            earliest = Some(earliest.map_or(due, |e| e.min(due)));
+        let earliest = pollers
+            .by_query
+            .values()
+            .filter_map(|p| p.due_at(interval, now))
+            .min();
+        if earliest.is_some_and(|due| due <= now) {
+            return Next::Poll;
         }
         Next::Wait(earliest)
     }
@@ -460,8 +459,8 @@ impl Watches {
         let (query, poller) = pollers
             .by_query
             .iter_mut()
-            .filter(|(_, p)| p.pollable() && p.latest.receiver_count() > 0)
-            .filter(|(_, p)| p.last_answer.is_none_or(|t| t + interval <= now))
+            .filter(|(_, p)| p.latest.receiver_count() > 0)
+            .filter(|(_, p)| p.due_at(interval, now).is_some_and(|due| due <= now))
             .min_by_key(|(_, p)| p.last_answer)?;
         poller.in_flight = true;
         Some((query.clone(), poller.id))
@@ -472,8 +471,7 @@ impl Watches {
         let mut pollers = self.lock();
         if let Some(poller) = pollers.by_query.get_mut(query).filter(|p| p.id == id) {
             poller.in_flight = false;
-            let now = Instant::now();
-            poller.last_answer = Some(poller.last_answer.map_or(now, |t| t.max(now)));
+            poller.answered(Instant::now());
         }
         drop(pollers);
         self.wake.notify_one();
@@ -509,10 +507,19 @@ impl Watches {
 }
 
 impl Poller {
-    /// Whether the scheduler may poll it now: not already polling, and the
-    /// job may still change.
-    fn pollable(&self) -> bool {
-        !self.in_flight && !self.latest.borrow().as_ref().is_some_and(|o| o.is_final())
+    /// When the scheduler should poll it next (`now` if never polled), or
+    /// `None` while a poll runs or once the job is final.
+    fn due_at(&self, interval: Duration, now: Instant) -> Option<Instant> {
+        let is_final = self.latest.borrow().as_ref().is_some_and(|o| o.is_final());
+        if self.in_flight || is_final {
+            return None;
+        }
+        Some(self.last_answer.map_or(now, |t| t + interval))
+    }
+
+    /// AWS answered about the job (or a poll ended) at `at`.
+    fn answered(&mut self, at: Instant) {
+        self.last_answer = Some(self.last_answer.map_or(at, |t| t.max(at)));
     }
 }
 
@@ -579,7 +586,8 @@ pub struct Subscription {
     jobs: Vec<Watched>,
     heartbeat_every: Duration,
     heartbeat: Pin<Box<Sleep>>,
-    watches: Arc<Watches>,
+    /// Turns true when the gateway shuts down.
+    closing: watch::Receiver<bool>,
     ended: bool,
     _ticket: StreamTicket,
 }
@@ -610,7 +618,7 @@ impl Subscription {
             jobs,
             heartbeat_every,
             heartbeat: Box::pin(tokio::time::sleep(heartbeat_every)),
-            watches,
+            closing: watches.closing.subscribe(),
             ended: false,
             _ticket: ticket,
         }
@@ -628,11 +636,19 @@ impl Subscription {
             if self.ended || self.updates.is_empty() {
                 return None;
             }
+            if *self.closing.borrow_and_update() {
+                self.ended = true;
+                return Some(Err(GatewayError::ShuttingDown));
+            }
             tokio::select! {
                 biased;
-                () = self.watches.closed() => {
-                    self.ended = true;
-                    return Some(Err(GatewayError::ShuttingDown));
+                changed = self.closing.changed() => {
+                    // The sender lives as long as this stream's ticket; if
+                    // it were gone, the gateway would be going away too.
+                    if changed.is_err() {
+                        self.ended = true;
+                        return Some(Err(GatewayError::ShuttingDown));
+                    }
                 }
                 update = self.updates.next() => {
                     let Some((index, Some(observation))) = update else { continue };

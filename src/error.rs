@@ -166,7 +166,14 @@ impl From<GatewayError> for Status {
                 budget,
                 limit,
             } => {
-                let metadata = HashMap::from([("jobId".to_owned(), job_id.clone())]);
+                let whose = match limit {
+                    DeadlineSource::Caller => "caller",
+                    DeadlineSource::Gateway => "gateway",
+                };
+                let metadata = HashMap::from([
+                    ("jobId".to_owned(), job_id.clone()),
+                    ("deadline".to_owned(), whose.to_owned()),
+                ]);
                 details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, metadata);
                 match limit {
                     DeadlineSource::Caller => format!(

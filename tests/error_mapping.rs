@@ -282,4 +282,5 @@ async fn the_gateway_operation_timeout_is_deadline_exceeded() {
     let info = status.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.reason, "DEADLINE_EXCEEDED");
     assert_eq!(info.metadata["jobId"], "j");
+    assert_eq!(info.metadata["deadline"], "gateway", "whose time ran out");
 }

@@ -7,8 +7,13 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
 use crate::{
-    aws::UpstreamSettings, cache::CacheSettings, jobs::JobsSettings, limiter::LimiterSettings,
-    retry::RetryPolicy, watch::WatchSettings,
+    aws::UpstreamSettings,
+    cache::CacheSettings,
+    cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
+    jobs::JobsSettings,
+    limiter::LimiterSettings,
+    retry::RetryPolicy,
+    watch::WatchSettings,
 };
 
 /// gRPC gateway in front of AWS IoT Jobs.
@@ -33,6 +38,19 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run only the AWS IoT Jobs simulator (for the AWS CLI, boto3 or a gateway).
     Simulator(SimulatorArgs),
+    /// Describe a job through a gateway: `aws iot describe-job`'s options and output.
+    DescribeJob(DescribeJobArgs),
+    /// Describe many jobs in one call; each id gets its answer or its error, in order.
+    DescribeJobs(DescribeJobsArgs),
+    /// Follow jobs live until they finish: progress bars on a terminal, JSON lines otherwise.
+    WatchJob(WatchJobArgs),
+}
+
+impl Command {
+    /// Whether this is a client subcommand (which exits as the AWS CLI does).
+    pub fn is_client(name: &str) -> bool {
+        matches!(name, "describe-job" | "describe-jobs" | "watch-job")
+    }
 }
 
 /// Settings of `iot-jobs-gateway demo`.

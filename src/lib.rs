@@ -31,6 +31,7 @@
 pub mod app;
 pub mod aws;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod deadline;

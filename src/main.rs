@@ -2,16 +2,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, error::ErrorKind};
 use iot_jobs_gateway::{
-    app,
+    app, cli,
     config::{Cli, Command},
     telemetry,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => {
+            telemetry::init(cli.log_format);
             if let Err(err) = args.validate() {
                 err.exit();
             }
@@ -36,8 +39,36 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo(args) => exit(runtime.block_on(app::demo(args))),
-        Command::Simulator(args) => exit(runtime.block_on(app::simulator(args))),
+        Command::Demo(args) => {
+            telemetry::init(cli.log_format);
+            exit(runtime.block_on(app::demo(args)))
+        }
+        Command::Simulator(args) => {
+            telemetry::init(cli.log_format);
+            exit(runtime.block_on(app::simulator(args)))
+        }
+        // Client commands write their answers, not logs.
+        Command::DescribeJob(args) => runtime.block_on(cli::run(cli::describe_job(args))),
+        Command::DescribeJobs(args) => runtime.block_on(cli::run(cli::describe_jobs(args))),
+        Command::WatchJob(args) => runtime.block_on(cli::run(cli::watch::watch_job(args))),
+    }
+}
+
+/// Bad command lines exit with clap's status 2, except for the client
+/// subcommands, which exit with the AWS CLI's 252.
+fn usage_error(err: clap::Error) -> ExitCode {
+    let client = std::env::args().skip(1).any(|arg| Command::is_client(&arg));
+    let informational = matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if client && !informational {
+        let _ = err.print();
+        ExitCode::from(252)
+    } else {
+        err.exit()
     }
 }
 

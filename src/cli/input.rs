@@ -1,0 +1,172 @@
+//! `--cli-input-json` / `--cli-input-yaml` and the input skeletons, with
+//! the AWS CLI's rules: the value is inline text or `file://path`, its keys
+//! are the API's member names, unknown keys and wrong types are parameter
+//! errors, and flags given on the command line override the input.
+
+use std::fs;
+
+use serde_json::{Map, Value};
+
+/// A problem with the command's parameters (exit status 252).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(pub String);
+
+/// The parameters of DescribeJob.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DescribeJobInput {
+    /// `jobId`.
+    pub job_id: Option<String>,
+    /// `beforeSubstitution`.
+    pub before_substitution: Option<bool>,
+}
+
+/// Which input option the text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// `--cli-input-json`.
+    Json,
+    /// `--cli-input-yaml`.
+    Yaml,
+}
+
+impl InputFormat {
+    fn option(self) -> &'static str {
+        match self {
+            Self::Json => "--cli-input-json",
+            Self::Yaml => "--cli-input-yaml",
+        }
+    }
+}
+
+/// Reads the text of an option that may say `file://path`.
+pub fn read_param(option: &str, value: &str) -> Result<String, ParamError> {
+    match value.strip_prefix("file://") {
+        Some(path) => fs::read_to_string(path).map_err(|e| {
+            ParamError(format!(
+                "Error parsing parameter '{option}': Unable to load paramfile {value}: {e}"
+            ))
+        }),
+        None => Ok(value.to_owned()),
+    }
+}
+
+/// Parses DescribeJob's input document.
+pub fn describe_job(format: InputFormat, value: &str) -> Result<DescribeJobInput, ParamError> {
+    let option = format.option();
+    let text = read_param(option, value)?;
+    let document: Value = match format {
+        InputFormat::Json => serde_json::from_str(&text).map_err(|e| {
+            ParamError(format!(
+                "Error parsing parameter '{option}': Invalid JSON: {e}"
+            ))
+        })?,
+        // An empty YAML document is no input at all.
+        InputFormat::Yaml if text.trim().is_empty() => Value::Object(Map::new()),
+        InputFormat::Yaml => serde_yaml::from_str(&text).map_err(|e| {
+            ParamError(format!(
+                "Error parsing parameter '{option}': Invalid YAML: {e}"
+            ))
+        })?,
+    };
+    let Value::Object(fields) = document else {
+        return Err(ParamError(format!(
+            "Error parsing parameter '{option}': the input must be an object such as \
+             {{\"jobId\": \"...\"}} (see --generate-cli-skeleton)"
+        )));
+    };
+    let mut input = DescribeJobInput::default();
+    let mut problems = Vec::new();
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("jobId", Value::String(id)) => input.job_id = Some(id),
+            ("beforeSubstitution", Value::Bool(b)) => input.before_substitution = Some(b),
+            ("jobId", other) => problems.push(type_error("jobId", &other, "<class 'str'>")),
+            ("beforeSubstitution", other) => {
+                problems.push(type_error("beforeSubstitution", &other, "<class 'bool'>"))
+            }
+            (unknown, _) => problems.push(format!(
+                "Unknown parameter in input: \"{unknown}\", must be one of: jobId, beforeSubstitution"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(input)
+    } else {
+        Err(ParamError(format!(
+            "Parameter validation failed:\n{}",
+            problems.join("\n")
+        )))
+    }
+}
+
+/// botocore's wording for a value of the wrong type.
+fn type_error(name: &str, value: &Value, valid: &str) -> String {
+    let kind = match value {
+        Value::Null => "<class 'NoneType'>",
+        Value::Bool(_) => "<class 'bool'>",
+        Value::Number(n) if n.is_f64() => "<class 'float'>",
+        Value::Number(_) => "<class 'int'>",
+        Value::String(_) => "<class 'str'>",
+        Value::Array(_) => "<class 'list'>",
+        Value::Object(_) => "<class 'dict'>",
+    };
+    format!("Invalid type for parameter {name}, value: {value}, type: {kind}, valid types: {valid}")
+}
+
+/// What `--generate-cli-skeleton` (or `input`) prints for DescribeJob.
+pub const DESCRIBE_JOB_INPUT_SKELETON: &str =
+    "{\n    \"jobId\": \"\",\n    \"beforeSubstitution\": true\n}\n";
+
+/// What `--generate-cli-skeleton yaml-input` prints for DescribeJob.
+pub const DESCRIBE_JOB_YAML_SKELETON: &str = "\
+jobId: '' # [REQUIRED] The unique identifier you assigned to this job when it was created.
+beforeSubstitution: true # Show the job document as it was before substitution parameters were resolved.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeletons_read_back_as_input() {
+        let want = DescribeJobInput {
+            job_id: Some(String::new()),
+            before_substitution: Some(true),
+        };
+        let json = describe_job(InputFormat::Json, DESCRIBE_JOB_INPUT_SKELETON).unwrap();
+        let yaml = describe_job(InputFormat::Yaml, DESCRIBE_JOB_YAML_SKELETON).unwrap();
+        assert_eq!(json, want);
+        assert_eq!(yaml, want);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let err = describe_job(
+            InputFormat::Json,
+            r#"{"jobID": "x", "beforeSubstitution": "yes"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(r#"Unknown parameter in input: "jobID""#),
+            "{err}"
+        );
+        assert!(
+            err.contains("Invalid type for parameter beforeSubstitution"),
+            "{err}"
+        );
+        let err = describe_job(InputFormat::Yaml, "- a list")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be an object"), "{err}");
+        let err = describe_job(InputFormat::Json, "{")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Invalid JSON"), "{err}");
+        let err = describe_job(InputFormat::Json, "file:///nonexistent/input.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Unable to load paramfile"), "{err}");
+    }
+}

@@ -1,0 +1,502 @@
+//! The client subcommands, for people and scripts at a terminal:
+//! `describe-job` takes the options of `aws iot describe-job` and prints
+//! what it prints, through the gateway; `describe-jobs` asks about many jobs
+//! in one call; `watch-job` follows jobs live.
+//!
+//! Exit statuses are the AWS CLI v2's: 0 success, 252 bad parameters,
+//! 253 bad configuration, 254 the service answered with an error, 255
+//! anything else (the gateway could not be reached), 130 interrupted.
+//! `watch-job` adds 1: a job ended `CANCELED` or was deleted.
+
+pub mod args;
+pub mod aws_json;
+pub mod input;
+pub mod output;
+pub mod table;
+pub mod text;
+pub mod watch;
+
+use std::{io::Write as _, net::IpAddr, process::ExitCode, time::Duration};
+
+use http::Uri;
+use serde_json::{Map, Value};
+use tonic::{
+    Code, Status,
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
+use tonic_types::StatusExt as _;
+
+use crate::{
+    pb::{self, jobs_gateway_client::JobsGatewayClient},
+    validate,
+};
+use args::{ClientArgs, DescribeJobArgs, DescribeJobsArgs, Skeleton};
+use input::{InputFormat, ParamError};
+use output::{Printer, Query};
+
+/// Why a client command did not succeed, and so its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The command's parameters are wrong (252).
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// Where or how to reach the gateway is wrong (253).
+    #[error("{0}")]
+    Config(String),
+    /// The gateway answered with an error (254).
+    #[error("{0}")]
+    Service(String),
+    /// Anything else, such as no connection to the gateway (255).
+    #[error("{0}")]
+    Other(String),
+    /// Ctrl-C (130).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Failure {
+    /// The AWS CLI's exit status for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Param(_) => 252,
+            Self::Config(_) => 253,
+            Self::Service(_) => 254,
+            Self::Other(_) => 255,
+            Self::Interrupted => 130,
+        }
+    }
+}
+
+/// What a client command ended with.
+pub type Outcome = Result<ExitCode, Failure>;
+
+/// Runs a client command until it ends or Ctrl-C, and reports a failure on
+/// stderr the way the AWS CLI does.
+pub async fn run(command: impl Future<Output = Outcome>) -> ExitCode {
+    let outcome = tokio::select! {
+        outcome = command => outcome,
+        _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => {
+            match &failure {
+                Failure::Interrupted => eprintln!(),
+                Failure::Service(message) => eprintln!("\n{message}"),
+                Failure::Param(_) | Failure::Config(_) | Failure::Other(_) => {
+                    eprintln!("iot-jobs-gateway: {failure}")
+                }
+            }
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// Where the gateway is, and whether to speak TLS to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URL to connect to.
+    pub uri: Uri,
+    /// TLS: for `https://`, and for a bare `host:port` that is not loopback.
+    pub tls: bool,
+}
+
+/// Reads `--gateway` / `IOT_JOBS_GATEWAY`: a URL, or `host:port`, which
+/// means plaintext on loopback and TLS anywhere else.
+pub fn target(text: &str) -> Result<Target, Failure> {
+    let bad = |why: &str| {
+        Failure::Config(format!(
+            "--gateway / IOT_JOBS_GATEWAY {text:?} {why}; expected e.g. http://127.0.0.1:50051, \
+             https://gateway.example.com or 127.0.0.1:50051"
+        ))
+    };
+    let (with_scheme, explicit) = if text.contains("://") {
+        (text.to_owned(), true)
+    } else {
+        (format!("http://{text}"), false)
+    };
+    let uri: Uri = with_scheme.parse().map_err(|_| bad("is not a URL"))?;
+    let host = uri.host().ok_or_else(|| bad("has no host"))?;
+    let tls = match (explicit, uri.scheme_str()) {
+        (true, Some("https")) => true,
+        (true, Some("http")) => false,
+        (true, _) => return Err(bad("must start with http:// or https://")),
+        (false, _) => !is_loopback(host),
+    };
+    let uri = if tls && !explicit {
+        format!("https://{text}")
+            .parse()
+            .map_err(|_| bad("is not a URL"))?
+    } else {
+        uri
+    };
+    Ok(Target { uri, tls })
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `0` means no limit, as in the AWS CLI.
+fn limit(seconds: f64) -> Option<Duration> {
+    (seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A connected gateway client, per the shared options.
+pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, Failure> {
+    let target = target(&client.gateway)?;
+    let mut endpoint = Endpoint::from(target.uri.clone());
+    if let Some(limit) = limit(client.cli_connect_timeout) {
+        endpoint = endpoint.connect_timeout(limit);
+    }
+    if target.tls {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().with_native_roots())
+            .map_err(|e| Failure::Config(format!("TLS to {}: {}", target.uri, chain(&e))))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::Other(format!(
+            "Could not connect to the gateway at {}: {}",
+            target.uri,
+            chain(&e)
+        ))
+    })?;
+    Ok(JobsGatewayClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// An error with its causes, for people.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// The code that names an error: AWS's (`ResourceNotFoundException`) when
+/// AWS said it, else the gateway's reason (`RATE_LIMITED`), else the gRPC
+/// code.
+pub fn error_code(status: &tonic_types::pb::Status) -> String {
+    use prost::Message as _;
+    let code = Code::from(status.code);
+    let status = Status::with_details(code, status.message.clone(), status.encode_to_vec().into());
+    status_error_code(&status)
+}
+
+fn status_error_code(status: &Status) -> String {
+    let info = status.get_details_error_info();
+    info.as_ref()
+        .and_then(|i| i.metadata.get("awsErrorCode").cloned())
+        .or_else(|| info.map(|i| i.reason).filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| format!("{:?}", status.code()))
+}
+
+/// A failed call as the AWS CLI reports it, or as a connection failure when
+/// the answer never came from the gateway.
+pub fn call_failure(operation: &str, status: &Status) -> Failure {
+    let from_gateway =
+        status.get_details_error_info().is_some() || std::error::Error::source(status).is_none();
+    if from_gateway {
+        Failure::Service(format!(
+            "An error occurred ({}) when calling the {operation} operation: {}",
+            status_error_code(status),
+            status.message()
+        ))
+    } else {
+        Failure::Other(format!(
+            "the call to the gateway failed ({:?}): {}",
+            status.code(),
+            chain(status)
+        ))
+    }
+}
+
+/// Runs a unary call within `--cli-read-timeout`, also telling the gateway
+/// that deadline.
+async fn within<T, F>(client: &ClientArgs, operation: &str, call: F) -> Result<T, Failure>
+where
+    F: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let answer = match limit(client.cli_read_timeout) {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| read_timeout(client, operation))?,
+        None => call.await,
+    };
+    answer.map(tonic::Response::into_inner).map_err(|status| {
+        if is_callers_deadline(&status) {
+            read_timeout(client, operation)
+        } else {
+            call_failure(operation, &status)
+        }
+    })
+}
+
+/// The gateway gave up because the deadline this CLI sent passed: the
+/// same read timeout as if the CLI's own timer had fired first.
+fn is_callers_deadline(status: &Status) -> bool {
+    status.code() == Code::DeadlineExceeded
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.metadata.get("deadline").map(String::as_str) == Some("caller"))
+}
+
+fn read_timeout(client: &ClientArgs, operation: &str) -> Failure {
+    Failure::Other(format!(
+        "Read timeout on the gateway {}: no answer to {operation} within {}s (--cli-read-timeout)",
+        client.gateway, client.cli_read_timeout
+    ))
+}
+
+fn request<T>(client: &ClientArgs, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(limit) = limit(client.cli_read_timeout) {
+        request.set_timeout(limit);
+    }
+    request
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // A reader that went away (`| head`) is not an error, as in the AWS CLI.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Other(format!("cannot write the output: {e}"))),
+    }
+}
+
+fn query(client: &ClientArgs) -> Result<Option<Query>, Failure> {
+    Ok(client.query.as_deref().map(Query::parse).transpose()?)
+}
+
+/// `iot-jobs-gateway describe-job`.
+pub async fn describe_job(args: DescribeJobArgs) -> Outcome {
+    let mut input = match (&args.cli_input_json, &args.cli_input_yaml) {
+        (Some(json), _) => input::describe_job(InputFormat::Json, json)?,
+        (None, Some(yaml)) => input::describe_job(InputFormat::Yaml, yaml)?,
+        (None, None) => input::DescribeJobInput::default(),
+    };
+    if let Some(id) = &args.job_id {
+        input.job_id = Some(id.clone());
+    }
+    if let Some(flag) = args.before_substitution_flag() {
+        input.before_substitution = Some(flag);
+    }
+    match args.generate_cli_skeleton {
+        Some(Skeleton::Input) => {
+            print(input::DESCRIBE_JOB_INPUT_SKELETON)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Skeleton::YamlInput) => {
+            print(input::DESCRIBE_JOB_YAML_SKELETON)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Skeleton::Output) | None => {}
+    }
+    let Some(job_id) = input.job_id else {
+        return Err(ParamError(
+            "the following arguments are required: --job-id (or jobId in --cli-input-json / --cli-input-yaml)"
+                .to_owned(),
+        )
+        .into());
+    };
+    validate::job_id("jobId", &job_id)
+        .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))?;
+    let printer = Printer::stdout(
+        args.output,
+        query(&args.client)?,
+        args.client.color,
+        "DescribeJob",
+    );
+    if args.generate_cli_skeleton == Some(Skeleton::Output) {
+        print(&printer.render(&aws_json::output_skeleton())?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut client = connect(&args.client).await?;
+    let message = pb::DescribeJobRequest {
+        job_id,
+        before_substitution: input.before_substitution,
+    };
+    let answer = within(
+        &args.client,
+        "DescribeJob",
+        client.describe_job(request(&args.client, message)),
+    )
+    .await?;
+    print(&printer.render(&aws_json::describe_job(&answer))?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `iot-jobs-gateway describe-jobs`.
+pub async fn describe_jobs(args: DescribeJobsArgs) -> Outcome {
+    let mut ids = args.job_ids.clone();
+    if let Some(path) = &args.job_ids_file {
+        ids.extend(read_ids(path)?);
+    }
+    if ids.is_empty() {
+        return Err(ParamError(format!(
+            "no job ids: {} lists none",
+            args.job_ids_file.as_deref().unwrap_or("--job-ids")
+        ))
+        .into());
+    }
+    let printer = Printer::stdout(
+        args.output,
+        query(&args.client)?,
+        args.client.color,
+        "DescribeJobs",
+    );
+    let mut client = connect(&args.client).await?;
+    let before_substitution = args.before_substitution.then_some(true);
+    let message = pb::BatchDescribeJobsRequest {
+        requests: ids
+            .iter()
+            .map(|id| pb::DescribeJobRequest {
+                job_id: id.clone(),
+                before_substitution,
+            })
+            .collect(),
+    };
+    let answer = within(
+        &args.client,
+        "BatchDescribeJobs",
+        client.batch_describe_jobs(request(&args.client, message)),
+    )
+    .await?;
+    let mut failed = Vec::new();
+    let jobs = answer
+        .results
+        .iter()
+        .map(|result| {
+            let outcome = batch_item(result);
+            if let Some(error) = outcome.get("error") {
+                failed.push(format!(
+                    "An error occurred ({}) when describing job {:?}: {}",
+                    error["code"].as_str().unwrap_or_default(),
+                    result.job_id,
+                    error["message"].as_str().unwrap_or_default()
+                ));
+            }
+            outcome
+        })
+        .collect::<Vec<_>>();
+    print(&printer.render(&Value::Object(Map::from_iter([(
+        "jobs".to_owned(),
+        Value::Array(jobs),
+    )])))?)?;
+    for line in &failed {
+        eprintln!("{line}");
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(Failure::Service(String::new()).exit_code())
+    })
+}
+
+/// One result of a batch: the job id, then the answer's fields or the error.
+fn batch_item(result: &pb::JobResult) -> Value {
+    let mut item = Map::from_iter([("jobId".to_owned(), Value::from(result.job_id.clone()))]);
+    match &result.outcome {
+        Some(pb::job_result::Outcome::Response(response)) => {
+            if let Value::Object(fields) = aws_json::describe_job(response) {
+                item.extend(fields);
+            }
+        }
+        Some(pb::job_result::Outcome::Error(status)) => {
+            item.insert("error".into(), error_json(status));
+        }
+        None => {
+            item.insert(
+                "error".into(),
+                serde_json::json!({"code": "Unknown", "message": "the gateway sent no outcome"}),
+            );
+        }
+    }
+    Value::Object(item)
+}
+
+/// A `google.rpc.Status` as `{"code", "message", "grpcCode"}`.
+pub fn error_json(status: &tonic_types::pb::Status) -> Value {
+    serde_json::json!({
+        "code": error_code(status),
+        "message": status.message,
+        "grpcCode": format!("{:?}", Code::from(status.code)),
+    })
+}
+
+/// Job ids from a file or stdin (`-`): split at white space; `#` comments
+/// out the rest of a line.
+fn read_ids(path: &str) -> Result<Vec<String>, Failure> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| ParamError(format!("cannot read job ids from stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| ParamError(format!("cannot read job ids from {path}: {e}")))?
+    };
+    Ok(ids_in(&text))
+}
+
+fn ids_in(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_on_loopback_tls_elsewhere() {
+        let t = |text: &str| target(text).map(|t| (t.uri.to_string(), t.tls));
+        assert_eq!(
+            t("127.0.0.1:50051").unwrap(),
+            ("http://127.0.0.1:50051/".into(), false)
+        );
+        assert_eq!(
+            t("localhost:9000").unwrap(),
+            ("http://localhost:9000/".into(), false)
+        );
+        assert_eq!(
+            t("[::1]:50051").unwrap(),
+            ("http://[::1]:50051/".into(), false)
+        );
+        assert_eq!(
+            t("gateway.example.com:443").unwrap(),
+            ("https://gateway.example.com:443/".into(), true)
+        );
+        assert_eq!(
+            t("10.0.0.7:50051").unwrap(),
+            ("https://10.0.0.7:50051/".into(), true)
+        );
+        assert_eq!(
+            t("http://gateway.internal:50051").unwrap(),
+            ("http://gateway.internal:50051/".into(), false)
+        );
+        assert!(t("https://127.0.0.1:1").unwrap().1);
+        for bad in ["ftp://x", "http://", "not a url"] {
+            assert_eq!(target(bad).unwrap_err().exit_code(), 253, "{bad}");
+        }
+    }
+
+    #[test]
+    fn id_files_allow_lines_spaces_and_comments() {
+        assert_eq!(
+            ids_in("a b\n# all of it\nc # the third\n\n  d\n"),
+            ["a", "b", "c", "d"]
+        );
+    }
+}

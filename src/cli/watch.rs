@@ -1,0 +1,531 @@
+//! `iot-jobs-gateway watch-job`: follows jobs through `WatchJobs` until
+//! every one is final. On a terminal it draws a live progress bar per job
+//! and a line per status change; otherwise it prints one JSON object per
+//! event and line. If the gateway goes away (a restart, a redeploy) it
+//! reconnects and resumes from the versions it has seen.
+
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal, Write as _},
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use serde_json::{Map, Value};
+use tonic::{Code, Status};
+
+use super::{
+    Failure, Outcome, args::WatchJobArgs, args::WatchOutput, aws_json, call_failure, connect,
+    error_code, error_json, input::ParamError, limit, output::Query, query,
+};
+use crate::{
+    pb::{self, job_event::Kind, watch_jobs_response::Event},
+    validate,
+};
+
+/// How often, at most, a dropped watch is re-opened in a row.
+const RECONNECTS: u32 = 5;
+
+/// `iot-jobs-gateway watch-job`.
+pub async fn watch_job(args: WatchJobArgs) -> Outcome {
+    let mut ids: Vec<String> = Vec::new();
+    for id in &args.job_id {
+        validate::job_id("--job-id", id)
+            .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))?;
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    let query = query(&args.client)?;
+    let terminal = std::io::stdout().is_terminal();
+    let mode = args.output.unwrap_or(if terminal {
+        WatchOutput::Progress
+    } else {
+        WatchOutput::Json
+    });
+    let color = match args.client.color {
+        super::args::Color::On => true,
+        super::args::Color::Off => false,
+        super::args::Color::Auto => terminal,
+    };
+    let mut view = View::new(&ids, mode, color, query);
+    let mut client = connect(&args.client).await?;
+    let silence = limit(args.client.cli_read_timeout);
+    let mut retries = 0;
+    loop {
+        let request = pb::WatchJobsRequest {
+            job_ids: view.open_ids(),
+            before_substitution: args.before_substitution.then_some(true),
+            resume_from: view.versions(),
+        };
+        let ended = match client.watch_jobs(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    let next = match silence {
+                        Some(limit) => tokio::time::timeout(limit, stream.message())
+                            .await
+                            .map_err(|_| {
+                                Failure::Other(format!(
+                                    "Read timeout on the gateway {}: nothing (not even a heartbeat) \
+                                     within {}s (--cli-read-timeout)",
+                                    args.client.gateway, args.client.cli_read_timeout
+                                ))
+                            })?,
+                        None => stream.message().await,
+                    };
+                    match next {
+                        Ok(Some(message)) => {
+                            retries = 0;
+                            view.show(message)?;
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(status) => break Err(status),
+                    }
+                }
+            }
+            Err(status) => Err(status),
+        };
+        match ended {
+            Ok(()) => break,
+            Err(status) if resumable(&status) && retries < RECONNECTS => {
+                retries += 1;
+                view.note(&format!(
+                    "the watch was interrupted ({}); reconnecting ({retries}/{RECONNECTS})",
+                    status.message()
+                ))?;
+                tokio::time::sleep(Duration::from_millis(250 << retries)).await;
+                client = match connect(&args.client).await {
+                    Ok(client) => client,
+                    Err(_) if retries < RECONNECTS => continue,
+                    Err(failure) => return Err(failure),
+                };
+            }
+            Err(status) => return Err(call_failure("WatchJobs", &status)),
+        }
+        if view.open_ids().is_empty() {
+            break;
+        }
+    }
+    view.finish()
+}
+
+/// Worth reconnecting: the gateway shut down or the connection broke.
+fn resumable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal
+    ) && (error_code_of(status) == "SHUTTING_DOWN" || std::error::Error::source(status).is_some())
+}
+
+fn error_code_of(status: &Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+/// What is known of one watched job.
+#[derive(Debug, Default)]
+struct JobState {
+    version: Option<u64>,
+    status: Option<String>,
+    counts: Counts,
+    done: bool,
+    seen: bool,
+    gone: bool,
+    problem: Option<String>,
+}
+
+/// A rollout's execution counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    succeeded: i64,
+    failed: i64,
+    rejected: i64,
+    timed_out: i64,
+    canceled: i64,
+    removed: i64,
+    in_progress: i64,
+    queued: i64,
+}
+
+impl Counts {
+    fn of(job: &pb::Job) -> Self {
+        let d = job.job_process_details.clone().unwrap_or_default();
+        let n = |v: Option<i32>| i64::from(v.unwrap_or(0));
+        Self {
+            succeeded: n(d.number_of_succeeded_things),
+            failed: n(d.number_of_failed_things),
+            rejected: n(d.number_of_rejected_things),
+            timed_out: n(d.number_of_timed_out_things),
+            canceled: n(d.number_of_canceled_things),
+            removed: n(d.number_of_removed_things),
+            in_progress: n(d.number_of_in_progress_things),
+            queued: n(d.number_of_queued_things),
+        }
+    }
+
+    fn total(&self) -> i64 {
+        self.finished() + self.in_progress + self.queued
+    }
+
+    fn finished(&self) -> i64 {
+        self.succeeded + self.failed + self.rejected + self.timed_out + self.canceled + self.removed
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "succeeded {} · failed {} · rejected {} · timed out {} · in progress {} · queued {} · total {}",
+            self.succeeded,
+            self.failed,
+            self.rejected,
+            self.timed_out,
+            self.in_progress,
+            self.queued,
+            self.total()
+        )
+    }
+}
+
+/// The output: JSON lines, or a live region of progress bars under a log
+/// of status changes.
+struct View {
+    jobs: BTreeMap<String, JobState>,
+    order: Vec<String>,
+    mode: WatchOutput,
+    color: bool,
+    query: Option<Query>,
+    drawn: usize,
+    heard: Option<SystemTime>,
+}
+
+/// Width of a progress bar, in cells.
+const BAR: usize = 30;
+
+impl View {
+    fn new(ids: &[String], mode: WatchOutput, color: bool, query: Option<Query>) -> Self {
+        Self {
+            jobs: ids
+                .iter()
+                .map(|id| (id.clone(), JobState::default()))
+                .collect(),
+            order: ids.to_vec(),
+            mode,
+            color,
+            query,
+            drawn: 0,
+            heard: None,
+        }
+    }
+
+    /// Jobs not yet final, to (re)subscribe.
+    fn open_ids(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .filter(|id| !self.jobs[*id].done)
+            .cloned()
+            .collect()
+    }
+
+    fn versions(&self) -> BTreeMap<String, u64> {
+        self.jobs
+            .iter()
+            .filter(|(_, s)| !s.done)
+            .filter_map(|(id, s)| s.version.map(|v| (id.clone(), v)))
+            .collect()
+    }
+
+    fn show(&mut self, message: pb::WatchJobsResponse) -> Result<(), Failure> {
+        self.heard = Some(SystemTime::now());
+        match message.event {
+            Some(Event::Job(event)) => self.event(event),
+            Some(Event::Heartbeat(_)) | None => match self.mode {
+                WatchOutput::Progress => self.draw(&[]),
+                WatchOutput::Json => Ok(()),
+            },
+        }
+    }
+
+    fn event(&mut self, event: pb::JobEvent) -> Result<(), Failure> {
+        let kind = Kind::try_from(event.kind).unwrap_or(Kind::Unspecified);
+        let Some(state) = self.jobs.get_mut(&event.job_id) else {
+            return Ok(());
+        };
+        let before = state.status.clone();
+        state.version = Some(event.version);
+        state.done = event.r#final;
+        let mut log = Vec::new();
+        match &event.state {
+            Some(pb::job_event::State::Response(response)) => {
+                let job = response.job.clone().unwrap_or_default();
+                let status = aws_json::describe_job(response)["job"]["status"]
+                    .as_str()
+                    .map(str::to_owned);
+                state.counts = Counts::of(&job);
+                state.seen = true;
+                state.problem = None;
+                state.status = status;
+                if state.status != before {
+                    log.push(status_line(&event.job_id, before.as_deref(), state));
+                }
+            }
+            Some(pb::job_event::State::Error(status)) => {
+                let code = error_code(status);
+                if kind == Kind::Gone {
+                    state.gone = true;
+                    state.problem = Some(format!("{code}: {}", status.message));
+                    log.push(format!(
+                        "{}  {}  {}",
+                        now(),
+                        event.job_id,
+                        if state.seen { "deleted" } else { "not found" }
+                    ));
+                } else {
+                    state.problem = Some(format!("{code}: {}", status.message));
+                    log.push(format!(
+                        "{}  {}  cannot read it now ({code}: {}); still watching",
+                        now(),
+                        event.job_id,
+                        status.message
+                    ));
+                }
+            }
+            None => {}
+        }
+        match self.mode {
+            WatchOutput::Json => self.json_line(&event, kind),
+            WatchOutput::Progress => self.draw(&log),
+        }
+    }
+
+    fn json_line(&self, event: &pb::JobEvent, kind: Kind) -> Result<(), Failure> {
+        let mut line = Map::new();
+        line.insert("jobId".into(), event.job_id.clone().into());
+        line.insert("kind".into(), kind.as_str_name().into());
+        // A string, as in proto3 JSON: versions do not fit a JSON number.
+        line.insert("version".into(), event.version.to_string().into());
+        line.insert("final".into(), event.r#final.into());
+        line.insert("changedFields".into(), event.changed_fields.clone().into());
+        if let Some(at) = &event.observed_at {
+            line.insert("observedAt".into(), aws_json::epoch_seconds(at));
+        }
+        match &event.state {
+            Some(pb::job_event::State::Response(response)) => {
+                if let Value::Object(fields) = aws_json::describe_job(response) {
+                    line.extend(fields);
+                }
+            }
+            Some(pb::job_event::State::Error(status)) => {
+                line.insert("error".into(), error_json(status));
+            }
+            None => {}
+        }
+        let mut value = Value::Object(line);
+        if let Some(query) = &self.query {
+            value = query.apply(&value)?;
+        }
+        write(&format!("{value}\n"))
+    }
+
+    /// A line for people, in either mode (stderr for JSON lines).
+    fn note(&mut self, text: &str) -> Result<(), Failure> {
+        let line = format!("{}  {text}", now());
+        match self.mode {
+            WatchOutput::Json => {
+                eprintln!("{line}");
+                Ok(())
+            }
+            WatchOutput::Progress => self.draw(&[line]),
+        }
+    }
+
+    /// Redraws the live region, with `log` lines printed above it for good.
+    fn draw(&mut self, log: &[String]) -> Result<(), Failure> {
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        out.push_str("\r\x1b[J");
+        for line in log {
+            out.push_str(line);
+            out.push('\n');
+        }
+        let region = self.region();
+        self.drawn = region.len();
+        for line in region {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        write(&out)
+    }
+
+    fn region(&self) -> Vec<String> {
+        let width = self.order.iter().map(String::len).max().unwrap_or(0);
+        let mut lines = Vec::new();
+        for id in &self.order {
+            let state = &self.jobs[id];
+            let status = state
+                .status
+                .as_deref()
+                .unwrap_or(if state.gone { "GONE" } else { "…" });
+            let c = state.counts;
+            lines.push(format!(
+                "{id:<width$}  {status:<11}  {}  {}/{}",
+                self.bar(&c),
+                c.finished(),
+                c.total()
+            ));
+            let detail = match &state.problem {
+                Some(problem) => problem.clone(),
+                None => c.summary(),
+            };
+            lines.push(format!("{:<width$}  {detail}", ""));
+        }
+        if let Some(heard) = self.heard {
+            let open = self.open_ids().len();
+            lines.push(format!(
+                "watching {open} of {} jobs · last heard from the gateway {}",
+                self.order.len(),
+                humantime::format_rfc3339_seconds(heard)
+            ));
+        }
+        lines
+    }
+
+    /// Succeeded, failed (failed, rejected, timed out, canceled, removed),
+    /// in progress and queued, in proportion to the total.
+    fn bar(&self, c: &Counts) -> String {
+        let parts = [
+            (c.succeeded, '█', "32"),
+            (c.finished() - c.succeeded, '▓', "31"),
+            (c.in_progress, '▒', "33"),
+            (c.queued, '░', "2"),
+        ];
+        let total = c.total();
+        let mut out = String::new();
+        let (mut sum, mut drawn) = (0, 0);
+        for (count, glyph, color) in parts {
+            sum += count;
+            let edge = if total > 0 {
+                usize::try_from((sum * BAR as i64 + total / 2) / total).unwrap_or(0)
+            } else {
+                0
+            };
+            let cells = edge.saturating_sub(drawn);
+            drawn += cells;
+            if cells > 0 {
+                let run: String = std::iter::repeat_n(glyph, cells).collect();
+                if self.color {
+                    out.push_str(&format!("\x1b[{color}m{run}\x1b[0m"));
+                } else {
+                    out.push_str(&run);
+                }
+            }
+        }
+        out.push_str(&" ".repeat(BAR - drawn.min(BAR)));
+        format!("[{out}]")
+    }
+
+    /// The exit status: 0 if every job completed, 1 if one was canceled or
+    /// deleted, 254 if one did not exist.
+    fn finish(&mut self) -> Outcome {
+        let missing: Vec<&String> = self
+            .order
+            .iter()
+            .filter(|id| self.jobs[*id].gone && !self.jobs[*id].seen)
+            .collect();
+        if let Some(id) = missing.first() {
+            let problem = self.jobs[*id].problem.clone().unwrap_or_default();
+            return Err(Failure::Service(format!(
+                "An error occurred ({problem}) when calling the WatchJobs operation for job {id:?}"
+            )));
+        }
+        let all_completed = self
+            .jobs
+            .values()
+            .all(|s| s.status.as_deref() == Some("COMPLETED") && !s.gone);
+        Ok(if all_completed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    }
+}
+
+fn status_line(id: &str, before: Option<&str>, state: &JobState) -> String {
+    let status = state.status.as_deref().unwrap_or("?");
+    let change = match before {
+        Some(before) => format!("{before} → {status}"),
+        None => status.to_owned(),
+    };
+    let c = state.counts;
+    format!(
+        "{}  {id}  {change}  (succeeded {}, failed {}, rejected {}, timed out {}, of {})",
+        now(),
+        c.succeeded,
+        c.failed,
+        c.rejected,
+        c.timed_out,
+        c.total()
+    )
+}
+
+fn now() -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(SystemTime::now())
+}
+
+fn write(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Other(format!("cannot write the output: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        View::new(&["a".into()], WatchOutput::Progress, false, None)
+    }
+
+    #[test]
+    fn the_bar_shows_each_outcome_in_proportion() {
+        let counts = Counts {
+            succeeded: 15,
+            failed: 3,
+            rejected: 1,
+            timed_out: 1,
+            in_progress: 5,
+            queued: 5,
+            ..Counts::default()
+        };
+        assert_eq!(view().bar(&counts), "[███████████████▓▓▓▓▓▒▒▒▒▒░░░░░]");
+        assert_eq!(
+            view().bar(&Counts::default()),
+            format!("[{}]", " ".repeat(BAR))
+        );
+    }
+
+    #[test]
+    fn exit_status_follows_the_final_states() {
+        let mut v = View::new(&["a".into(), "b".into()], WatchOutput::Json, false, None);
+        for id in ["a", "b"] {
+            let s = v.jobs.get_mut(id).unwrap();
+            s.status = Some("COMPLETED".into());
+            s.seen = true;
+            s.done = true;
+        }
+        assert_eq!(v.finish().unwrap(), ExitCode::SUCCESS);
+        v.jobs.get_mut("b").unwrap().status = Some("CANCELED".into());
+        assert_eq!(v.finish().unwrap(), ExitCode::from(1));
+        let b = v.jobs.get_mut("b").unwrap();
+        b.seen = false;
+        b.gone = true;
+        assert_eq!(v.finish().unwrap_err().exit_code(), 254);
+    }
+}

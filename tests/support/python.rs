@@ -127,6 +127,103 @@ fn run_script<T: serde::de::DeserializeOwned>(script: &str, args: &[&str], failu
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// What a command-line program did: its exit status and output.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn of(out: std::process::Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs the real AWS CLI (v1, from PyPI) against the AWS stand-in at
+/// `endpoint`, with throwaway credentials and no shared config. Async, so
+/// a stand-in on the test's own runtime keeps serving.
+pub async fn aws_cli(endpoint: &str, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(venv_bin().join("aws"))
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--region", super::REGION])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env_remove("AWS_DEFAULT_OUTPUT")
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("cannot run the AWS CLI");
+    Run::of(out)
+}
+
+/// Runs `program args` on a pseudo-terminal 100 columns wide; stdout holds
+/// everything the program wrote to the terminal.
+pub async fn on_terminal(program: &Path, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(venv_bin().join("python"))
+        .arg(support_dir().join("pty_run.py"))
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("cannot run pty_run.py");
+    Run::of(out)
+}
+
+/// The sample DescribeJob output botocore's own skeleton generator makes
+/// (the one behind `aws ... --generate-cli-skeleton output`), as JSON.
+pub fn botocore_output_skeleton() -> Value {
+    let script = "import json\n\
+        from botocore.session import get_session\n\
+        from botocore.utils import ArgumentGenerator\n\
+        op = get_session().get_service_model('iot').operation_model('DescribeJob')\n\
+        sample = ArgumentGenerator(use_member_names=True).generate_skeleton(op.output_shape)\n\
+        print(json.dumps(sample, default=lambda t: t.isoformat()))\n";
+    let out = Command::new(venv_bin().join("python"))
+        .args(["-c", script])
+        .output()
+        .expect("cannot run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// PyYAML's reading of a YAML document, as JSON.
+pub fn yaml_to_json(yaml: &str) -> Value {
+    use std::io::Write as _;
+    let mut child = Command::new(venv_bin().join("python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cannot run python");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "PyYAML could not read:\n{yaml}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Runs the real grpcurl binary with `args`; returns (success, stdout, stderr).
 pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(venv_bin().join("grpcurl"))

@@ -153,6 +153,25 @@ fn print_demo_banner(gateway: &str, simulator: &str, job_ids: &[&str]) {
         "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {gateway} iot.jobs.v1.JobsGateway/WatchJobs",
         seed::ROLLOUT
     );
+    println!();
+    println!("Or with this binary's client (aws iot describe-job's options and output):");
+    let to = if gateway == crate::cli::args::DEFAULT_GATEWAY.trim_start_matches("http://") {
+        String::new()
+    } else {
+        format!(" --gateway {gateway}")
+    };
+    println!(
+        "  iot-jobs-gateway describe-job{to} --job-id {}",
+        seed::ROLLOUT
+    );
+    println!(
+        "  iot-jobs-gateway describe-jobs{to} --job-ids {} --output table --query 'jobs[].[jobId, job.status]'",
+        job_ids.join(" ")
+    );
+    println!(
+        "  iot-jobs-gateway watch-job{to} --job-id {}",
+        seed::ROLLOUT
+    );
     println!(
         "The {} rollout moves every second and completes in about half a minute.",
         seed::ROLLOUT

@@ -23,7 +23,10 @@ use support::{
     python::{Run, aws_cli, botocore_output_skeleton, on_terminal, yaml_to_json},
     sim::{TestSim, create_fleet_job},
 };
-use tokio::{io::AsyncWriteExt as _, process::Command};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    process::Command,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iot-jobs-gateway");
 
@@ -726,4 +729,68 @@ async fn watch_job_on_a_terminal_draws_progress_bars_and_status_changes() {
         !screen.contains("\"jobId\""),
         "no JSON on a terminal: {screen}"
     );
+}
+
+#[tokio::test]
+async fn watch_job_resumes_through_a_gateway_restart() {
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    let mut first = watching(&sim).await;
+    let addr = first.addr;
+    let mut child = command(&first)
+        .args(["watch-job", "--job-id", "rollout"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a first event")
+        .unwrap()
+        .expect("a line");
+    events.push(line);
+    // The gateway restarts in place: the watch ends with SHUTTING_DOWN, and
+    // a new process takes the address.
+    first.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut first.server).await;
+    let second = TestGateway::aws_at(addr, &sim.url, |jobs| {
+        jobs.watch.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    // Nothing changes until the watch is back, so a resumed watch has
+    // nothing new to say and a restarted one would repeat its state.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while second.jobs.watches().open_streams() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the watch reconnects");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rest = drive(&sim, async {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    })
+    .await;
+    events.extend(rest);
+    let run = run_of(child.wait_with_output().await.unwrap());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("reconnecting"), "{}", run.stderr);
+    let events: Vec<Value> = events
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let versions: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e["version"].to_string()).collect();
+    assert_eq!(
+        versions.len(),
+        events.len(),
+        "resumed without repeating a state: {events:#?}"
+    );
+    assert_eq!(events.last().unwrap()["job"]["status"], "COMPLETED");
 }

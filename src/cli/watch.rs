@@ -176,16 +176,22 @@ impl Counts {
     }
 
     fn summary(&self) -> String {
-        format!(
-            "succeeded {} · failed {} · rejected {} · timed out {} · in progress {} · queued {} · total {}",
+        let mut out = format!(
+            "succeeded {} · failed {} · rejected {} · timed out {} · in progress {} · queued {}",
             self.succeeded,
             self.failed,
             self.rejected,
             self.timed_out,
             self.in_progress,
             self.queued,
-            self.total()
-        )
+        );
+        for (count, name) in [(self.canceled, "canceled"), (self.removed, "removed")] {
+            if count > 0 {
+                out.push_str(&format!(" · {name} {count}"));
+            }
+        }
+        out.push_str(&format!(" · total {}", self.total()));
+        out
     }
 }
 
@@ -379,6 +385,7 @@ impl View {
             ));
             let detail = match &state.problem {
                 Some(problem) => problem.clone(),
+                None if !state.seen => "waiting for the gateway's first answer".to_owned(),
                 None => c.summary(),
             };
             lines.push(format!("{:<width$}  {detail}", ""));

@@ -149,6 +149,26 @@ impl TestGateway {
     /// A gateway over any upstream.
     pub async fn start(upstream: Arc<dyn JobsUpstream>, options: GatewayOptions) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, upstream, options).await
+    }
+
+    /// A gateway in front of `endpoint` at a given address (to stand in for
+    /// one that restarted there).
+    pub async fn aws_at(
+        addr: SocketAddr,
+        endpoint: &str,
+        edit: impl FnOnce(&mut JobsSettings),
+    ) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let upstream = Arc::new(AwsJobsUpstream::new(iot_client(endpoint)));
+        Self::serve(listener, upstream, GatewayOptions::with(edit)).await
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        upstream: Arc<dyn JobsUpstream>,
+        options: GatewayOptions,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let jobs = Jobs::new(upstream, options.jobs);
         let (tx, rx) = oneshot::channel::<()>();

@@ -371,6 +371,26 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
         ])
     });
 
+    // The banner's client commands, exactly as printed: the watch follows
+    // the rollout to COMPLETED and exits 0.
+    let client_command = |name: &str| -> Vec<String> {
+        let line = banner
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("iot-jobs-gateway {name} "))
+            })
+            .unwrap_or_else(|| panic!("no {name} in the banner:\n{banner}"));
+        shell_words(line.trim())
+    };
+    let cli_watch = Command::new(BIN)
+        .args(&client_command("watch-job")[1..])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
     // Another polls it once a second, as a user re-running grpcurl would.
     let mut succeeded_seen = Vec::new();
     let mut status = String::new();
@@ -441,9 +461,58 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
         events.iter().map(|e| e["version"].to_string()).collect();
     assert_eq!(versions.len(), events.len(), "no state is sent twice");
 
+    let cli_watch = cli_watch.wait_with_output().await.unwrap();
+    let out = String::from_utf8_lossy(&cli_watch.stdout);
+    assert_eq!(cli_watch.status.code(), Some(0), "{out}");
+    let seen: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(seen.len() >= 3, "watch-job followed the rollout: {out}");
+    assert_eq!(seen.last().unwrap()["job"]["status"], "COMPLETED", "{out}");
+    for name in ["describe-job", "describe-jobs"] {
+        let out = Command::new(BIN)
+            .args(&client_command(name)[1..])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name}: {text}");
+        assert!(text.contains("COMPLETED"), "{name}: {text}");
+    }
+
     signal(&child, "TERM");
     let exit = exited(&mut child).await;
     assert_eq!(exit.code(), Some(0));
+}
+
+/// A banner command line split as a POSIX shell would (single quotes only).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                started = true;
+            }
+            ' ' if !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                }
+                started = false;
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

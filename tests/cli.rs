@@ -135,6 +135,31 @@ async fn describe_job_prints_what_the_aws_cli_prints_in_every_format() {
 }
 
 #[tokio::test]
+async fn every_demo_job_prints_as_the_aws_cli_prints_it() {
+    let sim = TestSim::unlimited().await;
+    let ids = iot_jobs_gateway::simulator::seed::demo_fleet(&sim.sim);
+    let gw = TestGateway::aws(&sim.url).await;
+    for id in ids {
+        for extra in [&[][..], &["--before-substitution"]] {
+            let args = [&["describe-job", "--job-id", id][..], extra].concat();
+            let theirs = aws_cli(&sim.url, &iot(&args)).await;
+            let mine = ours(&gw, &args).await;
+            assert_eq!(
+                (theirs.code, mine.code),
+                (0, 0),
+                "{}{}",
+                theirs.stderr,
+                mine.stderr
+            );
+            assert_eq!(
+                mine.stdout, theirs.stdout,
+                "{args:?}: ours (left) vs the AWS CLI (right)"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn query_results_match_the_aws_cli() {
     let (fake, gw) = gateway().await;
     let queries = [

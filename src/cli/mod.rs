@@ -6,7 +6,8 @@
 //! Exit statuses are the AWS CLI v2's: 0 success, 252 bad parameters,
 //! 253 bad configuration, 254 the service answered with an error, 255
 //! anything else (the gateway could not be reached), 130 interrupted.
-//! `watch-job` adds 1: a job ended `CANCELED` or was deleted.
+//! `watch-job` adds 1: a job ended `CANCELED` or was deleted. A reader
+//! that stops reading (`| head`) ends a command with 141, as SIGPIPE would.
 
 pub mod args;
 pub mod aws_json;
@@ -52,6 +53,10 @@ pub enum Failure {
     /// Ctrl-C (130).
     #[error("interrupted")]
     Interrupted,
+    /// Whoever read the output stopped reading (`| head`): stop quietly,
+    /// with the status of a process SIGPIPE ended (141).
+    #[error("the output was closed")]
+    OutputClosed,
 }
 
 impl Failure {
@@ -63,6 +68,7 @@ impl Failure {
             Self::Service(_) => 254,
             Self::Other(_) => 255,
             Self::Interrupted => 130,
+            Self::OutputClosed => 141,
         }
     }
 }
@@ -82,6 +88,7 @@ pub async fn run(command: impl Future<Output = Outcome>) -> ExitCode {
         Err(failure) => {
             match &failure {
                 Failure::Interrupted => eprintln!(),
+                Failure::OutputClosed => {}
                 Failure::Service(message) => eprintln!("\n{message}"),
                 Failure::Param(_) | Failure::Config(_) | Failure::Other(_) => {
                     eprintln!("iot-jobs-gateway: {failure}")
@@ -264,12 +271,13 @@ fn request<T>(client: &ClientArgs, message: T) -> tonic::Request<T> {
     request
 }
 
-fn print(text: &str) -> Result<(), Failure> {
+/// Writes to stdout; a reader that went away (`| head`) ends the command
+/// quietly.
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        // A reader that went away (`| head`) is not an error, as in the AWS CLI.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::OutputClosed),
         Err(e) => Err(Failure::Other(format!("cannot write the output: {e}"))),
     }
 }

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{IsTerminal, Write as _},
+    io::IsTerminal,
     process::ExitCode,
     time::{Duration, SystemTime},
 };
@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 
 use super::{
     Failure, Outcome, args::WatchJobArgs, args::WatchOutput, aws_json, call_failure, connect,
-    error_code, error_json, input::ParamError, limit, output::Query, query,
+    error_code, error_json, input::ParamError, limit, output::Query, print, query,
 };
 use crate::{
     pb::{self, job_event::Kind, watch_jobs_response::Event},
@@ -332,7 +332,7 @@ impl View {
         if let Some(query) = &self.query {
             value = query.apply(&value)?;
         }
-        write(&format!("{value}\n"))
+        print(&format!("{value}\n"))
     }
 
     /// A line for people, in either mode (stderr for JSON lines).
@@ -364,7 +364,7 @@ impl View {
             out.push_str(&line);
             out.push('\n');
         }
-        write(&out)
+        print(&out)
     }
 
     fn region(&self) -> Vec<String> {
@@ -481,15 +481,6 @@ fn status_line(id: &str, before: Option<&str>, state: &JobState) -> String {
 
 fn now() -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_seconds(SystemTime::now())
-}
-
-fn write(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::Other(format!("cannot write the output: {e}"))),
-    }
 }
 
 #[cfg(test)]

@@ -57,7 +57,9 @@ fn main() -> ExitCode {
 /// Bad command lines exit with clap's status 2, except for the client
 /// subcommands, which exit with the AWS CLI's 252.
 fn usage_error(err: clap::Error) -> ExitCode {
-    let client = std::env::args().skip(1).any(|arg| Command::is_client(&arg));
+    let client = std::env::args_os()
+        .skip(1)
+        .any(|arg| arg.to_str().is_some_and(Command::is_client));
     let informational = matches!(
         err.kind(),
         ErrorKind::DisplayHelp

@@ -174,6 +174,8 @@ async fn query_results_match_the_aws_cli() {
         "job.forceCanceled",
         "job.nothing",
         "job.abortConfig.criteriaList[?thresholdPercentage > `10`].failureType",
+        // Compiles, but fails on the answer: not a parameter error (255).
+        "length(job.createdAt)",
     ];
     for query in queries {
         for format in ["json", "text", "table"] {
@@ -454,6 +456,28 @@ async fn exit_codes_are_the_aws_clis() {
         "{}",
         mine.stderr
     );
+    // Something that speaks HTTP/2 but is not a gateway: tonic makes up a
+    // status, which is not the service's answer.
+    let not_gateway = ours(
+        &gw,
+        &[
+            "describe-job",
+            "--job-id",
+            "full-job",
+            "--gateway",
+            &fake.url,
+        ],
+    )
+    .await;
+    assert_eq!(not_gateway.code, 255, "{}", not_gateway.stderr);
+    // A reader that goes away is no failure, as in the AWS CLI.
+    let mut child = command(&gw)
+        .args(["describe-job", "--job-id", "full-job"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
     // TLS where asked for: a plaintext gateway fails the handshake.
     let tls = ours(
         &gw,

@@ -47,6 +47,17 @@ pub enum Color {
     Auto,
 }
 
+impl Color {
+    /// Whether to colour output that goes to a terminal (`terminal`) or not.
+    pub fn enabled(self, terminal: bool) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => terminal,
+        }
+    }
+}
+
 /// `--output` of `describe-job` and `describe-jobs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {

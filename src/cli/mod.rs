@@ -7,7 +7,8 @@
 //! 253 bad configuration, 254 the service answered with an error, 255
 //! anything else (the gateway could not be reached), 130 interrupted.
 //! `watch-job` adds 1: a job ended `CANCELED` or was deleted. A reader
-//! that stops reading (`| head`) ends a command with 141, as SIGPIPE would.
+//! that stops reading (`| head`) ends a command quietly with 0, as in the
+//! AWS CLI.
 
 pub mod args;
 pub mod aws_json;
@@ -53,8 +54,8 @@ pub enum Failure {
     /// Ctrl-C (130).
     #[error("interrupted")]
     Interrupted,
-    /// Whoever read the output stopped reading (`| head`): stop quietly,
-    /// with the status of a process SIGPIPE ended (141).
+    /// Whoever read the output stopped reading (`| head`): stop quietly
+    /// with 0, as the AWS CLI does.
     #[error("the output was closed")]
     OutputClosed,
 }
@@ -65,10 +66,10 @@ impl Failure {
         match self {
             Self::Param(_) => 252,
             Self::Config(_) => 253,
-            Self::Service(_) => 254,
+            Self::Service(_) => SERVICE_ERROR,
             Self::Other(_) => 255,
             Self::Interrupted => 130,
-            Self::OutputClosed => 141,
+            Self::OutputClosed => 0,
         }
     }
 }
@@ -206,24 +207,41 @@ fn status_error_code(status: &Status) -> String {
         .unwrap_or_else(|| format!("{:?}", status.code()))
 }
 
+/// The status the gateway sends when the service answered with an error.
+pub const SERVICE_ERROR: u8 = 254;
+
+/// Whether a status is the gateway's answer: its errors always carry
+/// `ErrorInfo` in the gateway's domain or a `BadRequest`. Anything else
+/// (no HTTP/2, a reply that is not gRPC, a stream a proxy cut short) was
+/// made up on the way, by tonic or something in between.
+pub fn from_gateway(status: &Status) -> bool {
+    status
+        .get_details_error_info()
+        .is_some_and(|info| info.domain == crate::error::ERROR_DOMAIN)
+        || status.get_details_bad_request().is_some()
+}
+
 /// A failed call as the AWS CLI reports it, or as a connection failure when
 /// the answer never came from the gateway.
 pub fn call_failure(operation: &str, status: &Status) -> Failure {
-    let from_gateway =
-        status.get_details_error_info().is_some() || std::error::Error::source(status).is_none();
-    if from_gateway {
-        Failure::Service(format!(
-            "An error occurred ({}) when calling the {operation} operation: {}",
-            status_error_code(status),
-            status.message()
+    if from_gateway(status) {
+        Failure::Service(aws_error_line(
+            &status_error_code(status),
+            operation,
+            status.message(),
         ))
     } else {
         Failure::Other(format!(
-            "the call to the gateway failed ({:?}): {}",
+            "no answer from the gateway to {operation} ({:?}): {}",
             status.code(),
             chain(status)
         ))
     }
+}
+
+/// The AWS CLI's line for a service error.
+pub fn aws_error_line(code: &str, operation: &str, message: &str) -> String {
+    format!("An error occurred ({code}) when calling the {operation} operation: {message}")
 }
 
 /// Runs a unary call within `--cli-read-timeout`, also telling the gateway
@@ -407,7 +425,7 @@ pub async fn describe_jobs(args: DescribeJobsArgs) -> Outcome {
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(Failure::Service(String::new()).exit_code())
+        ExitCode::from(SERVICE_ERROR)
     })
 }
 

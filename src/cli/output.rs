@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
+    Failure,
     args::{Color, OutputFormat},
     input::ParamError,
     table, text,
@@ -26,13 +27,15 @@ impl Query {
     /// Applies the query. An object in the result keeps the key order of
     /// the object it came from (in `value`, or in a `{key: ...}` of the
     /// query), as in the AWS CLI: the JMESPath crate sorts keys.
-    pub fn apply(&self, value: &Value) -> Result<Value, ParamError> {
+    pub fn apply(&self, value: &Value) -> Result<Value, Failure> {
+        // Like the AWS CLI: a query that compiles but fails on the answer
+        // (a function given the wrong type) is not a parameter error.
         let result = self
             .0
             .search(value)
-            .map_err(|e| ParamError(format!("--query could not be applied: {e}")))?;
+            .map_err(|e| Failure::Other(format!("--query failed on the answer: {e}")))?;
         let result = serde_json::to_value(&*result)
-            .map_err(|e| ParamError(format!("--query gave an unprintable result: {e}")))?;
+            .map_err(|e| Failure::Other(format!("--query gave an unprintable result: {e}")))?;
         let mut shapes = Vec::new();
         shapes_of_query(self.0.as_ast(), &mut shapes);
         shapes_of_value(value, &mut shapes);
@@ -142,13 +145,13 @@ impl Printer {
             format,
             query,
             title,
-            color: color == Color::On || (color == Color::Auto && terminal),
+            color: color.enabled(terminal),
             width,
         }
     }
 
     /// The text to print for `value` (empty when the AWS CLI prints nothing).
-    pub fn render(&self, value: &Value) -> Result<String, ParamError> {
+    pub fn render(&self, value: &Value) -> Result<String, Failure> {
         let value = match &self.query {
             Some(query) => query.apply(value)?,
             None => value.clone(),

@@ -12,14 +12,17 @@ use std::{
 };
 
 use serde_json::{Map, Value};
-use tonic::{Code, Status};
+use tonic::{Code, Status, transport::Channel};
 
 use super::{
-    Failure, Outcome, args::WatchJobArgs, args::WatchOutput, aws_json, call_failure, connect,
-    error_code, error_json, input::ParamError, limit, output::Query, print, query,
+    Failure, Outcome, args::WatchJobArgs, args::WatchOutput, aws_error_line, aws_json,
+    call_failure, connect, error_code, error_json, from_gateway, input::ParamError, limit,
+    output::Query, print, query,
 };
 use crate::{
-    pb::{self, job_event::Kind, watch_jobs_response::Event},
+    pb::{
+        self, job_event::Kind, jobs_gateway_client::JobsGatewayClient, watch_jobs_response::Event,
+    },
     validate,
 };
 
@@ -38,19 +41,20 @@ pub async fn watch_job(args: WatchJobArgs) -> Outcome {
     }
     let query = query(&args.client)?;
     let terminal = std::io::stdout().is_terminal();
-    let mode = args.output.unwrap_or(if terminal {
-        WatchOutput::Progress
-    } else {
-        WatchOutput::Json
-    });
-    let color = match args.client.color {
-        super::args::Color::On => true,
-        super::args::Color::Off => false,
-        super::args::Color::Auto => terminal,
+    let mode = match (args.output, &query) {
+        (Some(WatchOutput::Progress), Some(_)) => {
+            return Err(ParamError(
+                "--query shapes JSON output; use it with --output json (or without --output)"
+                    .to_owned(),
+            )
+            .into());
+        }
+        (Some(mode), _) => mode,
+        (None, None) if terminal => WatchOutput::Progress,
+        (None, _) => WatchOutput::Json,
     };
-    let mut view = View::new(&ids, mode, color, query);
+    let mut view = View::new(&ids, mode, args.client.color.enabled(terminal), query);
     let mut client = connect(&args.client).await?;
-    let silence = limit(args.client.cli_read_timeout);
     let mut retries = 0;
     loop {
         let request = pb::WatchJobsRequest {
@@ -58,72 +62,115 @@ pub async fn watch_job(args: WatchJobArgs) -> Outcome {
             before_substitution: args.before_substitution.then_some(true),
             resume_from: view.versions(),
         };
-        let ended = match client.watch_jobs(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    let next = match silence {
-                        Some(limit) => tokio::time::timeout(limit, stream.message())
-                            .await
-                            .map_err(|_| {
-                                Failure::Other(format!(
-                                    "Read timeout on the gateway {}: nothing (not even a heartbeat) \
-                                     within {}s (--cli-read-timeout)",
-                                    args.client.gateway, args.client.cli_read_timeout
-                                ))
-                            })?,
-                        None => stream.message().await,
-                    };
-                    match next {
-                        Ok(Some(message)) => {
-                            retries = 0;
-                            view.show(message)?;
-                        }
-                        Ok(None) => break Ok(()),
-                        Err(status) => break Err(status),
-                    }
-                }
-            }
-            Err(status) => Err(status),
+        let heard_before = view.heard;
+        let broken = match follow(&mut client, request, &mut view, &args).await? {
+            None if view.open_ids().is_empty() => return view.finish(),
+            None => Break::EndedEarly,
+            Some(broken) => broken,
         };
-        match ended {
-            Ok(()) => break,
-            Err(status) if resumable(&status) && retries < RECONNECTS => {
-                retries += 1;
-                view.note(&format!(
-                    "the watch was interrupted ({}); reconnecting ({retries}/{RECONNECTS})",
-                    status.message()
-                ))?;
-                tokio::time::sleep(Duration::from_millis(250 << retries)).await;
-                client = match connect(&args.client).await {
-                    Ok(client) => client,
-                    Err(_) if retries < RECONNECTS => continue,
-                    Err(failure) => return Err(failure),
-                };
-            }
-            Err(status) => return Err(call_failure("WatchJobs", &status)),
+        if view.heard != heard_before {
+            retries = 0;
         }
-        if view.open_ids().is_empty() {
-            break;
+        if !broken.resumable() || retries == RECONNECTS {
+            return Err(broken.into_failure(&args));
+        }
+        retries += 1;
+        view.note(&format!(
+            "the watch was interrupted ({}); reconnecting ({retries}/{RECONNECTS})",
+            broken.describe()
+        ))?;
+        tokio::time::sleep(Duration::from_millis(250 << retries)).await;
+        if let Ok(fresh) = connect(&args.client).await {
+            client = fresh;
         }
     }
-    view.finish()
 }
 
-/// Worth reconnecting: the gateway shut down or the connection broke.
-fn resumable(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal
-    ) && (error_code_of(status) == "SHUTTING_DOWN" || std::error::Error::source(status).is_some())
+/// Why a watch stream stopped before every job was final.
+enum Break {
+    /// The call or the stream failed.
+    Status(Status),
+    /// Nothing came, not even a heartbeat, for `--cli-read-timeout`.
+    Silence,
+    /// The stream ended with OK while jobs were still open.
+    EndedEarly,
 }
 
-fn error_code_of(status: &Status) -> String {
+impl Break {
+    /// Worth reconnecting: the gateway restarted or shut down, the
+    /// connection broke or went quiet.
+    fn resumable(&self) -> bool {
+        match self {
+            Self::Status(status) if from_gateway(status) => {
+                error_reason(status).as_deref() == Some("SHUTTING_DOWN")
+            }
+            Self::Status(status) => matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+            ),
+            Self::Silence | Self::EndedEarly => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Status(status) => status.message().to_owned(),
+            Self::Silence => "no event or heartbeat within --cli-read-timeout".to_owned(),
+            Self::EndedEarly => "the gateway ended the stream early".to_owned(),
+        }
+    }
+
+    fn into_failure(self, args: &WatchJobArgs) -> Failure {
+        match self {
+            Self::Status(status) => call_failure("WatchJobs", &status),
+            Self::Silence => Failure::Other(format!(
+                "Read timeout on the gateway {}: nothing (not even a heartbeat) within {}s \
+                 (--cli-read-timeout)",
+                args.client.gateway, args.client.cli_read_timeout
+            )),
+            Self::EndedEarly => Failure::Other(
+                "the gateway kept ending the watch while jobs were still open".to_owned(),
+            ),
+        }
+    }
+}
+
+fn error_reason(status: &Status) -> Option<String> {
     use tonic_types::StatusExt as _;
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
+    status.get_details_error_info().map(|i| i.reason)
+}
+
+/// Opens one watch stream and shows what it says until it ends: `None`
+/// when it ended with OK, else why it broke. Every wait, the first answer
+/// included, is bounded by `--cli-read-timeout`.
+async fn follow(
+    client: &mut JobsGatewayClient<Channel>,
+    request: pb::WatchJobsRequest,
+    view: &mut View,
+    args: &WatchJobArgs,
+) -> Result<Option<Break>, Failure> {
+    let silence = limit(args.client.cli_read_timeout);
+    let mut stream = match bounded(silence, client.watch_jobs(request)).await {
+        None => return Ok(Some(Break::Silence)),
+        Some(Err(status)) => return Ok(Some(Break::Status(status))),
+        Some(Ok(response)) => response.into_inner(),
+    };
+    loop {
+        match bounded(silence, stream.message()).await {
+            None => return Ok(Some(Break::Silence)),
+            Some(Err(status)) => return Ok(Some(Break::Status(status))),
+            Some(Ok(None)) => return Ok(None),
+            Some(Ok(Some(message))) => view.show(message)?,
+        }
+    }
+}
+
+/// `wait`'s output, or `None` if `limit` passed first.
+async fn bounded<F: Future>(limit: Option<Duration>, wait: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, wait).await.ok(),
+        None => Some(wait.await),
+    }
 }
 
 /// What is known of one watched job.
@@ -135,7 +182,8 @@ struct JobState {
     done: bool,
     seen: bool,
     gone: bool,
-    problem: Option<String>,
+    /// The last error about the job: AWS's (or the gateway's) code, message.
+    problem: Option<(String, String)>,
 }
 
 /// A rollout's execution counters.
@@ -279,9 +327,9 @@ impl View {
             }
             Some(pb::job_event::State::Error(status)) => {
                 let code = error_code(status);
+                state.problem = Some((code.clone(), status.message.clone()));
                 if kind == Kind::Gone {
                     state.gone = true;
-                    state.problem = Some(format!("{code}: {}", status.message));
                     log.push(format!(
                         "{}  {}  {}",
                         now(),
@@ -289,7 +337,6 @@ impl View {
                         if state.seen { "deleted" } else { "not found" }
                     ));
                 } else {
-                    state.problem = Some(format!("{code}: {}", status.message));
                     log.push(format!(
                         "{}  {}  cannot read it now ({code}: {}); still watching",
                         now(),
@@ -358,10 +405,14 @@ impl View {
             out.push_str(line);
             out.push('\n');
         }
+        // A line wider than the terminal would wrap and break the count of
+        // lines to move up, so each is cut to fit.
+        let columns = terminal_size::terminal_size_of(std::io::stdout())
+            .map_or(80, |(w, _)| usize::from(w.0));
         let region = self.region();
         self.drawn = region.len();
         for line in region {
-            out.push_str(&line);
+            out.push_str(&fit(&line, columns.saturating_sub(1).max(1)));
             out.push('\n');
         }
         print(&out)
@@ -384,7 +435,7 @@ impl View {
                 c.total()
             ));
             let detail = match &state.problem {
-                Some(problem) => problem.clone(),
+                Some((code, message)) => format!("{code}: {message}"),
                 None if !state.seen => "waiting for the gateway's first answer".to_owned(),
                 None => c.summary(),
             };
@@ -444,9 +495,11 @@ impl View {
             .filter(|id| self.jobs[*id].gone && !self.jobs[*id].seen)
             .collect();
         if let Some(id) = missing.first() {
-            let problem = self.jobs[*id].problem.clone().unwrap_or_default();
-            return Err(Failure::Service(format!(
-                "An error occurred ({problem}) when calling the WatchJobs operation for job {id:?}"
+            let (code, message) = self.jobs[*id].problem.clone().unwrap_or_default();
+            return Err(Failure::Service(aws_error_line(
+                &code,
+                "WatchJobs",
+                &message,
             )));
         }
         let all_completed = self
@@ -459,6 +512,44 @@ impl View {
             ExitCode::from(1)
         })
     }
+}
+
+/// `line` cut to `columns` visible characters (colour codes take none),
+/// ending with `…` when cut.
+fn fit(line: &str, columns: usize) -> String {
+    let visible = |text: &str| {
+        let mut n = 0;
+        let mut in_code = false;
+        for c in text.chars() {
+            match c {
+                '\x1b' => in_code = true,
+                'm' if in_code => in_code = false,
+                _ if !in_code => n += 1,
+                _ => {}
+            }
+        }
+        n
+    };
+    if visible(line) <= columns {
+        return line.to_owned();
+    }
+    let mut out = String::new();
+    let (mut shown, mut in_code) = (0, false);
+    for c in line.chars() {
+        match c {
+            '\x1b' => in_code = true,
+            'm' if in_code => in_code = false,
+            _ if in_code => {}
+            _ if shown + 1 == columns => break,
+            _ => shown += 1,
+        }
+        out.push(c);
+    }
+    out.push('…');
+    if line.contains('\x1b') {
+        out.push_str("\x1b[0m");
+    }
+    out
 }
 
 fn status_line(id: &str, before: Option<&str>, state: &JobState) -> String {
@@ -507,6 +598,15 @@ mod tests {
             view().bar(&Counts::default()),
             format!("[{}]", " ".repeat(BAR))
         );
+    }
+
+    #[test]
+    fn lines_are_cut_to_the_terminal_not_counting_colour() {
+        assert_eq!(fit("abcdef", 10), "abcdef");
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abcd", 4), "abcd");
+        assert_eq!(fit("\x1b[32mabcdef\x1b[0m", 4), "\x1b[32mabc…\x1b[0m");
+        assert_eq!(fit("\x1b[32mab\x1b[0m", 2), "\x1b[32mab\x1b[0m");
     }
 
     #[test]

@@ -300,6 +300,13 @@ pub(crate) fn print(text: &str) -> Result<(), Failure> {
     }
 }
 
+/// The gateway's own job id rule, checked before any call: a bad id is a
+/// parameter error (252), in botocore's words.
+fn checked_id(field: &str, id: &str) -> Result<(), ParamError> {
+    validate::job_id(field, id)
+        .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))
+}
+
 fn query(client: &ClientArgs) -> Result<Option<Query>, Failure> {
     Ok(client.query.as_deref().map(Query::parse).transpose()?)
 }
@@ -335,8 +342,7 @@ pub async fn describe_job(args: DescribeJobArgs) -> Outcome {
         )
         .into());
     };
-    validate::job_id("jobId", &job_id)
-        .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))?;
+    checked_id("jobId", &job_id)?;
     let printer = Printer::stdout(
         args.output,
         query(&args.client)?,
@@ -398,23 +404,24 @@ pub async fn describe_jobs(args: DescribeJobsArgs) -> Outcome {
         client.batch_describe_jobs(request(&args.client, message)),
     )
     .await?;
-    let mut failed = Vec::new();
-    let jobs = answer
+    let jobs = answer.results.iter().map(batch_item).collect::<Vec<_>>();
+    let failed: Vec<String> = answer
         .results
         .iter()
-        .map(|result| {
-            let outcome = batch_item(result);
-            if let Some(error) = outcome.get("error") {
-                failed.push(format!(
-                    "An error occurred ({}) when describing job {:?}: {}",
-                    error["code"].as_str().unwrap_or_default(),
-                    result.job_id,
-                    error["message"].as_str().unwrap_or_default()
-                ));
-            }
-            outcome
+        .filter_map(|result| match &result.outcome {
+            Some(pb::job_result::Outcome::Response(_)) => None,
+            Some(pb::job_result::Outcome::Error(status)) => Some(format!(
+                "An error occurred ({}) when describing job {:?}: {}",
+                error_code(status),
+                result.job_id,
+                status.message
+            )),
+            None => Some(format!(
+                "An error occurred (Unknown) when describing job {:?}: {NO_OUTCOME}",
+                result.job_id
+            )),
         })
-        .collect::<Vec<_>>();
+        .collect();
     print(&printer.render(&Value::Object(Map::from_iter([(
         "jobs".to_owned(),
         Value::Array(jobs),
@@ -428,6 +435,9 @@ pub async fn describe_jobs(args: DescribeJobsArgs) -> Outcome {
         ExitCode::from(SERVICE_ERROR)
     })
 }
+
+/// What a batch result without an answer or an error is reported as.
+const NO_OUTCOME: &str = "the gateway sent no outcome";
 
 /// One result of a batch: the job id, then the answer's fields or the error.
 fn batch_item(result: &pb::JobResult) -> Value {
@@ -444,7 +454,7 @@ fn batch_item(result: &pb::JobResult) -> Value {
         None => {
             item.insert(
                 "error".into(),
-                serde_json::json!({"code": "Unknown", "message": "the gateway sent no outcome"}),
+                serde_json::json!({"code": "Unknown", "message": NO_OUTCOME}),
             );
         }
     }

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, mem};
 
 use serde_json::{Map, Value};
 
-use super::text::python_str;
+use super::text::{is_scalar, python_str};
 
 /// colorama's `Style.RESET_ALL`.
 const RESET: &str = "\x1b[0m";
@@ -45,11 +45,6 @@ fn is_falsy(value: &Value) -> bool {
         Value::Array(items) => items.is_empty(),
         Value::Object(map) => map.is_empty(),
     }
-}
-
-/// `TableFormatter._scalar_type`.
-fn is_scalar(value: &Value) -> bool {
-    !(value.is_array() || value.is_object())
 }
 
 /// One titled block of the table (`table.Section`).

@@ -35,7 +35,7 @@ pub fn python_str(value: &Value) -> String {
 }
 
 /// Whether the AWS CLI treats `value` as a scalar (`not isinstance(v, (dict, list))`).
-fn is_scalar(value: &Value) -> bool {
+pub(super) fn is_scalar(value: &Value) -> bool {
     !(value.is_array() || value.is_object())
 }
 

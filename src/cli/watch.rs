@@ -16,14 +16,11 @@ use tonic::{Code, Status, transport::Channel};
 
 use super::{
     Failure, Outcome, args::WatchJobArgs, args::WatchOutput, aws_error_line, aws_json,
-    call_failure, connect, error_code, error_json, from_gateway, input::ParamError, limit,
-    output::Query, print, query,
+    call_failure, checked_id, connect, error_code, error_json, from_gateway, input::ParamError,
+    limit, output::Query, print, query,
 };
-use crate::{
-    pb::{
-        self, job_event::Kind, jobs_gateway_client::JobsGatewayClient, watch_jobs_response::Event,
-    },
-    validate,
+use crate::pb::{
+    self, job_event::Kind, jobs_gateway_client::JobsGatewayClient, watch_jobs_response::Event,
 };
 
 /// How often, at most, a dropped watch is re-opened in a row.
@@ -33,8 +30,7 @@ const RECONNECTS: u32 = 5;
 pub async fn watch_job(args: WatchJobArgs) -> Outcome {
     let mut ids: Vec<String> = Vec::new();
     for id in &args.job_id {
-        validate::job_id("--job-id", id)
-            .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))?;
+        checked_id("--job-id", id)?;
         if !ids.contains(id) {
             ids.push(id.clone());
         }

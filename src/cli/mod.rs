@@ -443,14 +443,8 @@ const NO_OUTCOME: &str = "the gateway sent no outcome";
 fn batch_item(result: &pb::JobResult) -> Value {
     let mut item = Map::from_iter([("jobId".to_owned(), Value::from(result.job_id.clone()))]);
     match &result.outcome {
-        Some(pb::job_result::Outcome::Response(response)) => {
-            if let Value::Object(fields) = aws_json::describe_job(response) {
-                item.extend(fields);
-            }
-        }
-        Some(pb::job_result::Outcome::Error(status)) => {
-            item.insert("error".into(), error_json(status));
-        }
+        Some(pb::job_result::Outcome::Response(response)) => add_outcome(&mut item, Ok(response)),
+        Some(pb::job_result::Outcome::Error(status)) => add_outcome(&mut item, Err(status)),
         None => {
             item.insert(
                 "error".into(),
@@ -461,8 +455,26 @@ fn batch_item(result: &pb::JobResult) -> Value {
     Value::Object(item)
 }
 
+/// Adds an answer's fields (`documentSource`, `job`, as describe-job
+/// prints them) or its `error` to `object`.
+pub fn add_outcome(
+    object: &mut Map<String, Value>,
+    outcome: Result<&pb::DescribeJobResponse, &tonic_types::pb::Status>,
+) {
+    match outcome {
+        Ok(response) => {
+            if let Value::Object(fields) = aws_json::describe_job(response) {
+                object.extend(fields);
+            }
+        }
+        Err(status) => {
+            object.insert("error".into(), error_json(status));
+        }
+    }
+}
+
 /// A `google.rpc.Status` as `{"code", "message", "grpcCode"}`.
-pub fn error_json(status: &tonic_types::pb::Status) -> Value {
+fn error_json(status: &tonic_types::pb::Status) -> Value {
     serde_json::json!({
         "code": error_code(status),
         "message": status.message,

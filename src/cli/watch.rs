@@ -15,9 +15,9 @@ use serde_json::{Map, Value};
 use tonic::{Code, Status, transport::Channel};
 
 use super::{
-    Failure, Outcome, args::WatchJobArgs, args::WatchOutput, aws_error_line, aws_json,
-    call_failure, checked_id, connect, error_code, error_json, from_gateway, input::ParamError,
-    limit, output::Query, print, query,
+    Failure, Outcome, add_outcome, args::WatchJobArgs, args::WatchOutput, aws_error_line, aws_json,
+    call_failure, checked_id, connect, error_code, from_gateway, input::ParamError, limit,
+    output::Query, print, query,
 };
 use crate::pb::{
     self, job_event::Kind, jobs_gateway_client::JobsGatewayClient, watch_jobs_response::Event,
@@ -361,14 +361,8 @@ impl View {
             line.insert("observedAt".into(), aws_json::epoch_seconds(at));
         }
         match &event.state {
-            Some(pb::job_event::State::Response(response)) => {
-                if let Value::Object(fields) = aws_json::describe_job(response) {
-                    line.extend(fields);
-                }
-            }
-            Some(pb::job_event::State::Error(status)) => {
-                line.insert("error".into(), error_json(status));
-            }
+            Some(pb::job_event::State::Response(response)) => add_outcome(&mut line, Ok(response)),
+            Some(pb::job_event::State::Error(status)) => add_outcome(&mut line, Err(status)),
             None => {}
         }
         let mut value = Value::Object(line);

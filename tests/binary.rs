@@ -324,6 +324,9 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
+    // The tools first: on a fresh clone installing them takes minutes, and
+    // the demo's rollout runs on the real clock from the moment it starts.
+    let tools = support::python::tools().await;
     let mut child = gateway("demo")
         .args(["demo", "--listen", "127.0.0.1:0"])
         .spawn()
@@ -359,16 +362,18 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
 
     // One user watches the rollout; it ends by itself when the job completes.
     let target = addr.clone();
-    let watch = tokio::task::spawn_blocking(move || {
-        support::python::grpcurl(&[
-            "-plaintext",
-            "-max-time",
-            "120",
-            "-d",
-            r#"{"jobIds": ["firmware-rollout-2-4"]}"#,
-            &target,
-            "iot.jobs.v1.JobsGateway/WatchJobs",
-        ])
+    let watch = tokio::spawn(async move {
+        tools
+            .grpcurl(&[
+                "-plaintext",
+                "-max-time",
+                "120",
+                "-d",
+                r#"{"jobIds": ["firmware-rollout-2-4"]}"#,
+                &target,
+                "iot.jobs.v1.JobsGateway/WatchJobs",
+            ])
+            .await
     });
 
     // The banner's client commands, exactly as printed: the watch follows
@@ -395,18 +400,15 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
     let mut succeeded_seen = Vec::new();
     let mut status = String::new();
     for _ in 0..90 {
-        let target = addr.clone();
-        let (ok, out, err) = tokio::task::spawn_blocking(move || {
-            support::python::grpcurl(&[
+        let (ok, out, err) = tools
+            .grpcurl(&[
                 "-plaintext",
                 "-d",
                 r#"{"jobId": "firmware-rollout-2-4"}"#,
-                &target,
+                &addr,
                 "iot.jobs.v1.JobsGateway/DescribeJob",
             ])
-        })
-        .await
-        .unwrap();
+            .await;
         assert!(ok, "{err}");
         let job: Value = serde_json::from_str(&out).unwrap();
         status = job["job"]["status"].as_str().unwrap().to_owned();
@@ -517,6 +519,7 @@ fn shell_words(line: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_command_serves_aws_tools() {
+    let tools = support::python::tools().await;
     let mut child = gateway("simulator")
         .args(["simulator", "--listen", "127.0.0.1:0", "--demo-fleet"])
         .spawn()
@@ -534,7 +537,7 @@ async fn the_simulator_command_serves_aws_tools() {
         .to_owned();
 
     let job = tokio::task::spawn_blocking(move || {
-        support::python::boto3_describe(&url, "us-east-1", "sensor-calibration-v1")
+        tools.boto3_describe(&url, "us-east-1", "sensor-calibration-v1")
     })
     .await
     .unwrap();

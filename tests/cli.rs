@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use support::{
     TestGateway,
     fake_aws::{FakeAws, Reply, full_job},
-    python::{Run, aws_cli, botocore_output_skeleton, on_terminal, yaml_to_json},
+    python::{Run, tools},
     sim::{TestSim, create_fleet_job},
 };
 use tokio::{
@@ -78,11 +78,7 @@ fn command(gw: &TestGateway) -> Command {
 }
 
 fn run_of(out: std::process::Output) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(out)
 }
 
 /// Compares `actual` with `tests/golden/<name>` (or rewrites it).
@@ -102,11 +98,12 @@ fn golden(name: &str, actual: &str) {
 
 #[tokio::test]
 async fn describe_job_prints_what_the_aws_cli_prints_in_every_format() {
+    let tools = tools().await;
     let (fake, gw) = gateway().await;
     for job in ["full-job", "unicode-job"] {
         for format in ["json", "text", "table"] {
             let args = ["describe-job", "--job-id", job, "--output", format];
-            let theirs = aws_cli(&fake.url, &iot(&args)).await;
+            let theirs = tools.aws_cli(&fake.url, &iot(&args)).await;
             assert_eq!(theirs.code, 0, "{}", theirs.stderr);
             let mine = ours(&gw, &args).await;
             assert_eq!(mine.code, 0, "{}", mine.stderr);
@@ -120,7 +117,9 @@ async fn describe_job_prints_what_the_aws_cli_prints_in_every_format() {
         }
     }
     // The AWS CLI v1 has no YAML output; v2's is the same data in YAML.
-    let theirs = aws_cli(&fake.url, &["iot", "describe-job", "--job-id", "full-job"]).await;
+    let theirs = tools
+        .aws_cli(&fake.url, &["iot", "describe-job", "--job-id", "full-job"])
+        .await;
     let yaml = ours(
         &gw,
         &["describe-job", "--job-id", "full-job", "--output", "yaml"],
@@ -128,7 +127,7 @@ async fn describe_job_prints_what_the_aws_cli_prints_in_every_format() {
     .await;
     assert_eq!(yaml.code, 0, "{}", yaml.stderr);
     assert_eq!(
-        yaml_to_json(&yaml.stdout),
+        tools.yaml_to_json(&yaml.stdout),
         serde_json::from_str::<Value>(&theirs.stdout).unwrap()
     );
     golden("describe-job.yaml", &yaml.stdout);
@@ -136,13 +135,14 @@ async fn describe_job_prints_what_the_aws_cli_prints_in_every_format() {
 
 #[tokio::test]
 async fn every_demo_job_prints_as_the_aws_cli_prints_it() {
+    let tools = tools().await;
     let sim = TestSim::unlimited().await;
     let ids = iot_jobs_gateway::simulator::seed::demo_fleet(&sim.sim);
     let gw = TestGateway::aws(&sim.url).await;
     for id in ids {
         for extra in [&[][..], &["--before-substitution"]] {
             let args = [&["describe-job", "--job-id", id][..], extra].concat();
-            let theirs = aws_cli(&sim.url, &iot(&args)).await;
+            let theirs = tools.aws_cli(&sim.url, &iot(&args)).await;
             let mine = ours(&gw, &args).await;
             assert_eq!(
                 (theirs.code, mine.code),
@@ -161,6 +161,7 @@ async fn every_demo_job_prints_as_the_aws_cli_prints_it() {
 
 #[tokio::test]
 async fn query_results_match_the_aws_cli() {
+    let tools = tools().await;
     let (fake, gw) = gateway().await;
     let queries = [
         "job.status",
@@ -188,7 +189,7 @@ async fn query_results_match_the_aws_cli() {
                 "--output",
                 format,
             ];
-            let theirs = aws_cli(&fake.url, &iot(&args)).await;
+            let theirs = tools.aws_cli(&fake.url, &iot(&args)).await;
             let mine = ours(&gw, &args).await;
             assert_eq!(
                 (mine.code, &mine.stdout),
@@ -211,6 +212,7 @@ async fn query_results_match_the_aws_cli() {
 
 #[tokio::test]
 async fn input_documents_and_flags_ask_aws_what_the_aws_cli_asks() {
+    let tools = tools().await;
     let (fake, gw) = gateway().await;
     let dir = tempdir("input");
     let yaml = dir.join("input.yaml");
@@ -257,7 +259,7 @@ async fn input_documents_and_flags_ask_aws_what_the_aws_cli_asks() {
             [&["describe-job"], &for_aws_cli[..]].concat()
         };
         let before = fake.seen().len();
-        let theirs = aws_cli(&fake.url, &iot(&aws_args)).await;
+        let theirs = tools.aws_cli(&fake.url, &iot(&aws_args)).await;
         assert_eq!(theirs.code, 0, "{aws_args:?}: {}", theirs.stderr);
         let asked_by_aws_cli = fake.seen()[before..].to_vec();
         // A fresh gateway each time, so the cache cannot hide a request.
@@ -303,13 +305,14 @@ async fn input_documents_and_flags_ask_aws_what_the_aws_cli_asks() {
 
 #[tokio::test]
 async fn skeletons_call_nothing_and_match_the_aws_cli() {
+    let tools = tools().await;
     let (fake, gw) = gateway().await;
     for flag in [
         &["--generate-cli-skeleton"][..],
         &["--generate-cli-skeleton", "input"],
     ] {
         let args = [&["describe-job"], flag].concat();
-        let theirs = aws_cli(&fake.url, &iot(&args)).await;
+        let theirs = tools.aws_cli(&fake.url, &iot(&args)).await;
         let mine = ours(&gw, &args).await;
         assert_eq!((mine.code, &mine.stdout), (0, &theirs.stdout), "{flag:?}");
         golden("describe-job.skeleton-input.json", &mine.stdout);
@@ -355,7 +358,7 @@ async fn skeletons_call_nothing_and_match_the_aws_cli() {
     .await;
     assert_eq!(sample.code, 0, "{}", sample.stderr);
     golden("describe-job.skeleton-output.json", &sample.stdout);
-    let mut expected = botocore_output_skeleton();
+    let mut expected = tools.botocore_output_skeleton();
     for field in ["createdAt", "lastUpdatedAt", "completedAt"] {
         // botocore's sample time is 1970-01-01; ours prints it as epoch seconds.
         assert_eq!(expected["job"][field], "1970-01-01T00:00:00");
@@ -383,6 +386,7 @@ async fn skeletons_call_nothing_and_match_the_aws_cli() {
 
 #[tokio::test]
 async fn exit_codes_are_the_aws_clis() {
+    let tools = tools().await;
     let (fake, gw) = gateway().await;
     // The statuses AWS CLI v2 documents. (The v1 we run beside ours exits
     // 255 for service errors and 2 for usage errors; it agrees on 0 and on
@@ -403,11 +407,12 @@ async fn exit_codes_are_the_aws_clis() {
         let mine = ours(&gw, args).await;
         assert_eq!(mine.code, code, "{args:?}: {}", mine.stderr);
     }
-    let theirs = aws_cli(
-        &fake.url,
-        &iot(&["describe-job", "--job-id", "missing-job"]),
-    )
-    .await;
+    let theirs = tools
+        .aws_cli(
+            &fake.url,
+            &iot(&["describe-job", "--job-id", "missing-job"]),
+        )
+        .await;
     assert!(theirs.stderr.contains(
         "An error occurred (ResourceNotFoundException) when calling the DescribeJob operation"
     ));
@@ -440,11 +445,12 @@ async fn exit_codes_are_the_aws_clis() {
     assert_eq!(config.code, 253, "{}", config.stderr);
     // Nothing listening: the AWS CLI says 255 when it cannot connect.
     let closed = closed_port().await;
-    let theirs = aws_cli(
-        &format!("http://{closed}"),
-        &["iot", "describe-job", "--job-id", "x"],
-    )
-    .await;
+    let theirs = tools
+        .aws_cli(
+            &format!("http://{closed}"),
+            &["iot", "describe-job", "--job-id", "x"],
+        )
+        .await;
     let mine = ours(
         &gw,
         &["describe-job", "--job-id", "x", "--gateway", &closed],
@@ -748,13 +754,14 @@ async fn watch_job_piped_prints_one_json_object_per_event_and_exits_by_the_final
 
 #[tokio::test]
 async fn watch_job_on_a_terminal_draws_progress_bars_and_status_changes() {
+    let tools = tools().await;
     let sim = TestSim::unlimited().await;
     create_fleet_job(&sim, "rollout").await;
     let gw = watching(&sim).await;
     let gateway = gw.addr.to_string();
     let run = drive(
         &sim,
-        on_terminal(
+        tools.on_terminal(
             Path::new(BIN),
             &["watch-job", "--job-id", "rollout", "--gateway", &gateway],
         ),

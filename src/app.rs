@@ -7,13 +7,15 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::{
-    aws::{self, AwsConfigError, AwsJobsUpstream},
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     jobs::Jobs,
-    retry::RetryPolicy,
     server::{self, ServeError},
     simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
+    upstream::{
+        aws::{self, AwsConfigError, AwsJobsUpstream},
+        retry::RetryPolicy,
+    },
 };
 
 /// Why `serve` could not start or keep running.

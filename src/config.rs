@@ -7,13 +7,12 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
 use crate::{
-    aws::UpstreamSettings,
-    cache::CacheSettings,
     cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
     jobs::JobsSettings,
-    limiter::LimiterSettings,
-    retry::RetryPolicy,
-    watch::WatchSettings,
+    jobs::cache::CacheSettings,
+    jobs::limit::LimiterSettings,
+    jobs::watch::WatchSettings,
+    upstream::{aws::UpstreamSettings, retry::RetryPolicy},
 };
 
 /// gRPC gateway in front of AWS IoT Jobs.

@@ -11,9 +11,9 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    limiter::{RejectReason, Rejected},
+    grpc::validate::FieldViolation,
+    jobs::limit::{RejectReason, Rejected},
     upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
-    validate::FieldViolation,
 };
 
 /// The `ErrorInfo.domain` of every error the gateway reports.

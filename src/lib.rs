@@ -3,49 +3,44 @@
 //!
 //! A `DescribeJob` call flows through the modules like this:
 //!
-//! 1. [`service`] receives the tonic request, reads the caller's deadline
-//!    ([`deadline`]) and validates the request into a [`upstream::JobQuery`]
-//!    ([`validate`]). Bad input stops here and costs AWS nothing.
-//! 2. [`jobs`] owns the domain rules: the answer [`cache`] (which also
+//! 1. [`grpc::service`] receives the tonic request, reads the caller's
+//!    deadline ([`grpc::deadline`]) and validates the request into a
+//!    [`upstream::JobQuery`] ([`grpc::validate`]). Bad input stops here and
+//!    costs AWS nothing.
+//! 2. [`jobs`] owns the domain rules: the answer [`jobs::cache`] (which also
 //!    makes concurrent identical questions share one AWS call), the shared
-//!    token bucket every AWS attempt passes ([`limiter`]), retries with
-//!    backoff ([`retry`]), the deadline that bounds the whole exchange, and
-//!    the fan-out of batches.
-//! 3. [`upstream`] is the seam: the [`upstream::JobsUpstream`] trait. [`aws`]
-//!    implements it with `aws_sdk_iot` and classifies AWS failures once, by
-//!    error code.
-//! 4. On the way back, [`convert`] turns the SDK's output into the wire type
-//!    ([`pb`]), and [`error`] is the one place a failure becomes a
+//!    token bucket every AWS attempt passes ([`jobs::limit`]), retries with
+//!    backoff ([`upstream::retry`]), the deadline that bounds the whole
+//!    exchange, and the fan-out of batches.
+//! 3. [`upstream`] is the seam: the [`upstream::JobsUpstream`] trait.
+//!    [`upstream::aws`] implements it with `aws_sdk_iot` and classifies AWS
+//!    failures once, by error code.
+//! 4. On the way back, [`grpc::convert`] turns the SDK's output into the
+//!    wire type ([`pb`]), and [`error`] is the one place a failure becomes a
 //!    `tonic::Status` with rich details.
 //!
 //! A `WatchJobs` stream subscribes, through [`jobs`], to one shared poller
-//! per job ([`watch`]); a scheduler spends background tokens of the same
-//! [`limiter`] on the job answered longest ago, and every AWS answer reaches
-//! the cache and the job's watchers alike.
+//! per job ([`jobs::watch`]); a scheduler spends background tokens of the
+//! same [`jobs::limit`] on the job answered longest ago, and every AWS
+//! answer reaches the cache and the job's watchers alike.
 //!
 //! [`app`] runs the `serve`, `demo` and `simulator` commands ([`banner`]
-//! prints the demo's commands to try); [`server`] wires the service with health, reflection and graceful
-//! shutdown; [`config`] and [`telemetry`] serve the binary in `main.rs`.
+//! prints the demo's commands to try); [`server`] wires the service with
+//! health, reflection and graceful shutdown; [`config`] and [`telemetry`]
+//! serve the binary in `main.rs`. [`cli`] holds the client subcommands and
+//! [`simulator`] the embedded AWS IoT Jobs stand-in.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod aws;
 pub mod banner;
-pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod convert;
-pub mod deadline;
 pub mod error;
+pub mod grpc;
 pub mod jobs;
-pub mod limiter;
 pub mod pb;
-pub mod retry;
 pub mod server;
-pub mod service;
 pub mod simulator;
 pub mod telemetry;
 pub mod upstream;
-pub mod validate;
-pub mod watch;

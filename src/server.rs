@@ -13,9 +13,9 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
+    grpc::service::JobsGatewayService,
     jobs::Jobs,
     pb::{self, jobs_gateway_server::JobsGatewayServer},
-    service::JobsGatewayService,
 };
 
 /// How long a client has to answer an HTTP/2 PING before its connection

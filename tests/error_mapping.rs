@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
-use iot_jobs_gateway::aws;
+use iot_jobs_gateway::upstream::aws;
 use serde_json::json;
 use support::{
     GatewayOptions, NoCredentials, TestGateway, describe, error_info_reason,

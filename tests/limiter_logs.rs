@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use iot_jobs_gateway::limiter::{LimiterSettings, UpstreamLimiter};
+use iot_jobs_gateway::jobs::limit::{LimiterSettings, UpstreamLimiter};
 use tokio::time::Instant;
 
 #[derive(Clone, Default)]

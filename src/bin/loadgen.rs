@@ -822,13 +822,13 @@ async fn memory(jobs: usize) -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = gw.rss_kib();
     let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
-    let estimate = iot_jobs_gateway::cache::weight(
+    let estimate = iot_jobs_gateway::jobs::cache::weight(
         &iot_jobs_gateway::upstream::JobQuery {
             job_id: synthetic_job_id(0),
             before_substitution: None,
         },
-        &iot_jobs_gateway::cache::Entry {
-            answer: iot_jobs_gateway::cache::Answer::Found(Arc::new(sample.clone())),
+        &iot_jobs_gateway::jobs::cache::Entry {
+            answer: iot_jobs_gateway::jobs::cache::Answer::Found(Arc::new(sample.clone())),
             answered_at: tokio::time::Instant::now(),
         },
     );
@@ -1458,7 +1458,7 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
-    type StreamDescribeJobsStream = iot_jobs_gateway::service::JobResultStream;
+    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::JobResultStream;
 
     async fn stream_describe_jobs(
         &self,
@@ -1467,7 +1467,7 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
-    type WatchJobsStream = iot_jobs_gateway::service::WatchEventStream;
+    type WatchJobsStream = iot_jobs_gateway::grpc::service::WatchEventStream;
 
     async fn watch_jobs(
         &self,

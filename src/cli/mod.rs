@@ -29,8 +29,8 @@ use tonic::{
 use tonic_types::StatusExt as _;
 
 use crate::{
+    grpc::validate,
     pb::{self, jobs_gateway_client::JobsGatewayClient},
-    validate,
 };
 use args::{ClientArgs, DescribeJobArgs, DescribeJobsArgs, Skeleton};
 use input::{InputFormat, ParamError};

@@ -17,13 +17,14 @@ use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
 use iot_jobs_gateway::{
-    aws::{self, AwsJobsUpstream, UpstreamSettings},
-    jobs::{Jobs, JobsSettings},
-    limiter::LimiterSettings,
+    jobs::{Jobs, JobsSettings, limit::LimiterSettings},
     pb::jobs_gateway_client::JobsGatewayClient,
-    retry::RetryPolicy,
     server::{self, ServeError, Stopped},
-    upstream::JobsUpstream,
+    upstream::{
+        JobsUpstream,
+        aws::{self, AwsJobsUpstream, UpstreamSettings},
+        retry::RetryPolicy,
+    },
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;

@@ -17,14 +17,15 @@ use tonic::{
 };
 use tracing::{debug, info, warn};
 
+use super::{deadline, validate};
 use crate::{
-    deadline,
     error::GatewayError,
-    jobs::{Answer, ItemResult, Jobs, Source},
+    jobs::{
+        Answer, ItemResult, Jobs, Source,
+        watch::{ChangeKind, Observed, WatchEvent},
+    },
     pb::{self, jobs_gateway_server::JobsGateway},
     upstream::JobQuery,
-    validate,
-    watch::{ChangeKind, Observed, WatchEvent},
 };
 
 /// The gRPC face of [`Jobs`].

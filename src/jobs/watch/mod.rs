@@ -36,9 +36,9 @@ use tokio_stream::{StreamExt as _, StreamMap, wrappers::WatchStream};
 
 use crate::{
     error::{GatewayError, WatchScope},
+    grpc::validate::WatchTargets,
     pb,
     upstream::{JobQuery, UpstreamErrorKind},
-    validate::WatchTargets,
 };
 
 /// How watches behave and what they may cost.

@@ -7,6 +7,10 @@
 //! the same call, later ones get the cached answer. A batch is many
 //! questions answered concurrently, duplicates asked once.
 
+pub mod cache;
+pub mod limit;
+pub mod watch;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -19,15 +23,17 @@ use std::{
 use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
 use crate::{
-    cache::{self, CacheSettings, JobCache},
     error::{DeadlineSource, GatewayError},
-    limiter::{LimiterSettings, Permit, Rejected, UpstreamLimiter},
+    grpc::validate::WatchTargets,
     pb,
-    retry::{RetryPolicy, Retryable},
-    upstream::{JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind},
-    validate::WatchTargets,
-    watch::{self, Next, Observation, Observed, Subscription, WatchSettings, Watches},
+    upstream::{
+        JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
+        retry::{RetryPolicy, Retryable},
+    },
 };
+use cache::{CacheSettings, JobCache};
+use limit::{LimiterSettings, Permit, Rejected, UpstreamLimiter};
+use watch::{Next, Observation, Observed, Subscription, WatchSettings, Watches};
 
 /// Everything that shapes how [`Jobs`] protects AWS.
 #[derive(Debug, Clone)]

@@ -1,7 +1,9 @@
-//! The `serve` command: builds the AWS upstream from configuration, binds
-//! the listener and runs the server until SIGTERM/SIGINT.
+//! The gateway put together ([`Application::build`], used by `serve`, `demo`
+//! and the tests) and the long-running commands: `serve` in front of AWS,
+//! `demo` in front of the embedded simulator, and the simulator alone; each
+//! runs until SIGTERM/SIGINT.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tracing::info;
@@ -9,12 +11,12 @@ use tracing::info;
 use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
-    jobs::Jobs,
-    server::{self, ServeError},
+    jobs::{Jobs, JobsSettings},
+    server::{self, ServeError, ServerSettings, Stopped},
     simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
     upstream::{
+        JobsUpstream,
         aws::{self, AwsConfigError, AwsJobsUpstream},
-        retry::RetryPolicy,
     },
 };
 
@@ -43,6 +45,62 @@ pub enum AppError {
     Simulator(std::io::Error),
 }
 
+/// Everything a gateway is built from.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// How the domain protects AWS and answers.
+    pub jobs: JobsSettings,
+    /// Connections and shutdown.
+    pub server: ServerSettings,
+}
+
+/// A gateway ready to serve: the listener bound and the domain service
+/// built over its upstream, with every role chosen here, once. `serve`,
+/// `demo` and the tests all build it this way.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    jobs: Jobs,
+    server: ServerSettings,
+}
+
+impl Application {
+    /// Binds `settings.listen` and builds the domain over `upstream`.
+    pub async fn build(
+        settings: GatewaySettings,
+        upstream: Arc<dyn JobsUpstream>,
+    ) -> Result<Self, AppError> {
+        let (listener, address) = bind(settings.listen).await?;
+        let jobs = Jobs::new(upstream, settings.jobs);
+        Ok(Self {
+            listener,
+            address,
+            jobs,
+            server: settings.server,
+        })
+    }
+
+    /// The address the gateway listens on (the port the OS picked for `:0`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The domain service, shared with the server.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Stopped, ServeError> {
+        server::run(self.listener, self.jobs, self.server, shutdown).await
+    }
+}
+
 /// Runs `iot-jobs-gateway serve` until a shutdown signal.
 pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let settings = args.upstream();
@@ -53,19 +111,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         endpoint = settings.endpoint_url.as_deref().unwrap_or("AWS default"),
         "AWS IoT upstream configured"
     );
-    let settings = args.jobs();
+    let settings = args.gateway();
     info!(
-        rate_per_sec = settings.limiter.rate,
-        burst = settings.limiter.burst,
-        cache_ttl = %humantime::format_duration(settings.cache.ttl),
+        rate_per_sec = settings.jobs.limiter.rate,
+        burst = settings.jobs.limiter.burst,
+        cache_ttl = %humantime::format_duration(settings.jobs.cache.ttl),
         cache_max_mib = args.protection.cache_max_mib,
         "AWS protection: one token bucket for all DescribeJob calls, answers cached"
     );
-    let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), settings);
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
-    let (listener, address) = bind(args.listen).await?;
-    info!(%address, "gateway listening");
-    server::run(listener, jobs, args.shutdown_grace, shutdown).await?;
+    let app = Application::build(settings, Arc::new(AwsJobsUpstream::new(client))).await?;
+    info!(address = %app.address(), "gateway listening");
+    app.run(shutdown).await?;
     Ok(())
 }
 
@@ -117,14 +174,12 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
         &aws::local_sdk_config("us-east-1", aws::placeholder_credentials()),
         &settings,
     );
-    let settings = args
-        .protection
-        .jobs(RetryPolicy::default(), Duration::from_secs(15));
-    let jobs = Jobs::new(Arc::new(AwsJobsUpstream::new(client)), settings);
-    let (listener, address) = bind(args.listen).await?;
+    let upstream = Arc::new(AwsJobsUpstream::new(client));
+    let app = Application::build(args.gateway(), upstream).await?;
+    let address = app.address();
     info!(%address, simulator = %sim_address, "gateway listening");
     print_demo_banner(address, sim_address, &job_ids);
-    server::run(listener, jobs, Duration::from_secs(5), shutdown).await?;
+    app.run(shutdown).await?;
     Ok(())
 }
 

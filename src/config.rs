@@ -7,11 +7,13 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
 use crate::{
+    app::GatewaySettings,
     cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
     jobs::JobsSettings,
     jobs::cache::CacheSettings,
     jobs::limit::LimiterSettings,
     jobs::watch::WatchSettings,
+    server::ServerSettings,
     upstream::{aws::UpstreamSettings, retry::RetryPolicy},
 };
 
@@ -150,7 +152,6 @@ impl WatchArgs {
         WatchSettings {
             poll_interval: self.watch_poll_interval,
             heartbeat: self.watch_heartbeat,
-            keepalive: self.keepalive_interval,
             max_jobs: count(self.watch_max_jobs),
             max_streams: count(self.watch_max_streams),
             max_streams_per_connection: count(self.watch_max_streams_per_connection),
@@ -158,7 +159,28 @@ impl WatchArgs {
     }
 }
 
+impl DemoArgs {
+    /// The demo gateway's settings: production defaults, a short grace.
+    pub fn gateway(&self) -> GatewaySettings {
+        GatewaySettings {
+            listen: self.listen,
+            jobs: self
+                .protection
+                .jobs(RetryPolicy::default(), Duration::from_secs(15)),
+            server: self.protection.server(Duration::from_secs(5)),
+        }
+    }
+}
+
 impl ProtectionArgs {
+    /// The server's connection and shutdown settings.
+    pub fn server(&self, grace: Duration) -> ServerSettings {
+        ServerSettings {
+            keepalive: self.watch.keepalive_interval,
+            grace,
+        }
+    }
+
     /// The domain settings, with `retry` and `operation_timeout` from elsewhere.
     pub fn jobs(&self, retry: RetryPolicy, operation_timeout: Duration) -> JobsSettings {
         JobsSettings {
@@ -295,6 +317,15 @@ impl ServeArgs {
             ..RetryPolicy::default()
         };
         self.protection.jobs(retry, self.upstream_operation_timeout)
+    }
+
+    /// Everything the gateway in front of AWS is built from.
+    pub fn gateway(&self) -> GatewaySettings {
+        GatewaySettings {
+            listen: self.listen,
+            jobs: self.jobs(),
+            server: self.protection.server(self.shutdown_grace),
+        }
     }
 }
 

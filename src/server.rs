@@ -22,6 +22,26 @@ use crate::{
 /// is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How the server treats client connections and shutdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// HTTP/2 PING (and TCP keepalive) interval on client connections, so
+    /// idle watch streams survive load balancers that close quiet
+    /// connections, and dead clients are found.
+    pub keepalive: Duration,
+    /// After a shutdown request, how long in-flight calls may take to finish.
+    pub grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            keepalive: Duration::from_secs(30),
+            grace: Duration::from_secs(20),
+        }
+    }
+}
+
 /// How the server was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -43,20 +63,20 @@ pub enum ServeError {
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains
-/// for at most `grace`.
+/// for at most `settings.grace`.
 pub async fn run(
     listener: TcpListener,
     jobs: Jobs,
-    grace: Duration,
+    settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped, ServeError> {
+    let ServerSettings { keepalive, grace } = settings;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let keepalive = jobs.watches().settings().keepalive;
     let (draining_tx, draining_rx) = oneshot::channel::<Instant>();
     let watching = jobs.clone();
     let signal = async move {

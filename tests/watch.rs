@@ -16,7 +16,7 @@ use iot_jobs_gateway::{
     simulator::{Fault, FaultRule, job::Outcome},
 };
 use support::{
-    TestGateway, describe, error_info_reason, fresh, iot_client,
+    GatewayOptions, TestGateway, describe, error_info_reason, fresh, iot_client,
     sim::{TestSim, create_fleet_job},
 };
 use tokio::time::{Instant, timeout};
@@ -698,10 +698,12 @@ async fn polls_refresh_the_cache_and_fresh_calls_feed_the_watchers() {
 async fn idle_connections_get_http2_keepalive_pings() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let sim = TestSim::unlimited().await;
-    let gw = watching_gateway(&sim, |jobs| {
-        jobs.watch.keepalive = Duration::from_millis(200);
-    })
-    .await;
+    let mut options = GatewayOptions::with(|jobs| {
+        jobs.watch.poll_interval = Duration::from_millis(50);
+        jobs.watch.heartbeat = Duration::from_secs(60);
+    });
+    options.server.keepalive = Duration::from_millis(200);
+    let gw = TestGateway::aws_with(iot_client(&sim.url), options).await;
     // A bare HTTP/2 connection that sends nothing after its preface: only
     // the gateway's keepalive can produce a PING on it.
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();

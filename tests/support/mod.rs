@@ -17,16 +17,17 @@ use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
 use iot_jobs_gateway::{
+    app::{Application, GatewaySettings},
     jobs::{Jobs, JobsSettings, limit::LimiterSettings},
     pb::jobs_gateway_client::JobsGatewayClient,
-    server::{self, ServeError, Stopped},
+    server::{ServeError, ServerSettings, Stopped},
     upstream::{
         JobsUpstream,
         aws::{self, AwsJobsUpstream, UpstreamSettings},
         retry::RetryPolicy,
     },
 };
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 /// The region every test uses (moto keeps data per region).
@@ -97,7 +98,7 @@ pub struct TestGateway {
 /// How a test gateway is put together.
 pub struct GatewayOptions {
     pub jobs: JobsSettings,
-    pub grace: Duration,
+    pub server: ServerSettings,
 }
 
 impl Default for GatewayOptions {
@@ -116,7 +117,10 @@ impl Default for GatewayOptions {
                 },
                 ..JobsSettings::default()
             },
-            grace: Duration::from_secs(5),
+            server: ServerSettings {
+                grace: Duration::from_secs(5),
+                ..ServerSettings::default()
+            },
         }
     }
 }
@@ -149,8 +153,7 @@ impl TestGateway {
 
     /// A gateway over any upstream.
     pub async fn start(upstream: Arc<dyn JobsUpstream>, options: GatewayOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, upstream, options).await
+        Self::serve(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, options).await
     }
 
     /// A gateway in front of `endpoint` at a given address (to stand in for
@@ -160,20 +163,26 @@ impl TestGateway {
         endpoint: &str,
         edit: impl FnOnce(&mut JobsSettings),
     ) -> Self {
-        let listener = TcpListener::bind(addr).await.unwrap();
         let upstream = Arc::new(AwsJobsUpstream::new(iot_client(endpoint)));
-        Self::serve(listener, upstream, GatewayOptions::with(edit)).await
+        Self::serve(addr, upstream, GatewayOptions::with(edit)).await
     }
 
+    /// Builds the gateway as `serve` does, on `listen`, and runs it.
     async fn serve(
-        listener: TcpListener,
+        listen: SocketAddr,
         upstream: Arc<dyn JobsUpstream>,
         options: GatewayOptions,
     ) -> Self {
-        let addr = listener.local_addr().unwrap();
-        let jobs = Jobs::new(upstream, options.jobs);
+        let settings = GatewaySettings {
+            listen,
+            jobs: options.jobs,
+            server: options.server,
+        };
+        let app = Application::build(settings, upstream).await.unwrap();
+        let addr = app.address();
+        let jobs = app.jobs().clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::run(listener, jobs.clone(), options.grace, async {
+        let server = tokio::spawn(app.run(async {
             let _ = rx.await;
         }));
         let client = JobsGatewayClient::new(channel(addr).await);

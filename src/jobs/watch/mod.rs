@@ -48,9 +48,6 @@ pub struct WatchSettings {
     pub poll_interval: Duration,
     /// A stream with no event for this long gets a heartbeat.
     pub heartbeat: Duration,
-    /// HTTP/2 PING interval on every connection, so idle streams survive
-    /// load balancers that close quiet connections.
-    pub keepalive: Duration,
     /// Distinct jobs one stream may watch.
     pub max_jobs: usize,
     /// Open streams, gateway-wide.
@@ -64,7 +61,6 @@ impl Default for WatchSettings {
         Self {
             poll_interval: Duration::from_secs(5),
             heartbeat: Duration::from_secs(15),
-            keepalive: Duration::from_secs(30),
             max_jobs: 100,
             max_streams: 20_000,
             max_streams_per_connection: 1_000,

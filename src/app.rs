@@ -11,7 +11,7 @@ use tracing::info;
 use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
-    jobs::{Jobs, JobsSettings},
+    jobs::{Jobs, JobsSettings, Roles},
     server::{self, ServeError, ServerSettings, Stopped},
     simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
     upstream::{
@@ -73,7 +73,8 @@ impl Application {
         upstream: Arc<dyn JobsUpstream>,
     ) -> Result<Self, AppError> {
         let (listener, address) = bind(settings.listen).await?;
-        let jobs = Jobs::new(upstream, settings.jobs);
+        let roles = Roles::local(&settings.jobs);
+        let jobs = Jobs::new(upstream, settings.jobs, roles);
         Ok(Self {
             listener,
             address,

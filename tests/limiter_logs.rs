@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use iot_jobs_gateway::jobs::limit::{LimiterSettings, UpstreamLimiter};
+use iot_jobs_gateway::jobs::limit::{LimiterSettings, RateLimit, local::LocalRateLimit};
 use tokio::time::Instant;
 
 #[derive(Clone, Default)]
@@ -33,7 +33,7 @@ async fn lowering_and_restoring_the_rate_is_logged() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
-    let limiter = UpstreamLimiter::new(LimiterSettings {
+    let limiter = LocalRateLimit::new(LimiterSettings {
         rate: 10.0,
         burst: 1,
         max_waiters: 10,

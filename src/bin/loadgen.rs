@@ -827,10 +827,9 @@ async fn memory(jobs: usize) -> Result<(), Error> {
             job_id: synthetic_job_id(0),
             before_substitution: None,
         },
-        &iot_jobs_gateway::jobs::cache::Entry {
-            answer: iot_jobs_gateway::jobs::cache::Answer::Found(Arc::new(sample.clone())),
-            answered_at: tokio::time::Instant::now(),
-        },
+        &iot_jobs_gateway::jobs::answer::JobAnswer::now(
+            iot_jobs_gateway::jobs::answer::JobState::Found(Arc::new(sample.clone())),
+        ),
     );
     println!("## 5. Memory: gateway RSS with {jobs} cached jobs\n");
     println!(

@@ -21,7 +21,8 @@ use super::{deadline, validate};
 use crate::{
     error::GatewayError,
     jobs::{
-        Answer, ItemResult, Jobs, Source,
+        ItemResult, Jobs, Served, Source,
+        answer::JobState,
         watch::{ChangeKind, Observed, WatchEvent},
     },
     pb::{self, jobs_gateway_server::JobsGateway},
@@ -190,12 +191,19 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
                 ChangeKind::Failed => Kind::Failed,
             };
             let state = match &observation.state {
-                Observed::Found(response) => {
-                    State::Response(pb::DescribeJobResponse::clone(response))
-                }
-                Observed::Gone(err) | Observed::Failed(err) => {
-                    State::Error(err.clone().into_rpc_status())
-                }
+                Observed::Answer(answer) => match &answer.state {
+                    JobState::Found(response) => {
+                        State::Response(pb::DescribeJobResponse::clone(response))
+                    }
+                    JobState::NotFound(err) => State::Error(
+                        GatewayError::Upstream {
+                            job_id: job_id.clone(),
+                            source: err.clone(),
+                        }
+                        .into_rpc_status(),
+                    ),
+                },
+                Observed::Failed(err) => State::Error(err.clone().into_rpc_status()),
             };
             Event::Job(pb::JobEvent {
                 job_id,
@@ -312,17 +320,17 @@ fn source_name(source: Source) -> &'static str {
     }
 }
 
-fn age_ms(answer: &Answer) -> u64 {
+fn age_ms(answer: &Served) -> u64 {
     u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn set_cache_headers(metadata: &mut MetadataMap, answer: &Answer) {
+fn set_cache_headers(metadata: &mut MetadataMap, answer: &Served) {
     let source = MetadataValue::from_static(source_name(answer.source));
     metadata.insert("x-cache", source);
     metadata.insert("x-cache-age-ms", MetadataValue::from(age_ms(answer)));
 }
 
-fn cache_info(answer: &Answer) -> pb::CacheInfo {
+fn cache_info(answer: &Served) -> pb::CacheInfo {
     use pb::cache_info::Source as Wire;
     let source = match answer.source {
         Source::Hit => Wire::Hit,
@@ -377,7 +385,7 @@ impl BatchLog {
         &mut self,
         index: usize,
         job_id: &str,
-        result: Result<Answer, GatewayError>,
+        result: Result<Served, GatewayError>,
     ) -> pb::JobResult {
         use pb::job_result::Outcome;
         let (outcome, cache) = match result {
@@ -446,7 +454,7 @@ impl CallLog {
     /// Logs the outcome. Answers from cache are logged at debug level: they
     /// are the hot path (tens of thousands a second), and a line for each
     /// would cost a fifth of the gateway's throughput (BENCHMARKS.md).
-    fn finish(mut self, result: Result<Answer, GatewayError>) -> Result<Answer, Status> {
+    fn finish(mut self, result: Result<Served, GatewayError>) -> Result<Served, Status> {
         self.finished = true;
         let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
         let (method, job_id) = (self.method, self.job_id.as_str());

@@ -7,6 +7,7 @@
 //! the same call, later ones get the cached answer. A batch is many
 //! questions answered concurrently, duplicates asked once.
 
+pub mod answer;
 pub mod cache;
 pub mod limit;
 pub mod watch;
@@ -31,9 +32,14 @@ use crate::{
         retry::{RetryPolicy, Retryable},
     },
 };
-use cache::{CacheSettings, JobCache};
-use limit::{LimiterSettings, Permit, Rejected, UpstreamLimiter};
-use watch::{Next, Observation, Observed, Subscription, WatchSettings, Watches};
+use answer::{JobAnswer, JobState};
+use cache::{AnswerCache, CacheSettings, local::LocalCache};
+use limit::{LimiterSettings, Permit, RateLimit, Rejected, local::LocalRateLimit};
+use watch::{
+    Observation, Observed, Subscription, WatchSettings, Watches,
+    ownership::{LocalPolls, PollOwnership},
+    pollers::Polls,
+};
 
 /// Everything that shapes how [`Jobs`] protects AWS.
 #[derive(Debug, Clone)]
@@ -76,9 +82,9 @@ pub enum Source {
     Hit,
 }
 
-/// An answer about one job.
+/// A job as served to one call: AWS's answer and how this call got it.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub struct Served {
     /// The job in wire form, shared with the cache.
     pub response: Arc<pb::DescribeJobResponse>,
     /// Where it came from.
@@ -88,7 +94,29 @@ pub struct Answer {
 }
 
 /// One item's result in a batch: its index and its answer.
-pub type ItemResult = (usize, Result<Answer, GatewayError>);
+pub type ItemResult = (usize, Result<Served, GatewayError>);
+
+/// The roles the domain is built from. One gateway on its own keeps them
+/// in-process ([`Roles::local`]); replicas share them.
+pub struct Roles {
+    /// The AWS call budget.
+    pub limit: Arc<dyn RateLimit>,
+    /// Where answers are kept.
+    pub cache: Arc<dyn AnswerCache>,
+    /// Who polls which watched job.
+    pub polls: Arc<dyn PollOwnership>,
+}
+
+impl Roles {
+    /// Every role in this process, for a gateway on its own.
+    pub fn local(settings: &JobsSettings) -> Self {
+        Self {
+            limit: Arc::new(LocalRateLimit::new(settings.limiter.clone())),
+            cache: Arc::new(LocalCache::new(&settings.cache)),
+            polls: Arc::new(LocalPolls),
+        }
+    }
+}
 
 /// Answers job questions through an upstream.
 #[derive(Clone)]
@@ -96,9 +124,9 @@ pub struct Jobs {
     upstream: Arc<dyn JobsUpstream>,
     retry: RetryPolicy,
     operation_timeout: Duration,
-    limiter: Arc<UpstreamLimiter>,
+    limiter: Arc<dyn RateLimit>,
     latency: Arc<LatencyEstimate>,
-    cache: JobCache,
+    cache: Arc<dyn AnswerCache>,
     max_batch_size: usize,
     watches: Arc<Watches>,
 }
@@ -109,17 +137,17 @@ pub struct Jobs {
 const MAX_LOOKUPS: u32 = 3;
 
 impl Jobs {
-    /// A domain service over `upstream`.
-    pub fn new(upstream: Arc<dyn JobsUpstream>, settings: JobsSettings) -> Self {
+    /// A domain service over `upstream`, built from `roles`.
+    pub fn new(upstream: Arc<dyn JobsUpstream>, settings: JobsSettings, roles: Roles) -> Self {
         Self {
             upstream,
             retry: settings.retry,
             operation_timeout: settings.operation_timeout,
-            limiter: Arc::new(UpstreamLimiter::new(settings.limiter)),
+            limiter: roles.limit,
             latency: Arc::default(),
-            cache: JobCache::new(&settings.cache),
+            cache: roles.cache,
             max_batch_size: settings.max_batch_size,
-            watches: Arc::new(Watches::new(settings.watch)),
+            watches: Arc::new(Watches::new(settings.watch, roles.polls)),
         }
     }
 
@@ -129,8 +157,8 @@ impl Jobs {
     }
 
     /// The token bucket in front of AWS.
-    pub fn limiter(&self) -> &UpstreamLimiter {
-        &self.limiter
+    pub fn limiter(&self) -> &dyn RateLimit {
+        self.limiter.as_ref()
     }
 
     /// The most items a batch may ask about.
@@ -147,7 +175,7 @@ impl Jobs {
         query: &JobQuery,
         caller_deadline: Option<Instant>,
         fresh: bool,
-    ) -> Result<Answer, GatewayError> {
+    ) -> Result<Served, GatewayError> {
         let received = Instant::now();
         let own_deadline = received + self.operation_timeout;
         let (deadline, limit) = match caller_deadline {
@@ -171,7 +199,7 @@ impl Jobs {
         received: Instant,
         deadline: Instant,
         fresh: bool,
-    ) -> Result<Answer, GatewayError> {
+    ) -> Result<Served, GatewayError> {
         let mut lookups = 0;
         loop {
             lookups += 1;
@@ -184,35 +212,28 @@ impl Jobs {
                 fetched_here.store(true, Ordering::Relaxed);
                 let sent = Instant::now();
                 let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
-                let entry = cache_entry(query, attempts.await)?;
+                let answer = job_answer(query, attempts.await)?;
                 // Watchers of the job see every answer AWS gives.
-                self.watches
-                    .observe(query, || observation(query, &entry, sent));
-                Ok(entry)
+                self.watches.observe(query, || observation(&answer, sent));
+                Ok(answer)
             };
-            let found = self.cache.get_or_fetch(query, fetch).await;
+            let found = self.cache.get_or_fetch(query, Box::pin(fetch)).await;
             let mine = fetched_here.load(Ordering::Relaxed);
             match found {
-                Ok(entry) if fresh && entry.answered_at < received && !last => continue,
-                Ok(entry) => {
+                Ok(answer) if fresh && answer.answered_at < received && !last => continue,
+                Ok(answer) => {
                     let source = if mine {
                         Source::Miss
-                    } else if entry.answered_at >= received {
+                    } else if answer.answered_at >= received {
                         Source::Coalesced
                     } else {
                         Source::Hit
                     };
-                    return match &entry.answer {
-                        cache::Answer::Found(response) => Ok(Answer {
-                            response: response.clone(),
-                            source,
-                            age: entry.answered_at.elapsed(),
-                        }),
-                        cache::Answer::NotFound(err) => Err(GatewayError::Upstream {
-                            job_id: query.job_id.clone(),
-                            source: err.clone(),
-                        }),
-                    };
+                    return Ok(Served {
+                        response: answer.response(query)?,
+                        source,
+                        age: answer.age(),
+                    });
                 }
                 // Another caller's fetch ran out of its (shorter) time; this
                 // caller may still have enough of its own.
@@ -346,18 +367,15 @@ impl Jobs {
         let ticket = self.watches.open_stream(peer)?;
         let mut receivers = Vec::with_capacity(targets.0.len());
         for (query, resume_from) in &targets.0 {
-            let (receiver, start_scheduler) = self.watches.subscribe(query);
-            if start_scheduler {
-                tokio::spawn(schedule_polls(self.clone()));
-            }
+            let receiver = self.watches.subscribe(query, self);
             // A resuming client may have seen a newer state elsewhere than
             // this replica's cache holds: it waits for AWS instead.
             let unknown = receiver.borrow().is_none() && resume_from.is_none();
-            if unknown && let Some(entry) = self.cache.peek(query).await {
+            if unknown && let Some(answer) = self.cache.peek(query).await {
                 // Its schedule starts from when AWS gave the cached answer.
-                let answered = entry.answered_at;
+                let answered = answer.answered_at;
                 self.watches
-                    .observe(query, || observation(query, &entry, answered));
+                    .deliver(query, || observation(&answer, answered));
             }
             receivers.push(receiver);
         }
@@ -367,6 +385,13 @@ impl Jobs {
             targets,
             receivers,
         ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Polls for Jobs {
+    async fn token(&self) -> Permit {
+        self.limiter.acquire_background().await
     }
 
     /// One watch poll of `query`: one AWS request with a background token
@@ -387,87 +412,23 @@ impl Jobs {
                 });
             }
         };
-        let entry = cache_entry(query, result)?;
-        self.cache.store(query, entry.clone()).await;
-        self.watches
-            .observe(query, || observation(query, &entry, sent));
+        let answer = job_answer(query, result)?;
+        self.cache.store(query, answer.clone()).await;
+        self.watches.observe(query, || observation(&answer, sent));
         Ok(())
     }
 }
 
-/// The watch scheduler: while any job is watched, takes background tokens
-/// and spends each on the due job AWS answered about longest ago.
-async fn schedule_polls(jobs: Jobs) {
-    let watches = jobs.watches.clone();
-    let _guard = SchedulerGuard(&watches);
-    // A token taken while a job was due, kept if none is due any more.
-    let mut held: Option<Permit> = None;
-    loop {
-        match watches.next(Instant::now()) {
-            Next::Stop => return,
-            Next::Wait(until) => watches.idle(until).await,
-            Next::Poll => {
-                let permit = match held.take() {
-                    Some(permit) => permit,
-                    None => tokio::select! {
-                        permit = jobs.limiter.acquire_background() => permit,
-                        () = watches.closed() => continue,
-                    },
-                };
-                // Waiting for the token may have changed which job is due.
-                let Some((query, poller)) = watches.take_due(Instant::now()) else {
-                    held = Some(permit);
-                    continue;
-                };
-                let jobs = jobs.clone();
-                tokio::spawn(async move {
-                    let _done = PollDone(&jobs.watches, &query, poller);
-                    if let Err(err) = jobs.poll(&query, permit).await
-                        && watch::worth_reporting(&err)
-                    {
-                        let now = Instant::now();
-                        let failed = || Observation::new(Observed::Failed(err), now, now);
-                        jobs.watches.observe(&query, failed);
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// Marks a poll finished however its task ends.
-struct PollDone<'a>(&'a Watches, &'a JobQuery, u64);
-
-impl Drop for PollDone<'_> {
-    fn drop(&mut self) {
-        self.0.poll_done(self.1, self.2);
-    }
-}
-
-/// Lets a new scheduler start if this one dies by panicking (a normal end
-/// is recorded by [`Watches::next`], under the pollers' lock).
-struct SchedulerGuard<'a>(&'a Watches);
-
-impl Drop for SchedulerGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.scheduler_failed();
-        }
-    }
-}
-
-/// Turns the outcome of asking AWS into a cache entry; "no such job" is
-/// an answer too.
-fn cache_entry(
+/// Turns the outcome of asking AWS into an answer; "no such job" is an
+/// answer too.
+fn job_answer(
     query: &JobQuery,
     result: Result<JobDescription, Attempt>,
-) -> Result<Arc<cache::Entry>, GatewayError> {
-    let answer = match result {
-        Ok(description) => {
-            cache::Answer::Found(Arc::new(pb::DescribeJobResponse::from(&description)))
-        }
+) -> Result<Arc<JobAnswer>, GatewayError> {
+    let state = match result {
+        Ok(description) => JobState::Found(Arc::new(pb::DescribeJobResponse::from(&description))),
         Err(Attempt::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
-            cache::Answer::NotFound(err)
+            JobState::NotFound(err)
         }
         Err(Attempt::Upstream(source)) => {
             return Err(GatewayError::Upstream {
@@ -482,23 +443,13 @@ fn cache_entry(
             });
         }
     };
-    Ok(Arc::new(cache::Entry {
-        answer,
-        answered_at: Instant::now(),
-    }))
+    Ok(Arc::new(JobAnswer::now(state)))
 }
 
-/// What watchers of `query` should see of a cache entry AWS answered to a
-/// request sent at `sent`.
-fn observation(query: &JobQuery, entry: &cache::Entry, sent: Instant) -> Observation {
-    let state = match &entry.answer {
-        cache::Answer::Found(response) => Observed::Found(response.clone()),
-        cache::Answer::NotFound(err) => Observed::Gone(GatewayError::Upstream {
-            job_id: query.job_id.clone(),
-            source: err.clone(),
-        }),
-    };
-    Observation::new(state, sent, entry.answered_at)
+/// What watchers should see of an answer AWS gave to a request sent at
+/// `sent`.
+fn observation(answer: &Arc<JobAnswer>, sent: Instant) -> Observation {
+    Observation::new(Observed::Answer(answer.clone()), sent)
 }
 
 /// A moving average of how long AWS takes to answer.

@@ -1,37 +1,50 @@
-//! The one token bucket every AWS call passes, so the account's DescribeJob
-//! quota is never exceeded however many clients ask.
+//! The rate limit role: the one token bucket every AWS attempt passes, so
+//! the account's DescribeJob quota is never exceeded however many clients
+//! ask.
 //!
-//! - The bucket is a [`governor`] rate limiter at the configured rate and
-//!   burst; it is never rebuilt, so "at most rate + burst calls in any second"
-//!   holds whatever else happens.
-//! - A call that finds no token joins a FIFO queue and waits, but only if its
-//!   turn can come before its deadline; otherwise it is turned away at once
-//!   with a time to retry after. The queue is bounded.
-//! - When AWS still throttles (someone else uses the same account), the
-//!   gateway lowers its own rate (multiplicative decrease) and recovers a
-//!   step at a time while AWS stays quiet (additive increase). The lowered
-//!   rate is a second, slower governor bucket in front of the first.
-//! - Watch polls are background work ([`UpstreamLimiter::acquire_background`]):
-//!   they take tokens no call is waiting for, plus a configured minimum share
-//!   of the rate while calls wait, so neither side starves the other.
+//! What every implementation keeps:
+//! - At most rate + burst AWS calls start in any second.
+//! - A call that finds no token waits, but only if its turn can come before
+//!   its deadline; otherwise it is turned away at once with a time to retry
+//!   after. The number of waiting calls is bounded.
+//! - When AWS throttles anyway (someone else uses the same account), the
+//!   rate is lowered, and raised again while AWS stays quiet.
+//! - Watch polls are background work: they take tokens no call is waiting
+//!   for, plus a minimum share of the rate while calls wait, so neither side
+//!   starves the other.
+//!
+//! [`local`] is the bucket of one process.
 
-use std::{
-    num::NonZeroU32,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+pub mod local;
 
-use governor::{
-    Quota, RateLimiter,
-    clock::Clock,
-    middleware::NoOpMiddleware,
-    state::{InMemoryState, NotKeyed},
-};
+use std::time::Duration;
+
+use async_trait::async_trait;
 use tokio::time::Instant;
-use tracing::{info, warn};
+
+/// The AWS call budget.
+#[async_trait]
+pub trait RateLimit: Send + Sync + 'static {
+    /// Takes a token, waiting in line for one if it can come before
+    /// `deadline`; otherwise says at once when to retry.
+    async fn acquire(&self, deadline: Instant) -> Result<Permit, Rejected>;
+
+    /// Takes a token for background work (watch polls), waiting as long as
+    /// it takes, behind calls except for its minimum share.
+    async fn acquire_background(&self) -> Permit;
+
+    /// AWS throttled the call made with `permit`: lower the rate.
+    fn throttled(&self, permit: Permit);
+
+    /// AWS answered the call made with `permit` without throttling it.
+    fn answered(&self, permit: Permit);
+
+    /// The rate currently allowed (lower than configured while backing off).
+    fn current_rate(&self) -> f64;
+
+    /// Calls waiting for a token now.
+    fn waiting(&self) -> usize;
+}
 
 /// The rate, burst and queue of the limiter.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,504 +94,9 @@ pub enum RejectReason {
     QueueFull,
 }
 
-/// The limiter's clock: tokio's, so tests with paused time control it too.
-#[derive(Debug, Clone, Copy)]
-struct TokioClock {
-    origin: Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-}
-
-type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
-
-/// Additive-increase, multiplicative-decrease state.
-#[derive(Debug)]
-struct Aimd {
-    /// The rate currently allowed; the configured rate when not backing off.
-    rate: f64,
-    /// The slower bucket for `rate` while it is below the configured rate.
-    lowered: Option<Arc<Bucket>>,
-    /// When the rate last changed.
-    changed: Instant,
-    /// Counts rate changes, so an answer can be matched to the rate its
-    /// call was sent at.
-    generation: u64,
-}
-
-/// Multiplies the rate on each throttle AWS reports.
-const DECREASE_FACTOR: f64 = 0.5;
-/// The lowest rate, as a fraction of the configured one.
-const MIN_RATE_FRACTION: f64 = 0.05;
-/// Added to the rate (as a fraction of the configured one) per quiet interval.
-const INCREASE_FRACTION: f64 = 0.05;
-/// How long AWS must stay quiet before each increase.
-const INCREASE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The shared token bucket in front of AWS.
-pub struct UpstreamLimiter {
-    settings: LimiterSettings,
-    clock: TokioClock,
-    bucket: Bucket,
-    aimd: Mutex<Aimd>,
-    /// Holders of this lock take tokens one at a time, in arrival order
-    /// (tokio's mutex is fair).
-    queue: tokio::sync::Mutex<()>,
-    waiting: AtomicUsize,
-    /// Paces background work's guaranteed share while calls wait.
-    background_share: Option<Bucket>,
-    /// Set while background work is owed the next token: the call at the
-    /// head of the queue lets it go first.
-    background_claim: AtomicBool,
-}
-
 /// A token: report what AWS answered to the call made with it.
 #[derive(Debug, Clone, Copy)]
 pub struct Permit {
     /// The AIMD generation the call was sent in.
-    generation: u64,
-}
-
-impl UpstreamLimiter {
-    /// A full bucket with `settings`.
-    ///
-    /// # Panics
-    /// If the rate is not positive and finite, or the burst is zero (the
-    /// configuration parser rules both out).
-    pub fn new(settings: LimiterSettings) -> Self {
-        assert!(settings.rate.is_finite() && settings.rate > 0.0);
-        let clock = TokioClock {
-            origin: Instant::now(),
-        };
-        let share = settings.background_share.clamp(0.0, 1.0) * settings.rate;
-        let background_share = (share > 0.0).then(|| bucket(share, 1, clock));
-        let bucket = bucket(settings.rate, settings.burst, clock);
-        Self {
-            aimd: Mutex::new(Aimd {
-                rate: settings.rate,
-                lowered: None,
-                changed: Instant::now(),
-                generation: 0,
-            }),
-            settings,
-            clock,
-            bucket,
-            queue: tokio::sync::Mutex::new(()),
-            waiting: AtomicUsize::new(0),
-            background_share,
-            background_claim: AtomicBool::new(false),
-        }
-    }
-
-    /// The rate currently allowed (lower than configured while backing off).
-    pub fn current_rate(&self) -> f64 {
-        self.aimd().rate
-    }
-
-    /// Calls waiting for a token now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
-    }
-
-    fn aimd(&self) -> MutexGuard<'_, Aimd> {
-        // The state is a few numbers updated together; a panic elsewhere
-        // cannot leave it unusable.
-        self.aimd.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a token, waiting in line for one if it can come before
-    /// `deadline`; otherwise says at once when to retry.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Permit, Rejected> {
-        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _leave = Leave(&self.waiting);
-        let rate = self.current_rate();
-        let reject = |reason, retry_after| Rejected {
-            reason,
-            retry_after,
-            rate,
-        };
-        // Everyone ahead needs a token first, one per 1/rate, and the first
-        // of them may have just missed one: a line of `ahead` takes up to
-        // (ahead + 1) / rate. With nobody ahead, the bucket itself says.
-        let queue_wait = Duration::from_secs_f64(ahead as f64 / rate);
-        if ahead >= self.settings.max_waiters {
-            return Err(reject(RejectReason::QueueFull, queue_wait));
-        }
-        if ahead > 0 {
-            let worst = Duration::from_secs_f64((ahead + 1) as f64 / rate);
-            if Instant::now() + worst > deadline {
-                return Err(reject(RejectReason::Deadline, worst));
-            }
-        }
-        let _turn = self.queue.lock().await;
-        loop {
-            let wait = if self.background_claim.load(Ordering::SeqCst) {
-                // Background work is owed this token; the next one is ours.
-                self.period()
-            } else {
-                match self.try_take() {
-                    Ok(generation) => return Ok(Permit { generation }),
-                    Err(wait) => wait,
-                }
-            };
-            if Instant::now() + wait > deadline {
-                return Err(reject(RejectReason::Deadline, wait));
-            }
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// Takes a token for background work (watch polls), waiting as long as
-    /// it takes. While calls wait for tokens, background work only gets its
-    /// share (`background_share` of the rate); otherwise it takes any token
-    /// no call wants. With no share configured it only takes spare tokens.
-    pub async fn acquire_background(&self) -> Permit {
-        let mut owed = false;
-        loop {
-            if !owed && self.waiting() > 0 {
-                let share = self.background_share.as_ref().map(Bucket::check);
-                match share {
-                    Some(Ok(())) => owed = true,
-                    Some(Err(not_until)) => {
-                        let wait = not_until.wait_time_from(self.clock.now());
-                        tokio::time::sleep(wait.min(self.period())).await;
-                        continue;
-                    }
-                    None => {
-                        tokio::time::sleep(self.period()).await;
-                        continue;
-                    }
-                }
-            }
-            // The claim makes the head of the queue step aside; it is
-            // cleared on every way out of this iteration.
-            let _claim = owed.then(|| Claim::new(&self.background_claim));
-            match self.try_take() {
-                Ok(generation) => return Permit { generation },
-                Err(wait) => tokio::time::sleep(wait).await,
-            }
-        }
-    }
-
-    /// The time between two tokens at the current rate.
-    fn period(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.current_rate())
-    }
-
-    /// Takes a token from the lowered bucket (if backing off) and the
-    /// configured one, or says how long until one is due. Returns the
-    /// generation of the rate the token was taken at.
-    fn try_take(&self) -> Result<u64, Duration> {
-        let (lowered, generation) = {
-            let aimd = self.aimd();
-            (aimd.lowered.clone(), aimd.generation)
-        };
-        if let Some(lowered) = lowered {
-            lowered
-                .check()
-                .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
-        }
-        self.bucket
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
-        Ok(generation)
-    }
-
-    /// AWS throttled the call made with `permit`: halve the rate, unless it
-    /// changed since that call was sent (one throttle episode lowers the
-    /// rate once, not once per call that was in flight).
-    pub fn throttled(&self, permit: Permit) {
-        let mut aimd = self.aimd();
-        if permit.generation != aimd.generation {
-            return;
-        }
-        let floor = self.settings.rate * MIN_RATE_FRACTION;
-        let from = aimd.rate;
-        let to = (from * DECREASE_FACTOR).max(floor);
-        if to == from {
-            // Already at the floor: a new bucket would only hand out a token.
-            return;
-        }
-        self.set_rate(&mut aimd, to);
-        warn!(
-            from_per_sec = from,
-            to_per_sec = to,
-            configured_per_sec = self.settings.rate,
-            "AWS is throttling DescribeJob although the gateway kept to its rate; \
-             another client probably shares the account's quota. Lowering the gateway's rate"
-        );
-    }
-
-    /// AWS answered the call made with `permit` without throttling it: after
-    /// each quiet interval, raise a lowered rate by one step.
-    pub fn answered(&self, permit: Permit) {
-        let mut aimd = self.aimd();
-        if aimd.lowered.is_none() || permit.generation != aimd.generation {
-            return;
-        }
-        if aimd.changed.elapsed() < INCREASE_INTERVAL {
-            return;
-        }
-        let to = (aimd.rate + self.settings.rate * INCREASE_FRACTION).min(self.settings.rate);
-        self.set_rate(&mut aimd, to);
-        if aimd.lowered.is_none() {
-            info!(
-                rate_per_sec = to,
-                "AWS stopped throttling; the gateway is back at its configured rate"
-            );
-        } else {
-            info!(
-                rate_per_sec = to,
-                "AWS is quiet; raising the gateway's rate"
-            );
-        }
-    }
-
-    fn set_rate(&self, aimd: &mut Aimd, rate: f64) {
-        aimd.rate = rate;
-        aimd.changed = Instant::now();
-        aimd.generation += 1;
-        aimd.lowered = (rate < self.settings.rate).then(|| {
-            // Burst 1: a lowered rate is for spacing calls out, not bursts.
-            Arc::new(bucket(rate, 1, self.clock))
-        });
-    }
-}
-
-/// Background work's claim on the next token, withdrawn when dropped (also
-/// when the task waiting for the token is cancelled).
-struct Claim<'a>(&'a AtomicBool);
-
-impl<'a> Claim<'a> {
-    fn new(flag: &'a AtomicBool) -> Self {
-        flag.store(true, Ordering::SeqCst);
-        Self(flag)
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Leaves the waiting count when the call stops waiting, however it stops.
-struct Leave<'a>(&'a AtomicUsize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn bucket(rate: f64, burst: u32, clock: TokioClock) -> Bucket {
-    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
-    let quota = Quota::with_period(period)
-        .expect("the period is at least 1ns")
-        .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least 1"));
-    RateLimiter::direct_with_clock(quota, clock)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limiter(rate: f64, burst: u32, max_waiters: usize) -> Arc<UpstreamLimiter> {
-        Arc::new(UpstreamLimiter::new(LimiterSettings {
-            rate,
-            burst,
-            max_waiters,
-            background_share: 0.2,
-        }))
-    }
-
-    fn far() -> Instant {
-        Instant::now() + Duration::from_secs(3600)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_goes_at_once_then_calls_are_spaced_by_the_rate() {
-        let l = limiter(10.0, 3, 100);
-        let start = Instant::now();
-        for _ in 0..3 {
-            l.acquire(far()).await.unwrap();
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        l.acquire(far()).await.unwrap();
-        l.acquire(far()).await.unwrap();
-        let spent = start.elapsed();
-        assert!(
-            (Duration::from_millis(199)..=Duration::from_millis(201)).contains(&spent),
-            "{spent:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waits_for_a_token_that_comes_before_the_deadline() {
-        let l = limiter(2.0, 1, 100);
-        l.acquire(far()).await.unwrap();
-        let start = Instant::now();
-        l.acquire(start + Duration::from_secs(1)).await.unwrap();
-        assert_eq!(start.elapsed(), Duration::from_millis(500));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn fails_at_once_when_the_token_would_come_after_the_deadline() {
-        let l = limiter(2.0, 1, 100);
-        l.acquire(far()).await.unwrap();
-        let start = Instant::now();
-        let err = l
-            .acquire(start + Duration::from_millis(100))
-            .await
-            .unwrap_err();
-        assert_eq!(start.elapsed(), Duration::ZERO, "did not wait");
-        assert_eq!(err.reason, RejectReason::Deadline);
-        assert_eq!(err.retry_after, Duration::from_millis(500));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiters_are_served_in_arrival_order() {
-        let l = limiter(10.0, 1, 100);
-        l.acquire(far()).await.unwrap();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for i in 0..5 {
-            let (l, order) = (l.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                l.acquire(far()).await.unwrap();
-                order.lock().unwrap().push(i);
-            }));
-            // Let each task join the queue before the next one arrives.
-            tokio::task::yield_now().await;
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_full_queue_turns_callers_away_and_a_late_turn_is_foreseen() {
-        let l = limiter(1.0, 1, 2);
-        l.acquire(far()).await.unwrap();
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let l = l.clone();
-                tokio::spawn(async move { l.acquire(far()).await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        assert_eq!(l.waiting(), 2);
-        let full = l.acquire(far()).await.unwrap_err();
-        assert_eq!(full.reason, RejectReason::QueueFull);
-        assert_eq!(full.retry_after, Duration::from_secs(2));
-        // Two are ahead at one per second: a 2.5 s deadline may not be met.
-        let l2 = limiter(1.0, 1, 10);
-        l2.acquire(far()).await.unwrap();
-        let _queued: Vec<_> = (0..2)
-            .map(|_| {
-                let l2 = l2.clone();
-                tokio::spawn(async move { l2.acquire(far()).await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        let late = l2
-            .acquire(Instant::now() + Duration::from_millis(2500))
-            .await
-            .unwrap_err();
-        assert_eq!(late.reason, RejectReason::Deadline);
-        for w in waiters {
-            w.await.unwrap().unwrap();
-        }
-        assert_eq!(l.waiting(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn throttling_halves_the_rate_once_per_episode_and_quiet_restores_it() {
-        let l = limiter(10.0, 1, 100);
-        let a = l.acquire(far()).await.unwrap();
-        let b = l.acquire(far()).await.unwrap();
-        l.throttled(a);
-        assert_eq!(l.current_rate(), 5.0);
-        // b was sent before the rate was lowered: same episode.
-        l.throttled(b);
-        assert_eq!(l.current_rate(), 5.0);
-        // Calls are now spaced at the lowered rate.
-        let start = Instant::now();
-        let c = l.acquire(far()).await.unwrap();
-        l.acquire(far()).await.unwrap();
-        assert!(
-            start.elapsed() >= Duration::from_millis(199),
-            "{:?}",
-            start.elapsed()
-        );
-        l.throttled(c);
-        assert_eq!(l.current_rate(), 2.5);
-        // Quiet seconds raise it by 0.5/s each, up to the configured rate.
-        for _ in 0..40 {
-            tokio::time::advance(INCREASE_INTERVAL).await;
-            let p = l.acquire(far()).await.unwrap();
-            l.answered(p);
-        }
-        assert_eq!(l.current_rate(), 10.0);
-        assert!(l.aimd().lowered.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn background_work_takes_spare_tokens_and_keeps_its_share_under_load() {
-        let l = limiter(10.0, 1, 100);
-        let background = |l: Arc<UpstreamLimiter>, until: Instant| {
-            tokio::spawn(async move {
-                let mut taken = 0;
-                while Instant::now() < until {
-                    l.acquire_background().await;
-                    taken += 1;
-                }
-                taken
-            })
-        };
-        // Alone, it gets the whole rate: 10/s for 10 s.
-        let alone = background(l.clone(), Instant::now() + Duration::from_secs(10));
-        let alone = alone.await.unwrap();
-        assert!((99..=102).contains(&alone), "{alone}");
-
-        // With calls always waiting, it keeps its 20% share and they get the rest.
-        let until = Instant::now() + Duration::from_secs(10);
-        let callers: Vec<_> = (0..4)
-            .map(|_| {
-                let l = l.clone();
-                tokio::spawn(async move {
-                    let mut taken = 0;
-                    while Instant::now() < until {
-                        l.acquire(far()).await.unwrap();
-                        taken += 1;
-                    }
-                    taken
-                })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        let shared = background(l.clone(), until).await.unwrap();
-        let mut calls = 0;
-        for c in callers {
-            calls += c.await.unwrap();
-        }
-        assert!((17..=23).contains(&shared), "background got {shared}");
-        assert!((77..=84).contains(&calls), "calls got {calls}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_rate_never_drops_below_its_floor() {
-        let l = limiter(10.0, 1, 100);
-        for _ in 0..20 {
-            let p = l.acquire(far()).await.unwrap();
-            l.throttled(p);
-        }
-        assert_eq!(l.current_rate(), 0.5);
-    }
+    pub(crate) generation: u64,
 }

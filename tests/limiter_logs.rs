@@ -56,7 +56,7 @@ async fn lowering_and_restoring_the_rate_is_logged() {
         .unwrap_or_else(|| panic!("no warning:\n{logs}"));
     assert!(lowered.contains("WARN"), "{lowered}");
     assert!(lowered.contains("from_per_sec=10"), "{lowered}");
-    assert!(lowered.contains("to_per_sec=5"), "{lowered}");
+    assert!(lowered.contains("to_per_sec=7"), "{lowered}");
     assert!(logs.contains("back at its configured rate"), "{logs}");
     assert_eq!(limiter.current_rate(), 10.0);
 }

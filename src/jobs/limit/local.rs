@@ -7,9 +7,9 @@
 //!   turn can come before its deadline; otherwise it is turned away at once
 //!   with a time to retry after. The queue is bounded.
 //! - When AWS still throttles (someone else uses the same account), the
-//!   gateway lowers its own rate (multiplicative decrease) and recovers a
-//!   step at a time while AWS stays quiet (additive increase). The lowered
-//!   rate is a second, slower governor bucket in front of the first.
+//!   gateway lowers its own rate and brings it back as [`super::aimd`]
+//!   says. The lowered rate paces calls in front of the bucket (burst 1:
+//!   it spaces calls out), so the bucket itself never changes.
 //! - Watch polls are background work ([`LocalRateLimit::acquire_background`]):
 //!   they take tokens no call is waiting for, plus a configured minimum share
 //!   of the rate while calls wait, so neither side starves the other.
@@ -17,7 +17,7 @@
 use std::{
     num::NonZeroU32,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -33,7 +33,7 @@ use governor::{
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{LimiterSettings, Permit, RateLimit, RejectReason, Rejected};
+use super::{LimiterSettings, Permit, RateLimit, RejectReason, Rejected, aimd::Aimd};
 
 /// The limiter's clock: tokio's, so tests with paused time control it too.
 #[derive(Debug, Clone, Copy)]
@@ -51,35 +51,21 @@ impl Clock for TokioClock {
 
 type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
-/// Additive-increase, multiplicative-decrease state.
+/// The rate's state and the pacing of a lowered rate.
 #[derive(Debug)]
-struct Aimd {
-    /// The rate currently allowed; the configured rate when not backing off.
-    rate: f64,
-    /// The slower bucket for `rate` while it is below the configured rate.
-    lowered: Option<Arc<Bucket>>,
-    /// When the rate last changed.
-    changed: Instant,
-    /// Counts rate changes, so an answer can be matched to the rate its
-    /// call was sent at.
-    generation: u64,
+struct Lowered {
+    aimd: Aimd,
+    /// When the next call may start at the lowered rate (GCRA with no
+    /// burst: its theoretical arrival time).
+    next_at: Instant,
 }
-
-/// Multiplies the rate on each throttle AWS reports.
-const DECREASE_FACTOR: f64 = 0.5;
-/// The lowest rate, as a fraction of the configured one.
-const MIN_RATE_FRACTION: f64 = 0.05;
-/// Added to the rate (as a fraction of the configured one) per quiet interval.
-const INCREASE_FRACTION: f64 = 0.05;
-/// How long AWS must stay quiet before each increase.
-const INCREASE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The shared token bucket in front of AWS.
 pub struct LocalRateLimit {
     settings: LimiterSettings,
     clock: TokioClock,
     bucket: Bucket,
-    aimd: Mutex<Aimd>,
+    lowered: Mutex<Lowered>,
     /// Holders of this lock take tokens one at a time, in arrival order
     /// (tokio's mutex is fair).
     queue: tokio::sync::Mutex<()>,
@@ -106,11 +92,9 @@ impl LocalRateLimit {
         let background_share = (share > 0.0).then(|| bucket(share, 1, clock));
         let bucket = bucket(settings.rate, settings.burst, clock);
         Self {
-            aimd: Mutex::new(Aimd {
-                rate: settings.rate,
-                lowered: None,
-                changed: Instant::now(),
-                generation: 0,
+            lowered: Mutex::new(Lowered {
+                aimd: Aimd::new(settings.rate),
+                next_at: clock.origin,
             }),
             settings,
             clock,
@@ -122,44 +106,53 @@ impl LocalRateLimit {
         }
     }
 
-    fn aimd(&self) -> MutexGuard<'_, Aimd> {
+    fn lowered(&self) -> MutexGuard<'_, Lowered> {
         // The state is a few numbers updated together; a panic elsewhere
         // cannot leave it unusable.
-        self.aimd.lock().unwrap_or_else(|p| p.into_inner())
+        self.lowered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seconds on the limiter's clock.
+    fn now(&self) -> f64 {
+        self.clock.now().as_secs_f64()
+    }
+
+    /// Takes a token at the lowered rate (if backing off) and from the
+    /// configured bucket, or says how long until one is due. Returns the
+    /// generation of the rate the token was taken at.
+    fn try_take(&self) -> Result<u64, Duration> {
+        let mut lowered = self.lowered();
+        let now = Instant::now();
+        let rate = self.rate(&mut lowered);
+        let backing_off = lowered.aimd.backing_off();
+        if backing_off && lowered.next_at > now {
+            return Err(lowered.next_at - now);
+        }
+        self.bucket
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
+        if backing_off {
+            lowered.next_at = lowered.next_at.max(now) + Duration::from_secs_f64(1.0 / rate);
+        }
+        Ok(lowered.aimd.generation)
+    }
+
+    /// The rate allowed now; logs the end of a backoff.
+    fn rate(&self, lowered: &mut Lowered) -> f64 {
+        let was_backing_off = lowered.aimd.backing_off();
+        let rate = lowered.aimd.rate(self.now());
+        if was_backing_off && !lowered.aimd.backing_off() {
+            info!(
+                rate_per_sec = rate,
+                "AWS stopped throttling; the gateway is back at its configured rate"
+            );
+        }
+        rate
     }
 
     /// The time between two tokens at the current rate.
     fn period(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.current_rate())
-    }
-
-    /// Takes a token from the lowered bucket (if backing off) and the
-    /// configured one, or says how long until one is due. Returns the
-    /// generation of the rate the token was taken at.
-    fn try_take(&self) -> Result<u64, Duration> {
-        let (lowered, generation) = {
-            let aimd = self.aimd();
-            (aimd.lowered.clone(), aimd.generation)
-        };
-        if let Some(lowered) = lowered {
-            lowered
-                .check()
-                .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
-        }
-        self.bucket
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
-        Ok(generation)
-    }
-
-    fn set_rate(&self, aimd: &mut Aimd, rate: f64) {
-        aimd.rate = rate;
-        aimd.changed = Instant::now();
-        aimd.generation += 1;
-        aimd.lowered = (rate < self.settings.rate).then(|| {
-            // Burst 1: a lowered rate is for spacing calls out, not bursts.
-            Arc::new(bucket(rate, 1, self.clock))
-        });
     }
 }
 
@@ -167,7 +160,7 @@ impl LocalRateLimit {
 impl RateLimit for LocalRateLimit {
     /// The rate currently allowed (lower than configured while backing off).
     fn current_rate(&self) -> f64 {
-        self.aimd().rate
+        self.rate(&mut self.lowered())
     }
 
     /// Calls waiting for a token now.
@@ -249,22 +242,17 @@ impl RateLimit for LocalRateLimit {
         }
     }
 
-    /// AWS throttled the call made with `permit`: halve the rate, unless it
-    /// changed since that call was sent (one throttle episode lowers the
-    /// rate once, not once per call that was in flight).
+    /// AWS throttled the call made with `permit`: lower the rate, unless
+    /// an earlier throttle already covered the call.
     fn throttled(&self, permit: Permit) {
-        let mut aimd = self.aimd();
-        if permit.generation != aimd.generation {
+        let now = self.now();
+        let mut lowered = self.lowered();
+        let Some((from, to)) = lowered.aimd.throttled(permit.generation, now) else {
             return;
-        }
-        let floor = self.settings.rate * MIN_RATE_FRACTION;
-        let from = aimd.rate;
-        let to = (from * DECREASE_FACTOR).max(floor);
-        if to == from {
-            // Already at the floor: a new bucket would only hand out a token.
-            return;
-        }
-        self.set_rate(&mut aimd, to);
+        };
+        // Spaced from now at the new rate.
+        lowered.next_at = Instant::now() + Duration::from_secs_f64(1.0 / to);
+        drop(lowered);
         warn!(
             from_per_sec = from,
             to_per_sec = to,
@@ -274,29 +262,9 @@ impl RateLimit for LocalRateLimit {
         );
     }
 
-    /// AWS answered the call made with `permit` without throttling it: after
-    /// each quiet interval, raise a lowered rate by one step.
+    /// AWS answered the call made with `permit` without throttling it.
     fn answered(&self, permit: Permit) {
-        let mut aimd = self.aimd();
-        if aimd.lowered.is_none() || permit.generation != aimd.generation {
-            return;
-        }
-        if aimd.changed.elapsed() < INCREASE_INTERVAL {
-            return;
-        }
-        let to = (aimd.rate + self.settings.rate * INCREASE_FRACTION).min(self.settings.rate);
-        self.set_rate(&mut aimd, to);
-        if aimd.lowered.is_none() {
-            info!(
-                rate_per_sec = to,
-                "AWS stopped throttling; the gateway is back at its configured rate"
-            );
-        } else {
-            info!(
-                rate_per_sec = to,
-                "AWS is quiet; raising the gateway's rate"
-            );
-        }
+        self.lowered().aimd.answered(permit.generation);
     }
 }
 
@@ -337,6 +305,7 @@ fn bucket(rate: f64, burst: u32, clock: TokioClock) -> Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn limiter(rate: f64, burst: u32, max_waiters: usize) -> Arc<LocalRateLimit> {
         Arc::new(LocalRateLimit::new(LimiterSettings {
@@ -448,35 +417,35 @@ mod tests {
         assert_eq!(l.waiting(), 0);
     }
 
+    fn assert_close(actual: f64, expected: f64) {
+        assert!((actual - expected).abs() < 1e-6, "{actual} != {expected}");
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn throttling_halves_the_rate_once_per_episode_and_quiet_restores_it() {
+    async fn a_throttle_lowers_the_rate_once_and_it_comes_back_when_aws_is_quiet() {
         let l = limiter(10.0, 1, 100);
         let a = l.acquire(far()).await.unwrap();
         let b = l.acquire(far()).await.unwrap();
         l.throttled(a);
-        assert_eq!(l.current_rate(), 5.0);
-        // b was sent before the rate was lowered: same episode.
+        assert_close(l.current_rate(), 7.0);
+        // b was sent before the rate was lowered: the same throttle.
         l.throttled(b);
-        assert_eq!(l.current_rate(), 5.0);
+        assert_close(l.current_rate(), 7.0);
         // Calls are now spaced at the lowered rate.
         let start = Instant::now();
         let c = l.acquire(far()).await.unwrap();
         l.acquire(far()).await.unwrap();
         assert!(
-            start.elapsed() >= Duration::from_millis(199),
+            start.elapsed() >= Duration::from_millis(140),
             "{:?}",
             start.elapsed()
         );
-        l.throttled(c);
-        assert_eq!(l.current_rate(), 2.5);
-        // Quiet seconds raise it by 0.5/s each, up to the configured rate.
-        for _ in 0..40 {
-            tokio::time::advance(INCREASE_INTERVAL).await;
-            let p = l.acquire(far()).await.unwrap();
-            l.answered(p);
-        }
+        l.answered(c);
+        // Back at 10/s K = ∛(3 / 0.4) ≈ 1.96 s after the throttle.
+        tokio::time::advance(Duration::from_millis(1700)).await;
+        assert!(l.current_rate() > 9.9, "{}", l.current_rate());
+        tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(l.current_rate(), 10.0);
-        assert!(l.aimd().lowered.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -525,10 +494,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_rate_never_drops_below_its_floor() {
         let l = limiter(10.0, 1, 100);
-        for _ in 0..20 {
-            let p = l.acquire(far()).await.unwrap();
-            l.throttled(p);
+        // Twenty throttles at once, each of a call sent after the last.
+        for generation in 0..20 {
+            l.throttled(Permit { generation });
         }
-        assert_eq!(l.current_rate(), 0.5);
+        assert_close(l.current_rate(), 0.5);
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! [`local`] is the bucket of one process.
 
+pub mod aimd;
 pub mod local;
 
 use std::time::Duration;

@@ -1,0 +1,209 @@
+//! Load generator for BENCHMARKS.md: runs the real `iot-jobs-gateway`
+//! binary (gateway and simulator, each its own process on loopback) and
+//! measures what the gateway promises about protecting AWS.
+//!
+//! ```text
+//! cargo build --release --bins && target/release/loadgen all
+//! ```
+//!
+//! Every scenario starts a fresh simulator and gateway, so one scenario's
+//! cache or token bucket cannot help the next. The two watch scenarios take
+//! about ten minutes together: `loadgen all --watch` adds them, or run
+//! `loadgen watch-fanout` and `loadgen watch-budget` on their own.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod bare;
+mod procs;
+mod protection;
+mod watch;
+
+use bare::bare_server;
+use protection::{batch, coalescing, memory, throttling, throughput};
+use watch::{watch_budget, watch_fanout};
+
+/// Measures the gateway against the simulator; prints Markdown.
+#[derive(Parser)]
+#[command(name = "loadgen")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Every scenario below, in order.
+    All(AllArgs),
+    /// 1. Concurrent identical DescribeJob calls for a cold job.
+    Coalescing {
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+    },
+    /// 2. Demand 10x the rate on distinct jobs; upstream rate at the simulator.
+    Throttling {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// 3. Cache-hit throughput against a bare tonic server.
+    Throughput {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// 4. One BatchDescribeJobs of uncached ids through the rate limit.
+    Batch {
+        #[arg(long, default_value_t = 100)]
+        items: usize,
+    },
+    /// 5. Gateway RSS with many cached jobs.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+    },
+    /// 6. WatchJobs fan-out: AWS polls with 100 vs 10,000 streams, delivery latency, RSS per stream.
+    WatchFanout(FanoutArgs),
+    /// 7. WatchJobs on a short budget: 1,000 watched jobs polled at 10/s, oldest first.
+    WatchBudget(BudgetArgs),
+    /// (internal) A bare tonic server answering DescribeJob with a fixed response.
+    #[command(hide = true)]
+    BareServer { port: u16, response_file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct AllArgs {
+    #[arg(long, default_value_t = 30)]
+    throttling_seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    #[arg(long, default_value_t = 100_000)]
+    memory_jobs: usize,
+    /// Also run the two watch scenarios with their defaults (about ten more minutes).
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FanoutArgs {
+    /// Watched jobs (synthetic, IN_PROGRESS).
+    #[arg(long, default_value_t = 100)]
+    jobs: usize,
+    /// Streams per job in step 2 (step 1 has one per job).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// HTTP/2 connections the streams are spread over.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// The gateway's --watch-poll-interval, in seconds: 20 s polls 100 jobs
+    /// at 5/s, half the upstream budget, so the budget is not what limits polls.
+    #[arg(long, default_value_t = 20)]
+    poll_interval: u64,
+    /// Seconds each measuring window lasts.
+    #[arg(long, default_value_t = 60)]
+    window: u64,
+    /// Seconds to wait after the streams are open before measuring.
+    #[arg(long, default_value_t = 15)]
+    settle: u64,
+    /// Things per synthetic job: it stays IN_PROGRESS this many seconds.
+    #[arg(long, default_value_t = 600)]
+    group_size: usize,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct BudgetArgs {
+    /// Watched jobs (synthetic, IN_PROGRESS), 100 per stream.
+    #[arg(long, default_value_t = 1000)]
+    jobs: usize,
+    /// Seconds to watch after the streams open.
+    #[arg(long, default_value_t = 330)]
+    seconds: u64,
+    /// Things per synthetic job: it stays IN_PROGRESS this many seconds.
+    #[arg(long, default_value_t = 600)]
+    group_size: usize,
+}
+
+/// A scenario's arguments with every default, for `all`.
+fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"));
+    T::from_arg_matches(&command.get_matches_from(["defaults"])).expect("defaults parse")
+}
+
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The gateway's default rate and burst, which scenarios 2 and 4 measure.
+pub(crate) const RATE: f64 = 10.0;
+pub(crate) const BURST: f64 = 5.0;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::All(a) => {
+            machine();
+            coalescing(1000).await?;
+            throttling(a.throttling_seconds).await?;
+            throughput(a.rounds, a.seconds).await?;
+            batch(100).await?;
+            memory(a.memory_jobs).await?;
+            if a.watch {
+                watch_fanout(defaults()).await?;
+                watch_budget(defaults()).await?;
+            }
+        }
+        Scenario::Coalescing { calls } => coalescing(calls).await?,
+        Scenario::Throttling { seconds } => throttling(seconds).await?,
+        Scenario::Throughput { rounds, seconds } => throughput(rounds, seconds).await?,
+        Scenario::Batch { items } => batch(items).await?,
+        Scenario::Memory { jobs } => memory(jobs).await?,
+        Scenario::WatchFanout(a) => watch_fanout(a).await?,
+        Scenario::WatchBudget(a) => watch_budget(a).await?,
+        Scenario::BareServer {
+            port,
+            response_file,
+        } => bare_server(port, response_file).await?,
+    }
+    Ok(())
+}
+
+fn machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("## Machine\n\n{cores} cores, {cpu}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn all_watch_runs_the_watch_scenarios_with_their_defaults() {
+        let fanout: FanoutArgs = defaults();
+        assert_eq!(
+            (fanout.jobs, fanout.subscribers, fanout.connections),
+            (100, 100, 100)
+        );
+        assert_eq!((fanout.poll_interval, fanout.window), (20, 60));
+        let budget: BudgetArgs = defaults();
+        assert_eq!(
+            (budget.jobs, budget.seconds, budget.group_size),
+            (1000, 330, 600)
+        );
+    }
+}

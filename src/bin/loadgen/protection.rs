@@ -1,0 +1,431 @@
+//! Scenarios 1 to 5: coalescing, throttling, cache-hit throughput, batches
+//! and memory.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use iot_jobs_gateway::{
+    pb::{self},
+    simulator::seed::synthetic_job_id,
+};
+use prost::Message;
+use tonic::{Code, Request, Status};
+
+use crate::{BURST, Error, RATE, procs::*};
+
+pub(crate) async fn coalescing(calls: usize) -> Result<(), Error> {
+    at_least_one("--calls", calls as u64)?;
+    let sim = simulator(10, 10).await?;
+    let gw = gateway(&sim, &[]).await?;
+    let clients = channels(gw.port, 10).await?;
+    let target = synthetic_job_id(7);
+    // AWS takes tens of milliseconds to answer; so does the simulator here,
+    // so the calls really are in flight together.
+    let latency = format!(r#"{{"kind": "Latency", "ms": 100, "jobId": "{target}"}}"#);
+    sim_request(&sim, "POST", "/_sim/faults", &latency).await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let id = target.clone();
+            tokio::spawn(async move {
+                let response = client
+                    .describe_job(describe(&id, Duration::from_secs(30)))
+                    .await?;
+                let source = response
+                    .metadata()
+                    .get("x-cache")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned();
+                Ok::<_, Status>(source)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    let mut sources = std::collections::BTreeMap::<String, usize>::new();
+    for task in tasks {
+        match task.await? {
+            Ok(source) => {
+                ok += 1;
+                *sources.entry(source).or_default() += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let took = started.elapsed();
+    let stats = sim_get(&sim, "/_sim/stats").await?;
+    let upstream = stats["perJob"][&target].as_u64().unwrap_or(0);
+    println!(
+        "## 1. Coalescing: {calls} concurrent identical DescribeJob calls, cold cache, AWS answering in 100 ms\n"
+    );
+    println!("| calls | answered OK | failed | x-cache | upstream calls (simulator) | wall time |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {calls} | {ok} | {failed} | {sources:?} | **{upstream}** | {} |\n",
+        ms(took)
+    );
+    println!(
+        "Target: exactly 1 upstream call. Result: {}\n",
+        verdict(upstream == 1 && failed == 0)
+    );
+    Ok(())
+}
+
+pub(crate) async fn throttling(seconds: u64) -> Result<(), Error> {
+    at_least_one("--seconds", seconds)?;
+    let demand = (RATE * 10.0) as u64;
+    let total = (demand * seconds) as usize;
+    let sim = simulator(total, RATE as u32).await?;
+    let gw = gateway(&sim, &[]).await?;
+    let clients = channels(gw.port, 4).await?;
+    let before = sim_get(&sim, "/_sim/calls").await?["arrivalsUs"]
+        .as_array()
+        .map_or(0, Vec::len);
+
+    // Open loop: one call every 1/demand s, each on a distinct job, 2 s deadline.
+    let interval = Duration::from_secs_f64(1.0 / demand as f64);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(started + interval * i as u32).await;
+        let mut client = clients[i % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .describe_job(describe(&synthetic_job_id(i), Duration::from_secs(2)))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let (mut ok, mut exhausted) = (0, 0);
+    let mut other = std::collections::BTreeMap::<String, usize>::new();
+    for task in tasks {
+        match task.await? {
+            Ok(()) => ok += 1,
+            Err(Code::ResourceExhausted) => exhausted += 1,
+            Err(code) => *other.entry(format!("{code:?}")).or_default() += 1,
+        }
+    }
+    let stats = sim_get(&sim, "/_sim/stats").await?;
+    let arrivals: Vec<u64> = sim_get(&sim, "/_sim/calls").await?["arrivalsUs"]
+        .as_array()
+        .ok_or("no arrivals")?
+        .iter()
+        .skip(before)
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    let throttled = stats["throttled"].as_u64().unwrap_or(0);
+
+    // Busiest sliding 1 s window, and per-second counts over the run.
+    let busiest = busiest_second(&arrivals);
+    let first = arrivals.first().copied().unwrap_or(0);
+    let mut per_second = vec![0u64; seconds as usize];
+    for a in &arrivals {
+        let s = ((a - first) / 1_000_000) as usize;
+        if s < per_second.len() {
+            per_second[s] += 1;
+        }
+    }
+    let span = arrivals.last().map_or(0.0, |l| (l - first) as f64 / 1e6);
+    let sustained = if span > 0.0 {
+        (arrivals.len() as f64 - 1.0) / span
+    } else {
+        0.0
+    };
+    let mut sorted = per_second.clone();
+    sorted.sort_unstable();
+    println!(
+        "## 2. Throttling: {demand} calls/s offered on distinct jobs for {seconds} s (gateway rate {RATE}/s, burst {BURST})\n"
+    );
+    println!(
+        "| offered | answered OK | RESOURCE_EXHAUSTED | other errors | upstream calls | busiest 1 s window (limit {}) | sustained upstream rate | per-second min / median / max | ThrottlingException |",
+        RATE + BURST
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {total} | {ok} | {exhausted} | {other:?} | {} | **{busiest}** | **{sustained:.2}/s** ({:.1}% of {RATE}) | {} / {} / {} | **{throttled}** |\n",
+        arrivals.len(),
+        sustained / RATE * 100.0,
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+    );
+    let pass = busiest as f64 <= RATE + BURST && sustained >= 0.95 * RATE && throttled == 0;
+    println!(
+        "Targets: busiest window <= rate + burst, sustained >= 95% of the rate, zero throttles. Result: {}\n",
+        verdict(pass)
+    );
+    Ok(())
+}
+
+/// Closed-loop load: `concurrency` callers for `seconds`; calls/s and latencies.
+pub(crate) async fn closed_loop(
+    port: u16,
+    id: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> Result<(f64, Duration, Duration, usize), Error> {
+    let clients = channels(port, 4).await?;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    match client
+                        .describe_job(describe(&id, Duration::from_secs(5)))
+                        .await
+                    {
+                        Ok(_) => latencies.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, e) = task.await?;
+        all.extend(latencies);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Ok((
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        errors,
+    ))
+}
+
+pub(crate) async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error> {
+    at_least_one("--rounds", rounds as u64)?;
+    at_least_one("--seconds", seconds)?;
+    const CONCURRENCY: usize = 32;
+    let sim = simulator(10, 10).await?;
+    let gw = gateway(&sim, &["--cache-ttl", "1h"]).await?;
+    let id = synthetic_job_id(3);
+    // Warm the cache; the same answer is what the bare server returns.
+    let mut client = channels(gw.port, 1).await?.remove(0);
+    let response = client
+        .describe_job(describe(&id, Duration::from_secs(10)))
+        .await?
+        .into_inner();
+    let file = sibling("loadgen-logs").join("response.bin");
+    std::fs::write(&file, response.encode_to_vec())?;
+    let bare_port = free_port();
+    let bare = spawn(
+        std::env::current_exe()?,
+        &[
+            "bare-server".into(),
+            bare_port.to_string(),
+            file.display().to_string(),
+        ],
+        &[],
+        "bare-server",
+        bare_port,
+    )
+    .await?;
+
+    println!(
+        "## 3. Cache-hit throughput: gateway vs a bare tonic server, {CONCURRENCY} concurrent callers, {seconds} s per round\n"
+    );
+    println!(
+        "Response size: {} bytes (protobuf).\n",
+        response.encoded_len()
+    );
+    println!(
+        "| round | gateway calls/s | gateway p50 | gateway p99 | bare calls/s | bare p50 | bare p99 | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    let (mut g_p50s, mut g_p99s, mut b_p50s, mut b_p99s) = (vec![], vec![], vec![], vec![]);
+    for round in 1..=rounds {
+        let (g, g50, g99, ge) = closed_loop(gw.port, &id, CONCURRENCY, seconds).await?;
+        let (b, b50, b99, be) = closed_loop(bare.port, &id, CONCURRENCY, seconds).await?;
+        if ge + be > 0 {
+            println!("(round {round}: {ge} gateway errors, {be} bare errors)");
+        }
+        ratios.push(g / b);
+        g_p50s.push(g50.as_secs_f64());
+        g_p99s.push(g99.as_secs_f64());
+        b_p50s.push(b50.as_secs_f64());
+        b_p99s.push(b99.as_secs_f64());
+        println!(
+            "| {round} | {g:.0} | {} | {} | {b:.0} | {} | {} | {:.3} |",
+            ms(g50),
+            ms(g99),
+            ms(b50),
+            ms(b99),
+            g / b
+        );
+    }
+    let stats = sim_get(&sim, "/_sim/stats").await?;
+    let ratio = median(&mut ratios);
+    let to_ms = |v: &mut Vec<f64>| Duration::from_secs_f64(median(v));
+    println!(
+        "| **median** | | {} | {} | | {} | {} | **{ratio:.3}** |\n",
+        ms(to_ms(&mut g_p50s)),
+        ms(to_ms(&mut g_p99s)),
+        ms(to_ms(&mut b_p50s)),
+        ms(to_ms(&mut b_p99s)),
+    );
+    println!(
+        "Upstream calls during the run: {} (the warm-up). Target: ratio >= 0.85. Result: {}\n",
+        stats["describeJobCalls"],
+        verdict(ratio >= 0.85)
+    );
+    Ok(())
+}
+
+pub(crate) async fn batch(items: usize) -> Result<(), Error> {
+    at_least_one("--items", items as u64)?;
+    let sim = simulator(items + 10, RATE as u32).await?;
+    let gw = gateway(&sim, &["--upstream-operation-timeout", "60s"]).await?;
+    let mut client = channels(gw.port, 1).await?.remove(0);
+    let ids: Vec<String> = (0..items).map(synthetic_job_id).collect();
+    let mut request = Request::new(pb::BatchDescribeJobsRequest {
+        requests: ids
+            .iter()
+            .map(|id| pb::DescribeJobRequest {
+                job_id: id.clone(),
+                before_substitution: None,
+            })
+            .collect(),
+    });
+    request.set_timeout(Duration::from_secs(120));
+    let started = Instant::now();
+    let results = client
+        .batch_describe_jobs(request)
+        .await?
+        .into_inner()
+        .results;
+    let took = started.elapsed().as_secs_f64();
+    let in_order = results.iter().enumerate().all(|(i, r)| {
+        r.index() as usize == i
+            && r.job_id == ids[i]
+            && matches!(&r.outcome, Some(pb::job_result::Outcome::Response(resp)) if resp.job.as_ref().is_some_and(|j| j.job_id() == ids[i]))
+    });
+    let allowed = (items as f64 - BURST).max(0.0) / RATE;
+    let stats = sim_get(&sim, "/_sim/stats").await?;
+    println!(
+        "## 4. BatchDescribeJobs: {items} uncached distinct ids at {RATE}/s (burst {BURST})\n"
+    );
+    println!(
+        "| items | all answered, in order | upstream calls | throttled | took | token bucket allows | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {items} | {in_order} | {} | {} | **{took:.2} s** | {allowed:.2} s | {:.3} |\n",
+        stats["describeJobCalls"],
+        stats["throttled"],
+        took / allowed
+    );
+    println!(
+        "Target: within 10% of the bucket's time, results in order. Result: {}\n",
+        verdict(in_order && took <= allowed * 1.10)
+    );
+    Ok(())
+}
+
+pub(crate) async fn memory(jobs: usize) -> Result<(), Error> {
+    at_least_one("--jobs", jobs as u64)?;
+    let sim = simulator(jobs, 0).await?;
+    let gw = gateway(
+        &sim,
+        &[
+            "--upstream-rate",
+            "100000",
+            "--upstream-burst",
+            "10000",
+            "--upstream-max-waiters",
+            "100000",
+            "--cache-ttl",
+            "1h",
+            "--cache-max-mib",
+            "4096",
+        ],
+    )
+    .await?;
+    let clients = channels(gw.port, 4).await?;
+    // Warm up the process (connections, SDK, allocator) with one call.
+    let mut first = clients[0].clone();
+    let sample = first
+        .describe_job(describe(&synthetic_job_id(0), Duration::from_secs(10)))
+        .await?
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = gw.rss_kib();
+
+    const BATCH: usize = 1000;
+    let started = Instant::now();
+    let mut failed = 0;
+    for chunk_start in (0..jobs).step_by(BATCH * 4) {
+        let tasks: Vec<_> = (0..4)
+            .filter_map(|c| {
+                let start = chunk_start + c * BATCH;
+                (start < jobs).then(|| {
+                    let mut client = clients[c].clone();
+                    let end = (start + BATCH).min(jobs);
+                    tokio::spawn(async move {
+                        let request = pb::BatchDescribeJobsRequest {
+                            requests: (start..end)
+                                .map(|i| pb::DescribeJobRequest {
+                                    job_id: synthetic_job_id(i),
+                                    before_substitution: None,
+                                })
+                                .collect(),
+                        };
+                        client.batch_describe_jobs(request).await
+                    })
+                })
+            })
+            .collect();
+        for task in tasks {
+            let results = task.await??.into_inner().results;
+            failed += results
+                .iter()
+                .filter(|r| !matches!(r.outcome, Some(pb::job_result::Outcome::Response(_))))
+                .count();
+        }
+    }
+    let filled = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = gw.rss_kib();
+    let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
+    let estimate = iot_jobs_gateway::jobs::cache::weight(
+        &iot_jobs_gateway::upstream::JobQuery {
+            job_id: synthetic_job_id(0),
+            before_substitution: None,
+        },
+        &iot_jobs_gateway::jobs::answer::JobAnswer::now(
+            iot_jobs_gateway::jobs::answer::JobState::Found(Arc::new(sample.clone())),
+        ),
+    );
+    println!("## 5. Memory: gateway RSS with {jobs} cached jobs\n");
+    println!(
+        "| jobs cached | failed | fill time | RSS before | RSS after | per job | encoded job size | cache weigher's estimate |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {jobs} | {failed} | {:.1} s | {:.1} MiB | {:.1} MiB | **{per_job:.0} bytes** | {} bytes | {estimate} bytes |\n",
+        filled.as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        sample.encoded_len(),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- watch streams

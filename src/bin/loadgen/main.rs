@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 mod bare;
 mod procs;
 mod protection;
+mod recovery;
 mod watch;
 
 use bare::bare_server;
@@ -67,6 +68,17 @@ enum Scenario {
     WatchFanout(FanoutArgs),
     /// 7. WatchJobs on a short budget: 1,000 watched jobs polled at 10/s, oldest first.
     WatchBudget(BudgetArgs),
+    /// 8. The AWS budget used in the 30 s after a burst of ThrottlingExceptions.
+    Recovery {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// ThrottlingExceptions in a row (injected at the simulator).
+        #[arg(long, default_value_t = 10)]
+        throttles: u32,
+        /// Another build of iot-jobs-gateway to run first, for comparison.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
     #[command(hide = true)]
     BareServer { port: u16, response_file: PathBuf },
@@ -149,6 +161,7 @@ async fn main() -> Result<(), Error> {
             throughput(a.rounds, a.seconds).await?;
             batch(100).await?;
             memory(a.memory_jobs).await?;
+            recovery::recovery(30, 10, None).await?;
             if a.watch {
                 watch_fanout(defaults()).await?;
                 watch_budget(defaults()).await?;
@@ -161,6 +174,11 @@ async fn main() -> Result<(), Error> {
         Scenario::Memory { jobs } => memory(jobs).await?,
         Scenario::WatchFanout(a) => watch_fanout(a).await?,
         Scenario::WatchBudget(a) => watch_budget(a).await?,
+        Scenario::Recovery {
+            seconds,
+            throttles,
+            baseline,
+        } => recovery::recovery(seconds, throttles, baseline).await?,
         Scenario::BareServer {
             port,
             response_file,

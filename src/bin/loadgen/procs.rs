@@ -138,6 +138,16 @@ pub(crate) async fn simulator_with(
 
 /// The gateway in front of `sim`, with extra flags.
 pub(crate) async fn gateway(sim: &Proc, extra: &[&str]) -> Result<Proc, Error> {
+    gateway_binary(sibling("iot-jobs-gateway"), sim, extra).await
+}
+
+/// A gateway from `program` (another build, for a side-by-side run) in
+/// front of `sim`, with extra flags.
+pub(crate) async fn gateway_binary(
+    program: PathBuf,
+    sim: &Proc,
+    extra: &[&str],
+) -> Result<Proc, Error> {
     let port = free_port();
     let mut args: Vec<String> = vec![
         "serve".into(),
@@ -155,7 +165,7 @@ pub(crate) async fn gateway(sim: &Proc, extra: &[&str]) -> Result<Proc, Error> {
         ("AWS_SECRET_ACCESS_KEY", "loadgen"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
-    spawn(sibling("iot-jobs-gateway"), &args, &env, "gateway", port).await
+    spawn(program, &args, &env, "gateway", port).await
 }
 
 pub(crate) async fn channels(

@@ -161,14 +161,25 @@ pub(crate) async fn throttling(seconds: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Closed-loop load: `concurrency` callers for `seconds`; calls/s and latencies.
+/// One closed-loop run against one server: calls/s, latencies, errors,
+/// and the CPU time the server process spent per answered call.
+pub(crate) struct Load {
+    pub(crate) per_sec: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) errors: usize,
+    pub(crate) cpu_us_per_call: f64,
+}
+
+/// Closed-loop load on `server`: `concurrency` callers for `seconds`.
 pub(crate) async fn closed_loop(
-    port: u16,
+    server: &Proc,
     id: &str,
     concurrency: usize,
     seconds: u64,
-) -> Result<(f64, Duration, Duration, usize), Error> {
-    let clients = channels(port, 4).await?;
+) -> Result<Load, Error> {
+    let clients = channels(server.port, 4).await?;
+    let cpu_before = server.cpu_seconds();
     let end = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..concurrency)
         .map(|i| {
@@ -200,19 +211,96 @@ pub(crate) async fn closed_loop(
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu_before;
     all.sort_unstable();
-    Ok((
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
+    Ok(Load {
+        per_sec: all.len() as f64 / elapsed,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
         errors,
-    ))
+        cpu_us_per_call: cpu * 1e6 / all.len().max(1) as f64,
+    })
+}
+
+/// A bare tonic server on a free port answering `response` to every call.
+pub(crate) async fn bare_server_for(response: &pb::DescribeJobResponse) -> Result<Proc, Error> {
+    let file = sibling("loadgen-logs").join("response.bin");
+    std::fs::write(&file, response.encode_to_vec())?;
+    let port = free_port();
+    spawn(
+        std::env::current_exe()?,
+        &["bare-server".into(), port.to_string(), file.display().to_string()],
+        &[],
+        "bare-server",
+        port,
+    )
+    .await
+}
+
+/// Alternating rounds of cache hits on `gw` and the same load on `bare`;
+/// prints one row per round and the medians, returns the median ratio of
+/// calls/s and of CPU time per call (gateway / bare).
+pub(crate) async fn versus_bare(
+    gw: &Proc,
+    bare: &Proc,
+    id: &str,
+    rounds: usize,
+    seconds: u64,
+) -> Result<(f64, f64), Error> {
+    const CONCURRENCY: usize = 32;
+    println!(
+        "| round | gateway calls/s | gateway p50 | gateway p99 | gateway CPU per call | bare calls/s | bare p50 | bare p99 | bare CPU per call | ratio (calls/s) | ratio (CPU per call) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+    let (mut g_p50s, mut g_p99s, mut b_p50s, mut b_p99s) = (vec![], vec![], vec![], vec![]);
+    let (mut g_cpus, mut b_cpus) = (vec![], vec![]);
+    for round in 1..=rounds {
+        let g = closed_loop(gw, id, CONCURRENCY, seconds).await?;
+        let b = closed_loop(bare, id, CONCURRENCY, seconds).await?;
+        if g.errors + b.errors > 0 {
+            println!("(round {round}: {} gateway errors, {} bare errors)", g.errors, b.errors);
+        }
+        ratios.push(g.per_sec / b.per_sec);
+        cpu_ratios.push(g.cpu_us_per_call / b.cpu_us_per_call);
+        g_p50s.push(g.p50.as_secs_f64());
+        g_p99s.push(g.p99.as_secs_f64());
+        b_p50s.push(b.p50.as_secs_f64());
+        b_p99s.push(b.p99.as_secs_f64());
+        g_cpus.push(g.cpu_us_per_call);
+        b_cpus.push(b.cpu_us_per_call);
+        println!(
+            "| {round} | {:.0} | {} | {} | {:.1} µs | {:.0} | {} | {} | {:.1} µs | {:.3} | {:.2} |",
+            g.per_sec,
+            ms(g.p50),
+            ms(g.p99),
+            g.cpu_us_per_call,
+            b.per_sec,
+            ms(b.p50),
+            ms(b.p99),
+            b.cpu_us_per_call,
+            g.per_sec / b.per_sec,
+            g.cpu_us_per_call / b.cpu_us_per_call,
+        );
+    }
+    let ratio = median(&mut ratios);
+    let cpu_ratio = median(&mut cpu_ratios);
+    let to_ms = |v: &mut Vec<f64>| Duration::from_secs_f64(median(v));
+    println!(
+        "| **median** | | {} | {} | {:.1} µs | | {} | {} | {:.1} µs | **{ratio:.3}** | **{cpu_ratio:.2}** |\n",
+        ms(to_ms(&mut g_p50s)),
+        ms(to_ms(&mut g_p99s)),
+        median(&mut g_cpus),
+        ms(to_ms(&mut b_p50s)),
+        ms(to_ms(&mut b_p99s)),
+        median(&mut b_cpus),
+    );
+    Ok((ratio, cpu_ratio))
 }
 
 pub(crate) async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error> {
     at_least_one("--rounds", rounds as u64)?;
     at_least_one("--seconds", seconds)?;
-    const CONCURRENCY: usize = 32;
     let sim = simulator(10, 10).await?;
     let gw = gateway(&sim, &["--cache-ttl", "1h"]).await?;
     let id = synthetic_job_id(3);
@@ -222,65 +310,16 @@ pub(crate) async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error>
         .describe_job(describe(&id, Duration::from_secs(10)))
         .await?
         .into_inner();
-    let file = sibling("loadgen-logs").join("response.bin");
-    std::fs::write(&file, response.encode_to_vec())?;
-    let bare_port = free_port();
-    let bare = spawn(
-        std::env::current_exe()?,
-        &[
-            "bare-server".into(),
-            bare_port.to_string(),
-            file.display().to_string(),
-        ],
-        &[],
-        "bare-server",
-        bare_port,
-    )
-    .await?;
-
+    let bare = bare_server_for(&response).await?;
     println!(
-        "## 3. Cache-hit throughput: gateway vs a bare tonic server, {CONCURRENCY} concurrent callers, {seconds} s per round\n"
+        "## 3. Cache-hit throughput: gateway vs a bare tonic server, 32 concurrent callers, {seconds} s per round\n"
     );
     println!(
         "Response size: {} bytes (protobuf).\n",
         response.encoded_len()
     );
-    println!(
-        "| round | gateway calls/s | gateway p50 | gateway p99 | bare calls/s | bare p50 | bare p99 | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut ratios = Vec::new();
-    let (mut g_p50s, mut g_p99s, mut b_p50s, mut b_p99s) = (vec![], vec![], vec![], vec![]);
-    for round in 1..=rounds {
-        let (g, g50, g99, ge) = closed_loop(gw.port, &id, CONCURRENCY, seconds).await?;
-        let (b, b50, b99, be) = closed_loop(bare.port, &id, CONCURRENCY, seconds).await?;
-        if ge + be > 0 {
-            println!("(round {round}: {ge} gateway errors, {be} bare errors)");
-        }
-        ratios.push(g / b);
-        g_p50s.push(g50.as_secs_f64());
-        g_p99s.push(g99.as_secs_f64());
-        b_p50s.push(b50.as_secs_f64());
-        b_p99s.push(b99.as_secs_f64());
-        println!(
-            "| {round} | {g:.0} | {} | {} | {b:.0} | {} | {} | {:.3} |",
-            ms(g50),
-            ms(g99),
-            ms(b50),
-            ms(b99),
-            g / b
-        );
-    }
+    let (ratio, _) = versus_bare(&gw, &bare, &id, rounds, seconds).await?;
     let stats = sim_get(&sim, "/_sim/stats").await?;
-    let ratio = median(&mut ratios);
-    let to_ms = |v: &mut Vec<f64>| Duration::from_secs_f64(median(v));
-    println!(
-        "| **median** | | {} | {} | | {} | {} | **{ratio:.3}** |\n",
-        ms(to_ms(&mut g_p50s)),
-        ms(to_ms(&mut g_p99s)),
-        ms(to_ms(&mut b_p50s)),
-        ms(to_ms(&mut b_p99s)),
-    );
     println!(
         "Upstream calls during the run: {} (the warm-up). Target: ratio >= 0.85. Result: {}\n",
         stats["describeJobCalls"],

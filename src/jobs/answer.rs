@@ -26,17 +26,27 @@ pub enum JobState {
 pub struct JobAnswer {
     /// What AWS said.
     pub state: JobState,
-    /// When AWS answered.
+    /// When AWS answered: the answer's age, for lifetimes and `x-cache`.
     pub answered_at: Instant,
+    /// When the request that got it was sent. An answer to a later request
+    /// is at least as new whatever happened on the way (a paused process
+    /// receives an old answer late), so answers are ordered by this.
+    pub asked_at: Instant,
 }
 
 impl JobAnswer {
-    /// An answer AWS gave just now.
-    pub fn now(state: JobState) -> Self {
+    /// An answer AWS gave just now to a request sent at `asked_at`.
+    pub fn new(state: JobState, asked_at: Instant) -> Self {
         Self {
             state,
             answered_at: Instant::now(),
+            asked_at,
         }
+    }
+
+    /// An answer AWS gave just now to a request sent just now.
+    pub fn now(state: JobState) -> Self {
+        Self::new(state, Instant::now())
     }
 
     /// Whether the job has stopped changing: COMPLETED, CANCELED, or gone.

@@ -37,7 +37,8 @@ use cache::{AnswerCache, CacheSettings, local::LocalCache};
 use limit::{LimiterSettings, Permit, RateLimit, Rejected, local::LocalRateLimit};
 use watch::{
     Observation, Observed, Subscription, WatchSettings, Watches,
-    ownership::{LocalPolls, PollOwnership},
+    observation::Sent,
+    ownership::{PollOwnership, local::LocalPolls},
     pollers::Polls,
 };
 
@@ -137,9 +138,12 @@ pub struct Jobs {
 const MAX_LOOKUPS: u32 = 3;
 
 impl Jobs {
-    /// A domain service over `upstream`, built from `roles`.
+    /// A domain service over `upstream`, built from `roles`. Starts the
+    /// watch scheduler and the roles' background work, so it must be called
+    /// within a tokio runtime.
     pub fn new(upstream: Arc<dyn JobsUpstream>, settings: JobsSettings, roles: Roles) -> Self {
-        Self {
+        let watches = Arc::new(Watches::new(settings.watch, roles.polls.clone()));
+        let jobs = Self {
             upstream,
             retry: settings.retry,
             operation_timeout: settings.operation_timeout,
@@ -147,8 +151,11 @@ impl Jobs {
             latency: Arc::default(),
             cache: roles.cache,
             max_batch_size: settings.max_batch_size,
-            watches: Arc::new(Watches::new(settings.watch, roles.polls)),
-        }
+            watches,
+        };
+        jobs.watches.start_scheduler(jobs.clone());
+        roles.polls.start(Arc::downgrade(&jobs.watches));
+        jobs
     }
 
     /// The watch streams and their shared pollers.
@@ -210,9 +217,9 @@ impl Jobs {
             let fetched_here = AtomicBool::new(false);
             let fetch = async {
                 fetched_here.store(true, Ordering::Relaxed);
-                let sent = Instant::now();
+                let sent = Sent::now();
                 let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
-                let answer = job_answer(query, attempts.await)?;
+                let answer = job_answer(query, attempts.await, sent.at)?;
                 // Watchers of the job see every answer AWS gives.
                 self.watches.observe(query, || observation(&answer, sent));
                 Ok(answer)
@@ -367,15 +374,14 @@ impl Jobs {
         let ticket = self.watches.open_stream(peer)?;
         let mut receivers = Vec::with_capacity(targets.0.len());
         for (query, resume_from) in &targets.0 {
-            let receiver = self.watches.subscribe(query, self);
+            let receiver = self.watches.subscribe(query);
             // A resuming client may have seen a newer state elsewhere than
             // this replica's cache holds: it waits for AWS instead.
             let unknown = receiver.borrow().is_none() && resume_from.is_none();
             if unknown && let Some(answer) = self.cache.peek(query).await {
                 // Its schedule starts from when AWS gave the cached answer.
-                let answered = answer.answered_at;
-                self.watches
-                    .deliver(query, || observation(&answer, answered));
+                let sent = Sent::before_all(answer.answered_at);
+                self.watches.deliver(query, || observation(&answer, sent));
             }
             receivers.push(receiver);
         }
@@ -399,8 +405,8 @@ impl Polls for Jobs {
     /// for calls as their shared AWS request (calls keep their own retries);
     /// its answer replaces an older cached one, then reaches the watchers.
     async fn poll(&self, query: &JobQuery, permit: Permit) -> Result<(), GatewayError> {
-        let sent = Instant::now();
-        let deadline = sent + self.operation_timeout;
+        let sent = Sent::now();
+        let deadline = sent.at + self.operation_timeout;
         let request = self.send(query, permit);
         let result = match tokio::time::timeout_at(deadline, request).await {
             Ok(result) => result,
@@ -412,7 +418,7 @@ impl Polls for Jobs {
                 });
             }
         };
-        let answer = job_answer(query, result)?;
+        let answer = job_answer(query, result, sent.at)?;
         self.cache.store(query, answer.clone()).await;
         self.watches.observe(query, || observation(&answer, sent));
         Ok(())
@@ -424,6 +430,7 @@ impl Polls for Jobs {
 fn job_answer(
     query: &JobQuery,
     result: Result<JobDescription, Attempt>,
+    asked_at: Instant,
 ) -> Result<Arc<JobAnswer>, GatewayError> {
     let state = match result {
         Ok(description) => JobState::Found(Arc::new(pb::DescribeJobResponse::from(&description))),
@@ -443,12 +450,12 @@ fn job_answer(
             });
         }
     };
-    Ok(Arc::new(JobAnswer::now(state)))
+    Ok(Arc::new(JobAnswer::new(state, asked_at)))
 }
 
 /// What watchers should see of an answer AWS gave to a request sent at
 /// `sent`.
-fn observation(answer: &Arc<JobAnswer>, sent: Instant) -> Observation {
+fn observation(answer: &Arc<JobAnswer>, sent: Sent) -> Observation {
     Observation::new(Observed::Answer(answer.clone()), sent)
 }
 

@@ -229,7 +229,11 @@ pub(crate) async fn bare_server_for(response: &pb::DescribeJobResponse) -> Resul
     let port = free_port();
     spawn(
         std::env::current_exe()?,
-        &["bare-server".into(), port.to_string(), file.display().to_string()],
+        &[
+            "bare-server".into(),
+            port.to_string(),
+            file.display().to_string(),
+        ],
         &[],
         "bare-server",
         port,
@@ -259,7 +263,10 @@ pub(crate) async fn versus_bare(
         let g = closed_loop(gw, id, CONCURRENCY, seconds).await?;
         let b = closed_loop(bare, id, CONCURRENCY, seconds).await?;
         if g.errors + b.errors > 0 {
-            println!("(round {round}: {} gateway errors, {} bare errors)", g.errors, b.errors);
+            println!(
+                "(round {round}: {} gateway errors, {} bare errors)",
+                g.errors, b.errors
+            );
         }
         ratios.push(g.per_sec / b.per_sec);
         cpu_ratios.push(g.cpu_us_per_call / b.cpu_us_per_call);

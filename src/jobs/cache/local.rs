@@ -1,7 +1,7 @@
 //! The in-process answer cache (moka): a lifetime per entry, a size bound in
 //! bytes, and coalescing of concurrent misses within this process.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use moka::{Expiry, future::Cache, ops::compute::Op};
@@ -23,10 +23,19 @@ pub struct LocalCache {
 impl LocalCache {
     /// An empty cache with `settings`.
     pub fn new(settings: &CacheSettings) -> Self {
+        Self::with_longest_stay(settings, None)
+    }
+
+    /// An empty cache with `settings` whose entries stay at most `longest`
+    /// (a first tier in front of a shared cache).
+    pub fn with_longest_stay(settings: &CacheSettings, longest: Option<Duration>) -> Self {
         let entries = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|key: &JobQuery, answer: &Arc<JobAnswer>| weight(key, answer))
-            .expire_after(Lifetimes(settings.clone()))
+            .expire_after(Lifetimes {
+                settings: settings.clone(),
+                longest,
+            })
             .build();
         Self { entries }
     }
@@ -88,7 +97,7 @@ impl AnswerCache for LocalCache {
             .entry_by_ref(query)
             .and_compute_with(|current| {
                 let op = match current {
-                    Some(e) if e.value().answered_at > answer.answered_at => Op::Nop,
+                    Some(e) if e.value().asked_at > answer.asked_at => Op::Nop,
                     _ => Op::Put(answer),
                 };
                 std::future::ready(op)
@@ -110,8 +119,19 @@ impl AnswerCache for LocalCache {
     }
 }
 
-/// Per-entry lifetimes by what the answer says.
-struct Lifetimes(CacheSettings);
+/// Per-entry lifetimes by what the answer says, counted from when AWS gave
+/// it, and at most `longest` from now.
+struct Lifetimes {
+    settings: CacheSettings,
+    longest: Option<Duration>,
+}
+
+impl Lifetimes {
+    fn remaining(&self, answer: &JobAnswer) -> Duration {
+        let left = self.settings.lifetime(answer).saturating_sub(answer.age());
+        self.longest.map_or(left, |longest| left.min(longest))
+    }
+}
 
 impl Expiry<JobQuery, Arc<JobAnswer>> for Lifetimes {
     fn expire_after_create(
@@ -119,8 +139,8 @@ impl Expiry<JobQuery, Arc<JobAnswer>> for Lifetimes {
         _key: &JobQuery,
         answer: &Arc<JobAnswer>,
         _created_at: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        Some(self.0.lifetime(answer))
+    ) -> Option<Duration> {
+        Some(self.remaining(answer))
     }
 
     fn expire_after_update(
@@ -128,9 +148,9 @@ impl Expiry<JobQuery, Arc<JobAnswer>> for Lifetimes {
         _key: &JobQuery,
         answer: &Arc<JobAnswer>,
         _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<std::time::Duration>,
-    ) -> Option<std::time::Duration> {
-        Some(self.0.lifetime(answer))
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.remaining(answer))
     }
 }
 

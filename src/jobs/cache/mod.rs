@@ -76,7 +76,8 @@ pub trait AnswerCache: Send + Sync + 'static {
     /// The cached answer for `query`, if there is one; never fetches.
     async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>>;
 
-    /// Stores `answer` for `query` unless the cache holds a newer one.
+    /// Stores `answer` for `query` unless the cache holds a newer one (an
+    /// answer to a later request).
     async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>);
 
     /// Drops the answer for `query` if AWS gave it before `instant`, so the

@@ -4,7 +4,13 @@
 //! A job state's **version** is a hash of its wire encoding: the same state
 //! has the same version on every replica, so a client can resume anywhere.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
 
 use prost::Message as _;
 use tokio::time::Instant;
@@ -15,6 +21,44 @@ use crate::{
     pb,
 };
 
+/// When a request for a job's state was sent: later requests see states at
+/// least as new. The sequence number orders requests within a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// When, for the poll schedule.
+    pub at: Instant,
+    /// The process's count of requests so far.
+    pub seq: u64,
+}
+
+impl Sent {
+    /// A request sent now.
+    pub fn now() -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        Self {
+            at: Instant::now(),
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// An answer known from before any request (a cached one): every
+    /// request's answer replaces it.
+    pub fn before_all(at: Instant) -> Self {
+        Self { at, seq: 0 }
+    }
+}
+
+/// Where an observation stands among the observations of its job: a later
+/// one never gives way to an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Order {
+    /// The poll lease's fencing token when replicas share pollers (0 in
+    /// one process).
+    pub term: u64,
+    /// The request's sequence number within the term.
+    pub seq: u64,
+}
+
 /// What the gateway last saw of a job.
 #[derive(Debug)]
 pub struct Observation {
@@ -24,9 +68,10 @@ pub struct Observation {
     pub state: Observed,
     /// When AWS answered (wall clock, for clients).
     pub observed_at: SystemTime,
-    /// When the request that got this answer was sent: a later request sees
-    /// a state at least as new, so older requests never overwrite newer ones.
+    /// When the request that got this answer was sent (for the schedule).
     pub(super) sent: Instant,
+    /// Older observations never overwrite newer ones.
+    pub order: Order,
     /// The version this observation replaced and how the two differ.
     pub(super) previous: Option<(u64, Changes)>,
 }
@@ -41,8 +86,20 @@ pub enum Observed {
 }
 
 impl Observation {
-    /// A state seen in an answer to a request sent at `sent`.
-    pub fn new(state: Observed, sent: Instant) -> Self {
+    /// A state seen in an answer to a request of this process.
+    pub fn new(state: Observed, sent: Sent) -> Self {
+        Self::ordered(
+            state,
+            sent.at,
+            Order {
+                term: 0,
+                seq: sent.seq,
+            },
+        )
+    }
+
+    /// A state another replica saw, in its `order`.
+    pub fn ordered(state: Observed, sent: Instant, order: Order) -> Self {
         let answered = match &state {
             Observed::Answer(answer) => answer.answered_at,
             Observed::Failed(_) => Instant::now(),
@@ -56,6 +113,7 @@ impl Observation {
             state,
             observed_at,
             sent,
+            order,
             previous: None,
         }
     }

@@ -10,8 +10,7 @@
 //!   first; polls keep a minimum share) and gives each to the due job that
 //!   AWS answered about longest ago, so when the budget is short, staleness
 //!   is spread evenly. COMPLETED, CANCELED and deleted jobs are not polled.
-//!   The scheduler stops when no poller is left and starts again with the
-//!   next subscriber.
+//!   It sleeps while nothing is due and ends at shutdown.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -20,7 +19,7 @@ use tokio::{sync::watch, time::Instant};
 
 use super::{
     Watches,
-    observation::{Changes, Observation, Observed},
+    observation::{Changes, Observation, Observed, Sent},
     worth_reporting,
 };
 use crate::{error::GatewayError, jobs::limit::Permit, upstream::JobQuery};
@@ -43,7 +42,6 @@ pub(super) struct Poller {
 #[derive(Default)]
 pub(super) struct Pollers {
     by_query: HashMap<JobQuery, Poller>,
-    scheduler_running: bool,
     next_id: u64,
 }
 
@@ -61,7 +59,7 @@ enum Next {
     Poll,
     /// Nothing is due before this instant (`None`: until woken).
     Wait(Option<Instant>),
-    /// No poller is left; the scheduler ends.
+    /// The gateway is shutting down; the scheduler ends.
     Stop,
 }
 
@@ -77,37 +75,49 @@ pub trait Polls: Clone + Send + Sync + 'static {
 }
 
 impl Watches {
-    /// Subscribes to `query`'s poller, creating it if needed, and starts the
-    /// scheduler (spending `polls`) if it was idle.
-    pub(crate) fn subscribe(
-        self: &Arc<Self>,
-        query: &JobQuery,
-        polls: &impl Polls,
-    ) -> watch::Receiver<Latest> {
-        let mut pollers = self.lock();
-        let receiver = match pollers.by_query.get(query) {
-            Some(poller) => poller.latest.subscribe(),
-            None => {
-                let (latest, receiver) = watch::channel(None);
-                pollers.next_id += 1;
-                let poller = Poller {
-                    id: pollers.next_id,
-                    latest,
-                    last_answer: None,
-                    in_flight: false,
-                };
-                pollers.by_query.insert(query.clone(), poller);
-                receiver
+    /// Starts the scheduler, which spends `polls` until shutdown (and is
+    /// started again, with an error in the log, should it ever panic).
+    pub(crate) fn start_scheduler(self: &Arc<Self>, polls: impl Polls) {
+        let watches = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let run = tokio::spawn(schedule(watches.clone(), polls.clone()));
+                match run.await {
+                    Ok(()) => return,
+                    Err(failed) => {
+                        tracing::error!(error = %failed, "the watch scheduler failed; restarting it")
+                    }
+                }
             }
-        };
-        let start = !pollers.scheduler_running;
-        pollers.scheduler_running = true;
-        drop(pollers);
+        });
+    }
+
+    /// Subscribes to `query`'s poller, creating it if needed.
+    pub(crate) fn subscribe(&self, query: &JobQuery) -> watch::Receiver<Latest> {
+        // Under the lock: the scheduler drops pollers without subscribers.
+        let receiver = self.with_entry(query, |latest| latest.subscribe());
         self.wake.notify_one();
-        if start {
-            tokio::spawn(schedule(self.clone(), polls.clone()));
-        }
+        self.ownership.watched(query);
         receiver
+    }
+
+    /// Runs `f` on the channel of `query`'s poller, created if needed,
+    /// under the pollers' lock.
+    fn with_entry<T>(&self, query: &JobQuery, f: impl FnOnce(&watch::Sender<Latest>) -> T) -> T {
+        let mut pollers = self.lock();
+        if let Some(poller) = pollers.by_query.get(query) {
+            return f(&poller.latest);
+        }
+        pollers.next_id += 1;
+        let poller = Poller {
+            id: pollers.next_id,
+            latest: watch::Sender::new(None),
+            last_answer: None,
+            in_flight: false,
+        };
+        let out = f(&poller.latest);
+        pollers.by_query.insert(query.clone(), poller);
+        out
     }
 
     /// Hands an observation of `query`, made by this process from an AWS
@@ -129,7 +139,7 @@ impl Watches {
         poller.latest.send_if_modified(|latest| {
             let before = latest.as_deref();
             if let Some(before) = before
-                && (before.version == observation.version || before.sent > observation.sent)
+                && (before.version == observation.version || before.order > observation.order)
             {
                 return false;
             }
@@ -147,17 +157,17 @@ impl Watches {
         });
     }
 
-    /// Decides the scheduler's next step, dropping pollers nobody watches.
+    /// Decides the scheduler's next step, dropping pollers nobody watches
+    /// here and this process does not poll for others.
     fn next(&self, now: Instant) -> Next {
-        let interval = self.settings.poll_interval;
-        let mut pollers = self.lock();
-        pollers
-            .by_query
-            .retain(|_, poller| poller.latest.receiver_count() > 0);
-        if pollers.by_query.is_empty() || *self.closing.borrow() {
-            pollers.scheduler_running = false;
+        if *self.closing.borrow() {
             return Next::Stop;
         }
+        let interval = self.settings.poll_interval;
+        let mut pollers = self.lock();
+        pollers.by_query.retain(|query, poller| {
+            poller.latest.receiver_count() > 0 || self.ownership.owns(query, false)
+        });
         let earliest = pollers
             .by_query
             .iter()
@@ -200,12 +210,6 @@ impl Watches {
         }
         drop(pollers);
         self.wake.notify_one();
-    }
-
-    /// The scheduler task ended by panicking: let the next subscriber start
-    /// a new one.
-    fn scheduler_failed(&self) {
-        self.lock().scheduler_running = false;
     }
 
     /// Waits until woken, `until` passes, or shutdown starts.
@@ -251,7 +255,6 @@ impl Poller {
 /// The watch scheduler: while any job is watched, takes background tokens
 /// and spends each on the due job AWS answered about longest ago.
 async fn schedule(watches: Arc<Watches>, polls: impl Polls) {
-    let _guard = SchedulerGuard(&watches);
     // A token taken while a job was due, kept if none is due any more.
     let mut held: Option<Permit> = None;
     loop {
@@ -277,7 +280,7 @@ async fn schedule(watches: Arc<Watches>, polls: impl Polls) {
                     if let Err(err) = polls.poll(&query, permit).await
                         && worth_reporting(&err)
                     {
-                        let failed = || Observation::new(Observed::Failed(err), Instant::now());
+                        let failed = || Observation::new(Observed::Failed(err), Sent::now());
                         watches.observe(&query, failed);
                     }
                 });
@@ -292,17 +295,5 @@ struct PollDone<'a>(&'a Watches, &'a JobQuery, u64);
 impl Drop for PollDone<'_> {
     fn drop(&mut self) {
         self.0.poll_done(self.1, self.2);
-    }
-}
-
-/// Lets a new scheduler start if this one dies by panicking (a normal end
-/// is recorded by [`Watches::next`], under the pollers' lock).
-struct SchedulerGuard<'a>(&'a Watches);
-
-impl Drop for SchedulerGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.scheduler_failed();
-        }
     }
 }

@@ -13,6 +13,7 @@ use crate::{
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     jobs::{Jobs, JobsSettings, Roles},
     server::{self, ServeError, ServerSettings, Stopped},
+    shared::{RedisSettings, Shared},
     simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
     upstream::{
         JobsUpstream,
@@ -40,6 +41,9 @@ pub enum AppError {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The Redis URL cannot work.
+    #[error("configuration error: --redis-url / GATEWAY_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
     /// The simulator's HTTP server failed.
     #[error("the simulator failed: {0}")]
     Simulator(std::io::Error),
@@ -54,6 +58,9 @@ pub struct GatewaySettings {
     pub jobs: JobsSettings,
     /// Connections and shutdown.
     pub server: ServerSettings,
+    /// Share the roles with other replicas through this Redis; `None`: a
+    /// gateway on its own.
+    pub redis: Option<RedisSettings>,
 }
 
 /// A gateway ready to serve: the listener bound and the domain service
@@ -73,7 +80,13 @@ impl Application {
         upstream: Arc<dyn JobsUpstream>,
     ) -> Result<Self, AppError> {
         let (listener, address) = bind(settings.listen).await?;
-        let roles = Roles::local(&settings.jobs);
+        let roles = match &settings.redis {
+            None => Roles::local(&settings.jobs),
+            Some(redis) => {
+                let shared = Shared::connect(redis).await.map_err(AppError::Redis)?;
+                Roles::shared(&settings.jobs, shared).await
+            }
+        };
         let jobs = Jobs::new(upstream, settings.jobs, roles);
         Ok(Self {
             listener,

@@ -14,6 +14,7 @@ use crate::{
     jobs::limit::LimiterSettings,
     jobs::watch::WatchSettings,
     server::ServerSettings,
+    shared::RedisSettings,
     upstream::{aws::UpstreamSettings, retry::RetryPolicy},
 };
 
@@ -34,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC gateway in front of AWS IoT (or an AWS stand-in).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Try the gateway with no AWS account: a simulated fleet behind it.
     Demo(DemoArgs),
     /// Run only the AWS IoT Jobs simulator (for the AWS CLI, boto3 or a gateway).
@@ -168,6 +169,7 @@ impl DemoArgs {
                 .protection
                 .jobs(RetryPolicy::default(), Duration::from_secs(15)),
             server: self.protection.server(Duration::from_secs(5)),
+            redis: None,
         }
     }
 }
@@ -281,11 +283,46 @@ pub struct ServeArgs {
     /// Cache, rate limit and batch settings.
     #[command(flatten)]
     pub protection: ProtectionArgs,
+
+    /// Sharing with other replicas through Redis.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Several replicas as one gateway: what they share in Redis.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Share the AWS budget, cache and watch polls with the other replicas through this Redis (redis:// or rediss://, user and password in the URL).
+    #[arg(long, env = "GATEWAY_REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    /// Starts every Redis key, so gateways for different accounts or regions can share one Redis.
+    #[arg(long, env = "GATEWAY_REDIS_KEY_PREFIX", default_value = "iot-jobs-gateway", value_parser = parse_key_prefix)]
+    pub redis_key_prefix: String,
+
+    /// The longest one Redis operation may take.
+    #[arg(long, env = "GATEWAY_REDIS_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// AWS calls per second this replica allows itself while Redis is unreachable (default: a third of --upstream-rate; set it to the quota divided by the most replicas you run).
+    #[arg(long, env = "GATEWAY_REDIS_FALLBACK_RATE", value_parser = parse_rate)]
+    pub redis_fallback_rate: Option<f64>,
 }
 
 impl ServeArgs {
     /// Checks rules that involve more than one setting.
     pub fn validate(&self) -> Result<(), clap::Error> {
+        if let Some(fallback) = self.redis.redis_fallback_rate
+            && fallback > self.protection.upstream_rate
+        {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--redis-fallback-rate ({fallback}) must not be above --upstream-rate ({}): it is one replica's share while Redis is unreachable",
+                    self.protection.upstream_rate
+                ),
+            ));
+        }
         if self.upstream_attempt_timeout > self.upstream_operation_timeout {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
@@ -325,7 +362,22 @@ impl ServeArgs {
             listen: self.listen,
             jobs: self.jobs(),
             server: self.protection.server(self.shutdown_grace),
+            redis: self.redis(),
         }
+    }
+
+    /// The Redis settings, when replicas share through Redis.
+    pub fn redis(&self) -> Option<RedisSettings> {
+        let url = self.redis.redis_url.clone()?;
+        Some(RedisSettings {
+            url,
+            key_prefix: self.redis.redis_key_prefix.clone(),
+            timeout: self.redis.redis_timeout,
+            fallback_rate: self
+                .redis
+                .redis_fallback_rate
+                .unwrap_or(self.protection.upstream_rate / 3.0),
+        })
     }
 }
 
@@ -358,6 +410,32 @@ fn parse_share(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
         _ => Err("a fraction from 0 to 1 (e.g. 0.2)".to_owned()),
+    }
+}
+
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    use redis::IntoConnectionInfo as _;
+    if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+        return Err(
+            "a redis:// or rediss:// (TLS) URL, e.g. redis://redis.internal:6379 or rediss://user:password@host:6380/0".to_owned(),
+        );
+    }
+    value
+        .into_connection_info()
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("not a usable Redis URL: {e}"))
+}
+
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("1 to 100 characters: letters, digits and - _ . : /".to_owned())
     }
 }
 

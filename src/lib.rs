@@ -41,6 +41,7 @@ pub mod grpc;
 pub mod jobs;
 pub mod pb;
 pub mod server;
+pub mod shared;
 pub mod simulator;
 pub mod telemetry;
 pub mod upstream;

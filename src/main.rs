@@ -27,9 +27,9 @@ fn main() -> ExitCode {
             if let Err(err) = args.validate() {
                 err.exit();
             }
-            match runtime.block_on(app::serve(args)) {
+            match runtime.block_on(app::serve(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(err @ app::AppError::Config(_)) => {
+                Err(err @ (app::AppError::Config(_) | app::AppError::Redis(_))) => {
                     eprintln!("iot-jobs-gateway: {err}");
                     ExitCode::from(2)
                 }

@@ -27,18 +27,21 @@ use crate::{
     error::{DeadlineSource, GatewayError},
     grpc::validate::WatchTargets,
     pb,
+    shared::Shared,
     upstream::{
         JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
         retry::{RetryPolicy, Retryable},
     },
 };
 use answer::{JobAnswer, JobState};
-use cache::{AnswerCache, CacheSettings, local::LocalCache};
-use limit::{LimiterSettings, Permit, RateLimit, Rejected, local::LocalRateLimit};
+use cache::{AnswerCache, CacheSettings, local::LocalCache, redis::SharedCache};
+use limit::{
+    LimiterSettings, Permit, RateLimit, Rejected, local::LocalRateLimit, redis::SharedRateLimit,
+};
 use watch::{
     Observation, Observed, Subscription, WatchSettings, Watches,
     observation::Sent,
-    ownership::{PollOwnership, local::LocalPolls},
+    ownership::{PollOwnership, local::LocalPolls, redis::SharedPolls},
     pollers::Polls,
 };
 
@@ -109,6 +112,29 @@ pub struct Roles {
 }
 
 impl Roles {
+    /// Every role shared with the other replicas through Redis, with
+    /// in-process stand-ins for when Redis is unreachable (the rate limit's
+    /// at `--redis-fallback-rate`, its burst in proportion).
+    pub async fn shared(settings: &JobsSettings, shared: Arc<Shared>) -> Self {
+        let configured = &settings.limiter;
+        let fallback_rate = shared.settings().fallback_rate;
+        let fallback = LimiterSettings {
+            rate: fallback_rate,
+            burst: ((f64::from(configured.burst) * fallback_rate / configured.rate).round() as u32)
+                .max(1),
+            ..configured.clone()
+        };
+        Self {
+            limit: Arc::new(SharedRateLimit::new(
+                shared.clone(),
+                configured.clone(),
+                fallback,
+            )),
+            cache: Arc::new(SharedCache::new(shared.clone(), settings.cache.clone()).await),
+            polls: Arc::new(SharedPolls::new(shared)),
+        }
+    }
+
     /// Every role in this process, for a gateway on its own.
     pub fn local(settings: &JobsSettings) -> Self {
         Self {

@@ -21,6 +21,7 @@ use iot_jobs_gateway::{
     jobs::{Jobs, JobsSettings, limit::LimiterSettings},
     pb::jobs_gateway_client::JobsGatewayClient,
     server::{ServeError, ServerSettings, Stopped},
+    shared::RedisSettings,
     upstream::{
         JobsUpstream,
         aws::{self, AwsJobsUpstream, UpstreamSettings},
@@ -99,6 +100,8 @@ pub struct TestGateway {
 pub struct GatewayOptions {
     pub jobs: JobsSettings,
     pub server: ServerSettings,
+    /// Share the roles with other gateways through this Redis.
+    pub redis: Option<RedisSettings>,
 }
 
 impl Default for GatewayOptions {
@@ -121,6 +124,7 @@ impl Default for GatewayOptions {
                 grace: Duration::from_secs(5),
                 ..ServerSettings::default()
             },
+            redis: None,
         }
     }
 }
@@ -177,6 +181,7 @@ impl TestGateway {
             listen,
             jobs: options.jobs,
             server: options.server,
+            redis: options.redis,
         };
         let app = Application::build(settings, upstream).await.unwrap();
         let addr = app.address();

@@ -11,6 +11,7 @@
 //! [`local`] keeps answers in this process (moka).
 
 pub mod local;
+pub mod redis;
 
 use std::{sync::Arc, time::Duration};
 

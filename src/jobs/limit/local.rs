@@ -199,7 +199,12 @@ impl RateLimit for LocalRateLimit {
                 self.period()
             } else {
                 match self.try_take() {
-                    Ok(generation) => return Ok(Permit { generation }),
+                    Ok(generation) => {
+                        return Ok(Permit {
+                            generation,
+                            shared: false,
+                        });
+                    }
                     Err(wait) => wait,
                 }
             };
@@ -236,7 +241,12 @@ impl RateLimit for LocalRateLimit {
             // cleared on every way out of this iteration.
             let _claim = owed.then(|| Claim::new(&self.background_claim));
             match self.try_take() {
-                Ok(generation) => return Permit { generation },
+                Ok(generation) => {
+                    return Permit {
+                        generation,
+                        shared: false,
+                    };
+                }
                 Err(wait) => tokio::time::sleep(wait).await,
             }
         }
@@ -496,7 +506,10 @@ mod tests {
         let l = limiter(10.0, 1, 100);
         // Twenty throttles at once, each of a call sent after the last.
         for generation in 0..20 {
-            l.throttled(Permit { generation });
+            l.throttled(Permit {
+                generation,
+                shared: false,
+            });
         }
         assert_close(l.current_rate(), 0.5);
     }

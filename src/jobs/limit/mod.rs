@@ -17,6 +17,7 @@
 
 pub mod aimd;
 pub mod local;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -100,4 +101,6 @@ pub enum RejectReason {
 pub struct Permit {
     /// The AIMD generation the call was sent in.
     pub(crate) generation: u64,
+    /// From the bucket shared by the replicas (not this process's own).
+    pub(crate) shared: bool,
 }

@@ -112,6 +112,11 @@ impl Watches {
         self.pollers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Turns true when shutdown starts.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Ends every stream with UNAVAILABLE and refuses new ones (shutdown).
     pub fn close(&self) {
         self.closing.send_replace(true);

@@ -101,6 +101,13 @@ impl Watches {
         receiver
     }
 
+    /// Makes sure `query` has a poller, without subscribers: this process
+    /// polls it for watchers elsewhere.
+    pub(crate) fn adopt(&self, query: &JobQuery) {
+        self.with_entry(query, |_| ());
+        self.wake.notify_one();
+    }
+
     /// Runs `f` on the channel of `query`'s poller, created if needed,
     /// under the pollers' lock.
     fn with_entry<T>(&self, query: &JobQuery, f: impl FnOnce(&watch::Sender<Latest>) -> T) -> T {
@@ -118,6 +125,21 @@ impl Watches {
         let out = f(&poller.latest);
         pollers.by_query.insert(query.clone(), poller);
         out
+    }
+
+    /// The jobs with subscribers in this process.
+    pub(crate) fn watched_here(&self) -> Vec<JobQuery> {
+        self.lock()
+            .by_query
+            .iter()
+            .filter(|(_, poller)| poller.latest.receiver_count() > 0)
+            .map(|(query, _)| query.clone())
+            .collect()
+    }
+
+    /// Something changed for the scheduler (ownership, for one).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Hands an observation of `query`, made by this process from an AWS

@@ -2,9 +2,12 @@
 //! answer it gets reaches the job's watchers.
 //!
 //! [`local`] is a gateway on its own: it polls every job watched here and
-//! hands each answer straight to this process's subscribers.
+//! hands each answer straight to this process's subscribers. [`redis`]
+//! shares the pollers of a set of replicas: one lease per job, answers
+//! published to every replica.
 
 pub mod local;
+pub mod redis;
 
 use std::sync::Weak;
 

@@ -1,0 +1,360 @@
+//! The answer cache of a whole set of replicas, in Redis, with a small
+//! in-process first tier.
+//!
+//! - **Second tier (Redis).** One hash per question, `{prefix}:answer:<q>`,
+//!   holding the answer's protobuf and when its request was sent, with a
+//!   TTL of what is left of its lifetime (status-aware, as in one process).
+//!   An answer replaces a stored one only if its request was sent later (a
+//!   paused replica that wakes up with an old answer cannot overwrite a
+//!   newer one).
+//! - **First tier (in-process).** Answers read or fetched here stay in this
+//!   process for at most [`NEAR_STAY`], never past their own lifetime, so a
+//!   hot job's cache hits pay no Redis round trip. That is safe: an answer
+//!   served from it is never older than its TTL allows, the promise a
+//!   single gateway makes; it only means another replica may already hold
+//!   an answer up to [`NEAR_STAY`] newer. `cache-control: no-cache` skips
+//!   both tiers.
+//! - **One AWS call per cold question across the set.** A replica that
+//!   misses in both tiers claims the question (`SET NX` on
+//!   `{prefix}:fetching:<q>`, renewed while it asks AWS) and publishes the
+//!   outcome, answer or error, on `{prefix}:answers`; replicas that find
+//!   the claim taken wait for that message (their callers see
+//!   `x-cache: coalesced`). If the claimant dies, its claim lapses within
+//!   [`CLAIM`] and a waiter claims the question itself.
+//! - While Redis is unreachable, an in-process cache of the usual lifetimes
+//!   takes over; it keeps a copy of every answer this replica served while
+//!   Redis was there, so hot jobs stay cache hits.
+
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use prost::Message as _;
+use redis::{AsyncCommands as _, Script};
+use tokio::{sync::broadcast, time::Instant};
+
+use super::{AnswerCache, CacheSettings, Fetch, local::LocalCache};
+use crate::{
+    error::GatewayError,
+    jobs::answer::JobAnswer,
+    shared::{
+        Keys, Shared, Trouble,
+        wire::{Outcome, StoredAnswer, StoredError, wall_ms},
+    },
+    upstream::JobQuery,
+};
+
+/// The longest an answer stays in a replica's first tier.
+pub const NEAR_STAY: Duration = Duration::from_secs(1);
+/// How long a claim to ask AWS lasts unless its holder renews it.
+pub const CLAIM: Duration = Duration::from_secs(2);
+/// How often the holder of a claim renews it.
+const RENEW: Duration = Duration::from_millis(700);
+
+/// Stores an answer unless a later one is there; KEYS[1] the answer's hash;
+/// ARGV: when its request was sent (ms), the stored answer, its TTL (ms).
+const STORE: &str = r"
+local at = redis.call('HGET', KEYS[1], 'at')
+if at and tonumber(at) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'at', ARGV[1], 'v', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Ends a claim: stores the answer (if any, unless a later one is there),
+/// gives the claim up if it is still ours, and publishes the outcome.
+/// KEYS: the answer's hash, the claim. ARGV: the claim's value, the
+/// channel, the outcome, when its request was sent (ms, or empty for an
+/// error), the stored answer, its TTL (ms).
+const DONE: &str = r"
+if ARGV[4] ~= '' then
+  local at = redis.call('HGET', KEYS[1], 'at')
+  if not at or tonumber(at) <= tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[1], 'at', ARGV[4], 'v', ARGV[5])
+    redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  end
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
+
+/// Drops an answer asked for before ARGV[1] (ms). KEYS[1] the answer's hash.
+const FORGET: &str = r"
+local at = redis.call('HGET', KEYS[1], 'at')
+if at and tonumber(at) < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+static STORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STORE));
+static DONE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DONE));
+static FORGET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET));
+
+/// Answers shared by every replica.
+#[derive(Clone)]
+pub struct SharedCache(Arc<Inner>);
+
+struct Inner {
+    shared: Arc<Shared>,
+    settings: CacheSettings,
+    /// The first tier, in front of Redis.
+    near: LocalCache,
+    /// The whole cache while Redis is away.
+    fallback: LocalCache,
+    /// Where fetch outcomes are published.
+    channel: String,
+}
+
+impl SharedCache {
+    /// The shared cache with `settings`; listens for fetch outcomes.
+    pub async fn new(shared: Arc<Shared>, settings: CacheSettings) -> Self {
+        let channel = shared.keys().key("answers");
+        // Subscribe now, so the first waiter does not pay for it.
+        drop(shared.listen(&channel).await);
+        let near = CacheSettings {
+            max_bytes: settings.max_bytes / 4,
+            ..settings.clone()
+        };
+        Self(Arc::new(Inner {
+            near: LocalCache::with_longest_stay(&near, Some(NEAR_STAY)),
+            fallback: LocalCache::new(&settings),
+            shared,
+            settings,
+            channel,
+        }))
+    }
+}
+
+impl Inner {
+    fn answer_key(&self, query: &JobQuery) -> String {
+        self.shared.keys().of("answer", query)
+    }
+
+    /// What is left of `answer`'s lifetime, for its TTL in Redis (≥ 1 ms).
+    fn ttl_ms(&self, answer: &JobAnswer) -> u64 {
+        let left = self.settings.lifetime(answer).saturating_sub(answer.age());
+        u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The answer stored in Redis, if any.
+    async fn read(&self, query: &JobQuery) -> Result<Option<JobAnswer>, Trouble> {
+        let mut conn = self.shared.conn();
+        let key = self.answer_key(query);
+        let bytes: Option<Vec<u8>> = self.shared.bounded(None, conn.hget(key, "v")).await?;
+        Ok(bytes.as_deref().and_then(StoredAnswer::decode_answer))
+    }
+
+    /// A miss in the first tier: Redis, then the set's one AWS call.
+    async fn through_redis(
+        &self,
+        query: &JobQuery,
+        fetch: Fetch<'_>,
+    ) -> Result<Arc<JobAnswer>, GatewayError> {
+        match self.read(query).await {
+            Ok(Some(answer)) => return Ok(Arc::new(answer)),
+            Ok(None) => {}
+            // Redis went away: ask AWS from here.
+            Err(_) => return fetch.await,
+        }
+        // Listen before claiming, so no outcome can slip past.
+        let mut outcomes = self.shared.listen(&self.channel).await;
+        let claim_key = self.shared.keys().of("fetching", query);
+        let claim = format!("{}:{:016x}", self.shared.replica(), fastrand::u64(..));
+        let mut fetch = Some(fetch);
+        loop {
+            let mut conn = self.shared.conn();
+            let claimed: Result<bool, Trouble> = self
+                .shared
+                .bounded(
+                    None,
+                    redis::cmd("SET")
+                        .arg(&claim_key)
+                        .arg(&claim)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(CLAIM.as_millis() as u64)
+                        .query_async::<Option<String>>(&mut conn),
+                )
+                .await
+                .map(|reply| reply.is_some());
+            match claimed {
+                Ok(true) => {
+                    let fetch = fetch.take().expect("a question is claimed once");
+                    return self.fetch_for_all(query, &claim_key, &claim, fetch).await;
+                }
+                Ok(false) => {
+                    if let Some(outcome) = self.wait_for(query, &mut outcomes).await {
+                        return outcome;
+                    }
+                    // No word within a claim's life: the answer may have
+                    // landed unseen, or its fetcher died.
+                    match self.read(query).await {
+                        Ok(Some(answer)) => return Ok(Arc::new(answer)),
+                        Ok(None) => continue,
+                        Err(_) => {}
+                    }
+                }
+                Err(_) => {}
+            }
+            // Redis trouble: this replica asks AWS itself.
+            let fetch = fetch.take().expect("a question is fetched once");
+            return fetch.await;
+        }
+    }
+
+    /// Runs `fetch` under the claim, renewing it, then stores and publishes
+    /// the outcome.
+    async fn fetch_for_all(
+        &self,
+        query: &JobQuery,
+        claim_key: &str,
+        claim: &str,
+        fetch: Fetch<'_>,
+    ) -> Result<Arc<JobAnswer>, GatewayError> {
+        tokio::pin!(fetch);
+        let mut renew = tokio::time::interval_at(Instant::now() + RENEW, RENEW);
+        let result = loop {
+            tokio::select! {
+                result = &mut fetch => break result,
+                _ = renew.tick() => {
+                    let mut conn = self.shared.conn();
+                    let ttl = CLAIM.as_millis() as i64;
+                    let _ = self
+                        .shared
+                        .bounded(None, conn.pexpire::<_, bool>(claim_key, ttl))
+                        .await;
+                }
+            }
+        };
+        let outcome = Outcome {
+            query: Keys::query(query),
+            answer: result.as_ref().ok().map(|a| StoredAnswer::from(a.as_ref())),
+            error: result.as_ref().err().map(StoredError::from_error),
+        };
+        let (at, stored, ttl) = match &result {
+            Ok(answer) => (
+                wall_ms(answer.asked_at).to_string(),
+                StoredAnswer::from(answer.as_ref()).encode_to_vec(),
+                self.ttl_ms(answer),
+            ),
+            Err(_) => (String::new(), Vec::new(), 1),
+        };
+        let mut invocation = DONE_SCRIPT.prepare_invoke();
+        invocation
+            .key(self.answer_key(query))
+            .key(claim_key)
+            .arg(claim)
+            .arg(&self.channel)
+            .arg(outcome.encode_to_vec())
+            .arg(at)
+            .arg(stored)
+            .arg(ttl);
+        let mut conn = self.shared.conn();
+        let _: Result<i64, _> = self
+            .shared
+            .bounded(None, invocation.invoke_async(&mut conn))
+            .await;
+        result
+    }
+
+    /// The outcome another replica publishes for `query`, if it comes
+    /// within a claim's life.
+    async fn wait_for(
+        &self,
+        query: &JobQuery,
+        outcomes: &mut broadcast::Receiver<Vec<u8>>,
+    ) -> Option<Result<Arc<JobAnswer>, GatewayError>> {
+        let wanted = Keys::query(query);
+        let until = Instant::now() + CLAIM;
+        loop {
+            let message = match tokio::time::timeout_at(until, outcomes.recv()).await {
+                Ok(Ok(message)) => message,
+                // Missed some messages: look in Redis instead.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => return None,
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return None,
+            };
+            let Ok(outcome) = Outcome::decode(message.as_slice()) else {
+                continue;
+            };
+            if outcome.query != wanted {
+                continue;
+            }
+            if let Some(answer) = outcome.answer.and_then(StoredAnswer::answer) {
+                return Some(Ok(Arc::new(answer)));
+            }
+            if let Some(error) = outcome.error {
+                return Some(Err(error.into_error(&query.job_id)));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AnswerCache for SharedCache {
+    async fn get_or_fetch(
+        &self,
+        query: &JobQuery,
+        fetch: Fetch<'_>,
+    ) -> Result<Arc<JobAnswer>, Arc<GatewayError>> {
+        let this = &self.0;
+        if !this.shared.is_shared() {
+            return this.fallback.get_or_fetch(query, fetch).await;
+        }
+        let miss = Box::pin(async {
+            let answer = this.through_redis(query, fetch).await?;
+            // Kept here too, so hits go on if Redis goes away.
+            this.fallback.store(query, answer.clone()).await;
+            Ok(answer)
+        });
+        this.near.get_or_fetch(query, miss).await
+    }
+
+    async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>> {
+        let this = &self.0;
+        if !this.shared.is_shared() {
+            return this.fallback.peek(query).await;
+        }
+        if let Some(answer) = this.near.peek(query).await {
+            return Some(answer);
+        }
+        this.read(query).await.ok().flatten().map(Arc::new)
+    }
+
+    async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>) {
+        let this = &self.0;
+        if !this.shared.is_shared() {
+            return this.fallback.store(query, answer).await;
+        }
+        this.near.store(query, answer.clone()).await;
+        this.fallback.store(query, answer.clone()).await;
+        let mut invocation = STORE_SCRIPT.prepare_invoke();
+        invocation
+            .key(this.answer_key(query))
+            .arg(wall_ms(answer.asked_at))
+            .arg(StoredAnswer::from(answer.as_ref()).encode_to_vec())
+            .arg(this.ttl_ms(&answer));
+        let mut conn = this.shared.conn();
+        let _: Result<i64, _> = this
+            .shared
+            .bounded(None, invocation.invoke_async(&mut conn))
+            .await;
+    }
+
+    async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {
+        let this = &self.0;
+        if !this.shared.is_shared() {
+            return this.fallback.forget_older_than(query, instant).await;
+        }
+        this.near.forget_older_than(query, instant).await;
+        this.fallback.forget_older_than(query, instant).await;
+        let mut invocation = FORGET_SCRIPT.prepare_invoke();
+        invocation.key(this.answer_key(query)).arg(wall_ms(instant));
+        let mut conn = this.shared.conn();
+        let _: Result<i64, _> = this
+            .shared
+            .bounded(None, invocation.invoke_async(&mut conn))
+            .await;
+    }
+}

@@ -9,7 +9,6 @@ use std::{
     ffi::OsString,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -17,107 +16,24 @@ use serde_json::{Value, json};
 use support::{
     describe,
     fake_aws::{FakeAws, Reply},
+    process::{BIN, GatewayProcess, empty_home, exited, gateway, signal},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
-    sync::oneshot,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_iot-jobs-gateway");
 const ROLLOUT: &str = iot_jobs_gateway::simulator::seed::ROLLOUT;
 
-fn empty_home(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The binary with a clean environment: no AWS config, no instance metadata.
-fn gateway(home: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", empty_home(home))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// A running gateway process, its address and its JSON log lines.
-struct Running {
-    child: Child,
-    addr: String,
-    logs: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn start(fake: &FakeAws, extra: &[&str], home: &str) -> Running {
-    let mut child = gateway(home)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--region",
-            "us-east-1",
-        ])
-        .args(["--endpoint-url", &fake.url])
-        .args(extra)
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = logs.clone();
-    tokio::spawn(async move {
-        let mut addr_tx = Some(addr_tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            let entry: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
-            if entry["message"] == "gateway listening"
-                && let Some(tx) = addr_tx.take()
-            {
-                let _ = tx.send(entry["address"].as_str().unwrap().to_owned());
-            }
-            sink.lock().unwrap().push(entry);
-        }
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
-        .await
-        .expect("the gateway did not log its address")
-        .expect("the gateway exited before listening");
-    Running { child, addr, logs }
-}
-
-impl Running {
-    /// Starts a DescribeJob call on a new connection; it runs in the background.
-    async fn start_call(
-        &self,
-        job_id: &'static str,
-    ) -> tokio::task::JoinHandle<
-        Result<tonic::Response<iot_jobs_gateway::pb::DescribeJobResponse>, tonic::Status>,
-    > {
-        let url = format!("http://{}", self.addr);
-        let mut client = iot_jobs_gateway::pb::jobs_gateway_client::JobsGatewayClient::connect(url)
-            .await
-            .unwrap();
-        tokio::spawn(async move { client.describe_job(describe(job_id, None)).await })
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-s", name, &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+/// Starts a DescribeJob call on a new connection; it runs in the background.
+async fn start_call(
+    gw: &GatewayProcess,
+    job_id: &'static str,
+) -> tokio::task::JoinHandle<
+    Result<tonic::Response<iot_jobs_gateway::pb::DescribeJobResponse>, tonic::Status>,
+> {
+    let mut client = gw.client().await;
+    tokio::spawn(async move { client.describe_job(describe(job_id, None)).await })
 }
 
 #[tokio::test]
@@ -240,8 +156,8 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits_zero() {
             Reply::Job(json!({"job": {"jobId": "slow-1"}})),
         ),
     );
-    let mut gw = start(&fake, &["--shutdown-grace", "10s"], "sigterm").await;
-    let call = gw.start_call("slow-1").await;
+    let mut gw = GatewayProcess::serve(&fake.url, &["--shutdown-grace", "10s"], "sigterm").await;
+    let call = start_call(&gw, "slow-1").await;
     fake.wait_for_calls(1).await;
 
     signal(&gw.child, "TERM");
@@ -297,8 +213,8 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_up_shutdown() {
         "--upstream-operation-timeout",
         "60s",
     ];
-    let mut gw = start(&fake, &extra, "grace").await;
-    let call = gw.start_call("stuck").await;
+    let mut gw = GatewayProcess::serve(&fake.url, &extra, "grace").await;
+    let call = start_call(&gw, "stuck").await;
     fake.wait_for_calls(1).await;
 
     let signalled = Instant::now();
@@ -629,12 +545,4 @@ async fn the_simulator_command_serves_aws_tools() {
     signal(&child, "TERM");
     let exit = exited(&mut child).await;
     assert_eq!(exit.code(), Some(0));
-}
-
-/// The exit status of `child`, which must exit within 10 s.
-async fn exited(child: &mut tokio::process::Child) -> std::process::ExitStatus {
-    tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("the process exits within 10 s")
-        .unwrap()
 }

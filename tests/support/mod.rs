@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 pub mod fake_aws;
+pub mod process;
 pub mod python;
+pub mod redis;
 pub mod sim;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -1,0 +1,172 @@
+//! A real `redis-server` (Debian/Ubuntu package `redis-server`, 7.x) on a
+//! free loopback port, persistence off, stopped when dropped. Where the
+//! binary is missing, it is installed with apt-get (as root) or the test
+//! fails naming the package; nothing is skipped. Take [`redis_binary`]
+//! first in a test, before starting anything on the clock: the first
+//! install takes a while.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    process::{Child, Command},
+};
+
+/// The `redis-server` binary, installed first if needed.
+pub async fn redis_binary() -> PathBuf {
+    match tokio::task::spawn_blocking(installed).await {
+        Ok(path) => path.to_owned(),
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
+}
+
+fn installed() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(found) = find() {
+            return found;
+        }
+        // One install at a time across test binaries.
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let lock = File::create(target.join("redis-install.lock")).unwrap();
+        lock.lock().expect("cannot lock target/redis-install.lock");
+        if let Some(found) = find() {
+            return found;
+        }
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+        assert!(
+            root,
+            "redis-server is not installed and the tests cannot install it (not root): \
+             install the Debian/Ubuntu package redis-server (apt-get install redis-server)"
+        );
+        eprintln!("installing redis-server with apt-get (first run only)");
+        for args in [&["update"][..], &["install", "-y", "redis-server"]] {
+            let status = std::process::Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run apt-get to install redis-server: {e}"));
+            assert!(
+                status.success(),
+                "apt-get {args:?} failed ({status}): install the package redis-server"
+            );
+        }
+        find().expect("apt-get installed redis-server, but no redis-server binary was found")
+    })
+}
+
+fn find() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A redis-server this test started.
+pub struct RedisServer {
+    binary: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free loopback port.
+    pub async fn start() -> Self {
+        let binary = redis_binary().await;
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut server = Self {
+                binary: binary.clone(),
+                port,
+                child: None,
+            };
+            if server.run().await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port in five tries");
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process on `self.port`; whether it answers PING.
+    async fn run(&mut self) -> bool {
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start redis-server");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if self.pong().await {
+                return true;
+            }
+            if let Some(child) = &mut self.child
+                && child.try_wait().ok().flatten().is_some()
+            {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    async fn pong(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        conn.write_all(b"PING\r\n").await.is_ok()
+            && conn.read_exact(&mut reply).await.is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills it (SIGKILL), as a crash or a network cut would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (empty: persistence is off).
+    pub async fn restart(&mut self) {
+        assert!(
+            self.run().await,
+            "redis-server did not restart on {}",
+            self.port
+        );
+    }
+
+    /// A client connection, for looking at the keys.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's redis-server")
+    }
+}

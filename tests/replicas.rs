@@ -15,7 +15,7 @@ use iot_jobs_gateway::{
 };
 use redis::AsyncCommands as _;
 use support::{
-    describe,
+    describe, fresh,
     process::GatewayProcess,
     redis::RedisServer,
     sim::{TestSim, create_fleet_job},
@@ -118,7 +118,8 @@ async fn concurrent_cold_calls_spread_over_three_replicas_cost_one_aws_call() {
         job_id: Some("cold".into()),
         times: Some(1),
     });
-    let set = replicas(3, &sim, &redis, &[]).await;
+    // One attempt per question, so an injected failure is the answer.
+    let set = replicas(3, &sim, &redis, &["--upstream-max-attempts", "1"]).await;
     let mut clients = Vec::new();
     for replica in &set {
         clients.push(replica.client().await);
@@ -176,6 +177,94 @@ async fn concurrent_cold_calls_spread_over_three_replicas_cost_one_aws_call() {
         }
     }
     assert_eq!(calls_for(&sim, "cold"), 1);
+
+    // `cache-control: no-cache` on any replica asks AWS again, and fresh
+    // calls on different replicas still share that call.
+    sim.sim.inject(FaultRule {
+        fault: Fault::Latency { ms: 500 },
+        job_id: Some("cold".into()),
+        times: Some(1),
+    });
+    let fresh_calls: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let answer = client
+                    .describe_job(fresh(describe("cold", None)))
+                    .await
+                    .unwrap();
+                answer
+                    .metadata()
+                    .get("x-cache")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    let mut fresh_sources = Vec::new();
+    for call in fresh_calls {
+        fresh_sources.push(call.await.unwrap());
+    }
+    assert_eq!(
+        calls_for(&sim, "cold"),
+        2,
+        "one more AWS call: {fresh_sources:?}"
+    );
+    assert!(
+        !fresh_sources.contains(&"hit".to_owned()),
+        "{fresh_sources:?}"
+    );
+
+    // "No such job" is remembered for the set.
+    for client in &mut clients {
+        let status = client
+            .describe_job(describe("missing", None))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    }
+    assert_eq!(calls_for(&sim, "missing"), 1);
+
+    // A failure is shared by the callers that waited for it, on every
+    // replica, and is not cached.
+    sim.sim.inject(FaultRule {
+        fault: Fault::Latency { ms: 500 },
+        job_id: Some("broken".into()),
+        times: Some(1),
+    });
+    sim.sim.inject(FaultRule {
+        fault: Fault::ServiceUnavailableException,
+        job_id: Some("broken".into()),
+        times: Some(1),
+    });
+    let failing: Vec<_> = (0..30)
+        .map(|i| {
+            let mut client = clients[i % 3].clone();
+            tokio::spawn(async move { client.describe_job(describe("broken", None)).await })
+        })
+        .collect();
+    for call in failing {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert_eq!(
+        calls_for(&sim, "broken"),
+        1,
+        "one AWS call, its error shared"
+    );
+    let status = clients[1]
+        .describe_job(describe("broken", None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::NotFound,
+        "the failure was not cached"
+    );
+    assert_eq!(calls_for(&sim, "broken"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +478,21 @@ async fn one_replica_polls_a_watched_job_and_another_takes_over_when_it_is_kille
     set[holder].signal("KILL");
     let killed = Instant::now();
     let _ = set[holder].exited().await;
-    streams.remove(holder);
+    let (_, seen) = streams.remove(holder);
+    // Its client reconnects to another replica, resuming from the version
+    // it saw: nothing is repeated.
+    let elsewhere = (holder + 1) % set.len();
+    let mut resumed = set[elsewhere]
+        .client()
+        .await
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec!["rollout".into()],
+            resume_from: [("rollout".to_owned(), seen.version)].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the watch resumes")
+        .into_inner();
     sim.advance(Duration::from_secs(1));
     for (stream, last) in &mut streams {
         let event = next_job(stream, Duration::from_secs(20))
@@ -405,6 +508,14 @@ async fn one_replica_polls_a_watched_job_and_another_takes_over_when_it_is_kille
         );
         *last = event;
     }
+    let after = next_job(&mut resumed, Duration::from_secs(20))
+        .await
+        .expect("the change");
+    assert_ne!(
+        after.version, seen.version,
+        "the resumed watch starts after what it saw"
+    );
+    assert!(progress(&after) > progress(&seen));
     let takeover = killed.elapsed();
     assert!(
         takeover < Duration::from_secs(12),
@@ -692,4 +803,89 @@ async fn the_shared_buckets_script_decides_as_the_in_process_bucket_does() {
         granted > 100 && granted < arrivals.len(),
         "both outcomes occur: {granted}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_through_redis_over_tls_with_a_password() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = support::process::empty_home("redis-tls");
+    // A private CA and a certificate for 127.0.0.1 signed by it.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(
+        CertificateParams::new(Vec::<String>::new()).unwrap(),
+        &ca_key,
+    );
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = write("ca.pem", ca.pem());
+    let cert_file = write("server.pem", server.pem());
+    let key_file = write("server.key", server_key.serialize_pem());
+
+    let redis = RedisServer::start_with(&[
+        "--tls-cert-file",
+        &cert_file,
+        "--tls-key-file",
+        &key_file,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        "s3cret-pw",
+    ])
+    .await;
+    let url = format!(
+        "rediss://default:s3cret-pw@127.0.0.1:{}",
+        redis.tls_port().unwrap()
+    );
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "tls").await;
+    let mut set = Vec::new();
+    for _ in 0..2 {
+        let replica = GatewayProcess::serve_with_env(
+            &sim.url,
+            &["--redis-url", &url],
+            &[("SSL_CERT_FILE", ca_file.as_str())],
+            "replica-tls",
+        )
+        .await;
+        set.push(replica);
+    }
+    for replica in &set {
+        assert!(replica.logged("through Redis"), "shared mode over TLS");
+        let text = replica
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<String>();
+        assert!(
+            !text.contains("s3cret-pw"),
+            "the password stays out of the logs"
+        );
+        replica
+            .client()
+            .await
+            .describe_job(describe("tls", None))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        calls_for(&sim, "tls"),
+        1,
+        "one AWS call for both, through the TLS Redis"
+    );
+    assert!(set.iter().all(|r| !r.logged("Redis is unreachable")));
 }

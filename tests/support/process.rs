@@ -54,7 +54,18 @@ impl GatewayProcess {
     /// `serve` in front of the AWS stand-in at `endpoint`, with `extra`
     /// flags; waits until it listens.
     pub async fn serve(endpoint: &str, extra: &[&str], home: &str) -> Self {
+        Self::serve_with_env(endpoint, extra, &[], home).await
+    }
+
+    /// The same, with extra environment variables.
+    pub async fn serve_with_env(
+        endpoint: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        home: &str,
+    ) -> Self {
         let mut child = gateway(home)
+            .envs(env.iter().copied())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])

@@ -75,26 +75,44 @@ fn find() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A redis-server this test started.
 pub struct RedisServer {
     binary: PathBuf,
     pub port: u16,
+    /// Extra arguments (TLS files, a password).
+    extra: Vec<String>,
+    /// The TLS port, when it serves TLS.
+    tls_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts one on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts one with extra arguments. With TLS files among them it also
+    /// serves TLS, on [`RedisServer::tls_port`]; the plaintext port stays
+    /// open for the readiness check (with `--requirepass` it answers PING
+    /// only with an error, which still shows it is up).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let binary = redis_binary().await;
+        let tls = extra.contains(&"--tls-cert-file");
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
             let mut server = Self {
                 binary: binary.clone(),
-                port,
+                port: free_port(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                tls_port: tls.then(free_port),
                 child: None,
             };
             if server.run().await {
@@ -104,6 +122,11 @@ impl RedisServer {
         panic!("redis-server did not start on a free port in five tries");
     }
 
+    /// The TLS port, if it serves TLS.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -111,9 +134,15 @@ impl RedisServer {
 
     /// Starts the process on `self.port`; whether it answers PING.
     async fn run(&mut self) -> bool {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.extra);
+        if let Some(tls_port) = self.tls_port {
+            command.args(["--tls-port", &tls_port.to_string()]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -139,10 +168,11 @@ impl RedisServer {
         let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;
         };
-        let mut reply = [0u8; 7];
+        // "+PONG", or "-NOAUTH ..." behind a password: up either way.
+        let mut reply = [0u8; 1];
         conn.write_all(b"PING\r\n").await.is_ok()
             && conn.read_exact(&mut reply).await.is_ok()
-            && &reply == b"+PONG\r\n"
+            && (reply == *b"+" || reply == *b"-")
     }
 
     /// Kills it (SIGKILL), as a crash or a network cut would.

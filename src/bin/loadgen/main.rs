@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod bare;
+mod cluster;
 mod procs;
 mod protection;
 mod recovery;
@@ -78,6 +79,27 @@ enum Scenario {
         /// Another build of iot-jobs-gateway to run first, for comparison.
         #[arg(long)]
         baseline: Option<PathBuf>,
+    },
+    /// 9. Replicas sharing one Redis: 1, 2 and 3 side by side (needs redis-server).
+    Cluster {
+        /// Seconds of ten times the demand, per set.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// The set sizes to run, side by side.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        replicas: Vec<usize>,
+    },
+    /// 10. Three replicas, 10,000 watch streams over 1,000 jobs on one budget (needs redis-server).
+    ClusterWatch {
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 330)]
+        seconds: u64,
+        /// Things per synthetic job: keeps each IN_PROGRESS this many seconds.
+        #[arg(long, default_value_t = 600)]
+        group_size: usize,
     },
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
     #[command(hide = true)]
@@ -174,6 +196,13 @@ async fn main() -> Result<(), Error> {
         Scenario::Memory { jobs } => memory(jobs).await?,
         Scenario::WatchFanout(a) => watch_fanout(a).await?,
         Scenario::WatchBudget(a) => watch_budget(a).await?,
+        Scenario::Cluster { seconds, replicas } => cluster::cluster(seconds, &replicas).await?,
+        Scenario::ClusterWatch {
+            jobs,
+            streams,
+            seconds,
+            group_size,
+        } => cluster::cluster_watch(jobs, streams, seconds, group_size).await?,
         Scenario::Recovery {
             seconds,
             throttles,

@@ -141,12 +141,26 @@ pub(crate) async fn gateway(sim: &Proc, extra: &[&str]) -> Result<Proc, Error> {
     gateway_binary(sibling("iot-jobs-gateway"), sim, extra).await
 }
 
+/// A gateway in front of `sim` whose log is `loadgen-logs/<name>.log`.
+pub(crate) async fn gateway_named(sim: &Proc, extra: &[&str], name: &str) -> Result<Proc, Error> {
+    start_gateway(sibling("iot-jobs-gateway"), sim, extra, name).await
+}
+
 /// A gateway from `program` (another build, for a side-by-side run) in
 /// front of `sim`, with extra flags.
 pub(crate) async fn gateway_binary(
     program: PathBuf,
     sim: &Proc,
     extra: &[&str],
+) -> Result<Proc, Error> {
+    start_gateway(program, sim, extra, "gateway").await
+}
+
+async fn start_gateway(
+    program: PathBuf,
+    sim: &Proc,
+    extra: &[&str],
+    log: &str,
 ) -> Result<Proc, Error> {
     let port = free_port();
     let mut args: Vec<String> = vec![
@@ -165,7 +179,7 @@ pub(crate) async fn gateway_binary(
         ("AWS_SECRET_ACCESS_KEY", "loadgen"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
-    spawn(program, &args, &env, "gateway", port).await
+    spawn(program, &args, &env, log, port).await
 }
 
 pub(crate) async fn channels(

@@ -112,7 +112,7 @@ pub(crate) async fn cluster(seconds: u64, sets: &[usize]) -> Result<(), Error> {
         "## 9. Replicas sharing one Redis: 1, 2 and 3 replicas side by side, the simulator at AWS's quota ({RATE} calls/s)\n"
     );
     println!(
-        "| replicas | AWS calls/s at {}x demand | busiest 1 s window (limit {}) | ThrottlingException | AWS calls for 1,000 identical cold calls | polls per watched job per interval | Redis commands per call (answered or refused) | Redis commands per AWS call |",
+        "| replicas | AWS calls/s at {}x demand | busiest 1 s window (limit {}) | ThrottlingException | AWS calls for 1,000 identical cold calls | polls per watched job per interval | Redis commands per call, answered or refused (commands inside Lua scripts included) | the same per AWS call |",
         10,
         RATE + BURST
     );
@@ -340,7 +340,7 @@ async fn miss_latency() -> Result<(), Error> {
     let (a50, a99) = medians[0];
     let (s50, s99) = medians[1];
     println!(
-        "\nA Redis round trip adds {} at p50 and {} at p99 to a miss.\n",
+        "\nRedis adds {} at p50 and {} at p99 to a miss (four round trips: the answer's key, the claim, the token, the outcome).\n",
         ms(s50.saturating_sub(a50)),
         ms(s99.saturating_sub(a99))
     );

@@ -20,8 +20,8 @@ use tonic::{Code, Status};
 use crate::{
     BURST, Error, RATE,
     procs::*,
-    protection::{bare_server_for, versus_bare},
-    watch::{percentile_f64, poll_intervals, raw_channels, spawn_watcher},
+    protection::{versus_bare, warm_and_bare},
+    watch::{WATCH_BUDGET, percentile_f64, poll_intervals, raw_channels, spawn_watcher},
 };
 
 /// A redis-server of this run, on a free loopback port, persistence off.
@@ -167,31 +167,12 @@ async fn one_set(n: usize, seconds: u64) -> Result<Row, Error> {
         .as_array()
         .map_or(0, Vec::len);
     let interval = Duration::from_secs_f64(1.0 / demand);
-    let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total);
-    for i in 0..total {
-        tokio::time::sleep_until(started + interval * i as u32).await;
-        let mut client = clients[i % clients.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .describe_job(describe(&synthetic_job_id(i), Duration::from_secs(2)))
-                .await
-                .map(|_| ())
-                .map_err(|s| s.code())
-        }));
-    }
-    for task in tasks {
+    for task in open_loop(&clients, total, interval).await {
         let _ = task.await?;
     }
     let commands = redis_commands(&redis).await? - commands_before;
     let stats = sim_get(&sim, "/_sim/stats").await?;
-    let arrivals: Vec<u64> = sim_get(&sim, "/_sim/calls").await?["arrivalsUs"]
-        .as_array()
-        .ok_or("no arrivals")?
-        .iter()
-        .skip(before)
-        .filter_map(serde_json::Value::as_u64)
-        .collect();
+    let arrivals = sim_arrivals(&sim).await?.split_off(before);
     let span = (arrivals.last().unwrap_or(&0) - arrivals.first().unwrap_or(&0)) as f64 / 1e6;
     let sustained = (arrivals.len().saturating_sub(1)) as f64 / span.max(f64::MIN_POSITIVE);
     let busiest = busiest_second(&arrivals);
@@ -274,12 +255,7 @@ async fn hit_throughput() -> Result<(), Error> {
         .await?
         .remove(0);
     let id = synthetic_job_id(3);
-    let mut client = channels(gw.port, 1).await?.remove(0);
-    let response = client
-        .describe_job(describe(&id, Duration::from_secs(10)))
-        .await?
-        .into_inner();
-    let bare = bare_server_for(&response).await?;
+    let (_, bare) = warm_and_bare(&gw, &id).await?;
     let commands = redis_commands(&redis).await?;
     println!(
         "### Cache hits with Redis configured: gateway vs a bare tonic server, 32 concurrent callers, {SECONDS} s per round\n"
@@ -360,21 +336,7 @@ pub(crate) async fn cluster_watch(
     let group = group_size.to_string();
     let sim = simulator_with(jobs, RATE as u32, &["--group-size", &group]).await?;
     let redis = redis_server().await?;
-    let set = replicas(
-        "watch",
-        3,
-        &sim,
-        &redis,
-        &[
-            "--upstream-rate",
-            "10",
-            "--upstream-burst",
-            "5",
-            "--watch-poll-interval",
-            "5s",
-        ],
-    )
-    .await?;
+    let set = replicas("watch", 3, &sim, &redis, &WATCH_BUDGET).await?;
     let ids: Vec<String> = (0..jobs).map(synthetic_job_id).collect();
     // Each stream watches 10 jobs; stream k goes to replica k % 3.
     const PER_STREAM: usize = 10;

@@ -5,13 +5,13 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use iot_jobs_gateway::{
     pb::{self, jobs_gateway_client::JobsGatewayClient},
-    simulator::http,
+    simulator::{http, seed::synthetic_job_id},
 };
 use tokio::{
     net::TcpStream,
     process::{Child, Command},
 };
-use tonic::{Request, transport::Channel};
+use tonic::{Code, Request, transport::Channel};
 
 use crate::Error;
 
@@ -241,6 +241,48 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// DescribeJob of synthetic job `i` on the next of `clients`, with a 2 s
+/// deadline, in the background: its gRPC code if it fails.
+pub(crate) fn spawn_call(
+    clients: &[JobsGatewayClient<Channel>],
+    i: usize,
+) -> tokio::task::JoinHandle<Result<(), Code>> {
+    let mut client = clients[i % clients.len()].clone();
+    tokio::spawn(async move {
+        client
+            .describe_job(describe(&synthetic_job_id(i), Duration::from_secs(2)))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code())
+    })
+}
+
+/// An open loop: synthetic jobs 0 to `count`, one call every `interval`.
+pub(crate) async fn open_loop(
+    clients: &[JobsGatewayClient<Channel>],
+    count: usize,
+    interval: Duration,
+) -> Vec<tokio::task::JoinHandle<Result<(), Code>>> {
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        tokio::time::sleep_until(started + interval * i as u32).await;
+        tasks.push(spawn_call(clients, i));
+    }
+    tasks
+}
+
+/// When each DescribeJob the simulator remembers arrived (µs since it
+/// started).
+pub(crate) async fn sim_arrivals(sim: &Proc) -> Result<Vec<u64>, Error> {
+    Ok(sim_get(sim, "/_sim/calls").await?["arrivalsUs"]
+        .as_array()
+        .ok_or("no arrivals")?
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect())
 }
 
 /// The most arrivals (µs, ascending) in any sliding 1 s window.

@@ -87,19 +87,7 @@ pub(crate) async fn throttling(seconds: u64) -> Result<(), Error> {
 
     // Open loop: one call every 1/demand s, each on a distinct job, 2 s deadline.
     let interval = Duration::from_secs_f64(1.0 / demand as f64);
-    let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total);
-    for i in 0..total {
-        tokio::time::sleep_until(started + interval * i as u32).await;
-        let mut client = clients[i % clients.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .describe_job(describe(&synthetic_job_id(i), Duration::from_secs(2)))
-                .await
-                .map(|_| ())
-                .map_err(|s| s.code())
-        }));
-    }
+    let tasks = open_loop(&clients, total, interval).await;
     let (mut ok, mut exhausted) = (0, 0);
     let mut other = std::collections::BTreeMap::<String, usize>::new();
     for task in tasks {
@@ -110,13 +98,7 @@ pub(crate) async fn throttling(seconds: u64) -> Result<(), Error> {
         }
     }
     let stats = sim_get(&sim, "/_sim/stats").await?;
-    let arrivals: Vec<u64> = sim_get(&sim, "/_sim/calls").await?["arrivalsUs"]
-        .as_array()
-        .ok_or("no arrivals")?
-        .iter()
-        .skip(before)
-        .filter_map(serde_json::Value::as_u64)
-        .collect();
+    let arrivals = sim_arrivals(&sim).await?.split_off(before);
     let throttled = stats["throttled"].as_u64().unwrap_or(0);
 
     // Busiest sliding 1 s window, and per-second counts over the run.
@@ -222,6 +204,21 @@ pub(crate) async fn closed_loop(
     })
 }
 
+/// Warms `gw`'s cache with job `id` and starts a bare tonic server that
+/// answers the same response to every call.
+pub(crate) async fn warm_and_bare(
+    gw: &Proc,
+    id: &str,
+) -> Result<(pb::DescribeJobResponse, Proc), Error> {
+    let mut client = channels(gw.port, 1).await?.remove(0);
+    let response = client
+        .describe_job(describe(id, Duration::from_secs(10)))
+        .await?
+        .into_inner();
+    let bare = bare_server_for(&response).await?;
+    Ok((response, bare))
+}
+
 /// A bare tonic server on a free port answering `response` to every call.
 pub(crate) async fn bare_server_for(response: &pb::DescribeJobResponse) -> Result<Proc, Error> {
     let file = sibling("loadgen-logs").join("response.bin");
@@ -312,12 +309,7 @@ pub(crate) async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error>
     let gw = gateway(&sim, &["--cache-ttl", "1h"]).await?;
     let id = synthetic_job_id(3);
     // Warm the cache; the same answer is what the bare server returns.
-    let mut client = channels(gw.port, 1).await?.remove(0);
-    let response = client
-        .describe_job(describe(&id, Duration::from_secs(10)))
-        .await?
-        .into_inner();
-    let bare = bare_server_for(&response).await?;
+    let (response, bare) = warm_and_bare(&gw, &id).await?;
     println!(
         "## 3. Cache-hit throughput: gateway vs a bare tonic server, 32 concurrent callers, {seconds} s per round\n"
     );

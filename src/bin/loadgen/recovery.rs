@@ -5,7 +5,6 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use iot_jobs_gateway::simulator::seed::synthetic_job_id;
 use tonic::Code;
 
 use crate::{Error, RATE, procs::*};
@@ -94,14 +93,7 @@ async fn run(program: PathBuf, seconds: u64, throttles: u32) -> Result<Recovery,
             burst_us = Some(now_us);
         }
         tokio::time::sleep_until(at).await;
-        let mut client = clients[i % clients.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .describe_job(describe(&synthetic_job_id(i), Duration::from_secs(2)))
-                .await
-                .map(|_| ())
-                .map_err(|s| s.code())
-        }));
+        tasks.push(spawn_call(&clients, i));
     }
     let (mut ok, mut exhausted, mut other) = (0, 0, 0);
     for task in tasks {
@@ -111,12 +103,7 @@ async fn run(program: PathBuf, seconds: u64, throttles: u32) -> Result<Recovery,
             Err(_) => other += 1,
         }
     }
-    let arrivals: Vec<u64> = sim_get(&sim, "/_sim/calls").await?["arrivalsUs"]
-        .as_array()
-        .ok_or("no arrivals")?
-        .iter()
-        .filter_map(serde_json::Value::as_u64)
-        .collect();
+    let arrivals = sim_arrivals(&sim).await?;
     let from = burst_us.ok_or("the run ended before the burst")?;
     let mut per_second = vec![0u64; seconds as usize];
     for a in arrivals.iter().filter(|a| **a > from) {

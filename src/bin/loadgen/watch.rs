@@ -368,12 +368,7 @@ pub(crate) async fn watch_fanout(a: FanoutArgs) -> Result<(), Error> {
     let complete = changes.values().filter(|c| c.3 == a.subscribers).count();
 
     // Each job's poll intervals inside each window, from the simulator.
-    let arrivals: Vec<u64> = sim_get(&sim, "/_sim/calls").await?["arrivalsUs"]
-        .as_array()
-        .ok_or("no arrivals")?
-        .iter()
-        .filter_map(serde_json::Value::as_u64)
-        .collect();
+    let arrivals = sim_arrivals(&sim).await?;
     let polls = sim_get(&sim, "/_sim/polls").await?;
     let range = |w: &Window| {
         let from = arrivals.get(w.first_call).copied().unwrap_or(0);
@@ -467,6 +462,17 @@ pub(crate) async fn watch_fanout(a: FanoutArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The gateway's flags for a short watch budget: AWS's default rate and
+/// the default poll interval.
+pub(crate) const WATCH_BUDGET: [&str; 6] = [
+    "--upstream-rate",
+    "10",
+    "--upstream-burst",
+    "5",
+    "--watch-poll-interval",
+    "5s",
+];
+
 pub(crate) async fn watch_budget(a: BudgetArgs) -> Result<(), Error> {
     at_least_one("--jobs", a.jobs as u64)?;
     at_least_one("--seconds", a.seconds)?;
@@ -475,18 +481,7 @@ pub(crate) async fn watch_budget(a: BudgetArgs) -> Result<(), Error> {
     long_enough(a.group_size, a.seconds + 60)?;
     let group = a.group_size.to_string();
     let sim = simulator_with(a.jobs, RATE as u32, &["--group-size", &group]).await?;
-    let gw = gateway(
-        &sim,
-        &[
-            "--upstream-rate",
-            "10",
-            "--upstream-burst",
-            "5",
-            "--watch-poll-interval",
-            "5s",
-        ],
-    )
-    .await?;
+    let gw = gateway(&sim, &WATCH_BUDGET).await?;
     let channel = raw_channels(gw.port, 1).await?.remove(0);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = Arc::new(AtomicUsize::new(0));

@@ -316,7 +316,7 @@ async fn miss_latency() -> Result<(), Error> {
     let (a50, a99) = medians[0];
     let (s50, s99) = medians[1];
     println!(
-        "\nRedis adds {} at p50 and {} at p99 to a miss (four round trips: the answer's key, the claim, the token, the outcome).\n",
+        "\nRedis adds {} at p50 and {} at p99 to a miss (three round trips: the answer or else the claim, the token, the outcome).\n",
         ms(s50.saturating_sub(a50)),
         ms(s99.saturating_sub(a99))
     );

@@ -15,12 +15,13 @@
 //!   an answer up to [`NEAR_STAY`] newer. `cache-control: no-cache` skips
 //!   both tiers.
 //! - **One AWS call per cold question across the set.** A replica that
-//!   misses in both tiers claims the question (`SET NX` on
-//!   `{prefix}:fetching:<q>`, renewed while it asks AWS) and publishes the
-//!   outcome, answer or error, on `{prefix}:answers`; replicas that find
-//!   the claim taken wait for that message (their callers see
-//!   `x-cache: coalesced`). If the claimant dies, its claim lapses within
-//!   [`CLAIM`] and a waiter claims the question itself.
+//!   misses in its first tier reads the answer or, if there is none, claims
+//!   the question (`{prefix}:fetching:<q>`, renewed while it asks AWS) in
+//!   the same round trip, and publishes the outcome, answer or error, on
+//!   `{prefix}:answers`; replicas that find the claim taken wait for that
+//!   message (their callers see `x-cache: coalesced`). If the claimant dies,
+//!   its claim lapses within [`CLAIM`] and a waiter claims the question
+//!   itself.
 //! - While Redis is unreachable, an in-process cache of the usual lifetimes
 //!   takes over; it keeps a copy of every answer this replica served while
 //!   Redis was there, so hot jobs stay cache hits.
@@ -52,6 +53,26 @@ pub const NEAR_STAY: Duration = Duration::from_secs(1);
 pub const CLAIM: Duration = Duration::from_secs(2);
 /// How often the holder of a claim renews it.
 const RENEW: Duration = Duration::from_millis(700);
+
+/// Reads an answer, or claims the question when there is none. KEYS: the
+/// answer's hash, the claim. ARGV: the claim's value, its TTL (ms).
+/// Replies {1, answer}, {2} (claimed: ask AWS) or {3} (another asks).
+const LOOKUP: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3}
+";
+
+/// What a lookup found.
+enum Lookup {
+    /// An answer, stored by some replica.
+    Found(JobAnswer),
+    /// No answer, and this replica now asks AWS for the set.
+    Claimed,
+    /// No answer; another replica is asking AWS.
+    Taken,
+}
 
 /// Stores an answer unless a later one is there; KEYS[1] the answer's hash;
 /// ARGV: when its request was sent (ms), the stored answer, its TTL (ms).
@@ -88,6 +109,7 @@ if at and tonumber(at) < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
+static LOOKUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LOOKUP));
 static STORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STORE));
 static DONE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DONE));
 static FORGET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET));
@@ -152,55 +174,58 @@ impl Inner {
         query: &JobQuery,
         fetch: Fetch<'_>,
     ) -> Result<Arc<JobAnswer>, GatewayError> {
-        match self.read(query).await {
-            Ok(Some(answer)) => return Ok(Arc::new(answer)),
-            Ok(None) => {}
-            // Redis went away: ask AWS from here.
-            Err(_) => return fetch.await,
-        }
         // Listen before claiming, so no outcome can slip past.
         let mut outcomes = self.shared.listen(&self.channel).await;
         let claim_key = self.shared.keys().of("fetching", query);
         let claim = format!("{}:{:016x}", self.shared.replica(), fastrand::u64(..));
-        let mut fetch = Some(fetch);
         loop {
-            let mut conn = self.shared.conn();
-            let claimed: Result<bool, Trouble> = self
-                .shared
-                .bounded(
-                    None,
-                    redis::cmd("SET")
-                        .arg(&claim_key)
-                        .arg(&claim)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(CLAIM.as_millis() as u64)
-                        .query_async::<Option<String>>(&mut conn),
-                )
-                .await
-                .map(|reply| reply.is_some());
-            match claimed {
-                Ok(true) => {
-                    let fetch = fetch.take().expect("a question is claimed once");
+            match self.lookup(query, &claim_key, &claim).await {
+                Ok(Lookup::Found(answer)) => return Ok(Arc::new(answer)),
+                Ok(Lookup::Claimed) => {
                     return self.fetch_for_all(query, &claim_key, &claim, fetch).await;
                 }
-                Ok(false) => {
+                Ok(Lookup::Taken) => {
                     if let Some(outcome) = self.wait_for(query, &mut outcomes).await {
                         return outcome;
                     }
                     // No word within a claim's life: the answer may have
-                    // landed unseen, or its fetcher died.
-                    match self.read(query).await {
-                        Ok(Some(answer)) => return Ok(Arc::new(answer)),
-                        Ok(None) => continue,
-                        Err(_) => {}
-                    }
+                    // landed unseen, or its fetcher died. Look again.
                 }
-                Err(_) => {}
+                // Redis went away: this replica asks AWS itself.
+                Err(_) => return fetch.await,
             }
-            // Redis trouble: this replica asks AWS itself.
-            let fetch = fetch.take().expect("a question is fetched once");
-            return fetch.await;
+        }
+    }
+
+    /// One round trip: the stored answer, or else the claim to ask AWS.
+    async fn lookup(
+        &self,
+        query: &JobQuery,
+        claim_key: &str,
+        claim: &str,
+    ) -> Result<Lookup, Trouble> {
+        let mut invocation = LOOKUP_SCRIPT.prepare_invoke();
+        invocation
+            .key(self.answer_key(query))
+            .key(claim_key)
+            .arg(claim)
+            .arg(CLAIM.as_millis() as u64);
+        let mut conn = self.shared.conn();
+        let reply: Vec<redis::Value> = self
+            .shared
+            .bounded(None, invocation.invoke_async(&mut conn))
+            .await?;
+        match reply.as_slice() {
+            [redis::Value::Int(1), redis::Value::BulkString(bytes)] => {
+                StoredAnswer::decode_answer(bytes)
+                    .map(Lookup::Found)
+                    .ok_or_else(|| Trouble::new("an unreadable answer in Redis"))
+            }
+            [redis::Value::Int(2)] => Ok(Lookup::Claimed),
+            [redis::Value::Int(3)] => Ok(Lookup::Taken),
+            other => Err(Trouble::new(format!(
+                "unexpected reply from the lookup script: {other:?}"
+            ))),
         }
     }
 

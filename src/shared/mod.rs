@@ -20,7 +20,10 @@ pub mod wire;
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -138,6 +141,10 @@ pub struct Shared {
     channels: Mutex<HashMap<String, broadcast::Sender<Vec<u8>>>>,
     /// Counts the times the subscriptions came back after a disconnection.
     resubscribed: watch::Sender<u64>,
+    /// Counts the switches between shared and fallback mode.
+    epoch: AtomicU64,
+    /// When a server error was last logged (ms since the Unix epoch).
+    last_error_logged: AtomicU64,
 }
 
 impl Shared {
@@ -173,6 +180,8 @@ impl Shared {
             mode: watch::Sender::new(Mode::Shared),
             channels: Mutex::default(),
             resubscribed: watch::Sender::new(0),
+            epoch: AtomicU64::new(0),
+            last_error_logged: AtomicU64::new(0),
         });
         tokio::spawn(dispatch(Arc::downgrade(&shared), received));
         tokio::spawn(probe(Arc::downgrade(&shared)));
@@ -218,6 +227,11 @@ impl Shared {
         self.mode.subscribe()
     }
 
+    /// Counts the switches between shared and fallback mode so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     /// Changes each time the subscriptions came back after a disconnection
     /// (messages may have been missed).
     pub fn resubscribed(&self) -> watch::Receiver<u64> {
@@ -239,7 +253,22 @@ impl Shared {
         };
         match tokio::time::timeout_at(until, operation).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(self.trouble(err.to_string())),
+            // Redis cannot be reached: work alone until it can.
+            Ok(Err(err))
+                if err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()
+                    || err.is_timeout()
+                    || err.is_unrecoverable_error() =>
+            {
+                Err(self.trouble(err.to_string()))
+            }
+            // Redis answered with an error (out of memory, say): this
+            // operation fails, and the caller does without it.
+            Ok(Err(err)) => {
+                self.log_server_error(&err);
+                Err(Trouble(err.to_string()))
+            }
             Err(_) if callers => Err(Trouble("the call's deadline came first".into())),
             Err(_) => Err(self.trouble(format!(
                 "no answer within {}",
@@ -248,7 +277,21 @@ impl Shared {
         }
     }
 
-    /// Redis failed: fall back (once) and say so.
+    /// Logs an error Redis answered with, at most every 10 s.
+    fn log_server_error(&self, err: &RedisError) {
+        let now = wire::wall_ms(Instant::now());
+        let last = self.last_error_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .last_error_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(error = %err, "Redis answered with an error; the operation was done without it");
+        }
+    }
+
+    /// Redis cannot be reached: fall back (once) and say so.
     fn trouble(&self, cause: String) -> Trouble {
         let changed = self.mode.send_if_modified(|mode| {
             let was = *mode;
@@ -256,6 +299,7 @@ impl Shared {
             was == Mode::Shared
         });
         if changed {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
             warn!(
                 error = %cause,
                 fallback_rate_per_sec = self.settings.fallback_rate,
@@ -352,6 +396,7 @@ async fn probe(shared: Weak<Shared>) {
         let timeout = strong.settings.timeout;
         let pong = tokio::time::timeout(timeout, conn.ping::<String>()).await;
         if matches!(pong, Ok(Ok(_))) && strong.subscribe_all().await.is_ok() {
+            strong.epoch.fetch_add(1, Ordering::SeqCst);
             strong.mode.send_replace(Mode::Shared);
             // Messages sent while away were lost: state must be re-read.
             strong.resubscribed.send_modify(|n| *n += 1);

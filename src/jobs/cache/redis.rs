@@ -170,7 +170,7 @@ impl Inner {
 
     /// A miss in the first tier: Redis, then the set's one AWS call.
     async fn through_redis(
-        &self,
+        self: &Arc<Self>,
         query: &JobQuery,
         fetch: Fetch<'_>,
     ) -> Result<Arc<JobAnswer>, GatewayError> {
@@ -191,8 +191,13 @@ impl Inner {
                     // No word within a claim's life: the answer may have
                     // landed unseen, or its fetcher died. Look again.
                 }
-                // Redis went away: this replica asks AWS itself.
-                Err(_) => return fetch.await,
+                // Redis went away: what this replica kept, or AWS.
+                Err(_) => {
+                    return match self.fallback.peek(query).await {
+                        Some(answer) => Ok(answer),
+                        None => fetch.await,
+                    };
+                }
             }
         }
     }
@@ -229,59 +234,79 @@ impl Inner {
         }
     }
 
-    /// Runs `fetch` under the claim, renewing it, then stores and publishes
-    /// the outcome.
+    /// Runs `fetch` under the claim (renewed beside it), then stores and
+    /// publishes the outcome without making the caller wait for that.
     async fn fetch_for_all(
-        &self,
+        self: &Arc<Self>,
         query: &JobQuery,
         claim_key: &str,
         claim: &str,
         fetch: Fetch<'_>,
     ) -> Result<Arc<JobAnswer>, GatewayError> {
-        tokio::pin!(fetch);
-        let mut renew = tokio::time::interval_at(Instant::now() + RENEW, RENEW);
-        let result = loop {
-            tokio::select! {
-                result = &mut fetch => break result,
-                _ = renew.tick() => {
-                    let mut conn = self.shared.conn();
-                    let ttl = CLAIM.as_millis() as i64;
-                    let _ = self
-                        .shared
-                        .bounded(None, conn.pexpire::<_, bool>(claim_key, ttl))
-                        .await;
-                }
-            }
+        let renewal = tokio::spawn(renew(self.shared.clone(), claim_key.to_owned()));
+        let mut claimed = Claimed {
+            inner: self.clone(),
+            query: query.clone(),
+            claim_key: claim_key.to_owned(),
+            claim: claim.to_owned(),
+            renewal: renewal.abort_handle(),
+            done: false,
         };
+        let result = fetch.await;
+        claimed.finish(Some(&result));
+        result
+    }
+
+    /// Stores `result` (an answer) and publishes it or the error, or, with
+    /// no result, tells the waiters the fetch was abandoned; gives the claim
+    /// up. Runs in the background.
+    fn publish_outcome(
+        self: &Arc<Self>,
+        query: &JobQuery,
+        claim_key: String,
+        claim: String,
+        result: Option<&Result<Arc<JobAnswer>, GatewayError>>,
+    ) {
         let outcome = Outcome {
             query: Keys::query(query),
-            answer: result.as_ref().ok().map(|a| StoredAnswer::from(a.as_ref())),
-            error: result.as_ref().err().map(StoredError::from_error),
+            answer: result
+                .and_then(|r| r.as_ref().ok())
+                .map(|a| StoredAnswer::from(a.as_ref())),
+            error: result
+                .and_then(|r| r.as_ref().err())
+                .map(StoredError::from_error),
         };
-        let (at, stored, ttl) = match &result {
-            Ok(answer) => (
+        let (at, stored, ttl) = match result {
+            Some(Ok(answer)) => (
                 wall_ms(answer.asked_at).to_string(),
                 StoredAnswer::from(answer.as_ref()).encode_to_vec(),
                 self.ttl_ms(answer),
             ),
-            Err(_) => (String::new(), Vec::new(), 1),
+            _ => (String::new(), Vec::new(), 1),
         };
-        let mut invocation = DONE_SCRIPT.prepare_invoke();
-        invocation
-            .key(self.answer_key(query))
-            .key(claim_key)
-            .arg(claim)
-            .arg(&self.channel)
-            .arg(outcome.encode_to_vec())
-            .arg(at)
-            .arg(stored)
-            .arg(ttl);
-        let mut conn = self.shared.conn();
-        let _: Result<i64, _> = self
-            .shared
-            .bounded(None, invocation.invoke_async(&mut conn))
-            .await;
-        result
+        let answer_key = self.answer_key(query);
+        let this = self.clone();
+        // Also from a drop: only if a runtime is there to run it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut invocation = DONE_SCRIPT.prepare_invoke();
+            invocation
+                .key(answer_key)
+                .key(claim_key)
+                .arg(claim)
+                .arg(&this.channel)
+                .arg(outcome.encode_to_vec())
+                .arg(at)
+                .arg(stored)
+                .arg(ttl);
+            let mut conn = this.shared.conn();
+            let _: Result<i64, _> = this
+                .shared
+                .bounded(None, invocation.invoke_async(&mut conn))
+                .await;
+        });
     }
 
     /// The outcome another replica publishes for `query`, if it comes
@@ -312,7 +337,53 @@ impl Inner {
             if let Some(error) = outcome.error {
                 return Some(Err(error.into_error(&query.job_id)));
             }
+            // The fetch was abandoned: look again (and claim it).
+            return None;
         }
+    }
+}
+
+/// This replica's claim on a question while it asks AWS. If the asking is
+/// abandoned (its caller went away), the waiters are told at once, so one
+/// of them claims the question instead of waiting for the claim to lapse.
+struct Claimed {
+    inner: Arc<Inner>,
+    query: JobQuery,
+    claim_key: String,
+    claim: String,
+    renewal: tokio::task::AbortHandle,
+    done: bool,
+}
+
+impl Claimed {
+    /// Ends the claim with `result`, or as abandoned with none.
+    fn finish(&mut self, result: Option<&Result<Arc<JobAnswer>, GatewayError>>) {
+        self.renewal.abort();
+        self.done = true;
+        let (claim_key, claim) = (self.claim_key.clone(), self.claim.clone());
+        self.inner
+            .publish_outcome(&self.query, claim_key, claim, result);
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(None);
+        }
+    }
+}
+
+/// Keeps a claim alive while its holder asks AWS.
+async fn renew(shared: Arc<Shared>, claim_key: String) {
+    let mut every = tokio::time::interval_at(Instant::now() + RENEW, RENEW);
+    loop {
+        every.tick().await;
+        let mut conn = shared.conn();
+        let ttl = CLAIM.as_millis() as i64;
+        let _ = shared
+            .bounded(None, conn.pexpire::<_, bool>(&claim_key, ttl))
+            .await;
     }
 }
 

@@ -5,7 +5,10 @@
 --   ptat   the lowered rate's pacing (ms), while backing off
 --   btat   background work's guaranteed share (ms)
 --   w, low, since   the backoff (working rate, lowered rate, since ms)
---   gen    counts decreases; ok: a call of this generation got through
+--   gen    the generation: rises with every decrease, and starts from Redis's
+--          clock (ms) when the hash is new, so it never goes back even if
+--          the hash expires or Redis restarts empty; ok: a call of this
+--          generation got through
 --
 -- KEYS[1] the hash
 -- ARGV[1] operation: acquire | background | throttled | answered
@@ -41,7 +44,7 @@ local ttl = tonumber(ARGV[8])
 local h = redis.call('HMGET', key, 'tat', 'ptat', 'btat', 'w', 'low', 'since', 'gen', 'ok')
 local tat, ptat, btat = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 local w, low, since = tonumber(h[4]), tonumber(h[5]), tonumber(h[6])
-local gen, ok = tonumber(h[7]) or 0, tonumber(h[8]) or 0
+local gen, ok = tonumber(h[7]) or math.floor(now), tonumber(h[8]) or 0
 
 -- The allowed rate now (aimd.rs: Backoff::rate); clears an ended backoff.
 local function rate_now()
@@ -82,7 +85,7 @@ if op == 'throttled' then
   if not w then working = from elseif ok == 0 then working = w else working = (from + to) / 2 end
   w, low, since = working, to, now
   ptat = now + 1000 / to
-  gen, ok = gen + 1, 0
+  gen, ok = math.max(gen + 1, math.floor(now)), 0
   -- Turns reserved at the old rate are void: the bucket starts from now.
   if not tat or tat > now then tat = now end
   save()

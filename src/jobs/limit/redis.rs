@@ -174,15 +174,25 @@ impl Inner {
         });
     }
 
-    /// Waits out a granted turn; `false` if a decrease voided it first.
+    /// Waits out a granted turn; `false` if a decrease announced after the
+    /// grant voided it first.
     async fn wait_turn(&self, wait: Duration, generation: u64) -> bool {
         if wait.is_zero() {
             return true;
         }
         let mut known = self.generation.subscribe();
+        known.borrow_and_update();
+        let voided = async {
+            while known.changed().await.is_ok() {
+                if *known.borrow_and_update() > generation {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => true,
-            _ = known.wait_for(|known| *known > generation) => false,
+            () = voided => false,
         }
     }
 

@@ -52,6 +52,10 @@ impl Sent {
 /// one never gives way to an earlier one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Order {
+    /// Counts this process's switches between sharing with replicas and
+    /// working alone (0 in one process): after a switch, the other side's
+    /// observations come first whatever their terms.
+    pub epoch: u64,
     /// The poll lease's fencing token when replicas share pollers (0 in
     /// one process).
     pub term: u64,
@@ -92,6 +96,7 @@ impl Observation {
             state,
             sent.at,
             Order {
+                epoch: 0,
                 term: 0,
                 seq: sent.seq,
             },

@@ -33,7 +33,7 @@ use std::{
 };
 
 use prost::Message as _;
-use redis::{AsyncCommands as _, Script};
+use redis::Script;
 use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, info};
 
@@ -87,18 +87,20 @@ for _ = 1, held do
   local q, token = ARGV[i], ARGV[i + 1]; i = i + 2
   local k = lease_key(q)
   if redis.call('GET', k) == token .. ' ' .. me then
-    if redis.call('ZSCORE', KEYS[2], q) and #mine < fair + 1 then
+    if redis.call('ZSCORE', KEYS[2], q) and #mine / 2 < fair + 1 then
       redis.call('PEXPIRE', k, lease); table.insert(mine, q); table.insert(mine, token)
     else
       redis.call('DEL', k)
     end
   end
 end
+-- Tokens only grow: from Redis's clock (ms) if the counter is new or
+-- behind it (it expired, or Redis restarted empty).
 local function claim(q)
   local k = lease_key(q)
   if redis.call('EXISTS', k) == 0 then
     local token = redis.call('INCR', KEYS[3])
-    redis.call('PEXPIRE', KEYS[3], lease * 100000)
+    if token < now then token = now; redis.call('SET', KEYS[3], token) end
     redis.call('SET', k, token .. ' ' .. me, 'PX', lease)
     table.insert(mine, q); table.insert(mine, tostring(token))
   end
@@ -113,6 +115,7 @@ if #mine / 2 < fair then
     claim(q)
   end
 end
+redis.call('PEXPIRE', KEYS[3], lease * 100000)
 return mine
 ";
 
@@ -148,11 +151,21 @@ static CYCLE_LUA: LazyLock<Script> = LazyLock::new(|| Script::new(CYCLE_SCRIPT))
 static PUBLISH_LUA: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SCRIPT));
 static RELEASE_LUA: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SCRIPT));
 
+/// A lease this replica holds.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Its fencing token.
+    token: u64,
+    /// When this replica took it: answers to requests sent before are not
+    /// published under it.
+    since: Instant,
+}
+
 /// Pollers shared by a set of replicas.
 pub struct SharedPolls {
     shared: Arc<Shared>,
-    /// The leases this replica holds: job → fencing token.
-    held: Mutex<HashMap<JobQuery, u64>>,
+    /// The leases this replica holds.
+    held: Mutex<HashMap<JobQuery, Lease>>,
     /// Runs a lease cycle now (a job got its first subscriber here).
     cycle_now: Arc<Notify>,
     channel: String,
@@ -173,7 +186,7 @@ impl SharedPolls {
         })
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<JobQuery, u64>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<JobQuery, Lease>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -181,7 +194,13 @@ impl SharedPolls {
     async fn cycle(&self, watches: &Watches) {
         let keys = self.shared.keys();
         let watched = watches.watched_here();
-        let held: Vec<(JobQuery, u64)> = self.held().iter().map(|(q, t)| (q.clone(), *t)).collect();
+        // A lease taken now covers requests sent from now on.
+        let since = Instant::now();
+        let held: Vec<(JobQuery, u64)> = self
+            .held()
+            .iter()
+            .map(|(q, lease)| (q.clone(), lease.token))
+            .collect();
         let mut invocation = CYCLE_LUA.prepare_invoke();
         invocation
             .key(keys.key("replicas"))
@@ -214,12 +233,22 @@ impl SharedPolls {
         let (taken, lost) = {
             let mut held = self.held();
             let taken: Vec<JobQuery> = now
-                .keys()
-                .filter(|q| !held.contains_key(*q))
-                .cloned()
+                .iter()
+                .filter(|(q, token)| held.get(*q).is_none_or(|lease| lease.token != **token))
+                .map(|(q, _)| q.clone())
                 .collect();
             let lost = held.keys().filter(|q| !now.contains_key(*q)).count();
-            *held = now;
+            let renewed: HashMap<JobQuery, Lease> = now
+                .into_iter()
+                .map(|(q, token)| {
+                    let since = match held.get(&q) {
+                        Some(lease) if lease.token == token => lease.since,
+                        _ => since,
+                    };
+                    (q, Lease { token, since })
+                })
+                .collect();
+            *held = renewed;
             (taken, lost)
         };
         for query in &taken {
@@ -231,18 +260,28 @@ impl SharedPolls {
         }
     }
 
-    /// Hands the last published answer of `query` to its subscribers here.
-    async fn catch_up(&self, watches: &Watches, query: &JobQuery) {
+    /// Hands the last published answers of `queries` to their subscribers
+    /// here (one round trip).
+    async fn catch_up(&self, watches: &Watches, queries: &[JobQuery]) {
+        if queries.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for query in queries {
+            pipe.hget(self.shared.keys().of("latest", query), "msg");
+        }
         let mut conn = self.shared.conn();
-        let key = self.shared.keys().of("latest", query);
-        let Ok(Some(message)) = self
+        let Ok(messages) = self
             .shared
-            .bounded(None, conn.hget::<_, _, Option<Vec<u8>>>(key, "msg"))
+            .bounded(None, pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn))
             .await
         else {
             return;
         };
-        deliver(watches, &message);
+        let epoch = self.shared.epoch();
+        for message in messages.into_iter().flatten() {
+            deliver(watches, &message, epoch);
+        }
     }
 
     /// Publishes `observation` of `query` under the lease with `token`.
@@ -290,13 +329,18 @@ impl SharedPolls {
                 "not published: the poll lease moved on, or a newer answer is out"
             ),
             // Redis went away: the watchers here still get it.
-            Err(_) => watches.deliver(query, || observation),
+            Err(_) => {
+                let mut observation = observation;
+                observation.order.epoch = self.shared.epoch();
+                watches.deliver(query, || observation)
+            }
         }
     }
 }
 
-/// Decodes a published observation and hands it to the subscribers here.
-fn deliver(watches: &Watches, message: &[u8]) {
+/// Decodes a published observation and hands it to the subscribers here,
+/// in this process's `epoch`.
+fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
     let Ok(published) = Published::decode(message) else {
         return;
     };
@@ -304,6 +348,7 @@ fn deliver(watches: &Watches, message: &[u8]) {
         return;
     };
     let order = Order {
+        epoch,
         term: published.token,
         seq: published.seq,
     };
@@ -338,7 +383,7 @@ impl PollOwnership for Arc<SharedPolls> {
             return;
         };
         let (this, query) = (self.clone(), query.clone());
-        tokio::spawn(async move { this.catch_up(&watches, &query).await });
+        tokio::spawn(async move { this.catch_up(&watches, &[query]).await });
     }
 
     fn owns(&self, query: &JobQuery, watched_here: bool) -> bool {
@@ -350,13 +395,24 @@ impl PollOwnership for Arc<SharedPolls> {
 
     fn publish(&self, watches: &Watches, query: &JobQuery, make: MakeObservation<'_>) {
         if !self.shared.is_shared() {
-            return watches.deliver(query, make);
+            let epoch = self.shared.epoch();
+            return watches.deliver(query, || {
+                let mut observation = make();
+                observation.order.epoch = epoch;
+                observation
+            });
         }
-        let Some(token) = self.held().get(query).copied() else {
+        let Some(lease) = self.held().get(query).copied() else {
             // Not ours to publish: the holder's polls reach the watchers.
             return;
         };
         let observation = make();
+        if observation.sent < lease.since {
+            // Asked before this lease began: a later holder's answer may
+            // already be out under an earlier token.
+            return;
+        }
+        let token = lease.token;
         let this = self.clone();
         let query = query.clone();
         let Some(watches) = self.watches.get().and_then(Weak::upgrade) else {
@@ -395,7 +451,11 @@ async fn leases(polls: Arc<SharedPolls>, watches: Weak<Watches>) {
             _ = closing.wait_for(|closing| *closing) => break,
         }
     }
-    let held: Vec<(JobQuery, u64)> = polls.held().drain().collect();
+    let held: Vec<(JobQuery, u64)> = polls
+        .held()
+        .drain()
+        .map(|(query, lease)| (query, lease.token))
+        .collect();
     let keys = polls.shared.keys();
     let mut invocation = RELEASE_LUA.prepare_invoke();
     invocation
@@ -430,13 +490,11 @@ async fn fan_out(polls: Arc<SharedPolls>, watches: Weak<Watches>) {
             message = messages.recv() => match message {
                 Ok(message) => {
                     let Some(watches) = watches.upgrade() else { return };
-                    deliver(&watches, &message);
+                    deliver(&watches, &message, polls.shared.epoch());
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     let Some(watches) = watches.upgrade() else { return };
-                    for query in watches.watched_here() {
-                        polls.catch_up(&watches, &query).await;
-                    }
+                    polls.catch_up(&watches, &watches.watched_here()).await;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
@@ -445,9 +503,7 @@ async fn fan_out(polls: Arc<SharedPolls>, watches: Weak<Watches>) {
                     return;
                 }
                 let Some(watches) = watches.upgrade() else { return };
-                for query in watches.watched_here() {
-                    polls.catch_up(&watches, &query).await;
-                }
+                polls.catch_up(&watches, &watches.watched_here()).await;
             }
         }
     }

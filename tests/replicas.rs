@@ -1014,3 +1014,73 @@ async fn the_shared_bucket_recovers_when_redis_loses_its_state() {
         tat - now_ms
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_the_set_calls_go_before_polls_which_keep_their_share() {
+    let redis = RedisServer::start().await;
+    let shared = Shared::connect(&RedisSettings {
+        url: redis.url(),
+        key_prefix: "share-test".into(),
+        timeout: Duration::from_secs(2),
+        fallback_rate: 1.0,
+    })
+    .await
+    .unwrap();
+    let settings = LimiterSettings {
+        rate: 10.0,
+        burst: 5,
+        max_waiters: 1000,
+        background_share: 0.2,
+    };
+    let bucket = SharedRateLimit::new(shared, settings.clone(), settings);
+    // 20 s on Redis's terms: calls that may wait 2 s arrive every 10 ms, and
+    // the watch scheduler asks for a token as often.
+    let base = 1_800_000_000_000.0;
+    let (mut calls, mut polls, mut refused) = (0, 0, 0);
+    for step in 0..2000 {
+        let now = base + f64::from(step) * 10.0;
+        match bucket
+            .turn_at(Some(Duration::from_secs(2)), now)
+            .await
+            .unwrap()
+        {
+            Some(_) => calls += 1,
+            None => refused += 1,
+        }
+        if bucket.turn_at(None, now).await.unwrap().is_some() {
+            polls += 1;
+        }
+    }
+    // 10/s for 20 s, plus the burst and the turns queued at the end.
+    let total = calls + polls;
+    assert!(
+        (200..=230).contains(&total),
+        "{calls} calls + {polls} polls"
+    );
+    assert!(
+        (38..=44).contains(&polls),
+        "polls keep about 20% of the rate while calls wait: {polls} of {total}"
+    );
+    assert!(
+        refused > 1500,
+        "calls beyond the queue are refused at once: {refused}"
+    );
+
+    // With no call waiting, polls take every token.
+    let later = base + 60_000.0;
+    let mut alone = 0;
+    for step in 0..100 {
+        if bucket
+            .turn_at(None, later + f64::from(step) * 100.0)
+            .await
+            .unwrap()
+            == Some(Duration::ZERO)
+        {
+            alone += 1;
+        }
+    }
+    assert!(
+        alone >= 99,
+        "polls alone get the whole rate: {alone} of 100"
+    );
+}

@@ -95,11 +95,23 @@ impl SharedRateLimit {
     /// token at once. For comparing the script's decisions with the
     /// in-process bucket's on the same arrivals; it takes the token.
     pub async fn decide_at(&self, now_ms: f64) -> Result<bool, Trouble> {
-        let (decision, _) = self
-            .0
-            .decide(Some(Duration::ZERO), Some(now_ms), None)
-            .await?;
-        Ok(matches!(decision, Decision::Granted(_)))
+        Ok(self.turn_at(Some(Duration::ZERO), now_ms).await?.is_some())
+    }
+
+    /// The wait before the turn a call willing to wait `max_wait` (or, with
+    /// `None`, background work) gets at `now_ms` (Unix milliseconds), or
+    /// `None` if it gets none; a turn given is taken. For checking the
+    /// script's decisions on given times.
+    pub async fn turn_at(
+        &self,
+        max_wait: Option<Duration>,
+        now_ms: f64,
+    ) -> Result<Option<Duration>, Trouble> {
+        let (decision, _) = self.0.decide(max_wait, Some(now_ms), None).await?;
+        Ok(match decision {
+            Decision::Granted(wait) => Some(wait),
+            Decision::Refused(..) | Decision::NotYet(_) => None,
+        })
     }
 }
 

@@ -329,8 +329,10 @@ async fn aws_throttling_lowers_the_gateways_rate_until_aws_is_quiet() {
         early.throttled > 0,
         "the simulator throttled the 20/s gateway"
     );
+    // Near AWS's 4/s by now (the rate moves: it probes upwards slowly, and
+    // a throttle lowers it again), far from the 20/s it was set to.
     assert!(
-        rate_after_backoff <= 5.0,
+        rate_after_backoff <= 8.0,
         "rate lowered to {rate_after_backoff}/s"
     );
     let late_throttled = late.throttled - early.throttled;
@@ -340,9 +342,10 @@ async fn aws_throttling_lowers_the_gateways_rate_until_aws_is_quiet() {
         late_throttled <= 4,
         "{late_throttled} throttles in the last 2 s ({late:?})"
     );
+    // AWS takes 4/s (a bucket of 4): at most 12 in 2 s, plus the throttled.
     assert!(
-        late_calls >= 4,
-        "kept calling AWS: {late_calls} calls in the last 2 s"
+        (4..=16).contains(&late_calls),
+        "kept calling AWS at its rate: {late_calls} calls in the last 2 s"
     );
     assert!(gw.jobs.limiter().current_rate() < 20.0);
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use iot_jobs_gateway::jobs::limit::{LimiterSettings, RateLimit, local::LocalRateLimit};
+use iot_jobs_gateway::jobs::limit::{LimiterSettings, RateLimit, Share, local::LocalRateLimit};
 use tokio::time::Instant;
 
 #[derive(Clone, Default)]
@@ -41,11 +41,11 @@ async fn lowering_and_restoring_the_rate_is_logged() {
     });
     let far = Instant::now() + Duration::from_secs(3600);
 
-    let permit = limiter.acquire(far).await.unwrap();
+    let permit = limiter.acquire(far, &Share::of("test")).await.unwrap();
     limiter.throttled(permit);
     for _ in 0..20 {
         tokio::time::advance(Duration::from_secs(1)).await;
-        let permit = limiter.acquire(far).await.unwrap();
+        let permit = limiter.acquire(far, &Share::of("test")).await.unwrap();
         limiter.answered(permit);
     }
 

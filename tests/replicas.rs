@@ -8,7 +8,9 @@ mod support;
 use std::time::Duration;
 
 use iot_jobs_gateway::{
-    jobs::limit::{LimiterSettings, RateLimit as _, local::LocalRateLimit, redis::SharedRateLimit},
+    jobs::limit::{
+        LimiterSettings, RateLimit as _, Share, local::LocalRateLimit, redis::SharedRateLimit,
+    },
     pb::{self, watch_jobs_response::Event},
     shared::{RedisSettings, Shared},
     simulator::{Fault, FaultRule, SimConfig},
@@ -791,7 +793,12 @@ async fn the_shared_buckets_script_decides_as_the_in_process_bucket_does() {
                 for at in arrivals {
                     tokio::time::advance((start + Duration::from_millis(at)) - Instant::now())
                         .await;
-                    decisions.push(bucket.acquire(Instant::now()).await.is_ok());
+                    decisions.push(
+                        bucket
+                            .acquire(Instant::now(), &Share::of("test"))
+                            .await
+                            .is_ok(),
+                    );
                 }
                 decisions
             })

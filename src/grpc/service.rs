@@ -7,7 +7,7 @@
 //! DescribeJob answers carry `x-cache` (`hit`, `miss` or `coalesced`) and
 //! `x-cache-age-ms` headers, and batch items a `cache` field.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -19,9 +19,10 @@ use tracing::{debug, info, warn};
 
 use super::{deadline, validate};
 use crate::{
+    auth::Caller,
     error::GatewayError,
     jobs::{
-        ItemResult, Jobs, Served, Source,
+        Call, ItemResult, Jobs, Served, Source,
         answer::JobState,
         watch::{ChangeKind, Observed, WatchEvent},
     },
@@ -48,8 +49,8 @@ impl JobsGatewayService {
         request: Request<pb::BatchDescribeJobsRequest>,
         log: &mut BatchLog,
     ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
-        let deadline = deadline::from_metadata(request.metadata(), log.received);
-        let fresh = wants_fresh(request.metadata());
+        let call = call_of(&request, log.received);
+        log.caller = Caller::of(&request).name().into();
         let requests = request.into_inner().requests;
         log.items = requests.len();
         if let Err(err) = validate::batch_size(requests.len(), self.jobs.max_batch_size()) {
@@ -62,7 +63,7 @@ impl JobsGatewayService {
             .enumerate()
             .map(|(index, request)| validate::batch_item(index, request))
             .collect();
-        Ok((job_ids, self.jobs.describe_each(items, deadline, fresh)))
+        Ok((job_ids, self.jobs.describe_each(items, call)))
     }
 }
 
@@ -76,13 +77,13 @@ impl JobsGateway for JobsGatewayService {
         request: Request<pb::DescribeJobRequest>,
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
         let received = Instant::now();
-        let deadline = deadline::from_metadata(request.metadata(), received);
-        let fresh = wants_fresh(request.metadata());
+        let call = call_of(&request, received);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let log = CallLog::new("DescribeJob", &request.job_id, received);
+        let log = CallLog::new("DescribeJob", &request.job_id, &caller, received);
         let result = async {
             let query = JobQuery::try_from(request)?;
-            self.jobs.describe(&query, deadline, fresh).await
+            self.jobs.describe(&query, &call).await
         }
         .await;
         let answer = log.finish(result)?;
@@ -134,13 +135,16 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
-        let peer = request.remote_addr();
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let mut log = WatchLog::new(request.job_ids.len());
-        let max_jobs = self.jobs.watches().settings().max_jobs;
+        let mut log = WatchLog::new(request.job_ids.len(), &caller);
+        let settings = self.jobs.watches().settings();
+        let (max_jobs, per_connection) = (settings.max_jobs, settings.max_streams_per_connection);
         let opened = async {
             let targets = validate::watch(request, max_jobs)?;
-            self.jobs.watch(targets, peer).await
+            self.jobs
+                .watch(targets, caller.stream_owner(per_connection))
+                .await
         };
         let subscription = match opened.await {
             Ok(subscription) => subscription,
@@ -149,7 +153,7 @@ impl JobsGateway for JobsGatewayService {
                 return Err(err.into());
             }
         };
-        info!(method = "WatchJobs", jobs = log.jobs, "watch started");
+        info!(method = "WatchJobs", caller = %log.caller, jobs = log.jobs, "watch started");
         // The log line is written when the stream ends or the client leaves.
         let stream = futures_util::stream::unfold(
             (subscription, log),
@@ -222,6 +226,7 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
 /// Counts a watch stream's events and writes its log line when the stream
 /// ends or the client leaves.
 struct WatchLog {
+    caller: Arc<str>,
     received: Instant,
     jobs: usize,
     events: usize,
@@ -232,8 +237,9 @@ struct WatchLog {
 }
 
 impl WatchLog {
-    fn new(jobs: usize) -> Self {
+    fn new(jobs: usize, caller: &Caller) -> Self {
         Self {
+            caller: caller.name().into(),
             received: Instant::now(),
             jobs,
             events: 0,
@@ -245,7 +251,7 @@ impl WatchLog {
 
     fn rejected(&mut self, err: &GatewayError) {
         self.rejected = true;
-        info!(method = "WatchJobs", jobs = self.jobs, code = ?err.code(), error = %err.chain(), "watch rejected");
+        info!(method = "WatchJobs", caller = %self.caller, jobs = self.jobs, code = ?err.code(), error = %err.chain(), "watch rejected");
     }
 
     fn event(
@@ -275,9 +281,11 @@ impl Drop for WatchLog {
         }
         let duration_s = self.received.elapsed().as_secs_f64();
         let (jobs, events, heartbeats) = (self.jobs, self.events, self.heartbeats);
+        let caller = &*self.caller;
         match self.ended {
             Some(code) => info!(
                 method = "WatchJobs",
+                caller,
                 jobs,
                 events,
                 heartbeats,
@@ -287,6 +295,7 @@ impl Drop for WatchLog {
             ),
             None => info!(
                 method = "WatchJobs",
+                caller,
                 jobs,
                 events,
                 heartbeats,
@@ -294,6 +303,16 @@ impl Drop for WatchLog {
                 "watch ended (all jobs final, or the client left)"
             ),
         }
+    }
+}
+
+/// What the domain needs to know of a call besides its question.
+fn call_of<T>(request: &Request<T>, received: Instant) -> Call {
+    let metadata = request.metadata();
+    Call {
+        deadline: deadline::from_metadata(metadata, received),
+        fresh: wants_fresh(metadata),
+        share: Caller::of(request).share(),
     }
 }
 
@@ -355,6 +374,7 @@ fn lost_item(job_id: &str) -> GatewayError {
 /// the last item, or when the caller goes away.
 struct BatchLog {
     method: &'static str,
+    caller: Arc<str>,
     received: Instant,
     items: usize,
     ok: usize,
@@ -367,6 +387,7 @@ impl BatchLog {
     fn new(method: &'static str) -> Self {
         Self {
             method,
+            caller: "".into(),
             received: Instant::now(),
             items: 0,
             ok: 0,
@@ -377,7 +398,7 @@ impl BatchLog {
 
     fn rejected(&mut self, err: &GatewayError) {
         self.rejected = true;
-        info!(method = self.method, items = self.items, code = ?err.code(), error = %err.chain(), "batch rejected");
+        info!(method = self.method, caller = %self.caller, items = self.items, code = ?err.code(), error = %err.chain(), "batch rejected");
     }
 
     /// One item's wire result, counted.
@@ -400,7 +421,7 @@ impl BatchLog {
             Err(err) => {
                 self.failed += 1;
                 if !matches!(err.code(), Code::InvalidArgument | Code::NotFound) {
-                    warn!(method = self.method, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
+                    warn!(method = self.method, caller = %self.caller, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
                 }
                 (Outcome::Error(err.into_rpc_status()), None)
             }
@@ -421,10 +442,11 @@ impl Drop for BatchLog {
         }
         let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
         let (method, items, ok, failed) = (self.method, self.items, self.ok, self.failed);
+        let caller = &*self.caller;
         if ok + failed == items {
-            info!(method, items, ok, failed, code = ?Code::Ok, latency_ms, "call finished");
+            info!(method, caller, items, ok, failed, code = ?Code::Ok, latency_ms, "call finished");
         } else {
-            info!(method, items, ok, failed, code = ?Code::Cancelled, latency_ms, "caller went away; upstream work dropped");
+            info!(method, caller, items, ok, failed, code = ?Code::Cancelled, latency_ms, "caller went away; upstream work dropped");
         }
     }
 }
@@ -433,6 +455,7 @@ impl Drop for BatchLog {
 /// away first (the handler future is dropped, and the AWS request with it).
 struct CallLog {
     method: &'static str,
+    caller: Arc<str>,
     job_id: String,
     received: Instant,
     finished: bool,
@@ -442,9 +465,10 @@ struct CallLog {
 const LOGGED_ID_CHARS: usize = 80;
 
 impl CallLog {
-    fn new(method: &'static str, job_id: &str, received: Instant) -> Self {
+    fn new(method: &'static str, job_id: &str, caller: &Caller, received: Instant) -> Self {
         Self {
             method,
+            caller: caller.name().into(),
             job_id: job_id.chars().take(LOGGED_ID_CHARS).collect(),
             received,
             finished: false,
@@ -457,14 +481,30 @@ impl CallLog {
     fn finish(mut self, result: Result<Served, GatewayError>) -> Result<Served, Status> {
         self.finished = true;
         let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
-        let (method, job_id) = (self.method, self.job_id.as_str());
+        let (method, job_id, caller) = (self.method, self.job_id.as_str(), &*self.caller);
         match result {
             Ok(answer) => {
                 let (code, cache) = (Code::Ok, source_name(answer.source));
                 if answer.source == Source::Hit {
-                    debug!(method, job_id, ?code, latency_ms, cache, "call finished");
+                    debug!(
+                        method,
+                        caller,
+                        job_id,
+                        ?code,
+                        latency_ms,
+                        cache,
+                        "call finished"
+                    );
                 } else {
-                    info!(method, job_id, ?code, latency_ms, cache, "call finished");
+                    info!(
+                        method,
+                        caller,
+                        job_id,
+                        ?code,
+                        latency_ms,
+                        cache,
+                        "call finished"
+                    );
                 }
                 Ok(answer)
             }
@@ -473,9 +513,11 @@ impl CallLog {
                 let cause = err.chain();
                 match code {
                     Code::InvalidArgument | Code::NotFound => {
-                        info!(method, job_id, ?code, latency_ms, error = %cause, "call finished")
+                        info!(method, caller, job_id, ?code, latency_ms, error = %cause, "call finished")
                     }
-                    _ => warn!(method, job_id, ?code, latency_ms, error = %cause, "call failed"),
+                    _ => {
+                        warn!(method, caller, job_id, ?code, latency_ms, error = %cause, "call failed")
+                    }
                 }
                 Err(err.into())
             }
@@ -489,6 +531,7 @@ impl Drop for CallLog {
             let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
             info!(
                 method = self.method,
+                caller = &*self.caller,
                 job_id = self.job_id,
                 code = ?Code::Cancelled,
                 latency_ms,

@@ -36,10 +36,11 @@ use crate::{
 use answer::{JobAnswer, JobState};
 use cache::{AnswerCache, CacheSettings, local::LocalCache, redis::SharedCache};
 use limit::{
-    LimiterSettings, Permit, RateLimit, Rejected, local::LocalRateLimit, redis::SharedRateLimit,
+    LimiterSettings, Permit, RateLimit, Rejected, Share, local::LocalRateLimit,
+    redis::SharedRateLimit,
 };
 use watch::{
-    Observation, Observed, Subscription, WatchSettings, Watches,
+    Observation, Observed, StreamOwner, Subscription, WatchSettings, Watches,
     observation::Sent,
     ownership::{PollOwnership, local::LocalPolls, redis::SharedPolls},
     pollers::Polls,
@@ -95,6 +96,18 @@ pub struct Served {
     pub source: Source,
     /// How long ago AWS gave it.
     pub age: Duration,
+}
+
+/// What a call brings besides its question: its time, its wish for a
+/// fresh answer, and whose share of the AWS budget it spends.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The caller's gRPC deadline, if it set one.
+    pub deadline: Option<Instant>,
+    /// Wants an answer AWS gave after the call arrived (`cache-control: no-cache`).
+    pub fresh: bool,
+    /// Whose share of the AWS budget the call spends.
+    pub share: Share,
 }
 
 /// One item's result in a batch: its index and its answer.
@@ -199,23 +212,18 @@ impl Jobs {
         self.max_batch_size
     }
 
-    /// Describes one job, finishing by `caller_deadline` if there is one.
-    /// `fresh` asks for an answer AWS gave after this call arrived. When
+    /// Describes one job, finishing by the call's deadline if it has one.
+    /// A `fresh` call asks for an answer AWS gave after it arrived. When
     /// time runs out the upstream request is dropped, not left running; if
     /// other callers were waiting for it, one of them asks AWS again.
-    pub async fn describe(
-        &self,
-        query: &JobQuery,
-        caller_deadline: Option<Instant>,
-        fresh: bool,
-    ) -> Result<Served, GatewayError> {
+    pub async fn describe(&self, query: &JobQuery, call: &Call) -> Result<Served, GatewayError> {
         let received = Instant::now();
         let own_deadline = received + self.operation_timeout;
-        let (deadline, limit) = match caller_deadline {
+        let (deadline, limit) = match call.deadline {
             Some(d) if d < own_deadline => (d, DeadlineSource::Caller),
             _ => (own_deadline, DeadlineSource::Gateway),
         };
-        let lookup = self.lookup(query, received, deadline, fresh);
+        let lookup = self.lookup(query, received, deadline, call);
         match tokio::time::timeout_at(deadline, lookup).await {
             Ok(result) => result,
             Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
@@ -231,8 +239,9 @@ impl Jobs {
         query: &JobQuery,
         received: Instant,
         deadline: Instant,
-        fresh: bool,
+        call: &Call,
     ) -> Result<Served, GatewayError> {
+        let fresh = call.fresh;
         let mut lookups = 0;
         loop {
             lookups += 1;
@@ -244,7 +253,9 @@ impl Jobs {
             let fetch = async {
                 fetched_here.store(true, Ordering::Relaxed);
                 let sent = Sent::now();
-                let attempts = self.retry.run(deadline, || self.attempt(query, deadline));
+                let attempts = self
+                    .retry
+                    .run(deadline, || self.attempt(query, deadline, &call.share));
                 let answer = job_answer(query, attempts.await, sent.at)?;
                 // Watchers of the job see every answer AWS gives.
                 self.watches.observe(query, || observation(&answer, sent));
@@ -280,6 +291,7 @@ impl Jobs {
         &self,
         query: &JobQuery,
         deadline: Instant,
+        share: &Share,
     ) -> Result<JobDescription, Attempt> {
         // A token is only worth taking if AWS can still answer in time: a
         // call sent just before the deadline spends quota on nothing.
@@ -287,7 +299,7 @@ impl Jobs {
         let latest_start = deadline.checked_sub(margin).unwrap_or(deadline);
         let permit = self
             .limiter
-            .acquire(latest_start)
+            .acquire(latest_start, share)
             .await
             .map_err(Attempt::Limited)?;
         self.send(query, permit).await
@@ -319,8 +331,7 @@ impl Jobs {
     pub fn describe_each(
         &self,
         items: Vec<Result<JobQuery, GatewayError>>,
-        caller_deadline: Option<Instant>,
-        fresh: bool,
+        call: Call,
     ) -> mpsc::Receiver<ItemResult> {
         // Room for every result: sending never waits on a slow reader.
         let (tx, rx) = mpsc::channel(items.len().max(1));
@@ -347,10 +358,10 @@ impl Jobs {
             let mut tasks = JoinSet::new();
             let mut indices_of = HashMap::new();
             for (query, indices) in questions {
-                let jobs = jobs.clone();
+                let (jobs, call) = (jobs.clone(), call.clone());
                 let job_id = query.job_id.clone();
                 let id = tasks
-                    .spawn(async move { jobs.describe(&query, caller_deadline, fresh).await })
+                    .spawn(async move { jobs.describe(&query, &call).await })
                     .id();
                 indices_of.insert(id, (job_id, indices));
             }
@@ -386,8 +397,8 @@ impl Jobs {
 }
 
 impl Jobs {
-    /// Opens a watch stream on `targets` for a client on connection `peer`:
-    /// counts it against the caps, subscribes to each job's shared poller
+    /// Opens a watch stream on `targets` for `owner`: counts it against the
+    /// gateway's cap and the owner's, subscribes to each job's shared poller
     /// (starting the scheduler if it was idle) and seeds new pollers from
     /// the cache (unless the client resumes), so a job asked about recently
     /// costs AWS nothing to start watching. Fails with RESOURCE_EXHAUSTED
@@ -395,9 +406,9 @@ impl Jobs {
     pub async fn watch(
         &self,
         targets: WatchTargets,
-        peer: Option<std::net::SocketAddr>,
+        owner: Option<StreamOwner>,
     ) -> Result<Subscription, GatewayError> {
-        let ticket = self.watches.open_stream(peer)?;
+        let ticket = self.watches.open_stream(owner)?;
         let mut receivers = Vec::with_capacity(targets.0.len());
         for (query, resume_from) in &targets.0 {
             let receiver = self.watches.subscribe(query);

@@ -33,7 +33,7 @@ use governor::{
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{LimiterSettings, Permit, RateLimit, RejectReason, Rejected, aimd::Aimd};
+use super::{LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share, aimd::Aimd};
 
 /// The limiter's clock: tokio's, so tests with paused time control it too.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +170,7 @@ impl RateLimit for LocalRateLimit {
 
     /// Takes a token, waiting in line for one if it can come before
     /// `deadline`; otherwise says at once when to retry.
-    async fn acquire(&self, deadline: Instant) -> Result<Permit, Rejected> {
+    async fn acquire(&self, deadline: Instant, _share: &Share) -> Result<Permit, Rejected> {
         let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
         let _leave = Leave(&self.waiting);
         let rate = self.current_rate();
@@ -326,6 +326,10 @@ mod tests {
         }))
     }
 
+    fn anyone() -> Share {
+        Share::of("test")
+    }
+
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(3600)
     }
@@ -335,11 +339,11 @@ mod tests {
         let l = limiter(10.0, 3, 100);
         let start = Instant::now();
         for _ in 0..3 {
-            l.acquire(far()).await.unwrap();
+            l.acquire(far(), &anyone()).await.unwrap();
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
-        l.acquire(far()).await.unwrap();
-        l.acquire(far()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
         let spent = start.elapsed();
         assert!(
             (Duration::from_millis(199)..=Duration::from_millis(201)).contains(&spent),
@@ -350,19 +354,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_for_a_token_that_comes_before_the_deadline() {
         let l = limiter(2.0, 1, 100);
-        l.acquire(far()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
         let start = Instant::now();
-        l.acquire(start + Duration::from_secs(1)).await.unwrap();
+        l.acquire(start + Duration::from_secs(1), &anyone())
+            .await
+            .unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]
     async fn fails_at_once_when_the_token_would_come_after_the_deadline() {
         let l = limiter(2.0, 1, 100);
-        l.acquire(far()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
         let start = Instant::now();
         let err = l
-            .acquire(start + Duration::from_millis(100))
+            .acquire(start + Duration::from_millis(100), &anyone())
             .await
             .unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO, "did not wait");
@@ -373,13 +379,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiters_are_served_in_arrival_order() {
         let l = limiter(10.0, 1, 100);
-        l.acquire(far()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..5 {
             let (l, order) = (l.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                l.acquire(far()).await.unwrap();
+                l.acquire(far(), &anyone()).await.unwrap();
                 order.lock().unwrap().push(i);
             }));
             // Let each task join the queue before the next one arrives.
@@ -394,30 +400,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_turns_callers_away_and_a_late_turn_is_foreseen() {
         let l = limiter(1.0, 1, 2);
-        l.acquire(far()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let l = l.clone();
-                tokio::spawn(async move { l.acquire(far()).await })
+                tokio::spawn(async move { l.acquire(far(), &anyone()).await })
             })
             .collect();
         tokio::task::yield_now().await;
         assert_eq!(l.waiting(), 2);
-        let full = l.acquire(far()).await.unwrap_err();
+        let full = l.acquire(far(), &anyone()).await.unwrap_err();
         assert_eq!(full.reason, RejectReason::QueueFull);
         assert_eq!(full.retry_after, Duration::from_secs(2));
         // Two are ahead at one per second: a 2.5 s deadline may not be met.
         let l2 = limiter(1.0, 1, 10);
-        l2.acquire(far()).await.unwrap();
+        l2.acquire(far(), &anyone()).await.unwrap();
         let _queued: Vec<_> = (0..2)
             .map(|_| {
                 let l2 = l2.clone();
-                tokio::spawn(async move { l2.acquire(far()).await })
+                tokio::spawn(async move { l2.acquire(far(), &anyone()).await })
             })
             .collect();
         tokio::task::yield_now().await;
         let late = l2
-            .acquire(Instant::now() + Duration::from_millis(2500))
+            .acquire(Instant::now() + Duration::from_millis(2500), &anyone())
             .await
             .unwrap_err();
         assert_eq!(late.reason, RejectReason::Deadline);
@@ -434,8 +440,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_throttle_lowers_the_rate_once_and_it_comes_back_when_aws_is_quiet() {
         let l = limiter(10.0, 1, 100);
-        let a = l.acquire(far()).await.unwrap();
-        let b = l.acquire(far()).await.unwrap();
+        let a = l.acquire(far(), &anyone()).await.unwrap();
+        let b = l.acquire(far(), &anyone()).await.unwrap();
         l.throttled(a);
         assert_close(l.current_rate(), 7.0);
         // b was sent before the rate was lowered: the same throttle.
@@ -443,8 +449,8 @@ mod tests {
         assert_close(l.current_rate(), 7.0);
         // Calls are now spaced at the lowered rate.
         let start = Instant::now();
-        let c = l.acquire(far()).await.unwrap();
-        l.acquire(far()).await.unwrap();
+        let c = l.acquire(far(), &anyone()).await.unwrap();
+        l.acquire(far(), &anyone()).await.unwrap();
         assert!(
             start.elapsed() >= Duration::from_millis(140),
             "{:?}",
@@ -484,7 +490,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut taken = 0;
                     while Instant::now() < until {
-                        l.acquire(far()).await.unwrap();
+                        l.acquire(far(), &anyone()).await.unwrap();
                         taken += 1;
                     }
                     taken

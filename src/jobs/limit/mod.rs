@@ -19,7 +19,7 @@ pub mod aimd;
 pub mod local;
 pub mod redis;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -29,7 +29,8 @@ use tokio::time::Instant;
 pub trait RateLimit: Send + Sync + 'static {
     /// Takes a token, waiting in line for one if it can come before
     /// `deadline`; otherwise says at once when to retry.
-    async fn acquire(&self, deadline: Instant) -> Result<Permit, Rejected>;
+    /// `share` says whose call it is.
+    async fn acquire(&self, deadline: Instant, share: &Share) -> Result<Permit, Rejected>;
 
     /// Takes a token for background work (watch polls), waiting as long as
     /// it takes, behind calls except for its minimum share.
@@ -46,6 +47,29 @@ pub trait RateLimit: Send + Sync + 'static {
 
     /// Calls waiting for a token now.
     fn waiting(&self) -> usize;
+}
+
+/// Whose call takes a token: the caller it spends the budget of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Share {
+    /// The caller (a client connection, or an identified caller).
+    pub caller: Arc<str>,
+    /// Its weight when several callers wait for tokens (at least 1).
+    pub weight: u32,
+    /// At most this many of its calls may wait for tokens at once
+    /// (besides the limiter's own cap on all waiting calls).
+    pub max_waiting: Option<usize>,
+}
+
+impl Share {
+    /// A caller of weight 1 with no cap of its own.
+    pub fn of(caller: impl Into<Arc<str>>) -> Self {
+        Self {
+            caller: caller.into(),
+            weight: 1,
+            max_waiting: None,
+        }
+    }
 }
 
 /// The rate, burst and queue of the limiter.

@@ -29,7 +29,9 @@ use tokio::{
 };
 use tracing::warn;
 
-use super::{LimiterSettings, Permit, RateLimit, RejectReason, Rejected, local::LocalRateLimit};
+use super::{
+    LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share, local::LocalRateLimit,
+};
 use crate::shared::{Shared, Trouble};
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("limit.lua")));
@@ -235,12 +237,12 @@ const SHARED: bool = true;
 
 #[async_trait]
 impl RateLimit for SharedRateLimit {
-    async fn acquire(&self, deadline: Instant) -> Result<Permit, Rejected> {
+    async fn acquire(&self, deadline: Instant, share: &Share) -> Result<Permit, Rejected> {
         let this = &self.0;
         let _waiting = Waiting::new(&this.waiting);
         loop {
             if !this.shared.is_shared() {
-                return this.fallback.acquire(deadline).await;
+                return this.fallback.acquire(deadline, share).await;
             }
             let max_wait = deadline.saturating_duration_since(Instant::now());
             let rate = this.current_rate();

@@ -18,7 +18,6 @@ pub mod subscription;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
@@ -74,7 +73,8 @@ pub struct Watches {
     /// Wakes the scheduler: a subscriber came or went, a poll finished.
     wake: Notify,
     streams: AtomicUsize,
-    per_connection: Mutex<HashMap<SocketAddr, usize>>,
+    /// Open streams per owner (a client connection, or an identified caller).
+    per_owner: Mutex<HashMap<Arc<str>, usize>>,
     closing: watch::Sender<bool>,
 }
 
@@ -87,7 +87,7 @@ impl Watches {
             pollers: Mutex::default(),
             wake: Notify::new(),
             streams: AtomicUsize::new(0),
-            per_connection: Mutex::default(),
+            per_owner: Mutex::default(),
             closing: watch::Sender::new(false),
         }
     }
@@ -123,10 +123,10 @@ impl Watches {
         self.wake.notify_one();
     }
 
-    /// Counts a new stream against the caps.
+    /// Counts a new stream against the gateway's cap and its owner's.
     pub(crate) fn open_stream(
         self: &Arc<Self>,
-        peer: Option<SocketAddr>,
+        owner: Option<StreamOwner>,
     ) -> Result<StreamTicket, GatewayError> {
         if *self.closing.borrow() {
             return Err(GatewayError::ShuttingDown);
@@ -142,26 +142,33 @@ impl Watches {
         // From here on, dropping the ticket gives the place back.
         let mut ticket = StreamTicket {
             watches: self.clone(),
-            peer: None,
+            owner: None,
         };
-        if let Some(peer) = peer {
-            let limit = self.settings.max_streams_per_connection;
-            let mut per_connection = self
-                .per_connection
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let open = per_connection.entry(peer).or_default();
-            if *open >= limit {
+        if let Some(owner) = owner {
+            let mut per_owner = self.per_owner.lock().unwrap_or_else(|p| p.into_inner());
+            let open = per_owner.entry(owner.key.clone()).or_default();
+            if *open >= owner.limit {
                 return Err(GatewayError::TooManyWatches {
-                    limit,
-                    scope: WatchScope::Connection,
+                    limit: owner.limit,
+                    scope: owner.scope,
                 });
             }
             *open += 1;
-            ticket.peer = Some(peer);
+            ticket.owner = Some(owner.key);
         }
         Ok(ticket)
     }
+}
+
+/// Whose streams a new stream counts against, and how many they may have.
+#[derive(Debug, Clone)]
+pub struct StreamOwner {
+    /// The owner: a client connection or an identified caller.
+    pub key: Arc<str>,
+    /// Its cap on open streams.
+    pub limit: usize,
+    /// Which cap that is, for the refusal.
+    pub scope: WatchScope,
 }
 
 /// Whether a failed poll is news for subscribers: AWS throttling and the

@@ -1,7 +1,7 @@
 //! Watch streams: a stream's place under the caps, the events it sends,
 //! and what it has sent of each of its jobs.
 
-use std::{net::SocketAddr, pin::Pin, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{pin::Pin, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use tokio::{
     sync::watch,
@@ -19,22 +19,22 @@ use crate::{error::GatewayError, grpc::validate::WatchTargets};
 /// A stream's place under the caps; gives it back when dropped.
 pub(crate) struct StreamTicket {
     pub(super) watches: Arc<Watches>,
-    pub(super) peer: Option<SocketAddr>,
+    pub(super) owner: Option<Arc<str>>,
 }
 
 impl Drop for StreamTicket {
     fn drop(&mut self) {
         self.watches.streams.fetch_sub(1, Ordering::SeqCst);
-        if let Some(peer) = self.peer {
-            let mut per_connection = self
+        if let Some(owner) = self.owner.take() {
+            let mut per_owner = self
                 .watches
-                .per_connection
+                .per_owner
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some(open) = per_connection.get_mut(&peer) {
+            if let Some(open) = per_owner.get_mut(&owner) {
                 *open -= 1;
                 if *open == 0 {
-                    per_connection.remove(&peer);
+                    per_owner.remove(&owner);
                 }
             }
         }

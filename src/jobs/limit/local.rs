@@ -3,9 +3,15 @@
 //! - The bucket is a [`governor`] rate limiter at the configured rate and
 //!   burst; it is never rebuilt, so "at most rate + burst calls in any second"
 //!   holds whatever else happens.
-//! - A call that finds no token joins a FIFO queue and waits, but only if its
-//!   turn can come before its deadline; otherwise it is turned away at once
-//!   with a time to retry after. The queue is bounded.
+//! - A call that finds no token waits in a [`FairQueue`]: callers take
+//!   turns (weighted by [`Share::weight`]), each caller's calls in arrival
+//!   order, so one caller's backlog delays another caller's call by about
+//!   one token per active caller, not by the backlog. A call joins only if
+//!   its turn in that order can come before its deadline; otherwise it is
+//!   turned away at once with a time to retry after. If callers that arrive
+//!   later take turns before it and its deadline passes while it waits, it
+//!   leaves then. The queue is bounded (`max_waiters`), and so is each
+//!   caller's part of it ([`Share::max_waiting`]).
 //! - When AWS still throttles (someone else uses the same account), the
 //!   gateway lowers its own rate and brings it back as [`super::aimd`]
 //!   says. The lowered rate paces calls in front of the bucket (burst 1:
@@ -18,7 +24,7 @@ use std::{
     num::NonZeroU32,
     sync::{
         Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -33,7 +39,11 @@ use governor::{
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share, aimd::Aimd};
+use super::{
+    LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share,
+    aimd::Aimd,
+    fair::{FairQueue, Place},
+};
 
 /// The limiter's clock: tokio's, so tests with paused time control it too.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +76,9 @@ pub struct LocalRateLimit {
     clock: TokioClock,
     bucket: Bucket,
     lowered: Mutex<Lowered>,
-    /// Holders of this lock take tokens one at a time, in arrival order
-    /// (tokio's mutex is fair).
-    queue: tokio::sync::Mutex<()>,
-    waiting: AtomicUsize,
+    /// Calls waiting for tokens: its head takes them, one call at a time,
+    /// callers in turn.
+    queue: FairQueue,
     /// Paces background work's guaranteed share while calls wait.
     background_share: Option<Bucket>,
     /// Set while background work is owed the next token: the call at the
@@ -96,11 +105,10 @@ impl LocalRateLimit {
                 aimd: Aimd::new(settings.rate),
                 next_at: clock.origin,
             }),
+            queue: FairQueue::new(settings.max_waiters),
             settings,
             clock,
             bucket,
-            queue: tokio::sync::Mutex::new(()),
-            waiting: AtomicUsize::new(0),
             background_share,
             background_claim: AtomicBool::new(false),
         }
@@ -165,34 +173,31 @@ impl RateLimit for LocalRateLimit {
 
     /// Calls waiting for a token now.
     fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.queue.len()
     }
 
-    /// Takes a token, waiting in line for one if it can come before
-    /// `deadline`; otherwise says at once when to retry.
-    async fn acquire(&self, deadline: Instant, _share: &Share) -> Result<Permit, Rejected> {
-        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _leave = Leave(&self.waiting);
+    /// Takes a token, waiting for its turn among the callers if it can
+    /// come before `deadline`; otherwise says at once when to retry.
+    async fn acquire(&self, deadline: Instant, share: &Share) -> Result<Permit, Rejected> {
         let rate = self.current_rate();
         let reject = |reason, retry_after| Rejected {
             reason,
             retry_after,
             rate,
         };
-        // Everyone ahead needs a token first, one per 1/rate, and the first
-        // of them may have just missed one: a line of `ahead` takes up to
-        // (ahead + 1) / rate. With nobody ahead, the bucket itself says.
-        let queue_wait = Duration::from_secs_f64(ahead as f64 / rate);
-        if ahead >= self.settings.max_waiters {
-            return Err(reject(RejectReason::QueueFull, queue_wait));
+        let mut ticket = self.queue.join(share, |place| {
+            admit(place, share, deadline, rate, self.settings.max_waiters)
+        })?;
+        // Callers that arrive later may still take turns before this call.
+        if tokio::time::timeout_at(deadline, ticket.turn())
+            .await
+            .is_err()
+        {
+            return Err(reject(
+                RejectReason::Deadline,
+                line_wait(ticket.ahead() + 1, rate),
+            ));
         }
-        if ahead > 0 {
-            let worst = Duration::from_secs_f64((ahead + 1) as f64 / rate);
-            if Instant::now() + worst > deadline {
-                return Err(reject(RejectReason::Deadline, worst));
-            }
-        }
-        let _turn = self.queue.lock().await;
         loop {
             let wait = if self.background_claim.load(Ordering::SeqCst) {
                 // Background work is owed this token; the next one is ours.
@@ -200,6 +205,7 @@ impl RateLimit for LocalRateLimit {
             } else {
                 match self.try_take() {
                     Ok(generation) => {
+                        ticket.served();
                         return Ok(Permit {
                             generation,
                             shared: false,
@@ -295,13 +301,47 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// Leaves the waiting count when the call stops waiting, however it stops.
-struct Leave<'a>(&'a AtomicUsize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+/// Whether a call may join the queue at `place`, given its `deadline`,
+/// the `rate` and the cap on waiting calls.
+pub(super) fn admit(
+    place: &Place,
+    share: &Share,
+    deadline: Instant,
+    rate: f64,
+    max_waiters: usize,
+) -> Result<(), Rejected> {
+    let reject = |reason, retry_after| {
+        Err(Rejected {
+            reason,
+            retry_after,
+            rate,
+        })
+    };
+    if place.waiting >= max_waiters {
+        return reject(RejectReason::QueueFull, line_wait(place.waiting, rate));
     }
+    // One of the caller's places frees up when its oldest call goes.
+    if share.max_waiting.is_some_and(|max| place.own >= max) {
+        return reject(
+            RejectReason::QueueFull,
+            line_wait(place.ahead_of_oldest + 1, rate),
+        );
+    }
+    // Every call served first needs a token, one per 1/rate, and the first
+    // of them may have just missed one: `ahead` take up to (ahead + 1) /
+    // rate. With nobody ahead, the bucket itself says.
+    if place.ahead > 0 {
+        let worst = line_wait(place.ahead + 1, rate);
+        if Instant::now() + worst > deadline {
+            return reject(RejectReason::Deadline, worst);
+        }
+    }
+    Ok(())
+}
+
+/// How long `calls` take at `rate`.
+fn line_wait(calls: usize, rate: f64) -> Duration {
+    Duration::from_secs_f64(calls as f64 / rate)
 }
 
 fn bucket(rate: f64, burst: u32, clock: TokioClock) -> Bucket {
@@ -431,6 +471,163 @@ mod tests {
             w.await.unwrap().unwrap();
         }
         assert_eq!(l.waiting(), 0);
+    }
+
+    fn caller(name: &str, weight: u32, max_waiting: Option<usize>) -> Share {
+        Share {
+            caller: name.into(),
+            weight,
+            max_waiting,
+        }
+    }
+
+    /// Starts a call of `share` that waits as long as it takes and records
+    /// `tag` when it gets its token; lets it join the queue.
+    async fn queued(
+        l: &Arc<LocalRateLimit>,
+        share: Share,
+        order: &Arc<Mutex<Vec<String>>>,
+        tag: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let (l, order) = (l.clone(), order.clone());
+        let task = tokio::spawn(async move {
+            l.acquire(far(), &share).await.unwrap();
+            order.lock().unwrap().push(tag);
+        });
+        tokio::task::yield_now().await;
+        task
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_callers_backlog_delays_another_caller_by_about_one_token() {
+        let l = limiter(10.0, 1, 1000);
+        l.acquire(far(), &anyone()).await.unwrap();
+        let order = Arc::default();
+        let mut backlog = Vec::new();
+        for i in 0..100 {
+            backlog.push(queued(&l, caller("a", 1, None), &order, format!("a{i}")).await);
+        }
+        let start = Instant::now();
+        // a's head is due in 100 ms; b's one call goes next. With 300 ms to
+        // spare it is not turned away for the 100 calls a has waiting.
+        l.acquire(start + Duration::from_millis(300), &caller("b", 1, None))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        assert_eq!(*order.lock().unwrap(), ["a0"]);
+        assert_eq!(l.waiting(), 99);
+        for task in backlog {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_of_weights_3_and_1_get_3_tokens_to_1_while_both_wait() {
+        let l = limiter(10.0, 1, 1000);
+        l.acquire(far(), &anyone()).await.unwrap();
+        let order = Arc::default();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            tasks.push(queued(&l, caller("a", 3, None), &order, format!("a{i}")).await);
+        }
+        for i in 0..40 {
+            tasks.push(queued(&l, caller("b", 1, None), &order, format!("b{i}")).await);
+        }
+        tokio::time::sleep(Duration::from_millis(4050)).await;
+        let served = order.lock().unwrap().clone();
+        assert_eq!(served.len(), 40, "{served:?}");
+        let a = served.iter().filter(|t| t.starts_with('a')).count();
+        assert_eq!(a, 30, "{served:?}");
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Within each caller, in arrival order.
+        let served = order.lock().unwrap().clone();
+        for who in ["a", "b"] {
+            let own: Vec<_> = served.iter().filter(|t| t.starts_with(who)).collect();
+            let expected: Vec<_> = (0..40).map(|i| format!("{who}{i}")).collect();
+            assert_eq!(own, expected.iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_with_its_most_calls_waiting_is_refused_at_once() {
+        let l = limiter(10.0, 1, 1000);
+        l.acquire(far(), &anyone()).await.unwrap();
+        let order = Arc::default();
+        let capped = caller("a", 1, Some(2));
+        let first = queued(&l, capped.clone(), &order, "a0".into()).await;
+        let second = queued(&l, capped.clone(), &order, "a1".into()).await;
+        let start = Instant::now();
+        let refused = l.acquire(far(), &capped).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO, "did not wait");
+        assert_eq!(refused.reason, RejectReason::QueueFull);
+        // Its oldest call goes with the next token: then there is room.
+        assert_eq!(refused.retry_after, Duration::from_millis(100));
+        // Other callers still get in.
+        let other = queued(&l, caller("b", 1, Some(2)), &order, "b0".into()).await;
+        assert_eq!(l.waiting(), 3);
+        for task in [first, second, other] {
+            task.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["a0", "b0", "a1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaves_and_a_cancelled_head_passes_its_turn_on() {
+        let l = limiter(1.0, 1, 1000);
+        l.acquire(far(), &anyone()).await.unwrap();
+        let order = Arc::default();
+        let start = Instant::now();
+        let head = queued(&l, caller("a", 1, None), &order, "a0".into()).await;
+        let behind = queued(&l, caller("a", 1, None), &order, "a1".into()).await;
+        let next = queued(&l, caller("b", 1, None), &order, "b0".into()).await;
+        assert_eq!(l.waiting(), 3);
+        behind.abort();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(l.waiting(), 2);
+        head.abort();
+        next.await.unwrap();
+        // The token due at 1 s went to the next in line, not a second later.
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(*order.lock().unwrap(), ["b0"]);
+        assert_eq!(l.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_whose_turn_moves_past_its_deadline_leaves_at_the_deadline() {
+        let l = limiter(10.0, 1, 1000);
+        l.acquire(far(), &anyone()).await.unwrap();
+        let order = Arc::default();
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            tasks.push(queued(&l, caller("a", 1, None), &order, format!("a{i}")).await);
+        }
+        for i in 0..2 {
+            tasks.push(queued(&l, caller("b", 1, None), &order, format!("b{i}")).await);
+        }
+        // b's third call has a0, b0, a1, b1, a2 ahead: due at 600 ms.
+        let start = Instant::now();
+        let late = {
+            let l = l.clone();
+            tokio::spawn(async move {
+                l.acquire(start + Duration::from_millis(650), &caller("b", 1, None))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        // Three callers arrive after it and take their turns before b's.
+        for c in ["c", "d", "e"] {
+            tasks.push(queued(&l, caller(c, 1, None), &order, c.into()).await);
+        }
+        let refused = late.await.unwrap().unwrap_err();
+        assert_eq!(refused.reason, RejectReason::Deadline);
+        assert_eq!(start.elapsed(), Duration::from_millis(650));
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let served = order.lock().unwrap().clone();
+        assert_eq!(served[..7], ["a0", "b0", "c", "d", "e", "a1", "b1"]);
     }
 
     fn assert_close(actual: f64, expected: f64) {

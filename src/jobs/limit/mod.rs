@@ -6,16 +6,24 @@
 //! - At most rate + burst AWS calls start in any second.
 //! - A call that finds no token waits, but only if its turn can come before
 //!   its deadline; otherwise it is turned away at once with a time to retry
-//!   after. The number of waiting calls is bounded.
+//!   after. The number of waiting calls is bounded, and so is each caller's
+//!   ([`Share::max_waiting`]).
+//! - Callers take turns: while calls wait, tokens go to callers in weighted
+//!   round robin ([`fair`], weights from [`Share::weight`]), each caller's
+//!   calls in arrival order. However many calls one caller has waiting,
+//!   another caller's call waits for about one token per caller with calls
+//!   waiting, not for that backlog.
 //! - When AWS throttles anyway (someone else uses the same account), the
 //!   rate is lowered, and raised again while AWS stays quiet.
 //! - Watch polls are background work: they take tokens no call is waiting
 //!   for, plus a minimum share of the rate while calls wait, so neither side
 //!   starves the other.
 //!
-//! [`local`] is the bucket of one process.
+//! [`local`] is the bucket of one process; [`redis`] the bucket of a set of
+//! replicas, which says how far the turns hold across the set.
 
 pub mod aimd;
+pub mod fair;
 pub mod local;
 pub mod redis;
 
@@ -27,9 +35,9 @@ use tokio::time::Instant;
 /// The AWS call budget.
 #[async_trait]
 pub trait RateLimit: Send + Sync + 'static {
-    /// Takes a token, waiting in line for one if it can come before
-    /// `deadline`; otherwise says at once when to retry.
-    /// `share` says whose call it is.
+    /// Takes a token, waiting for its turn among the callers (`share`
+    /// says whose call it is) if that can come before `deadline`;
+    /// otherwise says at once when to retry.
     async fn acquire(&self, deadline: Instant, share: &Share) -> Result<Permit, Rejected>;
 
     /// Takes a token for background work (watch polls), waiting as long as

@@ -12,7 +12,7 @@ use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     jobs::{Jobs, JobsSettings, Roles},
-    server::{self, ServeError, ServerSettings, Stopped},
+    server::{self, Security, ServeError, ServerSettings, Stopped},
     shared::{RedisSettings, Shared},
     simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
     upstream::{
@@ -41,6 +41,9 @@ pub enum AppError {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// A TLS or authentication file cannot serve.
+    #[error("configuration error: {0}")]
+    Security(#[from] server::SecurityError),
     /// The Redis URL cannot work.
     #[error("configuration error: --redis-url / GATEWAY_REDIS_URL: {0}")]
     Redis(redis::RedisError),
@@ -71,6 +74,7 @@ pub struct Application {
     address: SocketAddr,
     jobs: Jobs,
     server: ServerSettings,
+    security: Security,
 }
 
 impl Application {
@@ -79,7 +83,9 @@ impl Application {
         settings: GatewaySettings,
         upstream: Arc<dyn JobsUpstream>,
     ) -> Result<Self, AppError> {
+        let security = Security::load(&settings.server)?;
         let (listener, address) = bind(settings.listen).await?;
+        warn_if_open(address, &security);
         let roles = match &settings.redis {
             None => Roles::local(&settings.jobs),
             Some(redis) => {
@@ -93,6 +99,7 @@ impl Application {
             address,
             jobs,
             server: settings.server,
+            security,
         })
     }
 
@@ -111,7 +118,14 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped, ServeError> {
-        server::run(self.listener, self.jobs, self.server, shutdown).await
+        server::run(
+            self.listener,
+            self.jobs,
+            self.server,
+            self.security,
+            shutdown,
+        )
+        .await
     }
 }
 
@@ -195,6 +209,18 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
     print_demo_banner(address, sim_address, &job_ids);
     app.run(shutdown).await?;
     Ok(())
+}
+
+/// Warns when anyone who can reach the port may call in plaintext, unknown.
+fn warn_if_open(address: SocketAddr, security: &Security) {
+    if !address.ip().is_loopback() && security.tls.is_none() && !security.auth.authenticates() {
+        tracing::warn!(
+            %address,
+            "listening beyond loopback in plaintext with no caller authentication: anyone who \
+             can reach this port may call every RPC. Set --tls-cert/--tls-key and \
+             --tls-client-ca or --auth-tokens/--jwt-jwks (README: Securing the gateway)"
+        );
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {

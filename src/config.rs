@@ -2,12 +2,13 @@
 //! front. Every flag can also come from the environment variable shown in
 //! `--help`; a bad value is reported by name and the process exits non-zero.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
 use crate::{
     app::GatewaySettings,
+    auth::{AuthSettings, jwt::JwtSettings},
     cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
     jobs::JobsSettings,
     jobs::cache::CacheSettings,
@@ -15,6 +16,7 @@ use crate::{
     jobs::watch::WatchSettings,
     server::ServerSettings,
     shared::RedisSettings,
+    tls::TlsSettings,
     upstream::{aws::UpstreamSettings, retry::RetryPolicy},
 };
 
@@ -180,6 +182,7 @@ impl ProtectionArgs {
         ServerSettings {
             keepalive: self.watch.keepalive_interval,
             grace,
+            ..ServerSettings::default()
         }
     }
 
@@ -287,6 +290,74 @@ pub struct ServeArgs {
     /// Sharing with other replicas through Redis.
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    /// TLS, caller authentication and permissions.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// TLS on the listener, who callers are and what they may do.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Serve TLS with this certificate chain (PEM, leaf first); re-read when the file changes.
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM); re-read when the file changes.
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// mTLS: clients must present a certificate that chains to one of these CAs (PEM bundle); the caller is its SPIFFE ID, else its first DNS SAN, else its CN.
+    #[arg(long, env = "GATEWAY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Bearer tokens: a file of `<sha256 of the token, hex> <caller name>` lines; re-read when it changes.
+    #[arg(long, env = "GATEWAY_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// Bearer JWTs: the issuer's public keys (JWKS file); the caller is the token's `sub`. Needs --jwt-issuer and --jwt-audience.
+    #[arg(long, env = "GATEWAY_JWT_JWKS", requires_all = ["jwt_issuer", "jwt_audience"])]
+    pub jwt_jwks: Option<PathBuf>,
+
+    /// The `iss` every JWT must carry.
+    #[arg(long, env = "GATEWAY_JWT_ISSUER", requires = "jwt_jwks")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` every JWT must carry.
+    #[arg(long, env = "GATEWAY_JWT_AUDIENCE", requires = "jwt_jwks")]
+    pub jwt_audience: Option<String>,
+
+    /// What each caller may do: RPCs, job ids, share weight and limits (YAML); re-read when it changes.
+    #[arg(long, env = "GATEWAY_AUTH_POLICY")]
+    pub auth_policy: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// TLS on the listener, if configured.
+    pub fn tls(&self) -> Option<TlsSettings> {
+        Some(TlsSettings {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// How callers are authenticated and what they may do.
+    pub fn auth(&self) -> AuthSettings {
+        let jwt = match (&self.jwt_jwks, &self.jwt_issuer, &self.jwt_audience) {
+            (Some(jwks), Some(issuer), Some(audience)) => Some(JwtSettings {
+                jwks: jwks.clone(),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+            }),
+            _ => None,
+        };
+        AuthSettings {
+            tokens: self.auth_tokens.clone(),
+            jwt,
+            policy: self.auth_policy.clone(),
+        }
+    }
 }
 
 /// Several replicas as one gateway: what they share in Redis.
@@ -361,7 +432,11 @@ impl ServeArgs {
         GatewaySettings {
             listen: self.listen,
             jobs: self.jobs(),
-            server: self.protection.server(self.shutdown_grace),
+            server: ServerSettings {
+                tls: self.security.tls(),
+                auth: self.security.auth(),
+                ..self.protection.server(self.shutdown_grace)
+            },
             redis: self.redis(),
         }
     }

@@ -73,6 +73,43 @@ pub enum GatewayError {
     /// The gateway is shutting down and ends its watch streams.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The call's credentials are missing or prove nothing; AWS was not
+    /// called.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (the gateway's policy, not AWS's IAM);
+    /// AWS was not called.
+    #[error("caller {caller:?} {denied}")]
+    NotPermitted {
+        /// The caller.
+        caller: String,
+        /// What it may not do.
+        denied: Denied,
+    },
+}
+
+/// What a caller's policy does not allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// Calling this RPC.
+    Rpc(&'static str),
+    /// Reading this job.
+    Job(String),
+    /// Watching these jobs (their index in the request and id).
+    Jobs(Vec<(usize, String)>),
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rpc(rpc) => write!(f, "may not call {rpc}"),
+            Self::Job(job_id) => write!(f, "may not read job {job_id:?}"),
+            Self::Jobs(jobs) => {
+                let ids: Vec<&str> = jobs.iter().map(|(_, id)| id.as_str()).collect();
+                write!(f, "may not watch jobs {ids:?}")
+            }
+        }
+    }
 }
 
 /// Which cap on watch streams was reached.
@@ -82,6 +119,9 @@ pub enum WatchScope {
     Gateway,
     /// The streams of one client connection (`--watch-max-streams-per-connection`).
     Connection,
+    /// The streams of one identified caller (its policy's
+    /// `max_watch_streams`, else `--watch-max-streams-per-connection`).
+    Caller,
 }
 
 impl GatewayError {
@@ -138,6 +178,8 @@ impl GatewayError {
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::RateLimited { .. } | Self::TooManyWatches { .. } => Code::ResourceExhausted,
             Self::ShuttingDown => Code::Unavailable,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::NotPermitted { .. } => Code::PermissionDenied,
             Self::Upstream { source, .. } => match source.kind {
                 InvalidRequest => Code::InvalidArgument,
                 NotFound => Code::NotFound,
@@ -204,7 +246,41 @@ impl From<GatewayError> for Status {
                          (--watch-max-streams-per-connection); watch several jobs per stream \
                          or open another connection"
                     ),
+                    WatchScope::Caller => format!(
+                        "this caller already has the maximum of {limit} watch streams open on \
+                         this gateway (its policy's max_watch_streams); watch several jobs per \
+                         stream or close one"
+                    ),
                 }
+            }
+            GatewayError::Unauthenticated(problem) => {
+                let metadata = HashMap::from([("problem".to_owned(), problem.clone())]);
+                details.set_error_info("CALLER_UNAUTHENTICATED", ERROR_DOMAIN, metadata);
+                format!("{problem}; AWS was not called")
+            }
+            GatewayError::NotPermitted { caller, denied } => {
+                let mut metadata = HashMap::from([("caller".to_owned(), caller.clone())]);
+                match denied {
+                    Denied::Rpc(rpc) => {
+                        metadata.insert("rpc".to_owned(), (*rpc).to_owned());
+                    }
+                    Denied::Job(job_id) => {
+                        metadata.insert("jobId".to_owned(), job_id.clone());
+                    }
+                    Denied::Jobs(jobs) => {
+                        for (index, job_id) in jobs {
+                            details.add_bad_request_violation(
+                                format!("job_ids[{index}]"),
+                                format!("caller {caller:?} may not read job {job_id:?}"),
+                            );
+                        }
+                    }
+                }
+                details.set_error_info("CALLER_NOT_PERMITTED", ERROR_DOMAIN, metadata);
+                format!(
+                    "caller {caller:?} {denied} under the gateway's policy (--auth-policy); \
+                     ask its operator for access"
+                )
             }
             GatewayError::ShuttingDown => {
                 details.set_error_info("SHUTTING_DOWN", ERROR_DOMAIN, HashMap::new());

@@ -45,4 +45,5 @@ pub mod server;
 pub mod shared;
 pub mod simulator;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::{deadline, validate};
 use crate::{
     auth::Caller,
-    error::GatewayError,
+    error::{Denied, GatewayError},
     jobs::{
         Call, ItemResult, Jobs, Served, Source,
         answer::JobState,
@@ -50,18 +50,25 @@ impl JobsGatewayService {
         log: &mut BatchLog,
     ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
         let call = call_of(&request, log.received);
-        log.caller = Caller::of(&request).name().into();
+        let caller = Caller::of(&request);
+        log.caller = caller.name().into();
         let requests = request.into_inner().requests;
         log.items = requests.len();
-        if let Err(err) = validate::batch_size(requests.len(), self.jobs.max_batch_size()) {
+        let (max, by_policy) = caller.max_batch_size(self.jobs.max_batch_size());
+        if let Err(err) = validate::batch_size(requests.len(), max, by_policy) {
             log.rejected(&err);
             return Err(err.into());
         }
         let job_ids = requests.iter().map(|r| r.job_id.clone()).collect();
+        // A job the caller may not read fails only its own item.
         let items = requests
             .into_iter()
             .enumerate()
-            .map(|(index, request)| validate::batch_item(index, request))
+            .map(|(index, request)| {
+                let query = validate::batch_item(index, request)?;
+                caller.may_read(&query.job_id)?;
+                Ok(query)
+            })
             .collect();
         Ok((job_ids, self.jobs.describe_each(items, call)))
     }
@@ -83,6 +90,7 @@ impl JobsGateway for JobsGatewayService {
         let log = CallLog::new("DescribeJob", &request.job_id, &caller, received);
         let result = async {
             let query = JobQuery::try_from(request)?;
+            caller.may_read(&query.job_id)?;
             self.jobs.describe(&query, &call).await
         }
         .await;
@@ -141,7 +149,9 @@ impl JobsGateway for JobsGatewayService {
         let settings = self.jobs.watches().settings();
         let (max_jobs, per_connection) = (settings.max_jobs, settings.max_streams_per_connection);
         let opened = async {
+            let requested = request.job_ids.clone();
             let targets = validate::watch(request, max_jobs)?;
+            refuse_unreadable(&caller, &requested)?;
             self.jobs
                 .watch(targets, caller.stream_owner(per_connection))
                 .await
@@ -165,6 +175,25 @@ impl JobsGateway for JobsGatewayService {
         );
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Refuses a whole watch, before anything is polled, if the caller may not
+/// read one of its jobs; every such job is named.
+fn refuse_unreadable(caller: &Caller, job_ids: &[String]) -> Result<(), GatewayError> {
+    let mut denied: Vec<(usize, String)> = Vec::new();
+    for (index, job_id) in job_ids.iter().enumerate() {
+        let seen = denied.iter().any(|(_, id)| id == job_id);
+        if !seen && !caller.grants().may_read(job_id) {
+            denied.push((index, job_id.clone()));
+        }
+    }
+    if denied.is_empty() {
+        return Ok(());
+    }
+    Err(GatewayError::NotPermitted {
+        caller: caller.name().to_owned(),
+        denied: Denied::Jobs(denied),
+    })
 }
 
 /// The stream type of WatchJobs.

@@ -75,10 +75,16 @@ pub fn batch_item(index: usize, req: pb::DescribeJobRequest) -> Result<JobQuery,
     query(format_args!("requests[{index}].job_id"), req)
 }
 
-/// Checks a batch's size: at least one item, at most `max`.
-pub fn batch_size(len: usize, max: usize) -> Result<(), GatewayError> {
+/// Checks a batch's size: at least one item, at most `max` (the caller's
+/// own limit when `by_policy`, else the gateway's).
+pub fn batch_size(len: usize, max: usize, by_policy: bool) -> Result<(), GatewayError> {
     let description = if len == 0 {
         format!("requests is empty; send 1 to {max} DescribeJob requests")
+    } else if len > max && by_policy {
+        format!(
+            "requests has {len} items; this caller may send at most {max} per batch \
+             (its policy's max_batch_size): split the batch"
+        )
     } else if len > max {
         format!(
             "requests has {len} items; this gateway answers at most {max} per batch \

@@ -2,20 +2,25 @@
 //! health (`""` and `iot.jobs.v1.JobsGateway`), server reflection v1 and
 //! v1alpha (grpcurl 1.8 speaks only v1alpha), HTTP/2 keepalive, and
 //! graceful shutdown with a deadline (watch streams end at once with
-//! UNAVAILABLE).
+//! UNAVAILABLE), TLS ([`incoming`]) and the admission of callers
+//! ([`crate::auth::layer`]) in front of every service.
 
-use std::{future::Future, time::Duration};
+pub mod incoming;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, time::Instant};
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
+    auth::watched::FileError,
+    auth::{Auth, AuthSettings, layer::AdmitLayer},
     grpc::service::JobsGatewayService,
     jobs::Jobs,
     pb::{self, jobs_gateway_server::JobsGatewayServer},
+    tls::{RotatingTls, TlsError, TlsSettings},
 };
 
 /// How long a client has to answer an HTTP/2 PING before its connection
@@ -31,6 +36,10 @@ pub struct ServerSettings {
     pub keepalive: Duration,
     /// After a shutdown request, how long in-flight calls may take to finish.
     pub grace: Duration,
+    /// TLS on the listener (plaintext without).
+    pub tls: Option<TlsSettings>,
+    /// How callers are authenticated and what they may do.
+    pub auth: AuthSettings,
 }
 
 impl Default for ServerSettings {
@@ -38,6 +47,55 @@ impl Default for ServerSettings {
         Self {
             keepalive: Duration::from_secs(30),
             grace: Duration::from_secs(20),
+            tls: None,
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+/// The listener's TLS and the admission of callers, loaded from the
+/// files of [`ServerSettings`] (and reloaded when they change).
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// TLS on the listener.
+    pub tls: Option<Arc<RotatingTls>>,
+    /// Who callers are and what they may do.
+    pub auth: Arc<Auth>,
+}
+
+/// Why the TLS or authentication files cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// A certificate, key or CA bundle.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A tokens, JWKS or policy file.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+impl Security {
+    /// Reads every file `settings` names and starts watching them.
+    pub fn load(settings: &ServerSettings) -> Result<Self, SecurityError> {
+        let tls = settings.tls.clone().map(RotatingTls::load).transpose()?;
+        if let Some(tls) = &tls {
+            tls.spawn_reloader();
+        }
+        let mtls = tls
+            .as_ref()
+            .is_some_and(|t| t.requires_client_certificates());
+        let auth = Auth::load(&settings.auth, mtls)?;
+        Ok(Self {
+            tls,
+            auth: Arc::new(auth),
+        })
+    }
+
+    /// Plaintext, no authentication, no policy.
+    pub fn open() -> Self {
+        Self {
+            tls: None,
+            auth: Arc::new(Auth::open()),
         }
     }
 }
@@ -68,9 +126,12 @@ pub async fn run(
     listener: TcpListener,
     jobs: Jobs,
     settings: ServerSettings,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped, ServeError> {
-    let ServerSettings { keepalive, grace } = settings;
+    let ServerSettings {
+        keepalive, grace, ..
+    } = settings;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
@@ -93,18 +154,14 @@ pub async fn run(
         let _ = draining_tx.send(Instant::now());
     };
 
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            // Small unary answers: don't let Nagle hold them back.
-            let _ = stream.set_nodelay(true);
-        })
-    });
+    let incoming = incoming::incoming(listener, security.tls);
     let serve = Server::builder()
         // Idle watch streams must survive load balancers that close quiet
         // connections (AWS ELB: 60 s); PINGs also find dead clients.
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_keepalive(Some(keepalive))
+        .layer(AdmitLayer::new(security.auth))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod fake_aws;
 pub mod process;
 pub mod python;
@@ -179,6 +180,7 @@ impl TestGateway {
         upstream: Arc<dyn JobsUpstream>,
         options: GatewayOptions,
     ) -> Self {
+        let tls = options.server.tls.is_some();
         let settings = GatewaySettings {
             listen,
             jobs: options.jobs,
@@ -192,7 +194,16 @@ impl TestGateway {
         let server = tokio::spawn(app.run(async {
             let _ = rx.await;
         }));
-        let client = JobsGatewayClient::new(channel(addr).await);
+        // A TLS gateway has no plaintext client; tests connect their own.
+        let client = if tls {
+            JobsGatewayClient::new(
+                Channel::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect_lazy(),
+            )
+        } else {
+            JobsGatewayClient::new(channel(addr).await)
+        };
         Self {
             addr,
             jobs,

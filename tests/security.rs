@@ -1,0 +1,704 @@
+//! TLS, mTLS, bearer tokens, JWTs and the policy, against the real gateway
+//! over real sockets, with certificates and keys made here. Every refusal
+//! is checked for its exact code and for costing AWS nothing.
+
+mod support;
+
+use std::{path::PathBuf, time::Duration};
+
+use iot_jobs_gateway::{
+    auth::{AuthSettings, jwt::JwtSettings},
+    pb::{self, jobs_gateway_client::JobsGatewayClient},
+    server::ServerSettings,
+    tls::TlsSettings,
+};
+use support::{
+    GatewayOptions, TestGateway,
+    certs::{Names, Pki, tls_channel},
+    error_info_reason, iot_client,
+    process::empty_home,
+    python::tools,
+    sim::{TestSim, create_fleet_job},
+};
+use tonic::{Code, Request, transport::Channel};
+
+/// A simulator with jobs `public-1`, `public-2` and `secret-1`.
+async fn aws() -> TestSim {
+    let sim = TestSim::unlimited().await;
+    for job in ["public-1", "public-2", "secret-1"] {
+        create_fleet_job(&sim, job).await;
+    }
+    sim
+}
+
+fn aws_calls(sim: &TestSim) -> u64 {
+    sim.sim.stats().describe_job_calls
+}
+
+/// A gateway in front of `sim` with these TLS and authentication settings.
+async fn gateway(sim: &TestSim, tls: Option<TlsSettings>, auth: AuthSettings) -> TestGateway {
+    let mut options = GatewayOptions::default();
+    options.server = ServerSettings {
+        tls,
+        auth,
+        ..options.server
+    };
+    TestGateway::aws_with(iot_client(&sim.url), options).await
+}
+
+fn describe(job_id: &str) -> pb::DescribeJobRequest {
+    pb::DescribeJobRequest {
+        job_id: job_id.to_owned(),
+        before_substitution: None,
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn metadata(status: &tonic::Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt;
+    status.get_details_error_info()?.metadata.get(key).cloned()
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn tls_serves_a_rust_client_and_grpcurl_and_refuses_plaintext() {
+    let tools = tools().await;
+    let dir = empty_home("tls");
+    let sim = aws().await;
+    let pki = Pki::new(&dir, "gateway");
+    let server = pki.server("server");
+    let tls = TlsSettings {
+        cert: server.cert.clone(),
+        key: server.key.clone(),
+        client_ca: None,
+    };
+    let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
+
+    let channel = tls_channel(gw.addr, &pki.ca_pem, None).await.unwrap();
+    let answer = JobsGatewayClient::new(channel)
+        .describe_job(describe("public-1"))
+        .await
+        .unwrap();
+    assert_eq!(answer.get_ref().job.as_ref().unwrap().job_id(), "public-1");
+
+    // A plaintext client gets no answer from a TLS listener.
+    let plaintext = Channel::from_shared(format!("http://{}", gw.addr)).unwrap();
+    let refused = match plaintext.connect().await {
+        Err(_) => true,
+        Ok(channel) => JobsGatewayClient::new(channel)
+            .describe_job(describe("public-1"))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plaintext client was answered by a TLS gateway");
+
+    // grpcurl trusts the CA with -cacert; reflection and calls work over TLS.
+    let addr = format!("localhost:{}", gw.addr.port());
+    let ca = pki.ca_file();
+    let ca = ca.to_str().unwrap();
+    let (ok, services, err) = tools.grpcurl(&["-cacert", ca, &addr, "list"]).await;
+    assert!(
+        ok && services.contains("iot.jobs.v1.JobsGateway"),
+        "{services}{err}"
+    );
+    let (ok, out, err) = tools
+        .grpcurl(&[
+            "-cacert",
+            ca,
+            "-d",
+            r#"{"jobId": "public-2"}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/DescribeJob",
+        ])
+        .await;
+    assert!(ok && out.contains(r#""jobId": "public-2""#), "{out}{err}");
+    // Without the CA, grpcurl refuses the unknown certificate.
+    let (ok, _, err) = tools.grpcurl(&[&addr, "list"]).await;
+    assert!(!ok, "grpcurl trusted a private CA it was not given");
+    assert!(err.contains("certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn mtls_admits_a_good_client_certificate_and_refuses_none_expired_and_foreign() {
+    let dir = empty_home("mtls");
+    let sim = aws().await;
+    let pki = Pki::new(&dir, "gateway");
+    let foreign = Pki::new(&dir, "foreign");
+    let server = pki.server("server");
+    let tls = TlsSettings {
+        cert: server.cert.clone(),
+        key: server.key.clone(),
+        client_ca: Some(pki.ca_file()),
+    };
+    let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
+
+    let good = pki.client("good", Names::Dns("deployer.example.org"), false);
+    let channel = tls_channel(gw.addr, &pki.ca_pem, Some(&good))
+        .await
+        .unwrap();
+    JobsGatewayClient::new(channel)
+        .describe_job(describe("public-1"))
+        .await
+        .unwrap();
+    let calls = aws_calls(&sim);
+
+    let expired = pki.client("expired", Names::Dns("deployer.example.org"), true);
+    let stranger = foreign.client("stranger", Names::Dns("deployer.example.org"), false);
+    for (what, identity) in [
+        ("no certificate", None),
+        ("an expired certificate", Some(&expired)),
+        ("a certificate from a foreign CA", Some(&stranger)),
+    ] {
+        let answered = match tls_channel(gw.addr, &pki.ca_pem, identity).await {
+            Err(_) => false,
+            Ok(channel) => JobsGatewayClient::new(channel)
+                .describe_job(describe("public-2"))
+                .await
+                .is_ok(),
+        };
+        assert!(!answered, "a client with {what} was answered");
+    }
+    assert_eq!(aws_calls(&sim), calls, "refused clients cost AWS calls");
+}
+
+#[tokio::test]
+async fn the_caller_is_its_spiffe_id_else_its_dns_name_else_its_common_name() {
+    let dir = empty_home("identity");
+    let sim = aws().await;
+    let pki = Pki::new(&dir, "gateway");
+    let server = pki.server("server");
+    // Only public jobs for everyone: a denial names the caller.
+    let policy = write(&dir, "policy.yaml", "default:\n  jobs: [\"public-*\"]\n");
+    let tls = TlsSettings {
+        cert: server.cert.clone(),
+        key: server.key.clone(),
+        client_ca: Some(pki.ca_file()),
+    };
+    let auth = AuthSettings {
+        policy: Some(policy),
+        ..AuthSettings::default()
+    };
+    let gw = gateway(&sim, Some(tls), auth).await;
+    let calls = aws_calls(&sim);
+
+    let spiffe = "spiffe://example.org/ns/ci/sa/deployer";
+    for (stem, names, expected) in [
+        ("spiffe", Names::Spiffe(spiffe), spiffe),
+        (
+            "dns",
+            Names::Dns("dashboard.example.org"),
+            "dashboard.example.org",
+        ),
+        ("cn", Names::CommonName("batch-reporter"), "batch-reporter"),
+    ] {
+        let pair = pki.client(stem, names, false);
+        let channel = tls_channel(gw.addr, &pki.ca_pem, Some(&pair))
+            .await
+            .unwrap();
+        let denied = JobsGatewayClient::new(channel)
+            .describe_job(describe("secret-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert_eq!(error_info_reason(&denied), "CALLER_NOT_PERMITTED");
+        assert_eq!(metadata(&denied, "caller").as_deref(), Some(expected));
+        assert_eq!(metadata(&denied, "jobId").as_deref(), Some("secret-1"));
+    }
+    assert_eq!(aws_calls(&sim), calls, "denials cost AWS calls");
+}
+
+/// Whether a client trusting only `ca_pem` can call the gateway.
+async fn answers(gw: &TestGateway, ca_pem: &str) -> bool {
+    match tls_channel(gw.addr, ca_pem, None).await {
+        Err(_) => false,
+        Ok(channel) => JobsGatewayClient::new(channel)
+            .describe_job(describe("public-1"))
+            .await
+            .is_ok(),
+    }
+}
+
+/// Waits (at most 10 s) until `check` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn rotated_certificates_reach_new_connections_and_a_broken_pair_keeps_the_last_good_one() {
+    let dir = empty_home("rotation");
+    let sim = aws().await;
+    let old_ca = Pki::new(&dir, "old");
+    let new_ca = Pki::new(&dir, "new");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    old_ca.server("old-server").write_to(&cert, &key);
+    let tls = TlsSettings {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: None,
+    };
+    let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
+    assert!(answers(&gw, &old_ca.ca_pem).await);
+    assert!(!answers(&gw, &new_ca.ca_pem).await);
+
+    // A watch stream opened on the old certificate.
+    let channel = tls_channel(gw.addr, &old_ca.ca_pem, None).await.unwrap();
+    let mut watch = JobsGatewayClient::new(channel)
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec!["public-1".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.event,
+        Some(pb::watch_jobs_response::Event::Job(_))
+    ));
+
+    // The secret is rewritten in place: new connections get the new pair.
+    new_ca.server("new-server").write_to(&cert, &key);
+    assert!(
+        eventually(|| answers(&gw, &new_ca.ca_pem)).await,
+        "new connections still get the old certificate"
+    );
+    assert!(!answers(&gw, &old_ca.ca_pem).await);
+
+    // The stream opened before the rotation goes on: the job moves on and
+    // the stream reports it.
+    sim.advance(Duration::from_secs(5));
+    let next = tokio::time::timeout(Duration::from_secs(20), watch.message())
+        .await
+        .expect("the old stream went quiet after the rotation")
+        .expect("the old stream broke at the rotation")
+        .expect("the old stream ended at the rotation");
+    assert!(next.event.is_some());
+
+    // A broken replacement (a key that is not the certificate's) is refused;
+    // the last good pair keeps serving.
+    let other = old_ca.server("other");
+    std::fs::write(&key, &other.key_pem).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        answers(&gw, &new_ca.ca_pem).await,
+        "a broken pair replaced the good one"
+    );
+    std::fs::write(&key, b"not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        answers(&gw, &new_ca.ca_pem).await,
+        "an unreadable key replaced the good one"
+    );
+}
+
+/// A signing key and its public JWK (with `kid`).
+struct Signer {
+    key: jsonwebtoken::EncodingKey,
+    alg: jsonwebtoken::Algorithm,
+    kid: String,
+    jwk: serde_json::Value,
+}
+
+impl Signer {
+    fn new(alg: jsonwebtoken::Algorithm, kid: &str) -> Self {
+        use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
+        let (pair, key) = match alg {
+            Algorithm::RS256 => {
+                let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+                let key = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).unwrap();
+                (pair, key)
+            }
+            Algorithm::ES256 => {
+                let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+                (pair, key)
+            }
+            other => panic!("no test key for {other:?}"),
+        };
+        drop(pair);
+        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
+        jwk["kid"] = kid.into();
+        Self {
+            key,
+            alg,
+            kid: kid.to_owned(),
+            jwk,
+        }
+    }
+
+    /// A token with these claims, `exp`/`nbf` relative to now in seconds.
+    fn token(&self, iss: &str, aud: &str, sub: &str, exp: i64, nbf: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        let claims = serde_json::json!({
+            "iss": iss, "aud": aud, "sub": sub, "exp": now + exp, "nbf": now + nbf, "iat": now,
+        });
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_and_jwts_admit_their_callers_and_every_bad_one_gets_its_code_for_free() {
+    let dir = empty_home("tokens");
+    let sim = aws().await;
+    let rsa = Signer::new(jsonwebtoken::Algorithm::RS256, "rsa-1");
+    let ec = Signer::new(jsonwebtoken::Algorithm::ES256, "ec-1");
+    let unknown = Signer::new(jsonwebtoken::Algorithm::ES256, "ec-1");
+    let jwks = serde_json::json!({ "keys": [rsa.jwk, ec.jwk] }).to_string();
+    let jwks = write(&dir, "jwks.json", &jwks);
+    let tokens = write(
+        &dir,
+        "tokens",
+        &format!(
+            "# opaque tokens\n{} pipeline\n",
+            sha256_hex("pipeline-s3cret")
+        ),
+    );
+    let policy = write(&dir, "policy.yaml", "default:\n  jobs: [\"public-*\"]\n");
+    let auth = AuthSettings {
+        tokens: Some(tokens),
+        jwt: Some(JwtSettings {
+            jwks,
+            issuer: "https://issuer.example.org".to_owned(),
+            audience: "iot-jobs-gateway".to_owned(),
+        }),
+        policy: Some(policy),
+    };
+    let gw = gateway(&sim, None, auth).await;
+    let mut client = gw.client.clone();
+    let (iss, aud) = ("https://issuer.example.org", "iot-jobs-gateway");
+
+    // Good credentials: the caller is named by the token (seen in a denial).
+    for (token, caller) in [
+        ("pipeline-s3cret".to_owned(), "pipeline"),
+        (rsa.token(iss, aud, "svc-rsa", 600, -10), "svc-rsa"),
+        (ec.token(iss, aud, "svc-ec", 600, -10), "svc-ec"),
+    ] {
+        client
+            .describe_job(with_token(describe("public-1"), &token))
+            .await
+            .unwrap_or_else(|e| panic!("{caller}: {e:?}"));
+        let denied = client
+            .describe_job(with_token(describe("secret-1"), &token))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert_eq!(metadata(&denied, "caller").as_deref(), Some(caller));
+    }
+    let calls = aws_calls(&sim);
+
+    let forged = {
+        let mut parts: Vec<String> = ec
+            .token(iss, aud, "svc-ec", 600, -10)
+            .split('.')
+            .map(str::to_owned)
+            .collect();
+        parts[2] = rsa
+            .token(iss, aud, "svc-ec", 600, -10)
+            .split('.')
+            .nth(2)
+            .unwrap()
+            .to_owned();
+        parts.join(".")
+    };
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no credentials", None, "no credentials"),
+        (
+            "an unknown token",
+            Some("Bearer guess".into()),
+            "not one this gateway knows",
+        ),
+        (
+            "a basic header",
+            Some("Basic dXNlcjpwdw==".into()),
+            "Bearer <token>",
+        ),
+        (
+            "an expired JWT",
+            Some(format!("Bearer {}", rsa.token(iss, aud, "x", -120, -600))),
+            "expired",
+        ),
+        (
+            "a JWT not valid yet",
+            Some(format!("Bearer {}", rsa.token(iss, aud, "x", 1200, 600))),
+            "not valid yet",
+        ),
+        (
+            "a JWT of another issuer",
+            Some(format!(
+                "Bearer {}",
+                rsa.token("https://evil", aud, "x", 600, -10)
+            )),
+            "issuer",
+        ),
+        (
+            "a JWT for another audience",
+            Some(format!("Bearer {}", rsa.token(iss, "other", "x", 600, -10))),
+            "audience",
+        ),
+        (
+            "a JWT with a bad signature",
+            Some(format!("Bearer {forged}")),
+            "signature",
+        ),
+        (
+            "a JWT signed by an unknown key",
+            Some(format!("Bearer {}", unknown.token(iss, aud, "x", 600, -10))),
+            "signature",
+        ),
+        (
+            "a JWT with an unknown key id",
+            Some(format!("Bearer {}", {
+                let mut s = Signer::new(jsonwebtoken::Algorithm::ES256, "nobody");
+                s.kid = "nobody".into();
+                s.token(iss, aud, "x", 600, -10)
+            })),
+            "key id",
+        ),
+        (
+            "a JWT with a malformed header",
+            Some("Bearer e30K.e30K.c2ln".into()),
+            "not a well-formed JWT",
+        ),
+        (
+            "a JWT with garbage for a header",
+            Some("Bearer !!!.e30.c2ln".into()),
+            "not a well-formed JWT",
+        ),
+    ];
+    for (what, authorization, says) in cases {
+        let mut request = Request::new(describe("public-1"));
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        let status = client.describe_job(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        assert_eq!(
+            error_info_reason(&status),
+            "CALLER_UNAUTHENTICATED",
+            "{what}"
+        );
+        assert!(
+            status.message().contains(says),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(aws_calls(&sim), calls, "refused calls cost AWS calls");
+}
+
+#[tokio::test]
+async fn the_policy_allows_and_denies_rpcs_and_jobs_in_calls_batches_and_watches() {
+    let tools = tools().await;
+    let dir = empty_home("policy");
+    let sim = aws().await;
+    let tokens = write(
+        &dir,
+        "tokens",
+        &format!(
+            "{} dashboard\n{} admin\n",
+            sha256_hex("dashboard-token"),
+            sha256_hex("admin-token")
+        ),
+    );
+    let policy = write(
+        &dir,
+        "policy.yaml",
+        "default:\n  rpcs: []\n\
+         callers:\n  \
+           dashboard:\n    rpcs: [DescribeJob, BatchDescribeJobs, WatchJobs]\n    jobs: [\"public-*\"]\n    max_batch_size: 3\n    max_watch_streams: 1\n  \
+           admin:\n    rpcs: [\"*\"]\n",
+    );
+    let auth = AuthSettings {
+        tokens: Some(tokens),
+        policy: Some(policy.clone()),
+        ..AuthSettings::default()
+    };
+    let gw = gateway(&sim, None, auth).await;
+    let mut client = gw.client.clone();
+    let calls = aws_calls(&sim);
+
+    // An RPC the caller may not call.
+    let batch = |ids: &[&str]| pb::BatchDescribeJobsRequest {
+        requests: ids.iter().map(|id| describe(id)).collect(),
+    };
+    let denied = client
+        .stream_describe_jobs(with_token(batch(&["public-1"]), "dashboard-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(
+        metadata(&denied, "rpc").as_deref(),
+        Some("StreamDescribeJobs")
+    );
+    assert!(
+        denied.message().contains("dashboard"),
+        "{}",
+        denied.message()
+    );
+
+    // A batch: the denied job fails only its own item.
+    let results = client
+        .batch_describe_jobs(with_token(
+            batch(&["public-1", "secret-1", "public-2"]),
+            "dashboard-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let outcome = |i: usize| results[i].outcome.clone().unwrap();
+    assert!(matches!(outcome(0), pb::job_result::Outcome::Response(_)));
+    assert!(matches!(outcome(2), pb::job_result::Outcome::Response(_)));
+    let pb::job_result::Outcome::Error(err) = outcome(1) else {
+        panic!("secret-1 was answered");
+    };
+    assert_eq!(err.code, Code::PermissionDenied as i32);
+    assert_eq!(
+        aws_calls(&sim),
+        calls + 2,
+        "only the permitted jobs reach AWS"
+    );
+
+    // The caller's own batch limit.
+    let too_big = client
+        .batch_describe_jobs(with_token(batch(&["public-1"; 4]), "dashboard-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), Code::InvalidArgument);
+    assert!(
+        too_big.message().contains("max_batch_size"),
+        "{}",
+        too_big.message()
+    );
+
+    // A watch naming a denied job is refused before anything is polled.
+    let watch = |ids: &[&str]| pb::WatchJobsRequest {
+        job_ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+        ..Default::default()
+    };
+    let refused = client
+        .watch_jobs(with_token(
+            watch(&["public-1", "secret-1"]),
+            "dashboard-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    use tonic_types::StatusExt;
+    let violations = refused
+        .get_details_bad_request()
+        .expect("BadRequest")
+        .field_violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "job_ids[1]");
+    assert_eq!(
+        gw.jobs.watches().pollers(),
+        0,
+        "a refused watch started a poller"
+    );
+
+    // The caller's own cap on watch streams.
+    let _open = client
+        .watch_jobs(with_token(watch(&["public-2"]), "dashboard-token"))
+        .await
+        .unwrap();
+    let second = client
+        .watch_jobs(with_token(watch(&["public-1"]), "dashboard-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), Code::ResourceExhausted);
+    assert!(
+        second.message().contains("max_watch_streams"),
+        "{}",
+        second.message()
+    );
+
+    // Health stays open to probes without credentials.
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(support::channel(gw.addr).await);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(serving.get_ref().status, 1);
+
+    // Reflection follows the policy: the admin may list, the dashboard may not.
+    let addr = gw.addr.to_string();
+    let (ok, services, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-H",
+            "authorization: Bearer admin-token",
+            &addr,
+            "list",
+        ])
+        .await;
+    assert!(
+        ok && services.contains("iot.jobs.v1.JobsGateway"),
+        "{services}{err}"
+    );
+    let (ok, _, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-H",
+            "authorization: Bearer dashboard-token",
+            &addr,
+            "list",
+        ])
+        .await;
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+
+    // The policy is re-read when it changes: the dashboard may now stream.
+    let more = std::fs::read_to_string(&policy).unwrap().replace(
+        "rpcs: [DescribeJob, BatchDescribeJobs, WatchJobs]",
+        "rpcs: [\"*\"]",
+    );
+    std::fs::write(&policy, more).unwrap();
+    let mut allowed = false;
+    for _ in 0..50 {
+        let attempt = client
+            .stream_describe_jobs(with_token(batch(&["public-1"]), "dashboard-token"))
+            .await;
+        if attempt.is_ok() {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(allowed, "the changed policy was not re-read");
+}

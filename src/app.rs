@@ -28,9 +28,11 @@ pub enum AppError {
     #[error("configuration error: {0}")]
     Config(#[from] AwsConfigError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr} (--listen / GATEWAY_LISTEN): {source}")]
+    #[error("cannot listen on {addr} ({flag}): {source}")]
     Bind {
-        /// The address from `--listen`.
+        /// The flag that named it.
+        flag: &'static str,
+        /// The address.
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
@@ -71,6 +73,7 @@ pub struct GatewaySettings {
 /// `demo` and the tests all build it this way.
 pub struct Application {
     listener: TcpListener,
+    health_listener: Option<TcpListener>,
     address: SocketAddr,
     jobs: Jobs,
     server: ServerSettings,
@@ -85,6 +88,10 @@ impl Application {
     ) -> Result<Self, AppError> {
         let security = Security::load(&settings.server)?;
         let (listener, address) = bind(settings.listen).await?;
+        let health_listener = match settings.server.health_listen {
+            Some(addr) => Some(bind_for(HEALTH_FLAG, addr).await?.0),
+            None => None,
+        };
         warn_if_open(address, &security);
         let roles = match &settings.redis {
             None => Roles::local(&settings.jobs),
@@ -96,6 +103,7 @@ impl Application {
         let jobs = Jobs::new(upstream, settings.jobs, roles);
         Ok(Self {
             listener,
+            health_listener,
             address,
             jobs,
             server: settings.server,
@@ -118,14 +126,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped, ServeError> {
-        server::run(
-            self.listener,
-            self.jobs,
-            self.server,
-            self.security,
-            shutdown,
-        )
-        .await
+        let listeners = server::Listeners {
+            grpc: self.listener,
+            health: self.health_listener,
+        };
+        server::run(listeners, self.jobs, self.server, self.security, shutdown).await
     }
 }
 
@@ -223,8 +228,18 @@ fn warn_if_open(address: SocketAddr, security: &Security) {
     }
 }
 
+/// Names the health listener in errors.
+const HEALTH_FLAG: &str = "--health-listen / GATEWAY_HEALTH_LISTEN";
+
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
-    let error = |source| AppError::Bind { addr, source };
+    bind_for("--listen / GATEWAY_LISTEN", addr).await
+}
+
+async fn bind_for(
+    flag: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), AppError> {
+    let error = |source| AppError::Bind { flag, addr, source };
     let listener = TcpListener::bind(addr).await.map_err(error)?;
     let bound = listener.local_addr().map_err(error)?;
     Ok((listener, bound))

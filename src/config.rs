@@ -330,6 +330,10 @@ pub struct SecurityArgs {
     /// What each caller may do: RPCs, job ids, share weight and limits (YAML); re-read when it changes.
     #[arg(long, env = "GATEWAY_AUTH_POLICY")]
     pub auth_policy: Option<PathBuf>,
+
+    /// Also serve gRPC health checks (only) in plaintext, without credentials, on this address: for probes that cannot speak TLS, such as Kubernetes' gRPC probes.
+    #[arg(long, env = "GATEWAY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl SecurityArgs {
@@ -435,6 +439,7 @@ impl ServeArgs {
             server: ServerSettings {
                 tls: self.security.tls(),
                 auth: self.security.auth(),
+                health_listen: self.security.health_listen,
                 ..self.protection.server(self.shutdown_grace)
             },
             redis: self.redis(),

@@ -142,7 +142,34 @@ async fn mtls_admits_a_good_client_certificate_and_refuses_none_expired_and_fore
         key: server.key.clone(),
         client_ca: Some(pki.ca_file()),
     };
-    let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
+    let health_addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let mut options = GatewayOptions::default();
+    options.server = ServerSettings {
+        tls: Some(tls),
+        health_listen: Some(health_addr),
+        ..options.server
+    };
+    let gw = TestGateway::aws_with(iot_client(&sim.url), options).await;
+
+    // Probes that cannot present a certificate (Kubernetes' gRPC probes)
+    // use the plaintext health listener, which serves health and nothing else.
+    let plain = support::channel(health_addr).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(plain.clone());
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "iot.jobs.v1.JobsGateway".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(serving.get_ref().status, 1, "SERVING");
+    let not_here = JobsGatewayClient::new(plain)
+        .describe_job(describe("public-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(not_here.code(), Code::Unimplemented);
 
     let good = pki.client("good", Names::Dns("deployer.example.org"), false);
     let channel = tls_channel(gw.addr, &pki.ca_pem, Some(&good))
@@ -701,4 +728,134 @@ async fn the_policy_allows_and_denies_rpcs_and_jobs_in_calls_batches_and_watches
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(allowed, "the changed policy was not re-read");
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_iot-jobs-gateway");
+
+/// The client subcommand `args` with `env` set: exit code, stdout, stderr.
+async fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("IOT_JOBS_GATEWAY_TOKEN")
+        .env_remove("IOT_JOBS_GATEWAY")
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn clients_bring_a_ca_bundle_a_client_certificate_or_a_token() {
+    let tools = tools().await;
+    let dir = empty_home("clients");
+    let sim = aws().await;
+    let pki = Pki::new(&dir, "gateway");
+    let server = pki.server("server");
+    let tls = TlsSettings {
+        cert: server.cert.clone(),
+        key: server.key.clone(),
+        client_ca: Some(pki.ca_file()),
+    };
+    let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
+    let client = pki.client("cli", Names::Dns("operator.example.org"), false);
+    let url = format!("https://localhost:{}", gw.addr.port());
+    let (ca, cert, key) = (
+        pki.ca_file().display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+
+    // The CLI, as the AWS CLI takes a CA bundle, plus a client certificate.
+    let (code, out, err) = cli(
+        &[
+            "describe-job",
+            "--job-id",
+            "public-1",
+            "--gateway",
+            &url,
+            "--ca-bundle",
+            &ca,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"jobId\": \"public-1\""), "{out}");
+    let (code, _, err) = cli(
+        &[
+            "describe-job",
+            "--job-id",
+            "public-1",
+            "--gateway",
+            &url,
+            "--ca-bundle",
+            &ca,
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(code, 0, "answered without a client certificate: {err}");
+
+    // grpcurl with -cacert, -cert and -key, as the README shows.
+    let addr = format!("localhost:{}", gw.addr.port());
+    let (ok, out, err) = tools
+        .grpcurl(&[
+            "-cacert",
+            &ca,
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-d",
+            r#"{"jobId": "public-2"}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/DescribeJob",
+        ])
+        .await;
+    assert!(ok && out.contains(r#""jobId": "public-2""#), "{out}{err}");
+    let (ok, _, _) = tools.grpcurl(&["-cacert", &ca, &addr, "list"]).await;
+    assert!(!ok, "grpcurl was answered without a client certificate");
+
+    // A token from the environment, on a gateway that takes tokens.
+    let tokens = write(
+        &dir,
+        "tokens",
+        &format!("{} operator\n", sha256_hex("operator-token")),
+    );
+    let auth = AuthSettings {
+        tokens: Some(tokens),
+        ..AuthSettings::default()
+    };
+    let gw = gateway(&sim, None, auth).await;
+    let addr = gw.addr.to_string();
+    let args = ["describe-job", "--job-id", "public-1", "--gateway", &addr];
+    let (code, out, err) = cli(&args, &[("IOT_JOBS_GATEWAY_TOKEN", "operator-token")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"jobId\": \"public-1\""), "{out}");
+    let (code, _, err) = cli(&args, &[]).await;
+    assert_eq!(code, 254, "{err}");
+    assert!(err.contains("CALLER_UNAUTHENTICATED"), "{err}");
+    let (ok, out, err) = tools
+        .grpcurl(&[
+            "-plaintext",
+            "-H",
+            "authorization: Bearer operator-token",
+            "-d",
+            r#"{"jobId": "public-2"}"#,
+            &addr,
+            "iot.jobs.v1.JobsGateway/DescribeJob",
+        ])
+        .await;
+    assert!(ok && out.contains(r#""jobId": "public-2""#), "{out}{err}");
 }

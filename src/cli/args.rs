@@ -2,6 +2,8 @@
 //! options for `aws iot describe-job`, so scripts carry over; the options
 //! every client subcommand shares live in [`ClientArgs`].
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 
 /// Where the gateway is when neither `--gateway` nor the variable says.
@@ -34,6 +36,37 @@ pub struct ClientArgs {
     /// Accepted for AWS CLI v2 scripts; this CLI never pages its output.
     #[arg(long)]
     pub no_cli_pager: bool,
+
+    /// TLS: trust the gateway certificate's CA from this PEM bundle instead of the system's, as in the AWS CLI.
+    #[arg(long, env = "IOT_JOBS_GATEWAY_CA_BUNDLE", value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// mTLS: present this client certificate (PEM) to the gateway.
+    #[arg(
+        long,
+        env = "IOT_JOBS_GATEWAY_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// mTLS: the private key of --client-cert (PEM).
+    #[arg(
+        long,
+        env = "IOT_JOBS_GATEWAY_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+
+    /// A bearer token (opaque or JWT) sent as `authorization: Bearer …`; only from the environment, so it stays out of shell history.
+    #[arg(
+        long,
+        env = "IOT_JOBS_GATEWAY_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// `--color`.

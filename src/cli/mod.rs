@@ -24,7 +24,7 @@ use http::Uri;
 use serde_json::{Map, Value};
 use tonic::{
     Code, Status,
-    transport::{Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_types::StatusExt as _;
 
@@ -159,9 +159,16 @@ pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, 
     if let Some(limit) = limit(client.cli_connect_timeout) {
         endpoint = endpoint.connect_timeout(limit);
     }
+    let wants_tls = client.ca_bundle.is_some() || client.client_cert.is_some();
+    if wants_tls && !target.tls {
+        return Err(Failure::Config(format!(
+            "--ca-bundle and --client-cert need TLS, but {} is plaintext: use https://",
+            target.uri
+        )));
+    }
     if target.tls {
         endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().with_native_roots())
+            .tls_config(tls_config(client)?)
             .map_err(|e| Failure::Config(format!("TLS to {}: {}", target.uri, chain(&e))))?;
     }
     let channel = endpoint.connect().await.map_err(|e| {
@@ -172,6 +179,27 @@ pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, 
         ))
     })?;
     Ok(JobsGatewayClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// The client's TLS: the system's roots or `--ca-bundle`, and the client
+/// certificate of `--client-cert` / `--client-key`.
+fn tls_config(client: &ClientArgs) -> Result<ClientTlsConfig, Failure> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Failure::Config(format!("{flag} {}: cannot read it: {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &client.ca_bundle {
+        Some(path) => tls.ca_certificate(Certificate::from_pem(read("--ca-bundle", path)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&client.client_cert, &client.client_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--client-cert", cert)?,
+            read("--client-key", key)?,
+        ));
+    }
+    Ok(tls)
 }
 
 /// An error with its causes, for people.
@@ -286,7 +314,20 @@ fn request<T>(client: &ClientArgs, message: T) -> tonic::Request<T> {
     if let Some(limit) = limit(client.cli_read_timeout) {
         request.set_timeout(limit);
     }
+    authorize(client, &mut request);
     request
+}
+
+/// Sends `IOT_JOBS_GATEWAY_TOKEN` as a bearer token, if set.
+pub(crate) fn authorize<T>(client: &ClientArgs, request: &mut tonic::Request<T>) {
+    let token = client
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
 }
 
 /// Writes to stdout; a reader that went away (`| head`) ends the command

@@ -146,6 +146,8 @@ async fn follow(
     args: &WatchJobArgs,
 ) -> Result<Option<Break>, Failure> {
     let silence = limit(args.client.cli_read_timeout);
+    let mut request = tonic::Request::new(request);
+    super::authorize(&args.client, &mut request);
     let mut stream = match bounded(silence, client.watch_jobs(request)).await {
         None => return Ok(Some(Break::Silence)),
         Some(Err(status)) => return Ok(Some(Break::Status(status))),

@@ -10,6 +10,7 @@ pub mod incoming;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, time::Instant};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
@@ -40,6 +41,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// How callers are authenticated and what they may do.
     pub auth: AuthSettings,
+    /// A second, plaintext listener for health checks only.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerSettings {
@@ -49,6 +52,7 @@ impl Default for ServerSettings {
             grace: Duration::from_secs(20),
             tls: None,
             auth: AuthSettings::default(),
+            health_listen: None,
         }
     }
 }
@@ -120,10 +124,20 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains
+/// Where the server listens.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Every service, with TLS and the admission of callers when configured.
+    pub grpc: TcpListener,
+    /// Health checks only, in plaintext and open: for probes that cannot
+    /// speak TLS (Kubernetes' gRPC probes) when the main listener does.
+    pub health: Option<TcpListener>,
+}
+
+/// Serves the gateway on `listeners` until `shutdown` resolves, then drains
 /// for at most `settings.grace`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     jobs: Jobs,
     settings: ServerSettings,
     security: Security,
@@ -154,7 +168,23 @@ pub async fn run(
         let _ = draining_tx.send(Instant::now());
     };
 
-    let incoming = incoming::incoming(listener, security.tls);
+    // The health listener serves until the main server has stopped.
+    let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+    if let Some(listener) = listeners.health {
+        let health_only = Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped_rx.await;
+            });
+        tokio::spawn(async move {
+            if let Err(err) = health_only.await {
+                warn!(error = %err, "the health listener failed");
+            }
+        });
+    }
+    let _stop_health = stopped_tx;
+
+    let incoming = incoming::incoming(listeners.grpc, security.tls);
     let serve = Server::builder()
         // Idle watch streams must survive load balancers that close quiet
         // connections (AWS ELB: 60 s); PINGs also find dead clients.

@@ -36,9 +36,12 @@ use std::{
     future::poll_fn,
     sync::{Arc, Mutex, MutexGuard},
     task::{Poll, Waker},
+    time::Duration,
 };
 
-use super::Share;
+use tokio::time::Instant;
+
+use super::{RejectReason, Rejected, Share};
 
 /// The virtual time one call costs a caller of weight 1. lcm(1..=16): the
 /// cost of every weight up to 16 (and many above) is exact.
@@ -57,6 +60,59 @@ pub struct Place {
     /// Calls that take tokens before this caller's oldest waiting call
     /// (`ahead` if it has none): one of its places frees up after them.
     pub ahead_of_oldest: usize,
+}
+
+/// How fast a queue moves, for deciding who may join it.
+#[derive(Debug, Clone, Copy)]
+pub struct Line {
+    /// The rate AWS calls are allowed at (told to callers turned away).
+    pub rate: f64,
+    /// How long each call served first keeps the head (1 / rate when the
+    /// queue has the whole rate).
+    pub per_call: Duration,
+    /// The most calls that may wait.
+    pub max_waiters: usize,
+}
+
+impl Line {
+    /// Whether a call of `share` with `deadline` may join at `place`.
+    pub fn admit(&self, place: &Place, share: &Share, deadline: Instant) -> Result<(), Rejected> {
+        if place.waiting >= self.max_waiters {
+            return Err(self.reject(RejectReason::QueueFull, place.waiting));
+        }
+        // One of the caller's places frees up when its oldest call goes.
+        if share.max_waiting.is_some_and(|max| place.own >= max) {
+            return Err(self.reject(RejectReason::QueueFull, place.ahead_of_oldest + 1));
+        }
+        // Every call served first keeps the head for about `per_call`, and
+        // the first of them may have just missed a token: `ahead` calls take
+        // up to (ahead + 1) × per_call. With nobody ahead, the bucket says.
+        if place.ahead > 0 && Instant::now() + self.wait(place.ahead + 1) > deadline {
+            return Err(self.reject(RejectReason::Deadline, place.ahead + 1));
+        }
+        Ok(())
+    }
+
+    /// The refusal of a call whose deadline passed while `ticket` waited
+    /// for its turn.
+    pub fn late(&self, ticket: &Ticket<'_>) -> Rejected {
+        self.reject(RejectReason::Deadline, ticket.ahead() + 1)
+    }
+
+    /// How long `calls` take.
+    fn wait(&self, calls: usize) -> Duration {
+        self.per_call
+            .saturating_mul(u32::try_from(calls).unwrap_or(u32::MAX))
+    }
+
+    /// Turned away for `reason`; a retry may expect a turn after `calls`.
+    fn reject(&self, reason: RejectReason, calls: usize) -> Rejected {
+        Rejected {
+            reason,
+            retry_after: self.wait(calls),
+            rate: self.rate,
+        }
+    }
 }
 
 /// Calls waiting for tokens, in weighted fair order.

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use super::{
     LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share,
     aimd::Aimd,
-    fair::{FairQueue, Place},
+    fair::{FairQueue, Line},
 };
 
 /// The limiter's clock: tokio's, so tests with paused time control it too.
@@ -185,18 +185,20 @@ impl RateLimit for LocalRateLimit {
             retry_after,
             rate,
         };
-        let mut ticket = self.queue.join(share, |place| {
-            admit(place, share, deadline, rate, self.settings.max_waiters)
-        })?;
+        let line = Line {
+            rate,
+            per_call: Duration::from_secs_f64(1.0 / rate),
+            max_waiters: self.settings.max_waiters,
+        };
+        let mut ticket = self
+            .queue
+            .join(share, |place| line.admit(place, share, deadline))?;
         // Callers that arrive later may still take turns before this call.
         if tokio::time::timeout_at(deadline, ticket.turn())
             .await
             .is_err()
         {
-            return Err(reject(
-                RejectReason::Deadline,
-                line_wait(ticket.ahead() + 1, rate),
-            ));
+            return Err(line.late(&ticket));
         }
         loop {
             let wait = if self.background_claim.load(Ordering::SeqCst) {
@@ -299,49 +301,6 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
     }
-}
-
-/// Whether a call may join the queue at `place`, given its `deadline`,
-/// the `rate` and the cap on waiting calls.
-pub(super) fn admit(
-    place: &Place,
-    share: &Share,
-    deadline: Instant,
-    rate: f64,
-    max_waiters: usize,
-) -> Result<(), Rejected> {
-    let reject = |reason, retry_after| {
-        Err(Rejected {
-            reason,
-            retry_after,
-            rate,
-        })
-    };
-    if place.waiting >= max_waiters {
-        return reject(RejectReason::QueueFull, line_wait(place.waiting, rate));
-    }
-    // One of the caller's places frees up when its oldest call goes.
-    if share.max_waiting.is_some_and(|max| place.own >= max) {
-        return reject(
-            RejectReason::QueueFull,
-            line_wait(place.ahead_of_oldest + 1, rate),
-        );
-    }
-    // Every call served first needs a token, one per 1/rate, and the first
-    // of them may have just missed one: `ahead` take up to (ahead + 1) /
-    // rate. With nobody ahead, the bucket itself says.
-    if place.ahead > 0 {
-        let worst = line_wait(place.ahead + 1, rate);
-        if Instant::now() + worst > deadline {
-            return reject(RejectReason::Deadline, worst);
-        }
-    }
-    Ok(())
-}
-
-/// How long `calls` take at `rate`.
-fn line_wait(calls: usize, rate: f64) -> Duration {
-    Duration::from_secs_f64(calls as f64 / rate)
 }
 
 fn bucket(rate: f64, burst: u32, clock: TokioClock) -> Bucket {

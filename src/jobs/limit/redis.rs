@@ -1,17 +1,46 @@
 //! The AWS budget of a whole set of replicas: one token bucket in Redis.
 //!
 //! Every AWS attempt on any replica runs `limit.lua` once (EVALSHA): GCRA
-//! timed by Redis's clock, which *reserves* the caller's turn (the caller
-//! then waits for it here) or refuses at once when the turn comes after the
-//! caller's deadline or too many calls already wait. The lowered rate of a
+//! timed by Redis's clock, which *reserves* a turn (the call then waits for
+//! it here) or refuses at once when the turn comes after the call's
+//! deadline or too many turns are already reserved. The lowered rate of a
 //! backoff lives in the same hash, so a ThrottlingException seen by any
 //! replica slows them all, and they all come back together. A decrease is
 //! announced on `{prefix}:limit-changes`: turns reserved at the old rate
 //! are void, and their callers ask again at the new one.
 //!
+//! Turns are reserved in fair order. Each replica keeps its waiting calls
+//! in a [`FairQueue`], as the in-process bucket does, and only the head of
+//! that queue holds a turn in Redis: it reserves one, waits it out, and
+//! then the next head reserves. So a replica has at most one turn reserved
+//! at a time, and one caller's backlog never reserves the set's next turns.
+//! How far that makes the set fair:
+//! - On one replica, as in-process: callers take turns by weight, each
+//!   caller's calls in order, and a call waits for about one turn per
+//!   caller with calls waiting on that replica.
+//! - Across replicas, replicas take turns: Redis hands out turns in the
+//!   order they are asked for, and each replica with calls waiting asks for
+//!   one at a time. A replica with calls waiting gets at least its equal
+//!   part of the set's rate, and a call waits for about (callers waiting on
+//!   its replica) × (replicas with calls waiting) turns. Shares across the
+//!   set are per replica, not per caller: callers on a busy replica get less
+//!   than a caller alone on another, and a caller connected to several
+//!   replicas is a caller on each.
+//! - A call joins its replica's queue only if its turn can come before its
+//!   deadline at the pace this replica's heads have been getting turns
+//!   (never faster than the set's rate); otherwise it is refused at once.
+//!   If the pace slows (other replicas get busy) and its deadline passes
+//!   while it waits, it is refused then; Redis still refuses a turn that
+//!   would come after the deadline. The cap on waiting calls
+//!   (`max_waiters`) applies to each replica's queue.
+//! - Turns are reserved one Redis round trip after another on each replica,
+//!   so a replica takes at most about one token per round trip (thousands a
+//!   second on a LAN; AWS's DescribeJob quota is 10).
+//!
 //! While Redis is unreachable ([`crate::shared`]), calls pass an in-process
-//! bucket at `--redis-fallback-rate` instead; a permit remembers which
-//! bucket it came from, so AWS's answer is reported to that one.
+//! bucket at `--redis-fallback-rate` instead (with its own fair queue); a
+//! permit remembers which bucket it came from, so AWS's answer is reported
+//! to that one.
 
 use std::{
     sync::{
@@ -30,7 +59,9 @@ use tokio::{
 use tracing::warn;
 
 use super::{
-    LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share, local::LocalRateLimit,
+    LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share,
+    fair::{FairQueue, Line},
+    local::LocalRateLimit,
 };
 use crate::shared::{Shared, Trouble};
 
@@ -62,6 +93,14 @@ struct Inner {
     fallback: LocalRateLimit,
     /// Calls of this replica waiting for their turn.
     waiting: AtomicUsize,
+    /// This replica's calls in fair order: only the head holds a turn in
+    /// Redis, so one caller's backlog cannot reserve the set's next turns.
+    queue: FairQueue,
+    /// How long a head keeps this replica's queue (its round trip and its
+    /// wait for its turn), smoothed, in seconds (f64 bits): the pace of the
+    /// queue, which has the share of the set's rate the other replicas
+    /// leave it.
+    per_call: AtomicU64,
     /// The rate the script last reported (f64 bits).
     rate: AtomicU64,
     /// The last generation whose first answer this replica reported.
@@ -81,6 +120,8 @@ impl SharedRateLimit {
         let inner = Arc::new(Inner {
             rate: AtomicU64::new(settings.rate.to_bits()),
             fallback: LocalRateLimit::new(fallback),
+            queue: FairQueue::new(settings.max_waiters),
+            per_call: AtomicU64::new((1.0 / settings.rate).to_bits()),
             shared,
             settings,
             key,
@@ -239,43 +280,33 @@ const SHARED: bool = true;
 impl RateLimit for SharedRateLimit {
     async fn acquire(&self, deadline: Instant, share: &Share) -> Result<Permit, Rejected> {
         let this = &self.0;
+        if !this.shared.is_shared() {
+            return this.fallback.acquire(deadline, share).await;
+        }
         let _waiting = Waiting::new(&this.waiting);
-        loop {
-            if !this.shared.is_shared() {
-                return this.fallback.acquire(deadline, share).await;
+        let line = this.line();
+        let mut ticket = this
+            .queue
+            .join(share, |place| line.admit(place, share, deadline))?;
+        if tokio::time::timeout_at(deadline, ticket.turn())
+            .await
+            .is_err()
+        {
+            return Err(line.late(&ticket));
+        }
+        let head_since = Instant::now();
+        match this.reserve(deadline).await {
+            Turn::Granted(permit) => {
+                ticket.served();
+                this.kept_head(head_since.elapsed());
+                Ok(permit)
             }
-            let max_wait = deadline.saturating_duration_since(Instant::now());
-            let rate = this.current_rate();
-            match this.decide(Some(max_wait), None, Some(deadline)).await {
-                Ok((Decision::Granted(wait), generation)) => {
-                    if this.wait_turn(wait, generation).await {
-                        return Ok(Permit {
-                            generation,
-                            shared: SHARED,
-                        });
-                    }
-                    // The rate was lowered while waiting: ask again.
-                }
-                Ok((Decision::Refused(reason, retry_after), _)) => {
-                    return Err(Rejected {
-                        reason,
-                        retry_after,
-                        rate: this.current_rate(),
-                    });
-                }
-                Ok((Decision::NotYet(_), _)) => {
-                    unreachable!("only background work is told not yet")
-                }
-                // Redis went away: this replica's own bucket decides.
-                Err(_) if !this.shared.is_shared() => {}
-                // Redis did not answer before the caller's deadline.
-                Err(_) => {
-                    return Err(Rejected {
-                        reason: RejectReason::Deadline,
-                        retry_after: Duration::from_secs_f64(1.0 / rate),
-                        rate,
-                    });
-                }
+            Turn::Refused(rejected) => Err(rejected),
+            Turn::Fallback => {
+                // Redis went away: this replica's own bucket decides, and
+                // the calls behind follow as they become the head.
+                drop(ticket);
+                this.fallback.acquire(deadline, share).await
             }
         }
     }
@@ -337,7 +368,80 @@ impl RateLimit for SharedRateLimit {
     }
 }
 
+/// What the head of the queue got from Redis.
+enum Turn {
+    /// A turn, waited out.
+    Granted(Permit),
+    Refused(Rejected),
+    /// Redis is unreachable: ask the fallback bucket.
+    Fallback,
+}
+
 impl Inner {
+    /// Reserves a turn in Redis for the head of the queue and waits it
+    /// out, asking again if a decrease voids it.
+    async fn reserve(&self, deadline: Instant) -> Turn {
+        loop {
+            if !self.shared.is_shared() {
+                return Turn::Fallback;
+            }
+            let max_wait = deadline.saturating_duration_since(Instant::now());
+            let rate = self.current_rate();
+            match self.decide(Some(max_wait), None, Some(deadline)).await {
+                Ok((Decision::Granted(wait), generation)) => {
+                    if self.wait_turn(wait, generation).await {
+                        return Turn::Granted(Permit {
+                            generation,
+                            shared: SHARED,
+                        });
+                    }
+                    // The rate was lowered while waiting: ask again.
+                }
+                Ok((Decision::Refused(reason, retry_after), _)) => {
+                    return Turn::Refused(Rejected {
+                        reason,
+                        retry_after,
+                        rate: self.current_rate(),
+                    });
+                }
+                Ok((Decision::NotYet(_), _)) => {
+                    unreachable!("only background work is told not yet")
+                }
+                // Redis went away.
+                Err(_) if !self.shared.is_shared() => return Turn::Fallback,
+                // Redis did not answer before the caller's deadline.
+                Err(_) => {
+                    return Turn::Refused(Rejected {
+                        reason: RejectReason::Deadline,
+                        retry_after: Duration::from_secs_f64(1.0 / rate),
+                        rate,
+                    });
+                }
+            }
+        }
+    }
+
+    /// How fast this replica's queue moves: never faster than the set's
+    /// rate, slower while other replicas take their turns too.
+    fn line(&self) -> Line {
+        let rate = self.current_rate();
+        let per_call = f64::from_bits(self.per_call.load(Ordering::Relaxed)).max(1.0 / rate);
+        Line {
+            rate,
+            per_call: Duration::from_secs_f64(per_call),
+            max_waiters: self.settings.max_waiters,
+        }
+    }
+
+    /// A head kept the queue for `held` before its turn came.
+    fn kept_head(&self, held: Duration) {
+        // A moving average over about the last four heads (only the head
+        // updates it, so no update is lost).
+        let old = f64::from_bits(self.per_call.load(Ordering::Relaxed));
+        let new = old + (held.as_secs_f64() - old) / 4.0;
+        self.per_call.store(new.to_bits(), Ordering::Relaxed);
+    }
+
     fn current_rate(&self) -> f64 {
         if self.shared.is_shared() {
             f64::from_bits(self.rate.load(Ordering::Relaxed))

@@ -246,14 +246,25 @@ async fn the_caller_is_its_spiffe_id_else_its_dns_name_else_its_common_name() {
     assert_eq!(aws_calls(&sim), calls, "denials cost AWS calls");
 }
 
-/// Whether a client trusting only `ca_pem` can call the gateway.
+/// Whether a client trusting only `ca_pem` can call the gateway (why not
+/// is printed, for a failing test's output).
 async fn answers(gw: &TestGateway, ca_pem: &str) -> bool {
-    match tls_channel(gw.addr, ca_pem, None).await {
-        Err(_) => false,
-        Ok(channel) => JobsGatewayClient::new(channel)
-            .describe_job(describe("public-1"))
-            .await
-            .is_ok(),
+    let channel = match tls_channel(gw.addr, ca_pem, None).await {
+        Ok(channel) => channel,
+        Err(err) => {
+            eprintln!("no TLS connection: {err:?}");
+            return false;
+        }
+    };
+    match JobsGatewayClient::new(channel)
+        .describe_job(describe("public-1"))
+        .await
+    {
+        Ok(_) => true,
+        Err(status) => {
+            eprintln!("no answer: {status:?}");
+            false
+        }
     }
 }
 

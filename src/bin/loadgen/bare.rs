@@ -51,13 +51,27 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
     }
 }
 
-pub(crate) async fn bare_server(port: u16, response_file: PathBuf) -> Result<(), Error> {
+/// Serves the bare server on `port`; with mTLS (tonic's own TLS) from the
+/// `server.pem`, `server.key` and `ca.pem` in `tls_dir`.
+pub(crate) async fn bare_server(
+    port: u16,
+    response_file: PathBuf,
+    tls_dir: Option<PathBuf>,
+) -> Result<(), Error> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     let response = pb::DescribeJobResponse::decode(std::fs::read(response_file)?.as_slice())?;
     let service = JobsGatewayServer::new(Bare {
         response: Arc::new(response),
     });
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(dir) = tls_dir {
+        let read = |name: &str| std::fs::read(dir.join(name));
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read("server.pem")?, read("server.key")?))
+            .client_ca_root(Certificate::from_pem(read("ca.pem")?));
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(service)
         .serve(([127, 0, 0, 1], port).into())
         .await?;

@@ -20,6 +20,7 @@ mod cluster;
 mod procs;
 mod protection;
 mod recovery;
+mod tls;
 mod watch;
 
 use bare::bare_server;
@@ -101,9 +102,22 @@ enum Scenario {
         #[arg(long, default_value_t = 600)]
         group_size: usize,
     },
+    /// 12. TLS with client certificates: cache hits against a bare tonic server with the same TLS, and new connections per second (needs openssl).
+    Tls {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
     #[command(hide = true)]
-    BareServer { port: u16, response_file: PathBuf },
+    BareServer {
+        port: u16,
+        response_file: PathBuf,
+        /// mTLS from server.pem, server.key and ca.pem in this directory.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -208,10 +222,12 @@ async fn main() -> Result<(), Error> {
             throttles,
             baseline,
         } => recovery::recovery(seconds, throttles, baseline).await?,
+        Scenario::Tls { rounds, seconds } => tls::tls(rounds, seconds).await?,
         Scenario::BareServer {
             port,
             response_file,
-        } => bare_server(port, response_file).await?,
+            tls_dir,
+        } => bare_server(port, response_file, tls_dir).await?,
     }
     Ok(())
 }

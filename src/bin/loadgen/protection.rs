@@ -7,11 +7,11 @@ use std::{
 };
 
 use iot_jobs_gateway::{
-    pb::{self},
+    pb::{self, jobs_gateway_client::JobsGatewayClient},
     simulator::seed::synthetic_job_id,
 };
 use prost::Message;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, transport::Channel};
 
 use crate::{BURST, Error, RATE, procs::*};
 
@@ -161,6 +161,17 @@ pub(crate) async fn closed_loop(
     seconds: u64,
 ) -> Result<Load, Error> {
     let clients = channels(server.port, 4).await?;
+    closed_loop_on(server, clients, id, concurrency, seconds).await
+}
+
+/// The same over given client connections (TLS ones, for instance).
+pub(crate) async fn closed_loop_on(
+    server: &Proc,
+    clients: Vec<JobsGatewayClient<Channel>>,
+    id: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> Result<Load, Error> {
     let cpu_before = server.cpu_seconds();
     let end = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..concurrency)
@@ -215,27 +226,33 @@ pub(crate) async fn warm_and_bare(
         .describe_job(describe(id, Duration::from_secs(10)))
         .await?
         .into_inner();
-    let bare = bare_server_for(&response).await?;
+    let bare = bare_server_for(&response, None).await?;
     Ok((response, bare))
 }
 
-/// A bare tonic server on a free port answering `response` to every call.
-pub(crate) async fn bare_server_for(response: &pb::DescribeJobResponse) -> Result<Proc, Error> {
+/// A bare tonic server on a free port answering `response` to every call;
+/// with mTLS from the `server.pem`, `server.key` and `ca.pem` in `tls`.
+pub(crate) async fn bare_server_for(
+    response: &pb::DescribeJobResponse,
+    tls: Option<&std::path::Path>,
+) -> Result<Proc, Error> {
     let file = sibling("loadgen-logs").join("response.bin");
     std::fs::write(&file, response.encode_to_vec())?;
     let port = free_port();
-    spawn(
-        std::env::current_exe()?,
-        &[
-            "bare-server".into(),
-            port.to_string(),
-            file.display().to_string(),
-        ],
-        &[],
-        "bare-server",
-        port,
-    )
-    .await
+    let mut args = vec![
+        "bare-server".into(),
+        port.to_string(),
+        file.display().to_string(),
+    ];
+    if let Some(dir) = tls {
+        args.extend(["--tls-dir".into(), dir.display().to_string()]);
+    }
+    let log = if tls.is_some() {
+        "bare-server-tls"
+    } else {
+        "bare-server"
+    };
+    spawn(std::env::current_exe()?, &args, &[], log, port).await
 }
 
 /// Alternating rounds of cache hits on `gw` and the same load on `bare`;

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bare;
 mod cluster;
+mod fairness;
 mod procs;
 mod protection;
 mod recovery;
@@ -101,6 +102,17 @@ enum Scenario {
         /// Things per synthetic job: keeps each IN_PROGRESS this many seconds.
         #[arg(long, default_value_t = 600)]
         group_size: usize,
+    },
+    /// 11. Fair shares: one connection floods at 10x the rate, another asks 2/s; the second's wait.
+    Fairness {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Rounds per build; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Another build of iot-jobs-gateway to run side by side (rounds interleaved).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
     /// 12. TLS with client certificates: cache hits against a bare tonic server with the same TLS, and new connections per second (needs openssl).
     Tls {
@@ -222,6 +234,11 @@ async fn main() -> Result<(), Error> {
             throttles,
             baseline,
         } => recovery::recovery(seconds, throttles, baseline).await?,
+        Scenario::Fairness {
+            seconds,
+            rounds,
+            baseline,
+        } => fairness::fairness(seconds, rounds, baseline).await?,
         Scenario::Tls { rounds, seconds } => tls::tls(rounds, seconds).await?,
         Scenario::BareServer {
             port,

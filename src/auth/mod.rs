@@ -94,7 +94,7 @@ impl Caller {
         Self {
             name: name.into(),
             source: CallerSource::Connection(peer),
-            grants: Arc::default(),
+            grants: everything(),
         }
     }
 
@@ -250,13 +250,14 @@ impl Auth {
         let (name, source) = if self.authenticates() {
             self.authenticate(peer, authorization)?
         } else {
-            let addr = peer.and_then(|p| p.addr);
-            let Caller { name, source, .. } = Caller::connection(addr);
-            (name, source)
+            match peer {
+                Some(peer) => (peer.name.clone(), CallerSource::Connection(peer.addr)),
+                None => (Arc::from("in-process"), CallerSource::Connection(None)),
+            }
         };
         let grants = match &self.policy {
             Some(policy) => policy.get().grants(&name),
-            None => Arc::default(),
+            None => everything(),
         };
         if let Some(rpc) = rpc
             && !grants.may_call(rpc)
@@ -331,6 +332,12 @@ impl Auth {
             ways.join(" or ")
         )
     }
+}
+
+/// The grants of every caller when there is no policy, made once.
+fn everything() -> Arc<Grants> {
+    static EVERYTHING: std::sync::OnceLock<Arc<Grants>> = std::sync::OnceLock::new();
+    EVERYTHING.get_or_init(Arc::default).clone()
 }
 
 /// The token of a `Bearer` authorization value.

@@ -41,8 +41,22 @@ const ACCEPTED_BACKLOG: usize = 64;
 pub struct Peer {
     /// Its address.
     pub addr: Option<SocketAddr>,
+    /// The address as text, made once per connection: the caller's name
+    /// while callers are not authenticated.
+    pub name: Arc<str>,
     /// With mTLS: the caller its certificate names, or why it names none.
     pub certified: Option<Result<Arc<str>, IdentityError>>,
+}
+
+impl Peer {
+    fn new(addr: Option<SocketAddr>, certified: Option<Result<Arc<str>, IdentityError>>) -> Self {
+        let name = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        Self {
+            addr,
+            name: name.into(),
+            certified,
+        }
+    }
 }
 
 /// A client connection.
@@ -132,10 +146,7 @@ pub fn incoming(
             accepted.map(|stream| {
                 // Small unary answers: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                let peer = Peer {
-                    addr: stream.peer_addr().ok(),
-                    certified: None,
-                };
+                let peer = Peer::new(stream.peer_addr().ok(), None);
                 Conn {
                     stream: Stream_::Plain(stream),
                     peer,
@@ -193,10 +204,7 @@ async fn accept_tls(listener: TcpListener, tls: Arc<RotatingTls>, tx: mpsc::Send
             });
             let conn = Conn {
                 stream: Stream_::Tls(Box::new(stream)),
-                peer: Peer {
-                    addr: Some(addr),
-                    certified,
-                },
+                peer: Peer::new(Some(addr), certified),
             };
             let _ = tx.send(conn).await;
         });

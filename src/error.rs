@@ -315,6 +315,10 @@ fn rate_limited_status(job_id: &str, rejected: &Rejected, details: &mut ErrorDet
             "too many calls are already waiting for the gateway's AWS rate limit \
              ({rate} DescribeJob calls/s); retry after {after}"
         ),
+        RejectReason::CallerQueueFull => format!(
+            "this caller already has its most calls waiting for the gateway's AWS rate limit \
+             ({rate} DescribeJob calls/s; its policy's max_waiting); retry after {after}"
+        ),
     }
 }
 

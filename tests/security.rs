@@ -870,3 +870,65 @@ async fn clients_bring_a_ca_bundle_a_client_certificate_or_a_token() {
         .await;
     assert!(ok && out.contains(r#""jobId": "public-2""#), "{out}{err}");
 }
+
+#[tokio::test]
+async fn a_caller_at_its_policys_max_waiting_is_turned_away_while_others_still_wait() {
+    let dir = empty_home("max-waiting");
+    let sim = aws().await;
+    for job in ["public-3", "public-4", "public-5"] {
+        create_fleet_job(&sim, job).await;
+    }
+    let tokens = write(
+        &dir,
+        "tokens",
+        &format!(
+            "{} dashboard\n{} pipeline\n",
+            sha256_hex("dashboard-token"),
+            sha256_hex("pipeline-token")
+        ),
+    );
+    let policy = write(
+        &dir,
+        "policy.yaml",
+        "callers:\n  dashboard:\n    max_waiting: 1\n",
+    );
+    let mut options = GatewayOptions::default();
+    options.jobs.limiter.rate = 2.0;
+    options.jobs.limiter.burst = 1;
+    options.server.auth = AuthSettings {
+        tokens: Some(tokens),
+        policy: Some(policy),
+        ..AuthSettings::default()
+    };
+    let gw = TestGateway::aws_with(iot_client(&sim.url), options).await;
+    let ask = |job: &'static str, token: &'static str| {
+        let mut client = gw.client.clone();
+        tokio::spawn(async move { client.describe_job(with_token(describe(job), token)).await })
+    };
+    // The dashboard takes the one token and leaves one call waiting.
+    let first = ask("public-1", "dashboard-token");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = ask("public-2", "dashboard-token");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Its next call would be its second waiting: turned away at once.
+    let started = std::time::Instant::now();
+    let refused = gw
+        .client
+        .clone()
+        .describe_job(with_token(describe("public-3"), "dashboard-token"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(300), "it waited");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(error_info_reason(&refused), "RATE_LIMITED");
+    assert!(
+        refused.message().contains("max_waiting"),
+        "{}",
+        refused.message()
+    );
+    // Another caller still waits for its turn and is answered.
+    let other = ask("public-4", "pipeline-token");
+    for call in [first, second, other] {
+        call.await.unwrap().unwrap();
+    }
+}

@@ -192,6 +192,7 @@ impl StoredError {
                 reason: match rejected.reason {
                     RejectReason::Deadline => 0,
                     RejectReason::QueueFull => 1,
+                    RejectReason::CallerQueueFull => 2,
                 },
                 ..Self::default()
             },
@@ -217,10 +218,10 @@ impl StoredError {
             1 => GatewayError::RateLimited {
                 job_id,
                 rejected: Rejected {
-                    reason: if self.reason == 1 {
-                        RejectReason::QueueFull
-                    } else {
-                        RejectReason::Deadline
+                    reason: match self.reason {
+                        1 => RejectReason::QueueFull,
+                        2 => RejectReason::CallerQueueFull,
+                        _ => RejectReason::Deadline,
                     },
                     retry_after: Duration::from_millis(self.millis),
                     rate: self.rate,

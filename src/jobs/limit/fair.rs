@@ -82,7 +82,7 @@ impl Line {
         }
         // One of the caller's places frees up when its oldest call goes.
         if share.max_waiting.is_some_and(|max| place.own >= max) {
-            return Err(self.reject(RejectReason::QueueFull, place.ahead_of_oldest + 1));
+            return Err(self.reject(RejectReason::CallerQueueFull, place.ahead_of_oldest + 1));
         }
         // Every call served first keeps the head for about `per_call`, and
         // the first of them may have just missed a token: `ahead` calls take

@@ -520,7 +520,7 @@ mod tests {
         let start = Instant::now();
         let refused = l.acquire(far(), &capped).await.unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO, "did not wait");
-        assert_eq!(refused.reason, RejectReason::QueueFull);
+        assert_eq!(refused.reason, RejectReason::CallerQueueFull);
         // Its oldest call goes with the next token: then there is room.
         assert_eq!(refused.retry_after, Duration::from_millis(100));
         // Other callers still get in.

@@ -126,6 +126,9 @@ pub enum RejectReason {
     Deadline,
     /// The waiting queue is full.
     QueueFull,
+    /// The caller already has its most calls waiting (its policy's
+    /// `max_waiting`).
+    CallerQueueFull,
 }
 
 /// A token: report what AWS answered to the call made with it.

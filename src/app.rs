@@ -218,7 +218,11 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
 
 /// Warns when anyone who can reach the port may call in plaintext, unknown.
 fn warn_if_open(address: SocketAddr, security: &Security) {
-    if !address.ip().is_loopback() && security.tls.is_none() && !security.auth.authenticates() {
+    if open_to_anyone(
+        address,
+        security.tls.is_some(),
+        security.auth.authenticates(),
+    ) {
         tracing::warn!(
             %address,
             "listening beyond loopback in plaintext with no caller authentication: anyone who \
@@ -226,6 +230,12 @@ fn warn_if_open(address: SocketAddr, security: &Security) {
              --tls-client-ca or --auth-tokens/--jwt-jwks (README: Securing the gateway)"
         );
     }
+}
+
+/// Whether a listener on `address` lets anyone who reaches it call
+/// unencrypted and unidentified.
+fn open_to_anyone(address: SocketAddr, tls: bool, authenticates: bool) -> bool {
+    !address.ip().is_loopback() && !tls && !authenticates
 }
 
 /// Names the health listener in errors.
@@ -260,4 +270,23 @@ fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, job_ids: &[&str
         program,
     };
     print!("{}", banner.render());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plaintext_unauthenticated_listener_beyond_loopback_is_open_to_anyone() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let pod: SocketAddr = "10.1.2.3:50051".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+        let v6_loopback: SocketAddr = "[::1]:50051".parse().unwrap();
+        assert!(open_to_anyone(any, false, false));
+        assert!(open_to_anyone(pod, false, false));
+        assert!(!open_to_anyone(loopback, false, false));
+        assert!(!open_to_anyone(v6_loopback, false, false));
+        assert!(!open_to_anyone(any, true, false), "TLS");
+        assert!(!open_to_anyone(any, false, true), "tokens or mTLS");
+    }
 }

@@ -932,3 +932,61 @@ async fn a_caller_at_its_policys_max_waiting_is_turned_away_while_others_still_w
         call.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn log_lines_name_the_caller_and_refusals_say_why() {
+    let dir = empty_home("audit");
+    let sim = aws().await;
+    let tokens = write(
+        &dir,
+        "tokens",
+        &format!("{} pipeline\n", sha256_hex("pipeline-token")),
+    );
+    let tokens = tokens.display().to_string();
+    let gw =
+        support::process::GatewayProcess::serve(&sim.url, &["--auth-tokens", &tokens], "audit")
+            .await;
+    let mut client = gw.client().await;
+    client
+        .describe_job(with_token(describe("public-1"), "pipeline-token"))
+        .await
+        .unwrap();
+    let refused = client
+        .describe_job(with_token(describe("public-1"), "stolen-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut seen = (false, false);
+    for _ in 0..50 {
+        let logs = gw.logs.lock().unwrap().clone();
+        seen.0 = logs.iter().any(|l| {
+            l["message"] == "call finished"
+                && l["method"] == "DescribeJob"
+                && l["caller"] == "pipeline"
+        });
+        seen.1 = logs.iter().any(|l| {
+            l["message"] == "call refused"
+                && l["code"] == "Unauthenticated"
+                && l["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not one this gateway knows"))
+        });
+        if seen == (true, true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        (true, true),
+        "(call line with its caller, refusal with its reason)"
+    );
+    // The presented token never reaches the log.
+    let logs = gw.logs.lock().unwrap().clone();
+    assert!(
+        !serde_json::to_string(&logs)
+            .unwrap()
+            .contains("stolen-token"),
+        "a token was logged"
+    );
+}

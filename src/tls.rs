@@ -123,17 +123,7 @@ impl RotatingTls {
 
     /// Checks the files every [`RELOAD_EVERY`] until the gateway stops.
     pub fn spawn_reloader(self: &Arc<Self>) {
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(RELOAD_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let Some(this) = this.upgrade() else { return };
-                this.reload();
-            }
-        });
+        crate::auth::watched::every_reload(self, Self::reload);
     }
 
     /// Takes the files' new contents if they changed and work; otherwise

@@ -15,7 +15,7 @@ use std::time::Duration;
 use iot_jobs_gateway::{jobs::JobsSettings, shared::RedisSettings, simulator::Simulator};
 use iot_jobs_gateway::{
     pb::jobs_gateway_client::JobsGatewayClient,
-    simulator::{SimConfig, seed},
+    simulator::{SimConfig, busiest_second, seed},
 };
 use support::{
     GatewayOptions, TestGateway, channel, describe, iot_client, redis::RedisServer, sim::TestSim,
@@ -72,19 +72,6 @@ async fn offer(
         }
     }
     got
-}
-
-/// The most arrivals (µs, ascending) in any sliding second.
-fn busiest_second(arrivals: &[u64]) -> usize {
-    let mut busiest = 0;
-    let mut j = 0;
-    for i in 0..arrivals.len() {
-        while j < arrivals.len() && arrivals[j] < arrivals[i] + 1_000_000 {
-            j += 1;
-        }
-        busiest = busiest.max(j - i);
-    }
-    busiest
 }
 
 /// The rate limit under test, in front of a simulator with jobs to ask

@@ -13,7 +13,7 @@ use iot_jobs_gateway::{
     },
     pb::{self, watch_jobs_response::Event},
     shared::{RedisSettings, Shared},
-    simulator::{Fault, FaultRule, SimConfig},
+    simulator::{Fault, FaultRule, SimConfig, busiest_second},
 };
 use redis::AsyncCommands as _;
 use support::{
@@ -43,19 +43,6 @@ async fn replicas(
 
 fn calls_for(sim: &TestSim, job_id: &str) -> u64 {
     sim.sim.stats().per_job.get(job_id).copied().unwrap_or(0)
-}
-
-/// The most arrivals (µs, ascending) in any sliding second.
-fn busiest_second(arrivals: &[u64]) -> usize {
-    let mut busiest = 0;
-    let mut j = 0;
-    for i in 0..arrivals.len() {
-        while j < arrivals.len() && arrivals[j] < arrivals[i] + 1_000_000 {
-            j += 1;
-        }
-        busiest = busiest.max(j - i);
-    }
-    busiest
 }
 
 /// What an open loop of calls got.

@@ -46,6 +46,17 @@ async fn gateway(sim: &TestSim, tls: Option<TlsSettings>, auth: AuthSettings) ->
     TestGateway::aws_with(iot_client(&sim.url), options).await
 }
 
+/// TLS with a server certificate from `pki` (and its CA for clients, with
+/// `mtls`).
+fn served_by(pki: &Pki, mtls: bool) -> TlsSettings {
+    let server = pki.server("server");
+    TlsSettings {
+        cert: server.cert,
+        key: server.key,
+        client_ca: mtls.then(|| pki.ca_file()),
+    }
+}
+
 fn describe(job_id: &str) -> pb::DescribeJobRequest {
     pb::DescribeJobRequest {
         job_id: job_id.to_owned(),
@@ -78,12 +89,7 @@ async fn tls_serves_a_rust_client_and_grpcurl_and_refuses_plaintext() {
     let dir = empty_home("tls");
     let sim = aws().await;
     let pki = Pki::new(&dir, "gateway");
-    let server = pki.server("server");
-    let tls = TlsSettings {
-        cert: server.cert.clone(),
-        key: server.key.clone(),
-        client_ca: None,
-    };
+    let tls = served_by(&pki, false);
     let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
 
     let channel = tls_channel(gw.addr, &pki.ca_pem, None).await.unwrap();
@@ -136,12 +142,7 @@ async fn mtls_admits_a_good_client_certificate_and_refuses_none_expired_and_fore
     let sim = aws().await;
     let pki = Pki::new(&dir, "gateway");
     let foreign = Pki::new(&dir, "foreign");
-    let server = pki.server("server");
-    let tls = TlsSettings {
-        cert: server.cert.clone(),
-        key: server.key.clone(),
-        client_ca: Some(pki.ca_file()),
-    };
+    let tls = served_by(&pki, true);
     let health_addr = {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         free.local_addr().unwrap()
@@ -768,12 +769,7 @@ async fn clients_bring_a_ca_bundle_a_client_certificate_or_a_token() {
     let dir = empty_home("clients");
     let sim = aws().await;
     let pki = Pki::new(&dir, "gateway");
-    let server = pki.server("server");
-    let tls = TlsSettings {
-        cert: server.cert.clone(),
-        key: server.key.clone(),
-        client_ca: Some(pki.ca_file()),
-    };
+    let tls = served_by(&pki, true);
     let gw = gateway(&sim, Some(tls), AuthSettings::default()).await;
     let client = pki.client("cli", Names::Dns("operator.example.org"), false);
     let url = format!("https://localhost:{}", gw.addr.port());

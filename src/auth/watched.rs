@@ -12,6 +12,23 @@ use tracing::{info, warn};
 
 use crate::tls::RELOAD_EVERY;
 
+/// Runs `check` on `target` every [`RELOAD_EVERY`] until `target` is dropped.
+pub(crate) fn every_reload<T: Send + Sync + 'static>(target: &Arc<T>, check: fn(&T)) {
+    let target = Arc::downgrade(target);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RELOAD_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(target) = target.upgrade() else {
+                return;
+            };
+            check(&target);
+        }
+    });
+}
+
 /// Turns a file's bytes into its meaning, or says what is wrong.
 pub type Parse<T> = fn(&[u8]) -> Result<T, String>;
 
@@ -67,20 +84,9 @@ impl<T: Send + Sync + 'static> Watched<T> {
 
     fn spawn_reloader(self: &Arc<Self>) {
         // Outside a runtime (unit tests of parsing) there is nothing to watch with.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let this = Arc::downgrade(self);
-        runtime.spawn(async move {
-            let mut every = tokio::time::interval(RELOAD_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let Some(this) = this.upgrade() else { return };
-                this.reload();
-            }
-        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            every_reload(self, Self::reload);
+        }
     }
 
     fn reload(&self) {

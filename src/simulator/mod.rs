@@ -682,3 +682,17 @@ fn parse_schedule_time(text: &str) -> Result<EpochMillis, SimError> {
             ))
         })
 }
+
+/// The most arrivals (µs, ascending, as [`Simulator::arrivals`] gives them)
+/// in any sliding second: what AWS's per-second quota sees.
+pub fn busiest_second(arrivals: &[u64]) -> usize {
+    let mut busiest = 0;
+    let mut j = 0;
+    for i in 0..arrivals.len() {
+        while j < arrivals.len() && arrivals[j] < arrivals[i] + 1_000_000 {
+            j += 1;
+        }
+        busiest = busiest.max(j - i);
+    }
+    busiest
+}

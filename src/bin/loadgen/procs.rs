@@ -15,6 +15,8 @@ use tonic::{Code, Request, transport::Channel};
 
 use crate::Error;
 
+pub(crate) use iot_jobs_gateway::simulator::busiest_second;
+
 /// A child process of the real binary, killed when dropped.
 pub(crate) struct Proc {
     pub(crate) child: Child,
@@ -283,19 +285,6 @@ pub(crate) async fn sim_arrivals(sim: &Proc) -> Result<Vec<u64>, Error> {
         .iter()
         .filter_map(serde_json::Value::as_u64)
         .collect())
-}
-
-/// The most arrivals (µs, ascending) in any sliding 1 s window.
-pub(crate) fn busiest_second(arrivals: &[u64]) -> usize {
-    let mut busiest = 0;
-    let mut j = 0;
-    for i in 0..arrivals.len() {
-        while j < arrivals.len() && arrivals[j] < arrivals[i] + 1_000_000 {
-            j += 1;
-        }
-        busiest = busiest.max(j - i);
-    }
-    busiest
 }
 
 pub(crate) fn ms(d: Duration) -> String {

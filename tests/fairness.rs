@@ -34,6 +34,11 @@ struct Got {
     answered: Vec<Duration>,
     /// Turned away by the rate limit (RESOURCE_EXHAUSTED).
     limited: usize,
+    /// Admitted, but their 2 s ran out before the answer came back
+    /// (DEADLINE_EXCEEDED from the gateway, CANCELLED from the client's own
+    /// timer): a flood's calls admitted at the edge of their deadline, on a
+    /// machine busy enough to add a few hundred milliseconds.
+    late: usize,
 }
 
 /// Calls DescribeJob on `client` `per_second` a second for `span`, each
@@ -68,6 +73,9 @@ async fn offer(
         match call.await.unwrap() {
             Ok(took) => got.answered.push(took),
             Err(status) if status.code() == Code::ResourceExhausted => got.limited += 1,
+            Err(status) if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) => {
+                got.late += 1
+            }
             Err(status) => panic!("unexpected failure: {status:?}"),
         }
     }
@@ -96,7 +104,7 @@ async fn connect(gateway: &TestGateway) -> JobsGatewayClient<Channel> {
 /// than a token interval per caller with calls waiting (`callers`), plus
 /// one: the first of them may have just missed a token.
 fn assert_answered_soon(got: &Got, callers: u32, calls: usize) {
-    assert_eq!(got.limited, 0, "{got:?}");
+    assert_eq!((got.limited, got.late), (0, 0), "{got:?}");
     assert_eq!(got.answered.len(), calls, "{got:?}");
     let longest = got.answered.iter().max().unwrap();
     let turns = f64::from(callers + 1);
@@ -108,9 +116,10 @@ fn assert_answered_soon(got: &Got, callers: u32, calls: usize) {
     );
 }
 
-/// AWS ran at its quota, one call per answer, and never above rate +
-/// burst in any second nor throttled.
-fn assert_aws_at_quota(sim: &Simulator, answers: usize) {
+/// AWS ran at its quota, one call per answer (and at most one per late
+/// call, which may have reached AWS before its time ran out), and never
+/// above rate + burst in any second nor throttled.
+fn assert_aws_at_quota(sim: &Simulator, answers: usize, late: usize) {
     let stats = sim.stats();
     assert_eq!(stats.throttled, 0, "AWS never throttled the gateway");
     let arrivals = sim.arrivals();
@@ -120,7 +129,10 @@ fn assert_aws_at_quota(sim: &Simulator, answers: usize) {
         "at most rate + burst calls in any second: {busiest}"
     );
     let aws_calls = stats.describe_job_calls as usize;
-    assert_eq!(answers, aws_calls, "one AWS call per answer");
+    assert!(
+        (answers..=answers + late).contains(&aws_calls),
+        "one AWS call per answer: {aws_calls} calls, {answers} answers, {late} late"
+    );
     let span = (arrivals.last().unwrap() - arrivals[0]) as f64 / 1e6;
     let sustained = (aws_calls - BURST as usize) as f64 / span;
     assert!(
@@ -146,7 +158,8 @@ async fn a_flood_on_one_connection_does_not_hold_up_another_connections_calls() 
     // The flood's call takes the next token, then the trickle's.
     assert_answered_soon(&trickle, 2, 16);
     // The flood gets every other token; its excess is turned away.
-    assert_aws_at_quota(&sim.sim, flood.answered.len() + trickle.answered.len());
+    let answers = flood.answered.len() + trickle.answered.len();
+    assert_aws_at_quota(&sim.sim, answers, flood.late);
     assert!(flood.limited > 600, "{} turned away", flood.limited);
 }
 
@@ -184,6 +197,6 @@ async fn across_replicas_a_flood_on_one_holds_up_calls_on_neither() {
     assert_answered_soon(&near, 3, 16);
     assert_answered_soon(&far, 3, 16);
     let answers = flood.answered.len() + near.answered.len() + far.answered.len();
-    assert_aws_at_quota(&sim.sim, answers);
+    assert_aws_at_quota(&sim.sim, answers, flood.late);
     assert!(flood.limited > 600, "{} turned away", flood.limited);
 }

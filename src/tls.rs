@@ -177,7 +177,7 @@ fn read(settings: &TlsSettings) -> Result<Contents, TlsError> {
 }
 
 /// The PEM certificates in `pem`.
-pub fn certificates(
+fn certificates(
     what: &'static str,
     path: &Path,
     pem: &[u8],

@@ -35,6 +35,9 @@ use policy::{Grants, Policy};
 use tokens::Tokens;
 use watched::{FileError, Watched};
 
+/// The name of the caller of an in-process connection (no peer address).
+const IN_PROCESS: &str = "in-process";
+
 /// How callers prove who they are, and the policy file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthSettings {
@@ -89,7 +92,7 @@ impl Caller {
     pub fn connection(peer: Option<SocketAddr>) -> Self {
         let name = match peer {
             Some(peer) => peer.to_string(),
-            None => "in-process".to_owned(),
+            None => IN_PROCESS.to_owned(),
         };
         Self {
             name: name.into(),
@@ -114,6 +117,11 @@ impl Caller {
     /// Its name in logs.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its name, shared (for logs that outlive the call's borrow).
+    pub fn name_shared(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     /// How it was told apart.
@@ -158,19 +166,16 @@ impl Caller {
     /// caller's own (its policy's cap, else `per_connection`), else its
     /// connection's (capped at `per_connection`; none in-process).
     pub fn stream_owner(&self, per_connection: usize) -> Option<StreamOwner> {
-        match self.source {
-            CallerSource::Connection(None) => None,
-            CallerSource::Connection(Some(_)) => Some(StreamOwner {
-                key: self.name.clone(),
-                limit: self.grants.max_watch_streams.unwrap_or(per_connection),
-                scope: WatchScope::Connection,
-            }),
-            _ => Some(StreamOwner {
-                key: self.name.clone(),
-                limit: self.grants.max_watch_streams.unwrap_or(per_connection),
-                scope: WatchScope::Caller,
-            }),
-        }
+        let scope = match self.source {
+            CallerSource::Connection(None) => return None,
+            CallerSource::Connection(Some(_)) => WatchScope::Connection,
+            _ => WatchScope::Caller,
+        };
+        Some(StreamOwner {
+            key: self.name.clone(),
+            limit: self.grants.max_watch_streams.unwrap_or(per_connection),
+            scope,
+        })
     }
 }
 
@@ -252,7 +257,7 @@ impl Auth {
         } else {
             match peer {
                 Some(peer) => (peer.name.clone(), CallerSource::Connection(peer.addr)),
-                None => (Arc::from("in-process"), CallerSource::Connection(None)),
+                None => (Arc::from(IN_PROCESS), CallerSource::Connection(None)),
             }
         };
         let grants = match &self.policy {

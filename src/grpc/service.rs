@@ -49,9 +49,9 @@ impl JobsGatewayService {
         request: Request<pb::BatchDescribeJobsRequest>,
         log: &mut BatchLog,
     ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
-        let call = call_of(&request, log.received);
         let caller = Caller::of(&request);
-        log.caller = caller.name().into();
+        let call = call_of(&request, &caller, log.received);
+        log.caller = caller.name_shared();
         let requests = request.into_inner().requests;
         log.items = requests.len();
         let (max, by_policy) = caller.max_batch_size(self.jobs.max_batch_size());
@@ -84,8 +84,8 @@ impl JobsGateway for JobsGatewayService {
         request: Request<pb::DescribeJobRequest>,
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
         let received = Instant::now();
-        let call = call_of(&request, received);
         let caller = Caller::of(&request);
+        let call = call_of(&request, &caller, received);
         let request = request.into_inner();
         let log = CallLog::new("DescribeJob", &request.job_id, &caller, received);
         let result = async {
@@ -268,7 +268,7 @@ struct WatchLog {
 impl WatchLog {
     fn new(jobs: usize, caller: &Caller) -> Self {
         Self {
-            caller: caller.name().into(),
+            caller: caller.name_shared(),
             received: Instant::now(),
             jobs,
             events: 0,
@@ -336,12 +336,12 @@ impl Drop for WatchLog {
 }
 
 /// What the domain needs to know of a call besides its question.
-fn call_of<T>(request: &Request<T>, received: Instant) -> Call {
+fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call {
     let metadata = request.metadata();
     Call {
         deadline: deadline::from_metadata(metadata, received),
         fresh: wants_fresh(metadata),
-        share: Caller::of(request).share(),
+        share: caller.share(),
     }
 }
 
@@ -497,7 +497,7 @@ impl CallLog {
     fn new(method: &'static str, job_id: &str, caller: &Caller, received: Instant) -> Self {
         Self {
             method,
-            caller: caller.name().into(),
+            caller: caller.name_shared(),
             job_id: job_id.chars().take(LOGGED_ID_CHARS).collect(),
             received,
             finished: false,

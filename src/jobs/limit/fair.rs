@@ -95,7 +95,7 @@ impl Line {
 
     /// The refusal of a call whose deadline passed while `ticket` waited
     /// for its turn.
-    pub fn late(&self, ticket: &Ticket<'_>) -> Rejected {
+    fn late(&self, ticket: &Ticket<'_>) -> Rejected {
         self.reject(RejectReason::Deadline, ticket.ahead() + 1)
     }
 
@@ -228,6 +228,25 @@ impl FairQueue {
             caller: share.caller.clone(),
             served: false,
         })
+    }
+
+    /// Joins for `share` if `line` admits the call, and waits for its turn
+    /// at the head; a call whose deadline passes first is refused then
+    /// (callers that arrive later may still take turns before it).
+    pub async fn wait_turn(
+        &self,
+        share: &Share,
+        line: &Line,
+        deadline: Instant,
+    ) -> Result<Ticket<'_>, Rejected> {
+        let mut ticket = self.join(share, |place| line.admit(place, share, deadline))?;
+        if tokio::time::timeout_at(deadline, ticket.turn())
+            .await
+            .is_err()
+        {
+            return Err(line.late(&ticket));
+        }
+        Ok(ticket)
     }
 }
 

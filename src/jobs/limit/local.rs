@@ -190,16 +190,7 @@ impl RateLimit for LocalRateLimit {
             per_call: Duration::from_secs_f64(1.0 / rate),
             max_waiters: self.settings.max_waiters,
         };
-        let mut ticket = self
-            .queue
-            .join(share, |place| line.admit(place, share, deadline))?;
-        // Callers that arrive later may still take turns before this call.
-        if tokio::time::timeout_at(deadline, ticket.turn())
-            .await
-            .is_err()
-        {
-            return Err(line.late(&ticket));
-        }
+        let ticket = self.queue.wait_turn(share, &line, deadline).await?;
         loop {
             let wait = if self.background_claim.load(Ordering::SeqCst) {
                 // Background work is owed this token; the next one is ours.

@@ -285,15 +285,7 @@ impl RateLimit for SharedRateLimit {
         }
         let _waiting = Waiting::new(&this.waiting);
         let line = this.line();
-        let mut ticket = this
-            .queue
-            .join(share, |place| line.admit(place, share, deadline))?;
-        if tokio::time::timeout_at(deadline, ticket.turn())
-            .await
-            .is_err()
-        {
-            return Err(line.late(&ticket));
-        }
+        let ticket = this.queue.wait_turn(share, &line, deadline).await?;
         let head_since = Instant::now();
         match this.reserve(deadline).await {
             Turn::Granted(permit) => {

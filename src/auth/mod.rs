@@ -108,9 +108,13 @@ impl Caller {
             .extensions()
             .get::<Self>()
             .cloned()
-            .unwrap_or_else(|| {
-                let peer = request.extensions().get::<Peer>().and_then(|p| p.addr);
-                Self::connection(peer.or_else(|| request.remote_addr()))
+            .unwrap_or_else(|| match request.extensions().get::<Peer>() {
+                Some(peer) => Self {
+                    name: peer.name.clone(),
+                    source: CallerSource::Connection(peer.addr),
+                    grants: everything(),
+                },
+                None => Self::connection(request.remote_addr()),
             })
     }
 
@@ -237,6 +241,13 @@ impl Auth {
             jwt: None,
             policy: None,
         }
+    }
+
+    /// Whether every connection may call everything: nobody authenticates
+    /// and there is no policy (each call's caller is then its connection's,
+    /// with nothing to check).
+    pub fn is_open(&self) -> bool {
+        !self.authenticates() && self.policy.is_none()
     }
 
     /// Whether callers must prove who they are.

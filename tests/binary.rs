@@ -123,7 +123,11 @@ async fn bad_configuration_names_the_setting_and_exits_non_zero() {
         (vec!["--listen", "127.0.0.1:0"], vec![], 2, "no AWS region"),
         (
             vec!["--listen", &occupied.1, "--region", "us-east-1"],
-            vec![],
+            // Without credentials it would stop before binding.
+            vec![
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ],
             1,
             "cannot listen on",
         ),

@@ -15,7 +15,12 @@ use aws_sdk_iot::{
     operation::describe_job::DescribeJobError,
 };
 
-use crate::upstream::{JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind};
+use aws_types::os_shim_internal::{Env, Fs};
+
+use crate::upstream::{
+    JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
+    credentials::{self, CredentialsFault},
+};
 
 /// Everything needed to build the AWS client.
 #[derive(Debug, Clone)]
@@ -40,12 +45,18 @@ pub enum AwsConfigError {
         "no AWS region: set --region (or GATEWAY_REGION), AWS_REGION, or a region in the shared AWS config"
     )]
     NoRegion,
+    /// The credentials cannot work: a named profile that does not exist, or
+    /// none anywhere in the chain.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsFault),
 }
 
 /// Loads credentials and region through aws-config's default chain
 /// (environment, shared profile, web identity / IRSA, ECS container and EC2
-/// instance metadata), with the flags taking precedence.
+/// instance metadata), with the flags taking precedence. A profile named
+/// but not defined is refused first: it would also leave the region unset.
 pub async fn load_sdk_config(settings: &UpstreamSettings) -> Result<SdkConfig, AwsConfigError> {
+    credentials::check_profile(settings.profile.as_deref(), &Env::real(), &Fs::real()).await?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));

@@ -1,9 +1,11 @@
 //! The seam between the gateway and AWS: what we ask ([`JobQuery`]), the
 //! trait that answers ([`JobsUpstream`]) and how an answer can fail
-//! ([`UpstreamError`]). The real implementation is [`aws`]; tests and
-//! the demo simulator stand in for it.
+//! ([`UpstreamError`]). The real implementation is [`aws`], whose
+//! credentials `serve` checks at start ([`credentials`]); tests and the
+//! demo simulator stand in for it.
 
 pub mod aws;
+pub mod credentials;
 pub mod retry;
 
 use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};

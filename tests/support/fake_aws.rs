@@ -13,7 +13,7 @@ use std::{
 use axum::{
     Router,
     extract::{Path, RawQuery, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -56,6 +56,8 @@ impl Reply {
 pub struct Seen {
     pub job_id: String,
     pub query: Option<String>,
+    /// The access key id the request was signed with (SigV4's `Credential=`).
+    pub access_key_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -150,12 +152,20 @@ async fn describe_job(
     State(shared): State<Arc<Shared>>,
     Path(job_id): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
+    let access_key_id = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|v| v.split('/').next())
+        .map(str::to_owned);
     let request_id = {
         let mut seen = shared.seen.lock().unwrap();
         seen.push(Seen {
             job_id: job_id.clone(),
             query,
+            access_key_id,
         });
         format!("fake-request-{}", seen.len())
     };

@@ -84,6 +84,14 @@ pub struct ProtectionArgs {
     #[arg(long, env = "GATEWAY_CACHE_NOT_FOUND_TTL", default_value = "2s", value_parser = parse_duration)]
     pub cache_not_found_ttl: Duration,
 
+    /// When AWS fails (unavailable, internal, timeout, throttled) or the rate limit has no call in time, serve a cached answer that expired less than this long ago, marked `x-cache: stale` with its age; never for NOT_FOUND or access errors; 0 = off. 5m by default: jobs change over minutes to hours, and callers can tell and refuse (`cache-control: no-cache` or `max-stale=0`).
+    #[arg(long, env = "GATEWAY_CACHE_STALE_IF_ERROR", default_value = "5m", value_parser = parse_stale_window)]
+    pub cache_stale_if_error: Duration,
+
+    /// Answer at once with a cached answer that expired less than this long ago (`x-cache: stale`) while one background AWS call renews it; 0 = off (the default: it loosens the TTL's promise of freshness).
+    #[arg(long, env = "GATEWAY_CACHE_STALE_WHILE_REVALIDATE", default_value = "0s", value_parser = parse_stale_window)]
+    pub cache_stale_while_revalidate: Duration,
+
     /// Memory the cached answers may use, in MiB (estimated).
     #[arg(long, env = "GATEWAY_CACHE_MAX_MIB", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
@@ -202,6 +210,8 @@ impl ProtectionArgs {
                 terminal_ttl: self.cache_terminal_ttl,
                 not_found_ttl: self.cache_not_found_ttl,
                 max_bytes: self.cache_max_mib * 1024 * 1024,
+                stale_if_error: self.cache_stale_if_error,
+                stale_while_revalidate: self.cache_stale_while_revalidate,
             },
             max_batch_size: usize::try_from(self.max_batch_size).unwrap_or(usize::MAX),
             watch: self.watch.settings(),
@@ -473,6 +483,16 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 /// A watch or keepalive period: longer than zero, at most a day.
 fn parse_watch_duration(value: &str) -> Result<Duration, String> {
     let d = parse_duration(value)?;
+    if d > Duration::from_secs(24 * 3600) {
+        return Err("must be at most a day (24h)".to_owned());
+    }
+    Ok(d)
+}
+
+/// A stale window: zero (off) up to a day.
+fn parse_stale_window(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("{e}; write a duration such as 5m or 30s, or 0s for off"))?;
     if d > Duration::from_secs(24 * 3600) {
         return Err("must be at most a day (24h)".to_owned());
     }

@@ -145,6 +145,24 @@ impl GatewayError {
         out
     }
 
+    /// Whether the failure says nothing about the job itself: AWS could not
+    /// answer (unavailable, internal, an attempt timeout, throttled after
+    /// retries), the rate limit had no call for it in time, or the gateway's
+    /// own operation timeout ran out. An older answer may stand in for such
+    /// a failure (`--cache-stale-if-error`); never for NOT_FOUND, a bad
+    /// request or an access error, nor once the caller's own deadline passed.
+    pub fn says_nothing_about_the_job(&self) -> bool {
+        use UpstreamErrorKind::{Internal, Throttled, Timeout, Unavailable};
+        match self {
+            Self::Upstream { source, .. } => {
+                matches!(source.kind, Unavailable | Internal | Timeout | Throttled)
+            }
+            Self::RateLimited { .. } => true,
+            Self::DeadlineExceeded { limit, .. } => *limit == DeadlineSource::Gateway,
+            _ => false,
+        }
+    }
+
     /// Whether the call failed only because its time ran out (its deadline
     /// passed, or the rate limit could not fit it in before it); a caller
     /// with more time may still succeed.

@@ -2,6 +2,7 @@
 //! validation ([`validate`]), the caller's deadline ([`deadline`]) and the
 //! conversion of AWS's answers into the wire types ([`convert`]).
 
+pub mod cache_control;
 pub mod convert;
 pub mod deadline;
 pub mod service;

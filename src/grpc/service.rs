@@ -3,9 +3,10 @@
 //! log line with its method, job id (or item count), status code and latency.
 //!
 //! Cache metadata: a request header `cache-control: no-cache` (or
-//! `max-age=0`) asks for an answer AWS gave after the request arrived;
-//! DescribeJob answers carry `x-cache` (`hit`, `miss` or `coalesced`) and
-//! `x-cache-age-ms` headers, and batch items a `cache` field.
+//! `max-age=0`) asks for an answer AWS gave after the request arrived, and
+//! `max-stale=N` bounds how stale an answer may be ([`super::cache_control`]);
+//! DescribeJob answers carry `x-cache` (`hit`, `miss`, `coalesced` or
+//! `stale`) and `x-cache-age-ms` headers, and batch items a `cache` field.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -17,7 +18,7 @@ use tonic::{
 };
 use tracing::{debug, info, warn};
 
-use super::{deadline, validate};
+use super::{cache_control::CacheControl, deadline, validate};
 use crate::{
     auth::Caller,
     error::{Denied, GatewayError},
@@ -338,25 +339,13 @@ impl Drop for WatchLog {
 /// What the domain needs to know of a call besides its question.
 fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call {
     let metadata = request.metadata();
+    let cache_control = CacheControl::of(metadata);
     Call {
         deadline: deadline::from_metadata(metadata, received),
-        fresh: wants_fresh(metadata),
+        fresh: cache_control.fresh,
+        max_stale: cache_control.max_stale,
         share: caller.share(),
     }
-}
-
-/// Whether the caller asked for an answer newer than its request.
-fn wants_fresh(metadata: &MetadataMap) -> bool {
-    metadata
-        .get_all("cache-control")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|directive| {
-            directive.eq_ignore_ascii_case("no-cache")
-                || directive.eq_ignore_ascii_case("max-age=0")
-        })
 }
 
 /// How an answer's source reads in headers and logs.
@@ -365,6 +354,7 @@ fn source_name(source: Source) -> &'static str {
         Source::Hit => "hit",
         Source::Miss => "miss",
         Source::Coalesced => "coalesced",
+        Source::Stale => "stale",
     }
 }
 
@@ -384,6 +374,7 @@ fn cache_info(answer: &Served) -> pb::CacheInfo {
         Source::Hit => Wire::Hit,
         Source::Miss => Wire::Miss,
         Source::Coalesced => Wire::Coalesced,
+        Source::Stale => Wire::Stale,
     };
     pb::CacheInfo {
         source: source as i32,

@@ -10,6 +10,7 @@
 pub mod answer;
 pub mod cache;
 pub mod limit;
+mod stale;
 pub mod watch;
 
 use std::{
@@ -39,6 +40,7 @@ use limit::{
     LimiterSettings, Permit, RateLimit, Rejected, Share, local::LocalRateLimit,
     redis::SharedRateLimit,
 };
+use stale::StaleAnswers;
 use watch::{
     Observation, Observed, StreamOwner, Subscription, WatchSettings, Watches,
     observation::Sent,
@@ -85,6 +87,9 @@ pub enum Source {
     Coalesced,
     /// A cached answer from before this call arrived.
     Hit,
+    /// An expired cached answer (`--cache-stale-if-error`,
+    /// `--cache-stale-while-revalidate`).
+    Stale,
 }
 
 /// A job as served to one call: AWS's answer and how this call got it.
@@ -106,6 +111,10 @@ pub struct Call {
     pub deadline: Option<Instant>,
     /// Wants an answer AWS gave after the call arrived (`cache-control: no-cache`).
     pub fresh: bool,
+    /// The most an answer may be past its lifetime for this call
+    /// (`cache-control: max-stale=N`); `None`: whatever the stale windows
+    /// allow; zero: never (as for a `fresh` call).
+    pub max_stale: Option<Duration>,
     /// Whose share of the AWS budget the call spends.
     pub share: Share,
 }
@@ -169,6 +178,8 @@ pub struct Jobs {
     cache: Arc<dyn AnswerCache>,
     max_batch_size: usize,
     watches: Arc<Watches>,
+    /// Which answers stand in past their lifetime, and their refreshes.
+    stale: Arc<StaleAnswers>,
 }
 
 /// How often one call looks the answer up again because the one it found
@@ -182,6 +193,7 @@ impl Jobs {
     /// within a tokio runtime.
     pub fn new(upstream: Arc<dyn JobsUpstream>, settings: JobsSettings, roles: Roles) -> Self {
         let watches = Arc::new(Watches::new(settings.watch, roles.polls.clone()));
+        let stale = Arc::new(StaleAnswers::new(settings.cache.clone()));
         let jobs = Self {
             upstream,
             retry: settings.retry,
@@ -191,6 +203,7 @@ impl Jobs {
             cache: roles.cache,
             max_batch_size: settings.max_batch_size,
             watches,
+            stale,
         };
         jobs.watches.start_scheduler(jobs.clone());
         roles.polls.start(Arc::downgrade(&jobs.watches));
@@ -224,14 +237,15 @@ impl Jobs {
             _ => (own_deadline, DeadlineSource::Gateway),
         };
         let lookup = self.lookup(query, received, deadline, call);
-        match tokio::time::timeout_at(deadline, lookup).await {
+        let result = match tokio::time::timeout_at(deadline, lookup).await {
             Ok(result) => result,
             Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
                 job_id: query.job_id.clone(),
                 budget: deadline.saturating_duration_since(received),
                 limit,
             }),
-        }
+        };
+        self.or_stale(query, call, result).await
     }
 
     async fn lookup(
@@ -241,6 +255,9 @@ impl Jobs {
         deadline: Instant,
         call: &Call,
     ) -> Result<Served, GatewayError> {
+        if let Some(served) = self.without_waiting(query, call).await {
+            return served;
+        }
         let fresh = call.fresh;
         let mut lookups = 0;
         loop {

@@ -8,7 +8,13 @@
 //! never stored, though callers that were waiting on the same fetch all
 //! receive it.
 //!
-//! [`local`] keeps answers in this process (moka).
+//! With a stale window set (RFC 5861's `stale-if-error` and
+//! `stale-while-revalidate`), answers about a job are also kept that long
+//! past their lifetime: no longer served as hits, but there for the domain
+//! to serve, marked stale, when AWS fails or while it asks AWS again.
+//!
+//! [`local`] keeps answers in this process (moka); [`redis`] shares them
+//! between replicas.
 
 pub mod local;
 pub mod redis;
@@ -34,6 +40,13 @@ pub struct CacheSettings {
     pub not_found_ttl: Duration,
     /// Upper bound on the cached answers' size (estimated, see [`weight`]).
     pub max_bytes: u64,
+    /// How long past its lifetime an answer about a job may still be
+    /// served when AWS fails (RFC 5861 `stale-if-error`); zero: never.
+    pub stale_if_error: Duration,
+    /// How long past its lifetime an answer about a job is served at once
+    /// while one background request renews it (RFC 5861
+    /// `stale-while-revalidate`); zero: never.
+    pub stale_while_revalidate: Duration,
 }
 
 impl Default for CacheSettings {
@@ -43,6 +56,8 @@ impl Default for CacheSettings {
             terminal_ttl: Duration::from_secs(300),
             not_found_ttl: Duration::from_secs(2),
             max_bytes: 256 * 1024 * 1024,
+            stale_if_error: Duration::from_secs(300),
+            stale_while_revalidate: Duration::ZERO,
         }
     }
 }
@@ -56,6 +71,47 @@ impl CacheSettings {
             JobState::Found(_) => self.ttl,
         }
     }
+
+    /// How long `answer` is kept past its lifetime, for the stale windows.
+    /// Only answers about a job are ever served stale; "no such job" is
+    /// kept no longer than its lifetime, but still replaces an older
+    /// answer, so a job AWS said is gone cannot come back stale.
+    pub fn kept_past_lifetime(&self, answer: &JobAnswer) -> Duration {
+        match &answer.state {
+            JobState::Found(_) => self.stale_if_error.max(self.stale_while_revalidate),
+            JobState::NotFound(_) => Duration::ZERO,
+        }
+    }
+
+    /// Whether answers are kept past their lifetime at all.
+    pub fn keeps_stale(&self) -> bool {
+        !(self.stale_if_error.is_zero() && self.stale_while_revalidate.is_zero())
+    }
+
+    /// These settings without the stale windows (a first tier in front of
+    /// a shared cache, which keeps only fresh answers).
+    pub fn fresh_only(&self) -> Self {
+        Self {
+            stale_if_error: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            ..self.clone()
+        }
+    }
+
+    /// How long ago `answer`'s lifetime ended (zero while it lasts).
+    pub fn staleness(&self, answer: &JobAnswer) -> Duration {
+        answer.age().saturating_sub(self.lifetime(answer))
+    }
+}
+
+/// An answer the cache holds, and whether it is still fresh: within its
+/// lifetime and not set aside by a call asking for a newer one.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The answer.
+    pub answer: Arc<JobAnswer>,
+    /// Whether a lookup would serve it as a hit.
+    pub fresh: bool,
 }
 
 /// A fetch of one answer from AWS, run by the cache on a miss.
@@ -77,12 +133,20 @@ pub trait AnswerCache: Send + Sync + 'static {
     /// The cached answer for `query`, if there is one; never fetches.
     async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>>;
 
+    /// The newest answer held for `query`, fresh or kept past its lifetime
+    /// for the stale windows ([`CacheSettings::kept_past_lifetime`]);
+    /// never fetches. A fresh answer found in a slower tier is copied into
+    /// the faster one, as a lookup would.
+    async fn cached(&self, query: &JobQuery) -> Option<Cached>;
+
     /// Stores `answer` for `query` unless the cache holds a newer one (an
     /// answer to a later request).
     async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>);
 
-    /// Drops the answer for `query` if AWS gave it before `instant`, so the
-    /// next lookup fetches, or joins a fetch still in flight.
+    /// Sets aside the answer for `query` if AWS gave it before `instant`, so
+    /// the next lookup fetches, or joins a fetch still in flight. It stays
+    /// available to [`AnswerCache::cached`] as not fresh, for the stale
+    /// windows of other calls.
     async fn forget_older_than(&self, query: &JobQuery, instant: Instant);
 }
 
@@ -134,5 +198,21 @@ mod tests {
         assert_eq!(lifetime(Some(Completed)), Duration::from_secs(300));
         assert_eq!(lifetime(Some(Canceled)), Duration::from_secs(300));
         assert_eq!(lifetime(None), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn only_answers_about_a_job_are_kept_past_their_lifetime() {
+        use pb::job::Status::*;
+        let settings = CacheSettings {
+            stale_if_error: Duration::from_secs(300),
+            stale_while_revalidate: Duration::from_secs(30),
+            ..CacheSettings::default()
+        };
+        let kept = |status| settings.kept_past_lifetime(&answer(status));
+        assert_eq!(kept(Some(InProgress)), Duration::from_secs(300));
+        assert_eq!(kept(Some(Completed)), Duration::from_secs(300));
+        assert_eq!(kept(None), Duration::ZERO);
+        assert!(settings.keeps_stale());
+        assert!(!settings.fresh_only().keeps_stale());
     }
 }

@@ -22,6 +22,12 @@
 //!   message (their callers see `x-cache: coalesced`). If the claimant dies,
 //!   its claim lapses within [`CLAIM`] and a waiter claims the question
 //!   itself.
+//! - **Kept past their lifetime.** With a stale window set, every answer is
+//!   also written to `{prefix}:kept:<q>`, which lives as much longer as the
+//!   windows keep answers about a job ("no such job": no longer than its
+//!   lifetime, but it replaces the copy). A call asking for a newer answer
+//!   drops only the fresh hash, so the copy still serves other calls when
+//!   AWS fails. The first tier never holds an answer past its lifetime.
 //! - While Redis is unreachable, an in-process cache of the usual lifetimes
 //!   takes over; it keeps a copy of every answer this replica served while
 //!   Redis was there, so hot jobs stay cache hits.
@@ -36,7 +42,7 @@ use prost::Message as _;
 use redis::{AsyncCommands as _, Script};
 use tokio::{sync::broadcast, time::Instant};
 
-use super::{AnswerCache, CacheSettings, Fetch, local::LocalCache};
+use super::{AnswerCache, CacheSettings, Cached, Fetch, local::LocalCache};
 use crate::{
     error::GatewayError,
     jobs::answer::JobAnswer,
@@ -74,33 +80,62 @@ enum Lookup {
     Taken,
 }
 
-/// Stores an answer unless a later one is there; KEYS[1] the answer's hash;
-/// ARGV: when its request was sent (ms), the stored answer, its TTL (ms).
-const STORE: &str = r"
-local at = redis.call('HGET', KEYS[1], 'at')
-if at and tonumber(at) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'at', ARGV[1], 'v', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+/// A Lua function for the scripts that store answers: puts an answer into
+/// a hash with a TTL (ms) unless the hash holds a later one.
+macro_rules! put_lua {
+    () => {
+        r"
+local function put(key, at, v, ttl)
+  local old = redis.call('HGET', key, 'at')
+  if old and tonumber(old) > tonumber(at) then return 0 end
+  redis.call('HSET', key, 'at', at, 'v', v)
+  redis.call('PEXPIRE', key, ttl)
+  return 1
+end
+"
+    };
+}
+
+/// Stores an answer unless a later one is there, and its kept copy.
+/// KEYS: the answer's hash, the kept copy. ARGV: when its request was sent
+/// (ms), the stored answer, its TTL (ms), the copy's TTL (ms; 0: no copy).
+const STORE: &str = concat!(
+    put_lua!(),
+    r"
+local stored = put(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if tonumber(ARGV[4]) > 0 then put(KEYS[2], ARGV[1], ARGV[2], ARGV[4]) end
+return stored
+"
+);
+
+/// The fresh answer, or else the kept copy. KEYS: the answer's hash, the
+/// kept copy. Replies {1, answer} (fresh), {0, answer} (kept) or {}.
+const PEEK: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if v then return {1, v} end
+v = redis.call('HGET', KEYS[2], 'v')
+if v then return {0, v} end
+return {}
 ";
 
-/// Ends a claim: stores the answer (if any, unless a later one is there),
-/// gives the claim up if it is still ours, and publishes the outcome.
-/// KEYS: the answer's hash, the claim. ARGV: the claim's value, the
-/// channel, the outcome, when its request was sent (ms, or empty for an
-/// error), the stored answer, its TTL (ms).
-const DONE: &str = r"
+/// Ends a claim: stores the answer and its kept copy (if any, unless a
+/// later one is there), gives the claim up if it is still ours, and
+/// publishes the outcome. KEYS: the answer's hash, the claim, the kept
+/// copy. ARGV: the claim's value, the channel, the outcome, when its
+/// request was sent (ms, or empty for an error), the stored answer, its TTL
+/// (ms), the copy's TTL (ms; 0: no copy).
+const DONE: &str = concat!(
+    put_lua!(),
+    r"
 if ARGV[4] ~= '' then
-  local at = redis.call('HGET', KEYS[1], 'at')
-  if not at or tonumber(at) <= tonumber(ARGV[4]) then
-    redis.call('HSET', KEYS[1], 'at', ARGV[4], 'v', ARGV[5])
-    redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  end
+  put(KEYS[1], ARGV[4], ARGV[5], ARGV[6])
+  if tonumber(ARGV[7]) > 0 then put(KEYS[3], ARGV[4], ARGV[5], ARGV[7]) end
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
-";
+"
+);
 
 /// Drops an answer asked for before ARGV[1] (ms). KEYS[1] the answer's hash.
 const FORGET: &str = r"
@@ -111,6 +146,7 @@ return 1
 
 static LOOKUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LOOKUP));
 static STORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STORE));
+static PEEK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PEEK));
 static DONE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DONE));
 static FORGET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET));
 
@@ -154,10 +190,55 @@ impl Inner {
         self.shared.keys().of("answer", query)
     }
 
+    /// Where the answer's copy kept past its lifetime lives.
+    fn kept_key(&self, query: &JobQuery) -> String {
+        self.shared.keys().of("kept", query)
+    }
+
     /// What is left of `answer`'s lifetime, for its TTL in Redis (≥ 1 ms).
     fn ttl_ms(&self, answer: &JobAnswer) -> u64 {
         let left = self.settings.lifetime(answer).saturating_sub(answer.age());
         u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// What is left of `answer`'s lifetime and of the stale windows after
+    /// it, for its kept copy's TTL in Redis (≥ 1 ms); 0 when the gateway
+    /// keeps nothing past lifetimes.
+    fn kept_ms(&self, answer: &JobAnswer) -> u64 {
+        if !self.settings.keeps_stale() {
+            return 0;
+        }
+        let left = self.settings.lifetime(answer).saturating_sub(answer.age());
+        let kept = left.saturating_add(self.settings.kept_past_lifetime(answer));
+        u64::try_from(kept.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The fresh answer in Redis, or else its kept copy; one round trip.
+    async fn peek_both(&self, query: &JobQuery) -> Result<Option<Cached>, Trouble> {
+        let mut invocation = PEEK_SCRIPT.prepare_invoke();
+        invocation
+            .key(self.answer_key(query))
+            .key(self.kept_key(query));
+        let mut conn = self.shared.conn();
+        let reply: Vec<redis::Value> = self
+            .shared
+            .bounded(None, invocation.invoke_async(&mut conn))
+            .await?;
+        let (fresh, bytes) = match reply.as_slice() {
+            [] => return Ok(None),
+            [redis::Value::Int(fresh), redis::Value::BulkString(bytes)] => (*fresh == 1, bytes),
+            other => {
+                return Err(Trouble::new(format!(
+                    "unexpected reply from the peek script: {other:?}"
+                )));
+            }
+        };
+        let answer = StoredAnswer::decode_answer(bytes)
+            .ok_or_else(|| Trouble::new("an unreadable answer in Redis"))?;
+        Ok(Some(Cached {
+            answer: Arc::new(answer),
+            fresh,
+        }))
     }
 
     /// The answer stored in Redis, if any.
@@ -276,15 +357,17 @@ impl Inner {
                 .and_then(|r| r.as_ref().err())
                 .map(StoredError::from_error),
         };
-        let (at, stored, ttl) = match result {
+        let (at, stored, ttl, kept) = match result {
             Some(Ok(answer)) => (
                 wall_ms(answer.asked_at).to_string(),
                 StoredAnswer::from(answer.as_ref()).encode_to_vec(),
                 self.ttl_ms(answer),
+                self.kept_ms(answer),
             ),
-            _ => (String::new(), Vec::new(), 1),
+            _ => (String::new(), Vec::new(), 1, 0),
         };
         let answer_key = self.answer_key(query);
+        let kept_key = self.kept_key(query);
         let this = self.clone();
         // Also from a drop: only if a runtime is there to run it.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -295,12 +378,14 @@ impl Inner {
             invocation
                 .key(answer_key)
                 .key(claim_key)
+                .key(kept_key)
                 .arg(claim)
                 .arg(&this.channel)
                 .arg(outcome.encode_to_vec())
                 .arg(at)
                 .arg(stored)
-                .arg(ttl);
+                .arg(ttl)
+                .arg(kept);
             let mut conn = this.shared.conn();
             let _: Result<i64, _> = this
                 .shared
@@ -418,6 +503,33 @@ impl AnswerCache for SharedCache {
         this.read(query).await.ok().flatten().map(Arc::new)
     }
 
+    /// The first tier's fresh answer, else Redis's (copied into the first
+    /// tier and the fallback, as a lookup would) or its kept copy; while
+    /// Redis is away, what this replica kept.
+    async fn cached(&self, query: &JobQuery) -> Option<Cached> {
+        let this = &self.0;
+        if !this.shared.is_shared() {
+            return this.fallback.cached(query).await;
+        }
+        if let Some(answer) = this.near.peek(query).await {
+            return Some(Cached {
+                answer,
+                fresh: true,
+            });
+        }
+        match this.peek_both(query).await {
+            Ok(Some(cached)) => {
+                if cached.fresh {
+                    this.near.store(query, cached.answer.clone()).await;
+                    this.fallback.store(query, cached.answer.clone()).await;
+                }
+                Some(cached)
+            }
+            Ok(None) => None,
+            Err(_) => this.fallback.cached(query).await,
+        }
+    }
+
     async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>) {
         let this = &self.0;
         if !this.shared.is_shared() {
@@ -428,9 +540,11 @@ impl AnswerCache for SharedCache {
         let mut invocation = STORE_SCRIPT.prepare_invoke();
         invocation
             .key(this.answer_key(query))
+            .key(this.kept_key(query))
             .arg(wall_ms(answer.asked_at))
             .arg(StoredAnswer::from(answer.as_ref()).encode_to_vec())
-            .arg(this.ttl_ms(&answer));
+            .arg(this.ttl_ms(&answer))
+            .arg(this.kept_ms(&answer));
         let mut conn = this.shared.conn();
         let _: Result<i64, _> = this
             .shared

@@ -14,6 +14,7 @@ pub mod args;
 pub mod aws_json;
 pub mod input;
 pub mod output;
+pub mod stale;
 pub mod table;
 pub mod text;
 pub mod watch;
@@ -274,7 +275,11 @@ pub fn aws_error_line(code: &str, operation: &str, message: &str) -> String {
 
 /// Runs a unary call within `--cli-read-timeout`, also telling the gateway
 /// that deadline.
-async fn within<T, F>(client: &ClientArgs, operation: &str, call: F) -> Result<T, Failure>
+async fn within<T, F>(
+    client: &ClientArgs,
+    operation: &str,
+    call: F,
+) -> Result<tonic::Response<T>, Failure>
 where
     F: Future<Output = Result<tonic::Response<T>, Status>>,
 {
@@ -284,7 +289,7 @@ where
             .map_err(|_| read_timeout(client, operation))?,
         None => call.await,
     };
-    answer.map(tonic::Response::into_inner).map_err(|status| {
+    answer.map_err(|status| {
         if is_callers_deadline(&status) {
             read_timeout(client, operation)
         } else {
@@ -396,16 +401,19 @@ pub async fn describe_job(args: DescribeJobArgs) -> Outcome {
     }
     let mut client = connect(&args.client).await?;
     let message = pb::DescribeJobRequest {
-        job_id,
+        job_id: job_id.clone(),
         before_substitution: input.before_substitution,
     };
-    let answer = within(
+    let response = within(
         &args.client,
         "DescribeJob",
         client.describe_job(request(&args.client, message)),
     )
     .await?;
-    print(&printer.render(&aws_json::describe_job(&answer))?)?;
+    if let Some(note) = stale::unary_note(&job_id, response.metadata()) {
+        eprintln!("{note}");
+    }
+    print(&printer.render(&aws_json::describe_job(response.get_ref()))?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -444,7 +452,11 @@ pub async fn describe_jobs(args: DescribeJobsArgs) -> Outcome {
         "BatchDescribeJobs",
         client.batch_describe_jobs(request(&args.client, message)),
     )
-    .await?;
+    .await?
+    .into_inner();
+    if let Some(note) = stale::batch_note(&answer.results) {
+        eprintln!("{note}");
+    }
     let jobs = answer.results.iter().map(batch_item).collect::<Vec<_>>();
     let failed: Vec<String> = answer
         .results

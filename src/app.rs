@@ -12,7 +12,8 @@ use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     jobs::{Jobs, JobsSettings, Roles},
-    server::{self, Security, ServeError, ServerSettings, Stopped},
+    metrics::{self, Metrics, sampled::Sources},
+    server::{self, Observation, Security, ServeError, ServerSettings, Stopped},
     shared::{RedisSettings, Shared},
     simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
     upstream::{
@@ -79,6 +80,8 @@ pub struct Application {
     jobs: Jobs,
     server: ServerSettings,
     security: Security,
+    observation: Observation,
+    metrics: Option<(TcpListener, Arc<Metrics>)>,
 }
 
 impl Application {
@@ -93,15 +96,30 @@ impl Application {
             Some(addr) => Some(bind_for(HEALTH_FLAG, addr).await?.0),
             None => None,
         };
+        let metrics_listener = match settings.server.metrics_listen {
+            Some(addr) => Some(bind_for(METRICS_FLAG, addr).await?),
+            None => None,
+        };
         warn_if_open(address, &security);
-        let roles = match &settings.redis {
-            None => Roles::local(&settings.jobs),
+        let (roles, shared) = match &settings.redis {
+            None => (Roles::local(&settings.jobs), None),
             Some(redis) => {
                 let shared = Shared::connect(redis).await.map_err(AppError::Redis)?;
-                Roles::shared(&settings.jobs, shared).await
+                let weak = Arc::downgrade(&shared);
+                (Roles::shared(&settings.jobs, shared).await, Some(weak))
             }
         };
         let jobs = Jobs::new(upstream, settings.jobs, roles);
+        let observation = Observation::default();
+        let metrics = metrics_listener.map(|(listener, address)| {
+            let sources = Sources {
+                shared,
+                ..jobs.metric_sources()
+            };
+            let metrics = Metrics::new(&observation.grpc, jobs.metrics(), sources);
+            metrics::announce(address);
+            (listener, Arc::new(metrics))
+        });
         Ok(Self {
             listener,
             health_listener,
@@ -109,6 +127,8 @@ impl Application {
             jobs,
             server: settings.server,
             security,
+            observation,
+            metrics,
         })
     }
 
@@ -131,7 +151,22 @@ impl Application {
             grpc: self.listener,
             health: self.health_listener,
         };
-        server::run(listeners, self.jobs, self.server, self.security, shutdown).await
+        // Metrics are served until the gateway has stopped, drain included.
+        let (_stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, metrics)) = self.metrics {
+            tokio::spawn(metrics::serve(listener, metrics, async {
+                let _ = stopped.await;
+            }));
+        }
+        server::run(
+            listeners,
+            self.jobs,
+            self.server,
+            self.security,
+            self.observation,
+            shutdown,
+        )
+        .await
     }
 }
 
@@ -246,6 +281,9 @@ fn open_to_anyone(address: SocketAddr, tls: bool, authenticates: bool) -> bool {
 
 /// Names the health listener in errors.
 const HEALTH_FLAG: &str = "--health-listen / GATEWAY_HEALTH_LISTEN";
+
+/// Names the metrics listener in errors.
+const METRICS_FLAG: &str = "--metrics-listen / GATEWAY_METRICS_LISTEN";
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
     bind_for("--listen / GATEWAY_LISTEN", addr).await

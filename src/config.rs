@@ -10,6 +10,7 @@ use crate::{
     app::GatewaySettings,
     auth::{AuthSettings, jwt::JwtSettings},
     cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
+    grpc::refusals::RefusalLogSettings,
     jobs::JobsSettings,
     jobs::cache::CacheSettings,
     jobs::limit::LimiterSettings,
@@ -119,6 +120,26 @@ pub struct ProtectionArgs {
     /// Watch streams: polling, heartbeats and caps.
     #[command(flatten)]
     pub watch: WatchArgs,
+
+    /// Metrics and log volume.
+    #[command(flatten)]
+    pub operations: OperationsArgs,
+}
+
+/// What operators see: metrics, and how many refusals are logged.
+#[derive(Debug, Clone, Args)]
+pub struct OperationsArgs {
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (off unless set), e.g. 0.0.0.0:9464.
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Expected refusals (RATE_LIMITED, unauthenticated or unpermitted callers) logged one by one per kind and interval; the rest are summarised (all are counted in metrics).
+    #[arg(long, env = "GATEWAY_REFUSAL_LOG_LINES", default_value_t = 10)]
+    pub refusal_log_lines: u32,
+
+    /// The interval of --refusal-log-lines; 0s logs every refusal.
+    #[arg(long, env = "GATEWAY_REFUSAL_LOG_INTERVAL", default_value = "10s", value_parser = parse_log_interval)]
+    pub refusal_log_interval: Duration,
 }
 
 /// How WatchJobs streams poll AWS and what they may cost.
@@ -190,6 +211,11 @@ impl ProtectionArgs {
         ServerSettings {
             keepalive: self.watch.keepalive_interval,
             grace,
+            metrics_listen: self.operations.metrics_listen,
+            refusal_log: RefusalLogSettings {
+                lines: self.operations.refusal_log_lines,
+                every: self.operations.refusal_log_interval,
+            },
             ..ServerSettings::default()
         }
     }
@@ -483,6 +509,16 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 /// A watch or keepalive period: longer than zero, at most a day.
 fn parse_watch_duration(value: &str) -> Result<Duration, String> {
     let d = parse_duration(value)?;
+    if d > Duration::from_secs(24 * 3600) {
+        return Err("must be at most a day (24h)".to_owned());
+    }
+    Ok(d)
+}
+
+/// A log interval: zero (off) up to a day.
+fn parse_log_interval(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("{e}; write a duration such as 10s or 1m, or 0s for none"))?;
     if d > Duration::from_secs(24 * 3600) {
         return Err("must be at most a day (24h)".to_owned());
     }

@@ -40,6 +40,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod jobs;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod shared;

@@ -1,7 +1,8 @@
 //! The tower layer in front of every gRPC service: admits each call
 //! ([`Auth::admit`]) and hands the [`Caller`] to the handlers in the
-//! request's extensions, or answers the refusal itself. Health checks pass
-//! untouched: probes carry no credentials.
+//! request's extensions, or answers the refusal itself (marked
+//! [`Refused`] for the observation layer, which logs it). Health checks
+//! pass untouched: probes carry no credentials.
 
 use std::{
     sync::Arc,
@@ -11,10 +12,9 @@ use std::{
 use futures_util::future::{Either, Ready, ready};
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
-use tracing::info;
 
 use super::Auth;
-use crate::{error::GatewayError, server::incoming::Peer};
+use crate::{error::GatewayError, grpc::observe::Refused, server::incoming::Peer};
 
 /// Admits calls with an [`Auth`].
 #[derive(Clone)]
@@ -104,21 +104,18 @@ where
                 Either::Right(self.inner.call(request))
             }
             Err(refusal) => {
-                let addr = peer.and_then(|p| p.addr);
-                let method = request.uri().path();
-                log_refusal(method, addr, &refusal);
-                Either::Left(ready(Ok(Status::from(refusal).into_http())))
+                // The observation layer logs it, with its reason.
+                let refused = Refused {
+                    caller: match &refusal {
+                        GatewayError::NotPermitted { caller, .. } => Some(caller.as_str().into()),
+                        _ => None,
+                    },
+                    reason: refusal.to_string(),
+                };
+                let mut response = Status::from(refusal).into_http();
+                response.extensions_mut().insert(refused);
+                Either::Left(ready(Ok(response)))
             }
         }
-    }
-}
-
-fn log_refusal(method: &str, peer: Option<std::net::SocketAddr>, refusal: &GatewayError) {
-    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-    match refusal {
-        GatewayError::NotPermitted { caller, .. } => {
-            info!(method, caller = %caller, %peer, code = ?refusal.code(), reason = %refusal, "call refused")
-        }
-        _ => info!(method, %peer, code = ?refusal.code(), reason = %refusal, "call refused"),
     }
 }

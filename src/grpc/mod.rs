@@ -5,5 +5,7 @@
 pub mod cache_control;
 pub mod convert;
 pub mod deadline;
+pub mod observe;
+pub mod refusals;
 pub mod service;
 pub mod validate;

@@ -1,6 +1,8 @@
 //! The `iot.jobs.v1.JobsGateway` gRPC service. Handlers only validate,
-//! call the domain ([`crate::jobs`]) and convert back; each call leaves one
-//! log line with its method, job id (or item count), status code and latency.
+//! call the domain ([`crate::jobs`]) and convert back; what they learn of a
+//! call (job id, cache source, item and event counts, why it failed) goes
+//! to its [`CallNote`], and the observation layer writes the call's one log
+//! line and its metrics ([`super::observe`]).
 //!
 //! Cache metadata: a request header `cache-control: no-cache` (or
 //! `max-age=0`) asks for an answer AWS gave after the request arrived, and
@@ -8,7 +10,7 @@
 //! DescribeJob answers carry `x-cache` (`hit`, `miss`, `coalesced` or
 //! `stale`) and `x-cache-age-ms` headers, and batch items a `cache` field.
 
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, time::SystemTime};
 
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -16,9 +18,9 @@ use tonic::{
     Code, Request, Response, Status,
     metadata::{MetadataMap, MetadataValue},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use super::{cache_control::CacheControl, deadline, validate};
+use super::{cache_control::CacheControl, deadline, observe::CallNote, validate};
 use crate::{
     auth::Caller,
     error::{Denied, GatewayError},
@@ -48,16 +50,16 @@ impl JobsGatewayService {
     fn start_batch(
         &self,
         request: Request<pb::BatchDescribeJobsRequest>,
-        log: &mut BatchLog,
+        note: &CallNote,
     ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
         let caller = Caller::of(&request);
-        let call = call_of(&request, &caller, log.received);
-        log.caller = caller.name_shared();
+        let call = call_of(&request, &caller, Instant::now());
+        note.caller(caller.name_shared());
         let requests = request.into_inner().requests;
-        log.items = requests.len();
+        note.batch(requests.len());
         let (max, by_policy) = caller.max_batch_size(self.jobs.max_batch_size());
         if let Err(err) = validate::batch_size(requests.len(), max, by_policy) {
-            log.rejected(&err);
+            note.failed(&err);
             return Err(err.into());
         }
         let job_ids = requests.iter().map(|r| r.job_id.clone()).collect();
@@ -84,18 +86,26 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::DescribeJobRequest>,
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
-        let received = Instant::now();
         let caller = Caller::of(&request);
-        let call = call_of(&request, &caller, received);
+        let note = CallNote::of(&request);
+        note.caller(caller.name_shared());
+        let call = call_of(&request, &caller, Instant::now());
         let request = request.into_inner();
-        let log = CallLog::new("DescribeJob", &request.job_id, &caller, received);
+        note.job(&request.job_id);
         let result = async {
             let query = JobQuery::try_from(request)?;
             caller.may_read(&query.job_id)?;
             self.jobs.describe(&query, &call).await
         }
         .await;
-        let answer = log.finish(result)?;
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(err) => {
+                note.failed(&err);
+                return Err(err.into());
+            }
+        };
+        note.answered(answer.source);
         let mut response = Response::new(pb::DescribeJobResponse::clone(&answer.response));
         set_cache_headers(response.metadata_mut(), &answer);
         Ok(response)
@@ -105,11 +115,11 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::BatchDescribeJobsRequest>,
     ) -> Result<Response<pb::BatchDescribeJobsResponse>, Status> {
-        let mut log = BatchLog::new("BatchDescribeJobs");
-        let (job_ids, mut results) = self.start_batch(request, &mut log)?;
+        let note = CallNote::of(&request);
+        let (job_ids, mut results) = self.start_batch(request, &note)?;
         let mut slots: Vec<Option<pb::JobResult>> = vec![None; job_ids.len()];
         while let Some((index, result)) = results.recv().await {
-            slots[index] = Some(log.item(index, &job_ids[index], result));
+            slots[index] = Some(item(&note, index, &job_ids[index], result));
         }
         let results = slots
             .into_iter()
@@ -117,7 +127,12 @@ impl JobsGateway for JobsGatewayService {
             .map(|(index, slot)| {
                 // Every item is answered; a missing one would be a gateway defect.
                 slot.unwrap_or_else(|| {
-                    log.item(index, &job_ids[index], Err(lost_item(&job_ids[index])))
+                    item(
+                        &note,
+                        index,
+                        &job_ids[index],
+                        Err(lost_item(&job_ids[index])),
+                    )
                 })
             })
             .collect();
@@ -130,11 +145,10 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::BatchDescribeJobsRequest>,
     ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
-        let mut log = BatchLog::new("StreamDescribeJobs");
-        let (job_ids, results) = self.start_batch(request, &mut log)?;
-        // The log line is written when the stream ends or the caller leaves.
+        let note = CallNote::of(&request);
+        let (job_ids, results) = self.start_batch(request, &note)?;
         let stream = ReceiverStream::new(results)
-            .map(move |(index, result)| Ok(log.item(index, &job_ids[index], result)));
+            .map(move |(index, result)| Ok(item(&note, index, &job_ids[index], result)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -145,8 +159,11 @@ impl JobsGateway for JobsGatewayService {
         request: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
         let caller = Caller::of(&request);
+        let note = CallNote::of(&request);
+        note.caller(caller.name_shared());
         let request = request.into_inner();
-        let mut log = WatchLog::new(request.job_ids.len(), &caller);
+        let jobs = request.job_ids.len();
+        note.watching(jobs);
         let settings = self.jobs.watches().settings();
         let (max_jobs, per_connection) = (settings.max_jobs, settings.max_streams_per_connection);
         let opened = async {
@@ -160,20 +177,41 @@ impl JobsGateway for JobsGatewayService {
         let subscription = match opened.await {
             Ok(subscription) => subscription,
             Err(err) => {
-                log.rejected(&err);
+                note.failed(&err);
                 return Err(err.into());
             }
         };
-        info!(method = "WatchJobs", caller = %log.caller, jobs = log.jobs, "watch started");
-        // The log line is written when the stream ends or the client leaves.
-        let stream = futures_util::stream::unfold(
-            (subscription, log),
-            |(mut subscription, mut log)| async move {
-                let event = subscription.next().await?;
-                let item = log.event(event);
-                Some((item, (subscription, log)))
-            },
+        info!(
+            method = "WatchJobs",
+            caller = caller.name(),
+            jobs,
+            "watch started"
         );
+        // The call's line is written when the stream ends or the client leaves.
+        let metrics = self.jobs.metrics().clone();
+        let stream = futures_util::stream::unfold(subscription, move |mut subscription| {
+            let (note, metrics) = (note.clone(), metrics.clone());
+            async move {
+                let event = subscription.next().await?;
+                let item = match event {
+                    Ok(event) => {
+                        if let WatchEvent::Job { observation, .. } = &event {
+                            let age = SystemTime::now()
+                                .duration_since(observation.observed_at)
+                                .unwrap_or_default();
+                            metrics.event_sent(age);
+                        }
+                        note.event(matches!(event, WatchEvent::Heartbeat { .. }));
+                        Ok(watch_event(event))
+                    }
+                    Err(err) => {
+                        note.failed(&err);
+                        Err(err.into())
+                    }
+                };
+                Some((item, subscription))
+            }
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -253,89 +291,6 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
     pb::WatchJobsResponse { event: Some(event) }
 }
 
-/// Counts a watch stream's events and writes its log line when the stream
-/// ends or the client leaves.
-struct WatchLog {
-    caller: Arc<str>,
-    received: Instant,
-    jobs: usize,
-    events: usize,
-    heartbeats: usize,
-    ended: Option<Code>,
-    /// Rejected before it started; the rejection was logged already.
-    rejected: bool,
-}
-
-impl WatchLog {
-    fn new(jobs: usize, caller: &Caller) -> Self {
-        Self {
-            caller: caller.name_shared(),
-            received: Instant::now(),
-            jobs,
-            events: 0,
-            heartbeats: 0,
-            ended: None,
-            rejected: false,
-        }
-    }
-
-    fn rejected(&mut self, err: &GatewayError) {
-        self.rejected = true;
-        info!(method = "WatchJobs", caller = %self.caller, jobs = self.jobs, code = ?err.code(), error = %err.chain(), "watch rejected");
-    }
-
-    fn event(
-        &mut self,
-        event: Result<WatchEvent, GatewayError>,
-    ) -> Result<pb::WatchJobsResponse, Status> {
-        match event {
-            Ok(event) => {
-                match &event {
-                    WatchEvent::Heartbeat { .. } => self.heartbeats += 1,
-                    WatchEvent::Job { .. } => self.events += 1,
-                }
-                Ok(watch_event(event))
-            }
-            Err(err) => {
-                self.ended = Some(err.code());
-                Err(err.into())
-            }
-        }
-    }
-}
-
-impl Drop for WatchLog {
-    fn drop(&mut self) {
-        if self.rejected {
-            return;
-        }
-        let duration_s = self.received.elapsed().as_secs_f64();
-        let (jobs, events, heartbeats) = (self.jobs, self.events, self.heartbeats);
-        let caller = &*self.caller;
-        match self.ended {
-            Some(code) => info!(
-                method = "WatchJobs",
-                caller,
-                jobs,
-                events,
-                heartbeats,
-                ?code,
-                duration_s,
-                "watch ended"
-            ),
-            None => info!(
-                method = "WatchJobs",
-                caller,
-                jobs,
-                events,
-                heartbeats,
-                duration_s,
-                "watch ended (all jobs final, or the client left)"
-            ),
-        }
-    }
-}
-
 /// What the domain needs to know of a call besides its question.
 fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call {
     let metadata = request.metadata();
@@ -350,12 +305,7 @@ fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call 
 
 /// How an answer's source reads in headers and logs.
 fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Hit => "hit",
-        Source::Miss => "miss",
-        Source::Coalesced => "coalesced",
-        Source::Stale => "stale",
-    }
+    source.name()
 }
 
 fn age_ms(answer: &Served) -> u64 {
@@ -390,173 +340,44 @@ fn lost_item(job_id: &str) -> GatewayError {
     )
 }
 
-/// Counts a batch's outcomes and writes its log line when dropped: after
-/// the last item, or when the caller goes away.
-struct BatchLog {
-    method: &'static str,
-    caller: Arc<str>,
-    received: Instant,
-    items: usize,
-    ok: usize,
-    failed: usize,
-    /// Rejected as a whole; the rejection was logged already.
-    rejected: bool,
-}
-
-impl BatchLog {
-    fn new(method: &'static str) -> Self {
-        Self {
-            method,
-            caller: "".into(),
-            received: Instant::now(),
-            items: 0,
-            ok: 0,
-            failed: 0,
-            rejected: false,
+/// One batch item's wire result, noted. Items AWS could not answer for
+/// an unexpected reason get a line each; refusals and answers are in the
+/// batch's line (and its counts).
+fn item(
+    note: &CallNote,
+    index: usize,
+    job_id: &str,
+    result: Result<Served, GatewayError>,
+) -> pb::JobResult {
+    use pb::job_result::Outcome;
+    note.item(result.is_ok());
+    let (outcome, cache) = match result {
+        Ok(answer) => {
+            let cache = cache_info(&answer);
+            (
+                Outcome::Response(pb::DescribeJobResponse::clone(&answer.response)),
+                Some(cache),
+            )
         }
-    }
-
-    fn rejected(&mut self, err: &GatewayError) {
-        self.rejected = true;
-        info!(method = self.method, caller = %self.caller, items = self.items, code = ?err.code(), error = %err.chain(), "batch rejected");
-    }
-
-    /// One item's wire result, counted.
-    fn item(
-        &mut self,
-        index: usize,
-        job_id: &str,
-        result: Result<Served, GatewayError>,
-    ) -> pb::JobResult {
-        use pb::job_result::Outcome;
-        let (outcome, cache) = match result {
-            Ok(answer) => {
-                self.ok += 1;
-                let cache = cache_info(&answer);
-                (
-                    Outcome::Response(pb::DescribeJobResponse::clone(&answer.response)),
-                    Some(cache),
-                )
+        Err(err) => {
+            if !expected(err.code()) {
+                warn!(index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
             }
-            Err(err) => {
-                self.failed += 1;
-                if !matches!(err.code(), Code::InvalidArgument | Code::NotFound) {
-                    warn!(method = self.method, caller = %self.caller, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
-                }
-                (Outcome::Error(err.into_rpc_status()), None)
-            }
-        };
-        pb::JobResult {
-            index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
-            job_id: job_id.to_owned(),
-            outcome: Some(outcome),
-            cache,
+            (Outcome::Error(err.into_rpc_status()), None)
         }
+    };
+    pb::JobResult {
+        index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+        job_id: job_id.to_owned(),
+        outcome: Some(outcome),
+        cache,
     }
 }
 
-impl Drop for BatchLog {
-    fn drop(&mut self) {
-        if self.rejected {
-            return;
-        }
-        let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
-        let (method, items, ok, failed) = (self.method, self.items, self.ok, self.failed);
-        let caller = &*self.caller;
-        if ok + failed == items {
-            info!(method, caller, items, ok, failed, code = ?Code::Ok, latency_ms, "call finished");
-        } else {
-            info!(method, caller, items, ok, failed, code = ?Code::Cancelled, latency_ms, "caller went away; upstream work dropped");
-        }
-    }
-}
-
-/// Writes the call's log line when it finishes, or when the caller goes
-/// away first (the handler future is dropped, and the AWS request with it).
-struct CallLog {
-    method: &'static str,
-    caller: Arc<str>,
-    job_id: String,
-    received: Instant,
-    finished: bool,
-}
-
-/// Job ids in logs are cut to this many characters; invalid ids can be huge.
-const LOGGED_ID_CHARS: usize = 80;
-
-impl CallLog {
-    fn new(method: &'static str, job_id: &str, caller: &Caller, received: Instant) -> Self {
-        Self {
-            method,
-            caller: caller.name_shared(),
-            job_id: job_id.chars().take(LOGGED_ID_CHARS).collect(),
-            received,
-            finished: false,
-        }
-    }
-
-    /// Logs the outcome. Answers from cache are logged at debug level: they
-    /// are the hot path (tens of thousands a second), and a line for each
-    /// would cost a fifth of the gateway's throughput (BENCHMARKS.md).
-    fn finish(mut self, result: Result<Served, GatewayError>) -> Result<Served, Status> {
-        self.finished = true;
-        let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
-        let (method, job_id, caller) = (self.method, self.job_id.as_str(), &*self.caller);
-        match result {
-            Ok(answer) => {
-                let (code, cache) = (Code::Ok, source_name(answer.source));
-                if answer.source == Source::Hit {
-                    debug!(
-                        method,
-                        caller,
-                        job_id,
-                        ?code,
-                        latency_ms,
-                        cache,
-                        "call finished"
-                    );
-                } else {
-                    info!(
-                        method,
-                        caller,
-                        job_id,
-                        ?code,
-                        latency_ms,
-                        cache,
-                        "call finished"
-                    );
-                }
-                Ok(answer)
-            }
-            Err(err) => {
-                let code = err.code();
-                let cause = err.chain();
-                match code {
-                    Code::InvalidArgument | Code::NotFound => {
-                        info!(method, caller, job_id, ?code, latency_ms, error = %cause, "call finished")
-                    }
-                    _ => {
-                        warn!(method, caller, job_id, ?code, latency_ms, error = %cause, "call failed")
-                    }
-                }
-                Err(err.into())
-            }
-        }
-    }
-}
-
-impl Drop for CallLog {
-    fn drop(&mut self) {
-        if !self.finished {
-            let latency_ms = self.received.elapsed().as_secs_f64() * 1e3;
-            info!(
-                method = self.method,
-                caller = &*self.caller,
-                job_id = self.job_id,
-                code = ?Code::Cancelled,
-                latency_ms,
-                "caller went away; upstream work dropped"
-            );
-        }
-    }
+/// Outcomes that are answers or deliberate refusals, not faults.
+fn expected(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted | Code::PermissionDenied
+    )
 }

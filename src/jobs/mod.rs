@@ -27,6 +27,7 @@ use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 use crate::{
     error::{DeadlineSource, GatewayError},
     grpc::validate::WatchTargets,
+    metrics::JobsMetrics,
     pb,
     shared::Shared,
     upstream::{
@@ -90,6 +91,18 @@ pub enum Source {
     /// An expired cached answer (`--cache-stale-if-error`,
     /// `--cache-stale-while-revalidate`).
     Stale,
+}
+
+impl Source {
+    /// How the source reads in headers, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Miss => "miss",
+            Source::Coalesced => "coalesced",
+            Source::Stale => "stale",
+        }
+    }
 }
 
 /// A job as served to one call: AWS's answer and how this call got it.
@@ -180,6 +193,7 @@ pub struct Jobs {
     watches: Arc<Watches>,
     /// Which answers stand in past their lifetime, and their refreshes.
     stale: Arc<StaleAnswers>,
+    metrics: Arc<JobsMetrics>,
 }
 
 /// How often one call looks the answer up again because the one it found
@@ -204,6 +218,7 @@ impl Jobs {
             max_batch_size: settings.max_batch_size,
             watches,
             stale,
+            metrics: Arc::default(),
         };
         jobs.watches.start_scheduler(jobs.clone());
         roles.polls.start(Arc::downgrade(&jobs.watches));
@@ -213,6 +228,21 @@ impl Jobs {
     /// The watch streams and their shared pollers.
     pub fn watches(&self) -> &Watches {
         &self.watches
+    }
+
+    /// What the domain counts.
+    pub fn metrics(&self) -> &Arc<JobsMetrics> {
+        &self.metrics
+    }
+
+    /// Where the gauges sampled at each scrape are read.
+    pub fn metric_sources(&self) -> crate::metrics::sampled::Sources {
+        crate::metrics::sampled::Sources {
+            limit: Some(Arc::downgrade(&self.limiter)),
+            cache: Some(Arc::downgrade(&self.cache)),
+            watches: Some(Arc::downgrade(&self.watches)),
+            shared: None,
+        }
     }
 
     /// The token bucket in front of AWS.
@@ -230,6 +260,16 @@ impl Jobs {
     /// time runs out the upstream request is dropped, not left running; if
     /// other callers were waiting for it, one of them asks AWS again.
     pub async fn describe(&self, query: &JobQuery, call: &Call) -> Result<Served, GatewayError> {
+        let result = self.answer(query, call).await;
+        match &result {
+            Ok(served) => self.metrics.answered(served.source),
+            Err(GatewayError::RateLimited { .. }) => self.metrics.rate_limited(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn answer(&self, query: &JobQuery, call: &Call) -> Result<Served, GatewayError> {
         let received = Instant::now();
         let own_deadline = received + self.operation_timeout;
         let (deadline, limit) = match call.deadline {
@@ -270,9 +310,14 @@ impl Jobs {
             let fetch = async {
                 fetched_here.store(true, Ordering::Relaxed);
                 let sent = Sent::now();
-                let attempts = self
-                    .retry
-                    .run(deadline, || self.attempt(query, deadline, &call.share));
+                let mut tries = 0;
+                let attempts = self.retry.run(deadline, || {
+                    tries += 1;
+                    if tries > 1 {
+                        self.metrics.retry();
+                    }
+                    self.attempt(query, deadline, &call.share)
+                });
                 let answer = job_answer(query, attempts.await, sent.at)?;
                 // Watchers of the job see every answer AWS gives.
                 self.watches.observe(query, || observation(&answer, sent));
@@ -314,11 +359,13 @@ impl Jobs {
         // call sent just before the deadline spends quota on nothing.
         let margin = self.latency.typical() * 2;
         let latest_start = deadline.checked_sub(margin).unwrap_or(deadline);
+        let asked = Instant::now();
         let permit = self
             .limiter
             .acquire(latest_start, share)
             .await
             .map_err(Attempt::Limited)?;
+        self.metrics.token_taken(asked.elapsed());
         self.send(query, permit).await
     }
 
@@ -327,7 +374,9 @@ impl Jobs {
     async fn send(&self, query: &JobQuery, permit: Permit) -> Result<JobDescription, Attempt> {
         let sent = Instant::now();
         let result = self.upstream.describe_job(query).await;
-        self.latency.record(sent.elapsed());
+        let took = sent.elapsed();
+        self.latency.record(took);
+        self.metrics.aws_attempt(result.as_ref().map(|_| ()), took);
         // Any answer AWS gave without throttling shows there is quota to spare.
         use UpstreamErrorKind::{InvalidRequest, NotFound, Throttled};
         match &result {
@@ -459,6 +508,7 @@ impl Polls for Jobs {
     /// for calls as their shared AWS request (calls keep their own retries);
     /// its answer replaces an older cached one, then reaches the watchers.
     async fn poll(&self, query: &JobQuery, permit: Permit) -> Result<(), GatewayError> {
+        self.metrics.polled();
         let sent = Sent::now();
         let deadline = sent.at + self.operation_timeout;
         let request = self.send(query, permit);

@@ -18,8 +18,13 @@ use tracing::{info, warn};
 use crate::{
     auth::watched::FileError,
     auth::{Auth, AuthSettings, layer::AdmitLayer},
-    grpc::service::JobsGatewayService,
+    grpc::{
+        observe::ObserveLayer,
+        refusals::{RefusalLog, RefusalLogSettings},
+        service::JobsGatewayService,
+    },
     jobs::Jobs,
+    metrics::grpc::GrpcMetrics,
     pb::{self, jobs_gateway_server::JobsGatewayServer},
     tls::{RotatingTls, TlsError, TlsSettings},
 };
@@ -43,6 +48,10 @@ pub struct ServerSettings {
     pub auth: AuthSettings,
     /// A second, plaintext listener for health checks only.
     pub health_listen: Option<std::net::SocketAddr>,
+    /// Where Prometheus metrics are served (none without).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How many expected refusals are logged one by one.
+    pub refusal_log: RefusalLogSettings,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +62,8 @@ impl Default for ServerSettings {
             tls: None,
             auth: AuthSettings::default(),
             health_listen: None,
+            metrics_listen: None,
+            refusal_log: RefusalLogSettings::default(),
         }
     }
 }
@@ -134,6 +145,13 @@ pub struct Listeners {
     pub health: Option<TcpListener>,
 }
 
+/// What the server reports to: the gRPC server metrics it counts.
+#[derive(Clone, Default)]
+pub struct Observation {
+    /// The gRPC server's metric families.
+    pub grpc: Arc<GrpcMetrics>,
+}
+
 /// Serves the gateway on `listeners` until `shutdown` resolves, then drains
 /// for at most `settings.grace`.
 pub async fn run(
@@ -141,11 +159,16 @@ pub async fn run(
     jobs: Jobs,
     settings: ServerSettings,
     security: Security,
+    observation: Observation,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped, ServeError> {
     let ServerSettings {
-        keepalive, grace, ..
+        keepalive,
+        grace,
+        refusal_log,
+        ..
     } = settings;
+    let observe = ObserveLayer::new(observation.grpc, RefusalLog::new(refusal_log));
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
@@ -191,6 +214,8 @@ pub async fn run(
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_keepalive(Some(keepalive))
+        // Outermost, so refusals are counted and logged like every call.
+        .layer(observe)
         .layer(AdmitLayer::new(security.auth))
         .add_service(health_service)
         .add_service(reflection_v1)

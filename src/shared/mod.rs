@@ -145,6 +145,8 @@ pub struct Shared {
     epoch: AtomicU64,
     /// When a server error was last logged (ms since the Unix epoch).
     last_error_logged: AtomicU64,
+    /// Operations that failed on Redis's account (for metrics).
+    errors: AtomicU64,
 }
 
 impl Shared {
@@ -182,6 +184,7 @@ impl Shared {
             resubscribed: watch::Sender::new(0),
             epoch: AtomicU64::new(0),
             last_error_logged: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         });
         tokio::spawn(dispatch(Arc::downgrade(&shared), received));
         tokio::spawn(probe(Arc::downgrade(&shared)));
@@ -227,6 +230,12 @@ impl Shared {
         self.mode.subscribe()
     }
 
+    /// Operations that failed on Redis's account so far: errors, lost
+    /// connections and timeouts (not a caller's own deadline).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
     /// Counts the switches between shared and fallback mode so far.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
@@ -251,7 +260,17 @@ impl Shared {
             Some(d) if d < own => (d, true),
             _ => (own, false),
         };
-        match tokio::time::timeout_at(until, operation).await {
+        let result = tokio::time::timeout_at(until, operation).await;
+        // A caller's own deadline coming first is not Redis's failure.
+        let failed = match &result {
+            Ok(Ok(_)) => false,
+            Ok(Err(_)) => true,
+            Err(_) => !callers,
+        };
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
             Ok(Ok(value)) => Ok(value),
             // Redis cannot be reached: work alone until it can.
             Ok(Err(err))

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod fake_aws;
+pub mod metrics;
 pub mod process;
 pub mod python;
 pub mod redis;

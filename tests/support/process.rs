@@ -47,6 +47,8 @@ pub struct GatewayProcess {
     pub child: Child,
     pub addr: String,
     pub logs: Arc<Mutex<Vec<Value>>>,
+    /// Where `/metrics` is served, when `--metrics-listen` was given.
+    pub metrics_addr: Option<String>,
     pid: u32,
 }
 
@@ -75,6 +77,8 @@ impl GatewayProcess {
             .unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = oneshot::channel();
+        let metrics_addr = Arc::new(Mutex::new(None));
+        let metrics_seen = metrics_addr.clone();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = logs.clone();
         tokio::spawn(async move {
@@ -82,6 +86,9 @@ impl GatewayProcess {
             while let Ok(Some(line)) = lines.next_line().await {
                 let entry: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+                if entry["message"] == "metrics listening" {
+                    *metrics_seen.lock().unwrap() = entry["address"].as_str().map(str::to_owned);
+                }
                 if entry["message"] == "gateway listening"
                     && let Some(tx) = addr_tx.take()
                 {
@@ -95,10 +102,13 @@ impl GatewayProcess {
             .expect("the gateway did not log its address")
             .expect("the gateway exited before listening");
         let pid = child.id().expect("the process is running");
+        // Logged before the gateway's own address.
+        let metrics_addr = metrics_addr.lock().unwrap().clone();
         Self {
             child,
             addr,
             logs,
+            metrics_addr,
             pid,
         }
     }

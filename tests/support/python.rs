@@ -200,6 +200,41 @@ impl Tools {
         Run::of(out)
     }
 
+    /// `/metrics` text as the Prometheus project's own parser reads it (the
+    /// OpenMetrics one; it fails on anything malformed): one entry per
+    /// family with its `type` and its `samples` (`name`, `labels`, `value`).
+    pub fn parse_metrics(&self, text: &str) -> Value {
+        use std::io::Write as _;
+        let script = "import json, sys\n\
+            from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+            out = []\n\
+            for f in text_string_to_metric_families(sys.stdin.read()):\n\
+            \x20   out.append({'name': f.name, 'type': f.type, 'samples': [\n\
+            \x20       {'name': s.name, 'labels': s.labels, 'value': s.value} for s in f.samples]})\n\
+            print(json.dumps(out))\n";
+        let mut child = self
+            .python()
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run python");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "prometheus_client cannot parse /metrics: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Runs `program args` on a pseudo-terminal 100 columns wide; stdout
     /// holds everything the program wrote to the terminal.
     pub async fn on_terminal(&self, program: &Path, args: &[&str]) -> Run {

@@ -92,6 +92,13 @@ impl LocalCache {
 
 #[async_trait]
 impl AnswerCache for LocalCache {
+    fn usage(&self) -> super::Usage {
+        super::Usage {
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+        }
+    }
+
     /// A fetch that panics fails with INTERNAL for everyone waiting on it,
     /// and nothing is stored. If the caller running the fetch goes away, a
     /// waiting caller runs it again; moka panics when that happens 200 times

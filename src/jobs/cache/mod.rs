@@ -148,6 +148,18 @@ pub trait AnswerCache: Send + Sync + 'static {
     /// available to [`AnswerCache::cached`] as not fresh, for the stale
     /// windows of other calls.
     async fn forget_older_than(&self, query: &JobQuery, instant: Instant);
+
+    /// What this process holds now (for metrics).
+    fn usage(&self) -> Usage;
+}
+
+/// What a cache holds in this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Answers kept (moka's count, which trails recent changes slightly).
+    pub entries: u64,
+    /// Their estimated memory use in bytes ([`weight`]).
+    pub bytes: u64,
 }
 
 /// Fixed cost of an entry besides its message: the key, the entry, moka's

@@ -474,6 +474,16 @@ async fn renew(shared: Arc<Shared>, claim_key: String) {
 
 #[async_trait]
 impl AnswerCache for SharedCache {
+    /// The first tier, or the whole cache while Redis is away; Redis's own
+    /// memory is Redis's to report.
+    fn usage(&self) -> super::Usage {
+        if self.0.shared.is_shared() {
+            self.0.near.usage()
+        } else {
+            self.0.fallback.usage()
+        }
+    }
+
     async fn get_or_fetch(
         &self,
         query: &JobQuery,

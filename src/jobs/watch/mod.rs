@@ -107,6 +107,11 @@ impl Watches {
         self.lock().len()
     }
 
+    /// The poll leases this process holds among replicas.
+    pub fn leases_held(&self) -> usize {
+        self.ownership.leases_held()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Pollers> {
         // Plain data updated under the lock; a panic cannot leave it torn.
         self.pollers.lock().unwrap_or_else(|p| p.into_inner())

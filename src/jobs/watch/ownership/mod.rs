@@ -32,4 +32,9 @@ pub trait PollOwnership: Send + Sync + 'static {
     /// Hands an observation of `query` made by this process to the job's
     /// watchers, wherever they are.
     fn publish(&self, watches: &Watches, query: &JobQuery, make: MakeObservation<'_>);
+
+    /// The poll leases this process holds among replicas (none alone).
+    fn leases_held(&self) -> usize {
+        0
+    }
 }

@@ -366,6 +366,10 @@ fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
 }
 
 impl PollOwnership for Arc<SharedPolls> {
+    fn leases_held(&self) -> usize {
+        self.held().len()
+    }
+
     fn start(&self, watches: Weak<Watches>) {
         let _ = self.watches.set(watches.clone());
         tokio::spawn(leases(self.clone(), watches.clone()));

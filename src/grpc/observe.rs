@@ -1,0 +1,508 @@
+//! The observation layer, in front of every service: each call is counted
+//! in the gRPC server metrics ([`GrpcMetrics`]) and leaves one log line,
+//! both written here, at the same moment, from the same status code, so
+//! logs and metrics always agree.
+//!
+//! - The status code is read where the client reads it: from the response
+//!   headers (a trailers-only answer, such as every error) or from the
+//!   trailers after the last message. A call whose client leaves first ends
+//!   as CANCELLED, with the line "caller went away".
+//! - Messages are counted by their gRPC frames in the request and response
+//!   bodies, as they pass.
+//! - Handlers add what only they know (job id, cache source, batch and
+//!   watch counts, the error's cause chain) to the call's [`CallNote`].
+//! - Expected refusals (RATE_LIMITED, unauthenticated or unpermitted
+//!   callers) are logged a few per interval ([`RefusalLog`]); every other
+//!   failure gets its own line.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body as HttpBody, Frame};
+use tokio::time::Instant;
+use tonic::{Code, Status, body::Body};
+use tower::{Layer, Service};
+use tracing::{debug, info, warn};
+
+use super::refusals::RefusalLog;
+use crate::{
+    error::GatewayError,
+    jobs::Source,
+    metrics::grpc::{GrpcMetrics, Method},
+    server::incoming::Peer,
+};
+
+/// Job ids in logs are cut to this many characters; invalid ids can be huge.
+const LOGGED_ID_CHARS: usize = 80;
+
+/// What a handler knows of its call, for the call's log line.
+#[derive(Debug, Default)]
+pub struct CallNote(Mutex<Details>);
+
+#[derive(Debug, Default)]
+struct Details {
+    caller: Option<Arc<str>>,
+    job_id: Option<String>,
+    cache: Option<Source>,
+    items: Option<usize>,
+    ok: usize,
+    failed: usize,
+    watched_jobs: Option<usize>,
+    events: u64,
+    heartbeats: u64,
+    cause: Option<String>,
+}
+
+impl CallNote {
+    /// The note of the call `request` belongs to (a detached one outside
+    /// the layer, as in handler unit tests).
+    pub fn of<T>(request: &tonic::Request<T>) -> Arc<Self> {
+        request
+            .extensions()
+            .get::<Arc<Self>>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn details(&self) -> MutexGuard<'_, Details> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who called.
+    pub fn caller(&self, name: Arc<str>) {
+        self.details().caller = Some(name);
+    }
+
+    /// The job asked about.
+    pub fn job(&self, job_id: &str) {
+        self.details().job_id = Some(job_id.chars().take(LOGGED_ID_CHARS).collect());
+    }
+
+    /// Where the answer came from.
+    pub fn answered(&self, source: Source) {
+        self.details().cache = Some(source);
+    }
+
+    /// Why the call failed, in full (the client sees a shorter message).
+    pub fn failed(&self, err: &GatewayError) {
+        self.details().cause = Some(err.chain());
+    }
+
+    /// A batch of `items`.
+    pub fn batch(&self, items: usize) {
+        self.details().items = Some(items);
+    }
+
+    /// One batch item's outcome.
+    pub fn item(&self, ok: bool) {
+        let mut details = self.details();
+        if ok {
+            details.ok += 1;
+        } else {
+            details.failed += 1;
+        }
+    }
+
+    /// A watch of `jobs` jobs.
+    pub fn watching(&self, jobs: usize) {
+        self.details().watched_jobs = Some(jobs);
+    }
+
+    /// One watch event sent.
+    pub fn event(&self, heartbeat: bool) {
+        let mut details = self.details();
+        if heartbeat {
+            details.heartbeats += 1;
+        } else {
+            details.events += 1;
+        }
+    }
+}
+
+/// Marks a call the admission layer refused before any handler ran.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The caller, when it is known.
+    pub caller: Option<Arc<str>>,
+    /// Why, for the log.
+    pub reason: String,
+}
+
+/// Observes every call of the services behind it.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    observer: Arc<Observer>,
+}
+
+struct Observer {
+    metrics: Arc<GrpcMetrics>,
+    refusals: Arc<RefusalLog>,
+}
+
+impl ObserveLayer {
+    /// Counts in `metrics` and logs refusals through `refusals`.
+    pub fn new(metrics: Arc<GrpcMetrics>, refusals: Arc<RefusalLog>) -> Self {
+        Self {
+            observer: Arc::new(Observer { metrics, refusals }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            observer: self.observer.clone(),
+            inner,
+        }
+    }
+}
+
+/// A service behind [`ObserveLayer`].
+#[derive(Clone)]
+pub struct Observe<S> {
+    observer: Arc<Observer>,
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for Observe<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let call = Call::start(self.observer.clone(), &request);
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(call.note.clone());
+        let body = Body::new(Counted {
+            body,
+            frames: Frames::default(),
+            count: Count::Received(call.observer.clone(), call.method),
+        });
+        Observed {
+            inner: self.inner.call(http::Request::from_parts(parts, body)),
+            call: Some(call),
+        }
+    }
+}
+
+/// One call being observed, until its status is known.
+struct Call {
+    observer: Arc<Observer>,
+    method: usize,
+    received: Instant,
+    peer: Option<Arc<str>>,
+    note: Arc<CallNote>,
+    refused: Option<Refused>,
+}
+
+impl Call {
+    fn start<B>(observer: Arc<Observer>, request: &http::Request<B>) -> Self {
+        let method = observer.metrics.index(request.uri().path());
+        observer.metrics.started(observer.metrics.at(method));
+        let peer = request.extensions().get::<Peer>().map(|p| p.name.clone());
+        Self {
+            observer,
+            method,
+            received: Instant::now(),
+            peer,
+            note: Arc::default(),
+            refused: None,
+        }
+    }
+
+    fn method(&self) -> &Method {
+        self.observer.metrics.at(self.method)
+    }
+
+    /// Counts the call as handled with `status` (`None`: the client left
+    /// before it was sent) and writes its line.
+    fn finish(self, status: Option<&Status>) {
+        let seconds = self.received.elapsed().as_secs_f64();
+        let code = status.map_or(Code::Cancelled, Status::code);
+        let method = self.method();
+        self.observer.metrics.handled(method, code, seconds);
+        self.log(status, code, seconds * 1e3);
+    }
+
+    fn log(&self, status: Option<&Status>, code: Code, latency_ms: f64) {
+        let method = self.method().method;
+        let details = self.note.details();
+        let caller = details
+            .caller
+            .as_deref()
+            .or(self.refused.as_ref().and_then(|r| r.caller.as_deref()))
+            .or(self.peer.as_deref())
+            .unwrap_or_default();
+        let reason = match (&self.refused, &details.cause, status) {
+            (Some(refused), _, _) => Some(refused.reason.as_str()),
+            (None, Some(cause), _) => Some(cause.as_str()),
+            (None, None, Some(status)) if code != Code::Ok => Some(status.message()),
+            _ => None,
+        };
+        macro_rules! line {
+            ($level:ident, $why:ident, $message:literal) => {
+                $level!(
+                    method,
+                    caller,
+                    job_id = details.job_id.as_deref(),
+                    ?code,
+                    latency_ms,
+                    cache = details.cache.map(Source::name),
+                    items = details.items,
+                    ok = details.items.map(|_| details.ok),
+                    failed = details.items.map(|_| details.failed),
+                    jobs = details.watched_jobs,
+                    events = details.watched_jobs.map(|_| details.events),
+                    heartbeats = details.watched_jobs.map(|_| details.heartbeats),
+                    $why = reason,
+                    $message
+                )
+            };
+        }
+        let refusals = &self.observer.refusals;
+        match code {
+            _ if self.refused.is_some() => {
+                if refusals.admit(method, code) {
+                    line!(info, reason, "call refused");
+                }
+            }
+            Code::Ok if details.cache == Some(Source::Hit) => {
+                // The hot path (tens of thousands a second): a line for each
+                // would cost a fifth of the gateway's throughput.
+                line!(debug, error, "call finished");
+            }
+            Code::Ok | Code::InvalidArgument | Code::NotFound => {
+                line!(info, error, "call finished")
+            }
+            Code::Cancelled if status.is_none() => {
+                line!(info, error, "caller went away; upstream work dropped")
+            }
+            Code::ResourceExhausted | Code::Unauthenticated | Code::PermissionDenied => {
+                if refusals.admit(method, code) {
+                    line!(info, reason, "call refused");
+                }
+            }
+            _ => line!(warn, error, "call failed"),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of an observed call.
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+    }
+
+    impl<F> PinnedDrop for Observed<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the handler answered: the client left.
+            if let Some(call) = this.project().call.take() {
+                call.finish(None);
+            }
+        }
+    }
+}
+
+impl<F, E> Future for Observed<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(mut call) = this.call.take() else {
+            return Poll::Ready(result);
+        };
+        let Ok(response) = result else {
+            call.finish(Some(&Status::internal("the service failed")));
+            return Poll::Ready(result);
+        };
+        call.refused = response.extensions().get::<Refused>().cloned();
+        // A trailers-only answer (every error): the status is in the headers.
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            call.finish(Some(&status));
+            return Poll::Ready(Ok(response));
+        }
+        let (parts, body) = response.into_parts();
+        let body = Body::new(Counted {
+            body,
+            frames: Frames::default(),
+            count: Count::Sent(Some(call)),
+        });
+        Poll::Ready(Ok(http::Response::from_parts(parts, body)))
+    }
+}
+
+/// What a body's messages count as.
+enum Count {
+    /// Requests of the method at this index.
+    Received(Arc<Observer>, usize),
+    /// Responses of this call, which ends with the body.
+    Sent(Option<Call>),
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose gRPC messages are counted as they pass.
+    struct Counted<B> {
+        #[pin]
+        body: B,
+        frames: Frames,
+        count: Count,
+    }
+
+    impl<B> PinnedDrop for Counted<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before its trailers: the client left mid-stream.
+            if let Count::Sent(call) = this.project().count
+                && let Some(call) = call.take()
+            {
+                call.finish(None);
+            }
+        }
+    }
+}
+
+impl<B> HttpBody for Counted<B>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let messages = this.frames.feed(data.chunk());
+                    match this.count {
+                        Count::Received(observer, method) => observer
+                            .metrics
+                            .received(observer.metrics.at(*method), messages),
+                        Count::Sent(Some(call)) => {
+                            call.observer.metrics.sent(call.method(), messages)
+                        }
+                        Count::Sent(None) => {}
+                    }
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Count::Sent(call) = this.count
+                    && let Some(call) = call.take()
+                {
+                    let status = Status::from_header_map(trailers)
+                        .unwrap_or_else(|| Status::unknown("the response ended without a status"));
+                    call.finish(Some(&status));
+                }
+            }
+            Some(Err(_)) | None => {
+                if let Count::Sent(call) = this.count
+                    && let Some(call) = call.take()
+                {
+                    let status = match frame {
+                        None => Status::unknown("the response ended without a status"),
+                        Some(_) => Status::internal("the response body failed"),
+                    };
+                    call.finish(Some(&status));
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Finds gRPC message boundaries in a byte stream: each message is a
+/// 5-byte prefix (compressed flag, big-endian length) and its bytes, and
+/// either may be split across chunks.
+#[derive(Debug, Default)]
+struct Frames {
+    /// Bytes of the current message still to skip.
+    remaining: u64,
+    /// Prefix bytes seen so far.
+    prefix: [u8; 5],
+    filled: usize,
+}
+
+impl Frames {
+    /// Reads `chunk`; returns how many messages started in it.
+    fn feed(&mut self, mut chunk: &[u8]) -> u64 {
+        let mut started = 0;
+        while !chunk.is_empty() {
+            if self.remaining > 0 {
+                let skip =
+                    usize::try_from(self.remaining).map_or(chunk.len(), |r| r.min(chunk.len()));
+                chunk = &chunk[skip..];
+                self.remaining -= skip as u64;
+                continue;
+            }
+            let take = (5 - self.filled).min(chunk.len());
+            self.prefix[self.filled..self.filled + take].copy_from_slice(&chunk[..take]);
+            self.filled += take;
+            chunk = &chunk[take..];
+            if self.filled == 5 {
+                started += 1;
+                self.filled = 0;
+                let length = [
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ];
+                self.remaining = u64::from(u32::from_be_bytes(length));
+            }
+        }
+        started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: u32) -> Vec<u8> {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend(std::iter::repeat_n(7u8, len as usize));
+        bytes
+    }
+
+    #[test]
+    fn messages_are_counted_however_the_chunks_split_them() {
+        let stream: Vec<u8> = [message(3), message(0), message(300), message(1)].concat();
+        for size in [1, 2, 4, 5, 6, 7, 64, stream.len()] {
+            let mut frames = Frames::default();
+            let counted: u64 = stream.chunks(size).map(|c| frames.feed(c)).sum();
+            assert_eq!(counted, 4, "chunks of {size}");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Bounded logging of expected refusals.
+//!
+//! Under excess demand the gateway refuses calls on purpose (RATE_LIMITED,
+//! a caller's queue full, unauthenticated callers retrying): expected
+//! behaviour, not an incident, and at thousands a second one line each
+//! would drown everything else. Every refusal is counted in the metrics
+//! (`grpc_server_handled_total`); the log gets the first few of each kind
+//! (method and status code) per interval, and then one summary line per
+//! kind and interval with how many more there were.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tonic::Code;
+use tracing::info;
+
+/// How refusals are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalLogSettings {
+    /// Lines per kind of refusal and interval; more are only counted.
+    pub lines: u32,
+    /// The interval; zero logs every refusal.
+    pub every: Duration,
+}
+
+impl Default for RefusalLogSettings {
+    /// Ten lines a kind per 10 s: enough to see who is refused and why,
+    /// a few hundred lines a minute at most whatever the load.
+    fn default() -> Self {
+        Self {
+            lines: 10,
+            every: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Decides which refusals get a line of their own.
+#[derive(Debug)]
+pub struct RefusalLog {
+    settings: RefusalLogSettings,
+    windows: Mutex<HashMap<(&'static str, Code), Window>>,
+}
+
+impl RefusalLog {
+    /// A log with `settings`; with an interval, starts the task that writes
+    /// the summaries (so it must be called within a tokio runtime).
+    pub fn new(settings: RefusalLogSettings) -> Arc<Self> {
+        let log = Arc::new(Self {
+            settings,
+            windows: Mutex::default(),
+        });
+        if !settings.every.is_zero() {
+            tokio::spawn(summarise(Arc::downgrade(&log), settings.every));
+        }
+        log
+    }
+
+    /// Whether this refusal of `method` with `code` gets its own line.
+    pub fn admit(&self, method: &'static str, code: Code) -> bool {
+        if self.settings.every.is_zero() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = windows.entry((method, code)).or_insert(Window {
+            started: now,
+            logged: 0,
+            suppressed: 0,
+        });
+        if window.logged < self.settings.lines {
+            window.logged += 1;
+            true
+        } else {
+            window.suppressed += 1;
+            false
+        }
+    }
+
+    /// Writes a summary for each kind with refusals not logged, and starts
+    /// new windows.
+    fn flush(&self) {
+        let ended: Vec<_> = {
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *windows).into_iter().collect()
+        };
+        for ((method, code), window) in ended {
+            if window.suppressed > 0 {
+                let seconds = window.started.elapsed().as_secs_f64().round();
+                info!(
+                    method,
+                    ?code,
+                    refused = u64::from(window.logged) + window.suppressed,
+                    not_logged = window.suppressed,
+                    seconds,
+                    "more refusals than are logged one by one; all are counted in \
+                     grpc_server_handled_total"
+                );
+            }
+        }
+    }
+}
+
+async fn summarise(log: Weak<RefusalLog>, every: Duration) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let Some(log) = log.upgrade() else { return };
+        log.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_few_lines_per_kind_and_interval_then_counts() {
+        let log = RefusalLog::new(RefusalLogSettings {
+            lines: 2,
+            every: Duration::from_secs(10),
+        });
+        let limited = || log.admit("DescribeJob", Code::ResourceExhausted);
+        assert_eq!([limited(), limited(), limited()], [true, true, false]);
+        assert!(
+            log.admit("DescribeJob", Code::Unauthenticated),
+            "another kind has its own lines"
+        );
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(limited(), "a new interval logs again");
+    }
+
+    #[tokio::test]
+    async fn no_interval_logs_every_refusal() {
+        let log = RefusalLog::new(RefusalLogSettings {
+            lines: 0,
+            every: Duration::ZERO,
+        });
+        assert!((0..100).all(|_| log.admit("DescribeJob", Code::ResourceExhausted)));
+    }
+}

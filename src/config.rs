@@ -86,11 +86,11 @@ pub struct ProtectionArgs {
     pub cache_not_found_ttl: Duration,
 
     /// When AWS fails (unavailable, internal, timeout, throttled) or the rate limit has no call in time, serve a cached answer that expired less than this long ago, marked `x-cache: stale` with its age; never for NOT_FOUND or access errors; 0 = off. 5m by default: jobs change over minutes to hours, and callers can tell and refuse (`cache-control: no-cache` or `max-stale=0`).
-    #[arg(long, env = "GATEWAY_CACHE_STALE_IF_ERROR", default_value = "5m", value_parser = parse_stale_window)]
+    #[arg(long, env = "GATEWAY_CACHE_STALE_IF_ERROR", default_value = "5m", value_parser = parse_window)]
     pub cache_stale_if_error: Duration,
 
     /// Answer at once with a cached answer that expired less than this long ago (`x-cache: stale`) while one background AWS call renews it; 0 = off (the default: it loosens the TTL's promise of freshness).
-    #[arg(long, env = "GATEWAY_CACHE_STALE_WHILE_REVALIDATE", default_value = "0s", value_parser = parse_stale_window)]
+    #[arg(long, env = "GATEWAY_CACHE_STALE_WHILE_REVALIDATE", default_value = "0s", value_parser = parse_window)]
     pub cache_stale_while_revalidate: Duration,
 
     /// Memory the cached answers may use, in MiB (estimated).
@@ -138,7 +138,7 @@ pub struct OperationsArgs {
     pub refusal_log_lines: u32,
 
     /// The interval of --refusal-log-lines; 0s logs every refusal.
-    #[arg(long, env = "GATEWAY_REFUSAL_LOG_INTERVAL", default_value = "10s", value_parser = parse_log_interval)]
+    #[arg(long, env = "GATEWAY_REFUSAL_LOG_INTERVAL", default_value = "10s", value_parser = parse_window)]
     pub refusal_log_interval: Duration,
 }
 
@@ -515,18 +515,8 @@ fn parse_watch_duration(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A log interval: zero (off) up to a day.
-fn parse_log_interval(value: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value)
-        .map_err(|e| format!("{e}; write a duration such as 10s or 1m, or 0s for none"))?;
-    if d > Duration::from_secs(24 * 3600) {
-        return Err("must be at most a day (24h)".to_owned());
-    }
-    Ok(d)
-}
-
-/// A stale window: zero (off) up to a day.
-fn parse_stale_window(value: &str) -> Result<Duration, String> {
+/// A window or interval that zero turns off: up to a day.
+fn parse_window(value: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(value)
         .map_err(|e| format!("{e}; write a duration such as 5m or 30s, or 0s for off"))?;
     if d > Duration::from_secs(24 * 3600) {

@@ -29,14 +29,14 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use support::{
     describe,
+    metrics::scrape_text,
     process::{GatewayProcess, exited, gateway, signal},
     python,
     redis::RedisServer,
     sim::TestSim,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
+    io::{AsyncBufReadExt, BufReader},
     process::Child,
 };
 use tonic_health::pb::{
@@ -238,8 +238,7 @@ async fn the_images_environment_turns_metrics_on() {
     let metrics = run
         .metrics
         .expect("with the image's GATEWAY_METRICS_LISTEN the gateway logs 'metrics listening'");
-    let (status, page) = http_get(&metrics, "/metrics").await;
-    assert_eq!(status, 200, "{page}");
+    let page = scrape_text(&metrics).await;
     assert!(
         promql::sample_names(&page).contains("grpc_server_started_total"),
         "{page}"
@@ -605,12 +604,8 @@ async fn every_dashboard_query_names_metrics_a_live_gateway_serves() {
     )
     .await;
     let metrics = gw
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["message"] == "metrics listening")
-        .and_then(|entry| entry["address"].as_str().map(str::to_owned))
+        .metrics_addr
+        .clone()
         .expect("with --metrics-listen the gateway logs 'metrics listening'");
 
     // Calls of every kind, so labelled series exist: OK, NOT_FOUND,
@@ -649,8 +644,7 @@ async fn every_dashboard_query_names_metrics_a_live_gateway_serves() {
         .expect("no error");
     assert!(first.is_some());
 
-    let (status, page) = http_get(&metrics, "/metrics").await;
-    assert_eq!(status, 200, "{page}");
+    let page = scrape_text(&metrics).await;
     let served = promql::sample_names(&page);
     let dashboard = dashboard();
     let mut absent = Vec::new();
@@ -675,29 +669,4 @@ async fn every_dashboard_query_names_metrics_a_live_gateway_serves() {
         served.into_iter().collect::<Vec<_>>().join("\n")
     );
     drop(watch);
-}
-
-/// A plain HTTP/1.0 GET (the server closes the connection after the
-/// answer): the status code and the body.
-async fn http_get(address: &str, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    };
-    let response = tokio::time::timeout(PATIENCE, exchange)
-        .await
-        .expect("/metrics answers");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head}"));
-    (status, body.to_owned())
 }

@@ -204,7 +204,6 @@ impl Tools {
     /// OpenMetrics one; it fails on anything malformed): one entry per
     /// family with its `type` and its `samples` (`name`, `labels`, `value`).
     pub fn parse_metrics(&self, text: &str) -> Value {
-        use std::io::Write as _;
         let script = "import json, sys\n\
             from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
             out = []\n\
@@ -212,21 +211,7 @@ impl Tools {
             \x20   out.append({'name': f.name, 'type': f.type, 'samples': [\n\
             \x20       {'name': s.name, 'labels': s.labels, 'value': s.value} for s in f.samples]})\n\
             print(json.dumps(out))\n";
-        let mut child = self
-            .python()
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run python");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = self.python_on(script, text);
         assert!(
             out.status.success(),
             "prometheus_client cannot parse /metrics: {}\n{text}",
@@ -271,26 +256,30 @@ impl Tools {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// PyYAML's reading of a YAML document, as JSON.
-    pub fn yaml_to_json(&self, yaml: &str) -> Value {
+    /// Runs the venv's Python on `script` with `input` on its stdin.
+    fn python_on(&self, script: &str, input: &str) -> std::process::Output {
         use std::io::Write as _;
         let mut child = self
             .python()
-            .args([
-                "-c",
-                "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
-            ])
+            .args(["-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("cannot run python");
         child
             .stdin
             .take()
             .unwrap()
-            .write_all(yaml.as_bytes())
+            .write_all(input.as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// PyYAML's reading of a YAML document, as JSON.
+    pub fn yaml_to_json(&self, yaml: &str) -> Value {
+        let script = "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))";
+        let out = self.python_on(script, yaml);
         assert!(out.status.success(), "PyYAML could not read:\n{yaml}");
         serde_json::from_slice(&out.stdout).unwrap()
     }

@@ -18,6 +18,7 @@ use iot_jobs_gateway::{
 use redis::AsyncCommands as _;
 use support::{
     describe, fresh,
+    metrics::Scrape,
     process::GatewayProcess,
     redis::RedisServer,
     sim::{TestSim, create_fleet_job},
@@ -633,6 +634,7 @@ async fn a_paused_lease_holder_cannot_put_an_older_state_over_a_newer_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_gone_replicas_keep_answering_within_their_fallback_rates_and_rejoin() {
+    let tools = support::python::tools().await;
     let mut redis = RedisServer::start().await;
     let sim = TestSim::unlimited().await;
     create_fleet_job(&sim, "hot").await;
@@ -646,8 +648,23 @@ async fn with_redis_gone_replicas_keep_answering_within_their_fallback_rates_and
         "3",
         "--cache-ttl",
         "60s",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ];
     let set = replicas(3, &sim, &redis, &flags).await;
+    // What each replica's /metrics says of Redis: (fallback, errors, leases).
+    let redis_metrics = async |set: &[GatewayProcess]| {
+        let mut seen = Vec::new();
+        for replica in set {
+            let s = Scrape::of(tools, replica.metrics_addr.as_deref().unwrap()).await;
+            seen.push((
+                s.value("iot_jobs_gateway_redis_fallback", &[]),
+                s.value("iot_jobs_gateway_redis_errors_total", &[]),
+                s.value("iot_jobs_gateway_redis_leases_held", &[]),
+            ));
+        }
+        seen
+    };
     let mut clients = Vec::new();
     for replica in &set {
         let mut client = replica.client().await;
@@ -660,6 +677,17 @@ async fn with_redis_gone_replicas_keep_answering_within_their_fallback_rates_and
     last = next_job(&mut stream, Duration::from_secs(10))
         .await
         .map_or(last, |event| event);
+    let before = redis_metrics(&set).await;
+    assert!(
+        before
+            .iter()
+            .all(|(fallback, errors, _)| (*fallback, *errors) == (0.0, 0.0))
+    );
+    assert_eq!(
+        before.iter().map(|(_, _, leases)| leases).sum::<f64>(),
+        1.0,
+        "one replica holds the watched job's lease: {before:?}"
+    );
 
     redis.kill().await;
     // Hot answers are still hits; health stays SERVING.
@@ -714,6 +742,12 @@ async fn with_redis_gone_replicas_keep_answering_within_their_fallback_rates_and
             "one warning per replica"
         );
     }
+    let away = redis_metrics(&set).await;
+    assert!(
+        away.iter()
+            .all(|(fallback, errors, _)| *fallback == 1.0 && *errors >= 1.0),
+        "every replica in fallback, its Redis errors counted: {away:?}"
+    );
 
     // Redis back: shared mode resumes without a restart.
     redis.restart().await;
@@ -722,6 +756,11 @@ async fn with_redis_gone_replicas_keep_answering_within_their_fallback_rates_and
         assert!(Instant::now() < back, "the replicas rejoin");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let rejoined = redis_metrics(&set).await;
+    assert!(
+        rejoined.iter().all(|(fallback, _, _)| *fallback == 0.0),
+        "{rejoined:?}"
+    );
     for client in &mut clients {
         client
             .describe_job(describe("after", None))

@@ -21,6 +21,7 @@ mod fairness;
 mod procs;
 mod protection;
 mod recovery;
+mod stale;
 mod tls;
 mod watch;
 
@@ -120,6 +121,24 @@ enum Scenario {
         rounds: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// 15. AWS unavailable for 30 s under steady demand: answers fresh, stale and errors, with and without --cache-stale-if-error, side by side.
+    Stale {
+        /// Calls per second offered to each gateway.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Jobs the calls go round (each asked every jobs / rate seconds).
+        #[arg(long, default_value_t = 30)]
+        jobs: usize,
+        /// Seconds of demand before the failure.
+        #[arg(long, default_value_t = 20)]
+        before: u64,
+        /// Seconds AWS answers every DescribeJob with ServiceUnavailableException.
+        #[arg(long, default_value_t = 30)]
+        failing: u64,
+        /// Seconds of demand after it.
+        #[arg(long, default_value_t = 20)]
+        after: u64,
     },
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
     #[command(hide = true)]
@@ -240,6 +259,13 @@ async fn main() -> Result<(), Error> {
             baseline,
         } => fairness::fairness(seconds, rounds, baseline).await?,
         Scenario::Tls { rounds, seconds } => tls::tls(rounds, seconds).await?,
+        Scenario::Stale {
+            rate,
+            jobs,
+            before,
+            failing,
+            after,
+        } => stale::stale(rate, jobs, before, failing, after).await?,
         Scenario::BareServer {
             port,
             response_file,

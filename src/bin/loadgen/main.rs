@@ -122,7 +122,7 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// 15. AWS unavailable for 30 s under steady demand: answers fresh, stale and errors, with and without --cache-stale-if-error, side by side.
+    /// 15. AWS unavailable for 30 s under steady demand: answers fresh, stale and errors, with and without --cache-stale-if-error (and with --cache-stale-while-revalidate), side by side.
     Stale {
         /// Calls per second offered to each gateway.
         #[arg(long, default_value_t = 100.0)]

@@ -1,8 +1,9 @@
-//! Scenario 15: AWS fails for a while under steady demand. Two gateways
+//! Scenario 15: AWS fails for a while under steady demand. Three gateways
 //! side by side, each in front of its own simulator, take the same calls on
 //! the same schedule: one with `--cache-stale-if-error` at its default
-//! (5m), one with it off. Both simulators answer every DescribeJob with
-//! ServiceUnavailableException for the same `failing` seconds. Each call is
+//! (5m), one with it off, and one that also has
+//! `--cache-stale-while-revalidate`. The simulators answer every DescribeJob
+//! with ServiceUnavailableException for the same `failing` seconds. Each call is
 //! counted by when it was sent (before, during, after the failure) and by
 //! what it got: a fresh answer (`hit`, `miss`, `coalesced`), a stale one,
 //! or an error, by code.
@@ -17,6 +18,30 @@ use crate::{Error, RATE, procs::*};
 
 /// Each call's deadline.
 const DEADLINE: Duration = Duration::from_secs(2);
+
+/// The gateways side by side: their label, flags and log's name.
+const GATEWAYS: [(&str, &[&str], &str); 3] = [
+    (
+        "`--cache-stale-if-error 5m` (default)",
+        &["--cache-stale-if-error", "5m"],
+        "gateway-stale-if-error",
+    ),
+    (
+        "`--cache-stale-if-error 0s` (off)",
+        &["--cache-stale-if-error", "0s"],
+        "gateway-stale-off",
+    ),
+    (
+        "the default and `--cache-stale-while-revalidate 5m`",
+        &[
+            "--cache-stale-if-error",
+            "5m",
+            "--cache-stale-while-revalidate",
+            "5m",
+        ],
+        "gateway-stale-while-revalidate",
+    ),
+];
 
 /// What one call got.
 enum Got {
@@ -71,13 +96,9 @@ pub(crate) async fn stale(
     // Synthetic jobs must stay IN_PROGRESS (5 s TTL), not turn COMPLETED.
     let group_size = (total + 120).to_string();
     let mut sides = Vec::new();
-    for (label, window) in [
-        ("`--cache-stale-if-error 5m` (default)", "5m"),
-        ("`--cache-stale-if-error 0s` (off)", "0s"),
-    ] {
+    for (label, flags, log) in GATEWAYS {
         let sim = simulator_with(jobs, RATE as u32, &["--group-size", &group_size]).await?;
-        let log = format!("gateway-stale-{window}");
-        let gateway = gateway_named(&sim, &["--cache-stale-if-error", window], &log).await?;
+        let gateway = gateway_named(&sim, flags, log).await?;
         let clients = channels(gateway.port, 4).await?;
         sides.push(Side {
             label,

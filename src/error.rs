@@ -28,6 +28,21 @@ pub enum DeadlineSource {
     Gateway,
 }
 
+/// What a failure is to whoever reads the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// An answer about the request: the id is invalid, the job does not exist.
+    Answer,
+    /// The caller refused on purpose: the AWS budget, a cap, its
+    /// credentials, the policy. Expected under excess demand.
+    Refusal,
+    /// The gateway is shutting down.
+    Shutdown,
+    /// Something went wrong: AWS failing, time running out, the gateway's
+    /// own AWS credentials or permissions.
+    Fault,
+}
+
 /// Everything a gateway call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
@@ -186,6 +201,25 @@ impl GatewayError {
                 details: Vec::new(),
             }
         })
+    }
+
+    /// What the failure is to the logs. AWS throttling after the retries,
+    /// and AWS refusing the gateway's own credentials or permissions, are
+    /// faults, though their codes are those of the caller's refusals.
+    pub fn failure(&self) -> Failure {
+        use UpstreamErrorKind::{InvalidRequest, NotFound};
+        match self {
+            Self::InvalidArgument(_) => Failure::Answer,
+            Self::Upstream { source, .. } if matches!(source.kind, NotFound | InvalidRequest) => {
+                Failure::Answer
+            }
+            Self::RateLimited { .. }
+            | Self::TooManyWatches { .. }
+            | Self::Unauthenticated(_)
+            | Self::NotPermitted { .. } => Failure::Refusal,
+            Self::ShuttingDown => Failure::Shutdown,
+            Self::Upstream { .. } | Self::DeadlineExceeded { .. } => Failure::Fault,
+        }
     }
 
     /// The gRPC code this error maps to (also used for call logs).
@@ -424,4 +458,24 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
     }
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateways_own_aws_troubles_are_faults_though_their_codes_look_like_refusals() {
+        use UpstreamErrorKind::*;
+        for kind in [Throttled, AccessDenied, Unauthenticated, Unavailable] {
+            let err = GatewayError::upstream("job", kind, "from AWS");
+            assert_eq!(err.failure(), Failure::Fault, "{kind:?}");
+        }
+        let refused = GatewayError::Unauthenticated("no credentials".into());
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert_eq!(refused.failure(), Failure::Refusal);
+        let missing = GatewayError::upstream("job", NotFound, "no such job");
+        assert_eq!(missing.failure(), Failure::Answer);
+        assert_eq!(GatewayError::ShuttingDown.failure(), Failure::Shutdown);
+    }
 }

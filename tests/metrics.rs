@@ -334,6 +334,19 @@ async fn a_client_that_leaves_is_counted_as_canceled() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(canceled, (1.0, 1.0), "(DescribeJob, WatchJobs)");
+    // The AWS request dropped at the deadline was sent all the same.
+    let s = Scrape::of(tools, &metrics_addr).await;
+    assert_eq!(
+        s.value(
+            "iot_jobs_gateway_aws_attempts_total",
+            &[("outcome", "abandoned")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.value("iot_jobs_gateway_aws_attempts_total", &[]),
+        sim.sim.stats().describe_job_calls as f64
+    );
 }
 
 #[tokio::test]

@@ -27,11 +27,11 @@ use http_body::{Body as HttpBody, Frame};
 use tokio::time::Instant;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::refusals::RefusalLog;
 use crate::{
-    error::GatewayError,
+    error::{Failure, GatewayError},
     jobs::Source,
     metrics::grpc::{GrpcMetrics, Method},
     server::incoming::Peer,
@@ -56,6 +56,7 @@ struct Details {
     events: u64,
     heartbeats: u64,
     cause: Option<String>,
+    failure: Option<Failure>,
 }
 
 impl CallNote {
@@ -90,7 +91,14 @@ impl CallNote {
 
     /// Why the call failed, in full (the client sees a shorter message).
     pub fn failed(&self, err: &GatewayError) {
-        self.details().cause = Some(err.chain());
+        let mut details = self.details();
+        details.cause = Some(err.chain());
+        details.failure = Some(err.failure());
+    }
+
+    /// Who called, as noted.
+    pub fn caller_name(&self) -> Option<Arc<str>> {
+        self.details().caller.clone()
     }
 
     /// A batch of `items`.
@@ -230,17 +238,20 @@ impl Call {
         self.observer.metrics.at(self.method)
     }
 
-    /// Counts the call as handled with `status` (`None`: the client left
-    /// before it was sent) and writes its line.
-    fn finish(self, status: Option<&Status>) {
+    /// Counts the call as handled and writes its line.
+    fn finish(self, ended: Ended) {
         let seconds = self.received.elapsed().as_secs_f64();
-        let code = status.map_or(Code::Cancelled, Status::code);
+        let code = match &ended {
+            Ended::Status(code, _) => *code,
+            Ended::Dropped if std::thread::panicking() => Code::Internal,
+            Ended::Dropped => Code::Cancelled,
+        };
         let method = self.method();
         self.observer.metrics.handled(method, code, seconds);
-        self.log(status, code, seconds * 1e3);
+        self.log(&ended, code, seconds * 1e3);
     }
 
-    fn log(&self, status: Option<&Status>, code: Code, latency_ms: f64) {
+    fn log(&self, ended: &Ended, code: Code, latency_ms: f64) {
         let method = self.method().method;
         let details = self.note.details();
         let caller = details
@@ -249,17 +260,20 @@ impl Call {
             .or(self.refused.as_ref().and_then(|r| r.caller.as_deref()))
             .or(self.peer.as_deref())
             .unwrap_or_default();
-        let reason = match (&self.refused, &details.cause, status) {
+        // The connection's address, where the caller has another name.
+        let peer = self.peer.as_deref().filter(|peer| *peer != caller);
+        let reason = match (&self.refused, &details.cause, ended) {
             (Some(refused), _, _) => Some(refused.reason.as_str()),
             (None, Some(cause), _) => Some(cause.as_str()),
-            (None, None, Some(status)) if code != Code::Ok => Some(status.message()),
-            _ => None,
+            (None, None, Ended::Status(_, message)) => message.as_deref(),
+            (None, None, Ended::Dropped) => None,
         };
         macro_rules! line {
             ($level:ident, $why:ident, $message:literal) => {
                 $level!(
                     method,
                     caller,
+                    peer,
                     job_id = details.job_id.as_deref(),
                     ?code,
                     latency_ms,
@@ -275,33 +289,71 @@ impl Call {
                 )
             };
         }
-        let refusals = &self.observer.refusals;
-        match code {
-            _ if self.refused.is_some() => {
-                if refusals.admit(method, code) {
-                    line!(info, reason, "call refused");
-                }
+        let failure = match code {
+            Code::Ok => None,
+            _ if self.refused.is_some() => Some(Failure::Refusal),
+            _ => Some(details.failure.unwrap_or(match code {
+                Code::InvalidArgument | Code::NotFound | Code::Unimplemented => Failure::Answer,
+                _ => Failure::Fault,
+            })),
+        };
+        match (ended, failure) {
+            (Ended::Dropped, _) if code == Code::Internal => {
+                line!(error, error, "the handler panicked")
             }
-            Code::Ok if details.cache == Some(Source::Hit) => {
-                // The hot path (tens of thousands a second): a line for each
-                // would cost a fifth of the gateway's throughput.
-                line!(debug, error, "call finished");
-            }
-            Code::Ok | Code::InvalidArgument | Code::NotFound => {
-                line!(info, error, "call finished")
-            }
-            Code::Cancelled if status.is_none() => {
+            (Ended::Dropped, _) => {
+                // The client left, its grpc-timeout passed, or the grace
+                // period after a shutdown ran out.
                 line!(info, error, "caller went away; upstream work dropped")
             }
-            Code::ResourceExhausted | Code::Unauthenticated | Code::PermissionDenied => {
-                if refusals.admit(method, code) {
+            (_, None) if details.cache == Some(Source::Hit) || self.is_probe() => {
+                // The hot path (tens of thousands a second): a line for each
+                // would cost a fifth of the gateway's throughput. Health
+                // probes come every few seconds from every prober.
+                line!(debug, error, "call finished");
+            }
+            (_, None | Some(Failure::Answer)) => line!(info, error, "call finished"),
+            (_, Some(Failure::Refusal)) => {
+                if self.observer.refusals.admit(method, code) {
                     line!(info, reason, "call refused");
                 }
             }
-            _ => line!(warn, error, "call failed"),
+            (_, Some(Failure::Shutdown)) => {
+                line!(info, error, "call ended: the gateway is shutting down")
+            }
+            (_, Some(Failure::Fault)) => line!(warn, error, "call failed"),
         }
     }
+
+    /// Whether the call is a health check.
+    fn is_probe(&self) -> bool {
+        self.method().service == HEALTH
+    }
 }
+
+/// How a call ended, as far as the layer can tell.
+enum Ended {
+    /// The client was sent this status (and its message, unless OK).
+    Status(Code, Option<String>),
+    /// The call was dropped before its status was sent.
+    Dropped,
+}
+
+impl Ended {
+    /// The status in `headers` (a trailers-only answer) or trailers. Only
+    /// the code is read for OK, the common case.
+    fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        let code = Code::from_bytes(headers.get("grpc-status")?.as_bytes());
+        if code == Code::Ok {
+            return Some(Self::Status(code, None));
+        }
+        let message = Status::from_header_map(headers).map(|s| s.message().to_owned());
+        Some(Self::Status(code, message))
+    }
+}
+
+/// The health service's name.
+const HEALTH: &str = "grpc.health.v1.Health";
 
 pin_project_lite::pin_project! {
     /// The response future of an observed call.
@@ -313,9 +365,9 @@ pin_project_lite::pin_project! {
 
     impl<F> PinnedDrop for Observed<F> {
         fn drop(this: Pin<&mut Self>) {
-            // Dropped before the handler answered: the client left.
+            // Dropped before the handler answered.
             if let Some(call) = this.project().call.take() {
-                call.finish(None);
+                call.finish(Ended::Dropped);
             }
         }
     }
@@ -334,13 +386,20 @@ where
             return Poll::Ready(result);
         };
         let Ok(response) = result else {
-            call.finish(Some(&Status::internal("the service failed")));
+            let failed = Some("the service failed".to_owned());
+            call.finish(Ended::Status(Code::Internal, failed));
             return Poll::Ready(result);
         };
         call.refused = response.extensions().get::<Refused>().cloned();
         // A trailers-only answer (every error): the status is in the headers.
-        if let Some(status) = Status::from_header_map(response.headers()) {
-            call.finish(Some(&status));
+        if let Some(ended) = Ended::from_headers(response.headers()) {
+            call.finish(ended);
+            return Poll::Ready(Ok(response));
+        }
+        if response.body().is_end_stream() {
+            // No message and no status: nothing more will come.
+            let missing = Some("the response ended without a status".to_owned());
+            call.finish(Ended::Status(Code::Unknown, missing));
             return Poll::Ready(Ok(response));
         }
         let (parts, body) = response.into_parts();
@@ -376,7 +435,7 @@ pin_project_lite::pin_project! {
             if let Count::Sent(call) = this.project().count
                 && let Some(call) = call.take()
             {
-                call.finish(None);
+                call.finish(Ended::Dropped);
             }
         }
     }
@@ -412,20 +471,28 @@ where
                     && let Count::Sent(call) = this.count
                     && let Some(call) = call.take()
                 {
-                    let status = Status::from_header_map(trailers)
-                        .unwrap_or_else(|| Status::unknown("the response ended without a status"));
-                    call.finish(Some(&status));
+                    let ended = Ended::from_headers(trailers).unwrap_or_else(|| {
+                        let missing = "the response ended without a status".to_owned();
+                        Ended::Status(Code::Unknown, Some(missing))
+                    });
+                    call.finish(ended);
                 }
             }
             Some(Err(_)) | None => {
                 if let Count::Sent(call) = this.count
                     && let Some(call) = call.take()
                 {
-                    let status = match frame {
-                        None => Status::unknown("the response ended without a status"),
-                        Some(_) => Status::internal("the response body failed"),
+                    let ended = match frame {
+                        None => Ended::Status(
+                            Code::Unknown,
+                            Some("the response ended without a status".to_owned()),
+                        ),
+                        Some(_) => Ended::Status(
+                            Code::Internal,
+                            Some("the response body failed".to_owned()),
+                        ),
                     };
-                    call.finish(Some(&status));
+                    call.finish(ended);
                 }
             }
         }

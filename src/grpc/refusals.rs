@@ -111,6 +111,13 @@ impl RefusalLog {
     }
 }
 
+impl Drop for RefusalLog {
+    /// The last interval's summaries, at shutdown.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 async fn summarise(log: Weak<RefusalLog>, every: Duration) {
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     loop {

@@ -15,7 +15,7 @@ use std::{pin::Pin, time::SystemTime};
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{
-    Code, Request, Response, Status,
+    Request, Response, Status,
     metadata::{MetadataMap, MetadataValue},
 };
 use tracing::{info, warn};
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::{cache_control::CacheControl, deadline, observe::CallNote, validate};
 use crate::{
     auth::Caller,
-    error::{Denied, GatewayError},
+    error::{Denied, Failure, GatewayError},
     jobs::{
         Call, ItemResult, Jobs, Served, Source,
         answer::JobState,
@@ -119,7 +119,7 @@ impl JobsGateway for JobsGatewayService {
         let (job_ids, mut results) = self.start_batch(request, &note)?;
         let mut slots: Vec<Option<pb::JobResult>> = vec![None; job_ids.len()];
         while let Some((index, result)) = results.recv().await {
-            slots[index] = Some(item(&note, index, &job_ids[index], result));
+            slots[index] = Some(item(&note, BATCH, index, &job_ids[index], result));
         }
         let results = slots
             .into_iter()
@@ -129,6 +129,7 @@ impl JobsGateway for JobsGatewayService {
                 slot.unwrap_or_else(|| {
                     item(
                         &note,
+                        BATCH,
                         index,
                         &job_ids[index],
                         Err(lost_item(&job_ids[index])),
@@ -148,7 +149,7 @@ impl JobsGateway for JobsGatewayService {
         let note = CallNote::of(&request);
         let (job_ids, results) = self.start_batch(request, &note)?;
         let stream = ReceiverStream::new(results)
-            .map(move |(index, result)| Ok(item(&note, index, &job_ids[index], result)));
+            .map(move |(index, result)| Ok(item(&note, STREAM, index, &job_ids[index], result)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -340,11 +341,16 @@ fn lost_item(job_id: &str) -> GatewayError {
     )
 }
 
+/// The batch methods, as logs name them.
+const BATCH: &str = "BatchDescribeJobs";
+const STREAM: &str = "StreamDescribeJobs";
+
 /// One batch item's wire result, noted. Items AWS could not answer for
 /// an unexpected reason get a line each; refusals and answers are in the
 /// batch's line (and its counts).
 fn item(
     note: &CallNote,
+    method: &'static str,
     index: usize,
     job_id: &str,
     result: Result<Served, GatewayError>,
@@ -360,8 +366,10 @@ fn item(
             )
         }
         Err(err) => {
-            if !expected(err.code()) {
-                warn!(index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
+            if err.failure() == Failure::Fault {
+                let caller = note.caller_name();
+                let caller = caller.as_deref().unwrap_or_default();
+                warn!(method, caller, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
             }
             (Outcome::Error(err.into_rpc_status()), None)
         }
@@ -372,12 +380,4 @@ fn item(
         outcome: Some(outcome),
         cache,
     }
-}
-
-/// Outcomes that are answers or deliberate refusals, not faults.
-fn expected(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted | Code::PermissionDenied
-    )
 }

@@ -372,11 +372,10 @@ impl Jobs {
     /// One AWS request with a token already taken; tells the limiter how
     /// AWS answered.
     async fn send(&self, query: &JobQuery, permit: Permit) -> Result<JobDescription, Attempt> {
-        let sent = Instant::now();
+        let sent = self.metrics.aws_sent();
         let result = self.upstream.describe_job(query).await;
-        let took = sent.elapsed();
+        let took = sent.answered(result.as_ref().map(|_| ()));
         self.latency.record(took);
-        self.metrics.aws_attempt(result.as_ref().map(|_| ()), took);
         // Any answer AWS gave without throttling shows there is quota to spare.
         use UpstreamErrorKind::{InvalidRequest, NotFound, Throttled};
         match &result {

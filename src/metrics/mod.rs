@@ -27,7 +27,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, time::Instant};
 use tracing::{info, warn};
 
 use crate::{jobs::Source, upstream::UpstreamError};
@@ -151,13 +151,49 @@ impl Default for JobsMetrics {
     }
 }
 
-impl JobsMetrics {
-    /// One AWS attempt and how it ended.
-    pub fn aws_attempt(&self, result: Result<(), &UpstreamError>, took: Duration) {
+/// An AWS request on its way: counted when it is answered, or as
+/// `abandoned` when it is dropped first (the caller's deadline passed, or
+/// the caller left), since AWS saw and charged it all the same.
+pub struct InFlight<'a> {
+    metrics: &'a JobsMetrics,
+    sent: Instant,
+    answered: bool,
+}
+
+impl InFlight<'_> {
+    /// AWS answered with `result`; returns how long it took.
+    pub fn answered(mut self, result: Result<(), &UpstreamError>) -> Duration {
+        self.answered = true;
+        let took = self.sent.elapsed();
         let (outcome, code) = match result {
             Ok(()) => ("ok", ""),
             Err(err) => (outcome_name(err), aws_code(err.aws_code.as_deref())),
         };
+        self.metrics.aws_attempt(outcome, code, took);
+        took
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.metrics
+                .aws_attempt("abandoned", "", self.sent.elapsed());
+        }
+    }
+}
+
+impl JobsMetrics {
+    /// An AWS request sent now.
+    pub fn aws_sent(&self) -> InFlight<'_> {
+        InFlight {
+            metrics: self,
+            sent: Instant::now(),
+            answered: false,
+        }
+    }
+
+    fn aws_attempt(&self, outcome: &'static str, code: &'static str, took: Duration) {
         self.aws_attempts
             .get_or_create(&[("outcome", outcome), ("aws_code", code)])
             .inc();
@@ -322,16 +358,22 @@ mod tests {
     #[test]
     fn the_exposition_names_counters_as_prometheus_expects() {
         let jobs = JobsMetrics::default();
-        jobs.aws_attempt(
-            Err(&UpstreamError::new(UpstreamErrorKind::Throttled).with_code("ThrottlingException")),
-            Duration::from_millis(30),
-        );
+        let throttled =
+            UpstreamError::new(UpstreamErrorKind::Throttled).with_code("ThrottlingException");
+        jobs.aws_sent().answered(Err(&throttled));
+        drop(jobs.aws_sent());
         jobs.answered(Source::Hit);
         let grpc = grpc::GrpcMetrics::default();
         let text = Metrics::new(&grpc, &jobs, sampled::Sources::default()).render();
         assert!(text.contains(
             "iot_jobs_gateway_aws_attempts_total{outcome=\"throttled\",aws_code=\"ThrottlingException\"} 1"
         ), "{text}");
+        assert!(
+            text.contains(
+                "iot_jobs_gateway_aws_attempts_total{outcome=\"abandoned\",aws_code=\"\"} 1"
+            ),
+            "a request dropped before its answer: {text}"
+        );
         assert!(
             text.contains("iot_jobs_gateway_cache_answers_total{source=\"hit\"} 1"),
             "{text}"

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 mod bare;
 mod cluster;
 mod fairness;
+mod operations;
 mod procs;
 mod protection;
 mod recovery;
@@ -120,6 +121,21 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// 13. Metrics on the hot path: cache hits with /metrics on and scraped, off, and on a bare tonic server.
+    MetricsCost {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Another build of iot-jobs-gateway to run side by side (rounds interleaved).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
+    /// 14. Log volume under excess demand: every refusal logged vs the default bound.
+    LogVolume {
+        #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
     /// 15. AWS unavailable for 30 s under steady demand: answers fresh, stale and errors, with and without --cache-stale-if-error (and with --cache-stale-while-revalidate), side by side.
@@ -266,6 +282,12 @@ async fn main() -> Result<(), Error> {
             failing,
             after,
         } => stale::stale(rate, jobs, before, failing, after).await?,
+        Scenario::LogVolume { seconds } => operations::log_volume(seconds).await?,
+        Scenario::MetricsCost {
+            rounds,
+            seconds,
+            baseline,
+        } => operations::metrics_cost(rounds, seconds, baseline).await?,
         Scenario::BareServer {
             port,
             response_file,

@@ -107,7 +107,8 @@ impl Jobs {
 
     /// `result`, or in place of a failure that says nothing about the job,
     /// the cached answer if its lifetime ended less than
-    /// `--cache-stale-if-error` ago (and the call accepts it).
+    /// `--cache-stale-if-error` ago (and the call accepts it), or a fresh
+    /// one stored since the lookup began.
     pub(super) async fn or_stale(
         &self,
         query: &JobQuery,
@@ -120,6 +121,8 @@ impl Jobs {
             other => return other,
         };
         match self.cache.cached(query).await {
+            // Another request (a poll, another replica) renewed it meanwhile.
+            Some(cached) if cached.fresh && !call.fresh => served(query, &cached, Source::Hit),
             Some(cached) if self.stale.may_serve(&cached, window, call) => {
                 debug!(job_id = %query.job_id, error = %err.chain(), "served a stale answer in place of a failure");
                 served(query, &cached, Source::Stale)

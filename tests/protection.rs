@@ -17,7 +17,7 @@ use serde_json::Value;
 use support::{
     TestGateway, describe, error_info_reason,
     fake_aws::{FakeAws, Reply, full_job},
-    fresh,
+    fresh, header,
     sim::TestSim,
 };
 use tokio::time::Instant;
@@ -47,16 +47,6 @@ fn job(job_id: &str, status: &str) -> Reply {
     let mut body = full_job(job_id);
     body["job"]["status"] = Value::from(status);
     Reply::Job(body)
-}
-
-fn header<T>(response: &tonic::Response<T>, name: &str) -> String {
-    response
-        .metadata()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header"))
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// Calls DescribeJob `n` times at once; returns each call's `x-cache`

@@ -20,7 +20,7 @@ use serde_json::Value;
 use support::{
     GatewayOptions, TestGateway, describe, error_info_reason,
     fake_aws::{FakeAws, Reply, full_job},
-    iot_client,
+    header, iot_client,
     redis::RedisServer,
 };
 use tokio::time::{Instant, sleep};
@@ -94,16 +94,6 @@ fn with_cache_control(
         .metadata_mut()
         .insert("cache-control", value.parse().unwrap());
     request
-}
-
-fn header<T>(response: &Response<T>, name: &str) -> String {
-    response
-        .metadata()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header"))
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn comment(response: &Response<pb::DescribeJobResponse>) -> String {

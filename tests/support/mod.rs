@@ -366,3 +366,14 @@ pub async fn create_rich_job(client: &aws_sdk_iot::Client, job_id: &str) {
         .await
         .expect("CreateJob at the AWS stand-in");
 }
+
+/// The response header `name` (`x-cache`, say); panics if it is missing.
+pub fn header<T>(response: &tonic::Response<T>, name: &str) -> String {
+    response
+        .metadata()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}

@@ -29,7 +29,7 @@ use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 use tracing::{debug, error, info, warn};
 
-use super::refusals::RefusalLog;
+use super::refusals::{Kind, RefusalLog};
 use crate::{
     error::{Failure, GatewayError},
     jobs::Source,
@@ -306,6 +306,13 @@ impl Call {
                 // period after a shutdown ran out.
                 line!(info, error, "caller went away; upstream work dropped")
             }
+            (_, None) if details.cache == Some(Source::Stale) => {
+                // While AWS fails, stale answers stand in for errors at the
+                // rate calls come: bounded like refusals.
+                if self.observer.refusals.admit(Kind::Stale, method, code) {
+                    line!(info, error, "call finished");
+                }
+            }
             (_, None) if details.cache == Some(Source::Hit) || self.is_probe() => {
                 // The hot path (tens of thousands a second): a line for each
                 // would cost a fifth of the gateway's throughput. Health
@@ -314,7 +321,7 @@ impl Call {
             }
             (_, None | Some(Failure::Answer)) => line!(info, error, "call finished"),
             (_, Some(Failure::Refusal)) => {
-                if self.observer.refusals.admit(method, code) {
+                if self.observer.refusals.admit(Kind::Refusal, method, code) {
                     line!(info, reason, "call refused");
                 }
             }

@@ -1,12 +1,14 @@
-//! Bounded logging of expected refusals.
+//! Bounded logging of expected refusals (and of stale answers).
 //!
 //! Under excess demand the gateway refuses calls on purpose (RATE_LIMITED,
 //! a caller's queue full, unauthenticated callers retrying): expected
 //! behaviour, not an incident, and at thousands a second one line each
-//! would drown everything else. Every refusal is counted in the metrics
-//! (`grpc_server_handled_total`); the log gets the first few of each kind
-//! (method and status code) per interval, and then one summary line per
-//! kind and interval with how many more there were.
+//! would drown everything else. The same goes for the stale answers that
+//! stand in for errors while AWS fails. Every one is counted in the
+//! metrics (`grpc_server_handled_total`, `cache_answers_total`); the log
+//! gets the first few of each kind (what, method and status code) per
+//! interval, and then one summary line per kind and interval with how many
+//! more there were.
 
 use std::{
     collections::HashMap,
@@ -38,6 +40,15 @@ impl Default for RefusalLogSettings {
     }
 }
 
+/// What a bounded line is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A call refused on purpose.
+    Refusal,
+    /// A call answered with an expired answer.
+    Stale,
+}
+
 #[derive(Debug)]
 struct Window {
     started: Instant,
@@ -49,7 +60,7 @@ struct Window {
 #[derive(Debug)]
 pub struct RefusalLog {
     settings: RefusalLogSettings,
-    windows: Mutex<HashMap<(&'static str, Code), Window>>,
+    windows: Mutex<HashMap<(Kind, &'static str, Code), Window>>,
 }
 
 impl RefusalLog {
@@ -66,14 +77,14 @@ impl RefusalLog {
         log
     }
 
-    /// Whether this refusal of `method` with `code` gets its own line.
-    pub fn admit(&self, method: &'static str, code: Code) -> bool {
+    /// Whether this `kind` of line for `method` with `code` gets written.
+    pub fn admit(&self, kind: Kind, method: &'static str, code: Code) -> bool {
         if self.settings.every.is_zero() {
             return true;
         }
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows.entry((method, code)).or_insert(Window {
+        let window = windows.entry((kind, method, code)).or_insert(Window {
             started: now,
             logged: 0,
             suppressed: 0,
@@ -94,18 +105,34 @@ impl RefusalLog {
             let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *windows).into_iter().collect()
         };
-        for ((method, code), window) in ended {
-            if window.suppressed > 0 {
-                let seconds = window.started.elapsed().as_secs_f64().round();
-                info!(
+        for ((kind, method, code), window) in ended {
+            if window.suppressed == 0 {
+                continue;
+            }
+            let seconds = window.started.elapsed().as_secs_f64().round();
+            let (all, not_logged) = (
+                u64::from(window.logged) + window.suppressed,
+                window.suppressed,
+            );
+            match kind {
+                Kind::Refusal => info!(
                     method,
                     ?code,
-                    refused = u64::from(window.logged) + window.suppressed,
-                    not_logged = window.suppressed,
+                    refused = all,
+                    not_logged,
                     seconds,
                     "more refusals than are logged one by one; all are counted in \
                      grpc_server_handled_total"
-                );
+                ),
+                Kind::Stale => info!(
+                    method,
+                    ?code,
+                    stale = all,
+                    not_logged,
+                    seconds,
+                    "more stale answers than are logged one by one; all are counted in \
+                     iot_jobs_gateway_cache_answers_total"
+                ),
             }
         }
     }
@@ -137,11 +164,15 @@ mod tests {
             lines: 2,
             every: Duration::from_secs(10),
         });
-        let limited = || log.admit("DescribeJob", Code::ResourceExhausted);
+        let limited = || log.admit(Kind::Refusal, "DescribeJob", Code::ResourceExhausted);
         assert_eq!([limited(), limited(), limited()], [true, true, false]);
         assert!(
-            log.admit("DescribeJob", Code::Unauthenticated),
+            log.admit(Kind::Refusal, "DescribeJob", Code::Unauthenticated),
             "another kind has its own lines"
+        );
+        assert!(
+            log.admit(Kind::Stale, "DescribeJob", Code::Ok),
+            "stale answers have lines of their own"
         );
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert!(limited(), "a new interval logs again");
@@ -153,6 +184,6 @@ mod tests {
             lines: 0,
             every: Duration::ZERO,
         });
-        assert!((0..100).all(|_| log.admit("DescribeJob", Code::ResourceExhausted)));
+        assert!((0..100).all(|_| log.admit(Kind::Refusal, "DescribeJob", Code::ResourceExhausted)));
     }
 }

@@ -14,6 +14,10 @@
 //! | `POST /_sim/faults`, `DELETE /_sim/faults` | inject or clear faults |
 //! | `POST /_sim/clock/advance` | move the simulator's time forward |
 //! | `POST /_sim/jobs/{jobId}/executions/advance` | finish executions now |
+//! | `GET /_sim/events/stats` | the events publisher's counters ([`super::publisher::EventsStats`]) |
+//! | `POST /_sim/events` | publish `{"topic": .., "payload": ..}` as given (a JSON payload is sent as JSON text) |
+//! | `POST /_sim/events/job/{jobId}/{operation}` | publish a forged job event in AWS's shape |
+//! | `POST /_sim/events/jobExecution/{jobId}/{operation}?count=N` | publish N forged execution events |
 
 use std::{
     collections::HashMap,
@@ -66,6 +70,16 @@ pub fn router(simulator: Simulator) -> Router {
         .route(
             "/_sim/jobs/{job_id}/executions/advance",
             axum::routing::post(advance_executions),
+        )
+        .route("/_sim/events/stats", get(events_stats))
+        .route("/_sim/events", axum::routing::post(publish_raw))
+        .route(
+            "/_sim/events/job/{job_id}/{operation}",
+            axum::routing::post(forge_job_event),
+        )
+        .route(
+            "/_sim/events/jobExecution/{job_id}/{operation}",
+            axum::routing::post(forge_execution_events),
         )
         .with_state(simulator)
 }
@@ -182,6 +196,57 @@ async fn advance_executions(
     match sim.advance_executions(&job_id, req.count, req.outcome) {
         Ok(finished) => Json(json!({"finished": finished})).into_response(),
         Err(err) => error(err),
+    }
+}
+
+async fn events_stats(State(sim): State<Simulator>) -> Response {
+    match sim.events_stats() {
+        Some(stats) => Json(stats).into_response(),
+        None => error(super::publisher::EventsError::Off.into()),
+    }
+}
+
+/// `{"topic": "$aws/events/job/j/completed", "payload": {...} | "text"}`
+#[derive(serde::Deserialize)]
+struct RawEvent {
+    topic: String,
+    payload: Value,
+}
+
+async fn publish_raw(State(sim): State<Simulator>, Json(req): Json<RawEvent>) -> Response {
+    let payload = match req.payload {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    match sim.publish_raw(&req.topic, payload) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => error(err.into()),
+    }
+}
+
+async fn forge_job_event(
+    State(sim): State<Simulator>,
+    Path((job_id, operation)): Path<(String, String)>,
+) -> Response {
+    match sim.forge_job_event(&job_id, &operation) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => error(err.into()),
+    }
+}
+
+async fn forge_execution_events(
+    State(sim): State<Simulator>,
+    Path((job_id, operation)): Path<(String, String)>,
+    Query(params): Params,
+) -> Response {
+    let count = match params.get("count").map(|c| c.parse::<usize>()) {
+        None => 1,
+        Some(Ok(count)) => count,
+        Some(Err(_)) => return error(SimError::invalid("count must be a whole number")),
+    };
+    match sim.forge_execution_events(&job_id, &operation, count) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => error(err.into()),
     }
 }
 

@@ -141,7 +141,7 @@ impl SimJob {
     }
 
     /// When a SNAPSHOT job finished: its last execution's end, once all are terminal.
-    fn completed_at(&self, now: EpochMillis) -> Option<EpochMillis> {
+    pub(super) fn completed_at(&self, now: EpochMillis) -> Option<EpochMillis> {
         if self.continuous || self.executions.is_empty() {
             return None;
         }
@@ -159,7 +159,7 @@ impl SimJob {
     }
 
     /// The last instant anything about the job changed, up to `now`.
-    fn last_updated_at(&self, now: EpochMillis) -> EpochMillis {
+    pub(super) fn last_updated_at(&self, now: EpochMillis) -> EpochMillis {
         let mut last = self.created_at;
         for e in &self.executions {
             for t in [e.starts_at, e.ends_at] {
@@ -248,7 +248,7 @@ impl SimJob {
         Value::Object(body)
     }
 
-    fn process_details(&self, now: EpochMillis) -> Value {
+    pub(super) fn process_details(&self, now: EpochMillis) -> Value {
         let mut counts = BTreeMap::<&str, i64>::new();
         let mut processing = Vec::new();
         for e in &self.executions {

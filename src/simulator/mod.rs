@@ -6,11 +6,14 @@
 //! against it. Jobs follow AWS's lifecycle on a [`clock::Clock`] that tests
 //! can drive ([`job`]). Tests and benchmarks program it through this Rust
 //! API or the admin HTTP API: inject faults, enforce a rate limit, and count
-//! how many DescribeJob calls reached "AWS".
+//! how many DescribeJob calls reached "AWS". Given an MQTT broker, it also
+//! publishes AWS IoT Jobs events as AWS does ([`events`], [`publisher`]).
 
 pub mod clock;
+pub mod events;
 pub mod http;
 pub mod job;
+pub mod publisher;
 pub mod schedule;
 pub mod seed;
 
@@ -166,6 +169,8 @@ struct State {
     /// Token bucket of the DescribeJob rate limit.
     tokens: f64,
     refilled: Instant,
+    /// The events publisher, once [`Simulator::publish_events_to`] started it.
+    events: Option<publisher::Events>,
 }
 
 /// A running simulator; clones share state.
@@ -197,6 +202,7 @@ impl Simulator {
                 asked_index: std::collections::HashMap::new(),
                 tokens,
                 refilled: Instant::now(),
+                events: None,
             })),
         }
     }
@@ -222,6 +228,7 @@ impl Simulator {
         let _ = self.offset.fetch_update(SeqCst, SeqCst, |offset| {
             Some(offset.saturating_add(millis(by)))
         });
+        self.scan_events();
     }
 
     /// Finishes the next `count` unfinished executions of a job now, with
@@ -268,6 +275,7 @@ impl Simulator {
         let answer =
             json!({"jobArn": job.arn, "jobId": job_id, "description": body.get("description")});
         state.jobs.insert(job_id.to_owned(), job);
+        state.track(job_id, now);
         Ok(answer)
     }
 
@@ -408,7 +416,9 @@ impl Simulator {
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| SimError::not_found(job_id))?;
-        f(job, now)
+        let result = f(job, now);
+        state.track(job_id, now);
+        result
     }
 
     /// CancelJob.
@@ -507,6 +517,7 @@ impl Simulator {
         before_substitution: bool,
     ) -> Answer {
         self.purge_if_gone(state, job_id, now);
+        state.track(job_id, now);
         match state.jobs.get(job_id) {
             Some(job) => Answer::Job(job.describe(now, before_substitution)),
             None => Answer::Error(SimError::not_found(job_id)),
@@ -521,8 +532,11 @@ impl Simulator {
             .get(job_id)
             .and_then(|j| j.deleting_since)
             .is_some_and(|since| now >= since + millis(self.config.deletion_delay));
-        if gone {
-            state.jobs.remove(job_id);
+        if gone
+            && let Some(job) = state.jobs.remove(job_id)
+            && let Some(events) = state.events.as_mut()
+        {
+            events.tracker.gone(&job, now);
         }
     }
 
@@ -584,6 +598,13 @@ impl Simulator {
 }
 
 impl State {
+    /// Publishes what changed about `job_id`, when events are on.
+    fn track(&mut self, job_id: &str, now: EpochMillis) {
+        if let (Some(events), Some(job)) = (self.events.as_mut(), self.jobs.get(job_id)) {
+            events.tracker.scan_job(job, now, true);
+        }
+    }
+
     /// The index of `job_id` in `asked`, adding it on its first call.
     fn job_index(&mut self, job_id: &str) -> usize {
         if let Some(&index) = self.asked_index.get(job_id) {

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod fake_aws;
 pub mod metrics;
+pub mod mosquitto;
 pub mod process;
 pub mod python;
 pub mod redis;

@@ -1,0 +1,291 @@
+//! A real Mosquitto broker (Debian/Ubuntu package `mosquitto`) on a free
+//! loopback port, anonymous, persistence off, stopped when dropped. Where
+//! the binary is missing, it is installed with apt-get (as root) or the test
+//! fails naming the package; nothing is skipped. Take [`mosquitto_binary`]
+//! first in a test, before starting anything on the clock: the first
+//! install takes a while.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    process::{Child, Command},
+};
+
+/// The `mosquitto` binary, installed first if needed.
+pub async fn mosquitto_binary() -> PathBuf {
+    match tokio::task::spawn_blocking(installed).await {
+        Ok(path) => path.to_owned(),
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
+}
+
+fn installed() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(found) = find() {
+            return found;
+        }
+        // One install at a time across test binaries.
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let lock = File::create(target.join("mosquitto-install.lock")).unwrap();
+        lock.lock()
+            .expect("cannot lock target/mosquitto-install.lock");
+        if let Some(found) = find() {
+            return found;
+        }
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+        assert!(
+            root,
+            "mosquitto is not installed and the tests cannot install it (not root): \
+             install the Debian/Ubuntu package mosquitto (apt-get install mosquitto)"
+        );
+        eprintln!("installing mosquitto with apt-get (first run only)");
+        for args in [&["update"][..], &["install", "-y", "mosquitto"]] {
+            let status = std::process::Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run apt-get to install mosquitto: {e}"));
+            assert!(
+                status.success(),
+                "apt-get {args:?} failed ({status}): install the package mosquitto"
+            );
+        }
+        find().expect("apt-get installed mosquitto, but no mosquitto binary was found")
+    })
+}
+
+fn find() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join("mosquitto"))
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A mosquitto this test started.
+pub struct Mosquitto {
+    binary: PathBuf,
+    pub port: u16,
+    /// Holds the generated configuration file.
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts one on a free loopback port.
+    pub async fn start() -> Self {
+        let binary = mosquitto_binary().await;
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "iot-jobs-gateway-mosquitto-{}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut broker = Self {
+                binary: binary.clone(),
+                port,
+                dir,
+                child: None,
+            };
+            if broker.run().await {
+                return broker;
+            }
+        }
+        panic!("mosquitto did not start on a free port in five tries");
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process on `self.port`; whether it answers an MQTT CONNECT.
+    async fn run(&mut self) -> bool {
+        let config = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 log_dest stderr\nlog_type error\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start mosquitto");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if self.connack().await {
+                return true;
+            }
+            if let Some(child) = &mut self.child
+                && child.try_wait().ok().flatten().is_some()
+            {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Whether the broker accepts an MQTT 3.1.1 CONNECT (CONNACK, code 0).
+    async fn connack(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 10 s,
+        // client id "probe".
+        const CONNECT: &[u8] = &[
+            0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 5, b'p', b'r', b'o', b'b',
+            b'e',
+        ];
+        let mut reply = [0u8; 4];
+        let ok = conn.write_all(CONNECT).await.is_ok()
+            && conn.read_exact(&mut reply).await.is_ok()
+            && reply == [0x20, 2, 0, 0];
+        let _ = conn.write_all(&[0xe0, 0]).await; // DISCONNECT
+        ok
+    }
+
+    /// Kills it (SIGKILL), as a crash or a network cut would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (empty: persistence is off).
+    pub async fn restart(&mut self) {
+        assert!(
+            self.run().await,
+            "mosquitto did not restart on {}",
+            self.port
+        );
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A plain MQTT client subscribed to a topic filter on a test broker, as a
+/// monitoring application would be: it hands back every message it
+/// receives, in order, with its payload parsed as JSON.
+pub struct Subscriber {
+    messages: tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+}
+
+impl Subscriber {
+    /// Connects to `broker` and subscribes to `filter` (QoS 1); returns
+    /// once the broker acknowledged the subscription.
+    pub async fn start(broker: &Mosquitto, filter: &str) -> Self {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let id = format!("test-subscriber-{:08x}", fastrand::u32(..));
+        let (client, mut eventloop) =
+            AsyncClient::new(MqttOptions::new(id, "127.0.0.1", broker.port), 10);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let subscribed = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => return,
+                    Ok(_) => {}
+                    Err(err) => panic!("the test subscriber cannot subscribe: {err}"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), subscribed)
+            .await
+            .expect("the broker acknowledged the subscription within 5 s");
+        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // Keeps the client alive as long as the event loop runs.
+            let _client = client;
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(publish)) = event {
+                    let payload = serde_json::from_slice(&publish.payload).unwrap_or_else(|_| {
+                        String::from_utf8_lossy(&publish.payload)
+                            .into_owned()
+                            .into()
+                    });
+                    if tx.send((publish.topic, payload)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self { messages }
+    }
+
+    /// The next message, or a panic after `within`.
+    pub async fn next(&mut self, within: Duration) -> (String, serde_json::Value) {
+        tokio::time::timeout(within, self.messages.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no MQTT message within {within:?}"))
+            .expect("the subscriber's connection ended")
+    }
+
+    /// Every message up to and including the first on `topic`.
+    pub async fn until(
+        &mut self,
+        topic: &str,
+        within: Duration,
+    ) -> Vec<(String, serde_json::Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Ok(Some(message)) = tokio::time::timeout(left, self.messages.recv()).await else {
+                let topics: Vec<&String> = seen.iter().map(|(t, _)| t).collect();
+                panic!("no message on {topic} within {within:?}; got {topics:?}");
+            };
+            let last = message.0 == topic;
+            seen.push(message);
+            if last {
+                return seen;
+            }
+        }
+    }
+
+    /// Every message that arrives within `window` (none is fine).
+    pub async fn drain(&mut self, window: Duration) -> Vec<(String, serde_json::Value)> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, self.messages.recv()).await
+        {
+            seen.push(message);
+        }
+        seen
+    }
+}

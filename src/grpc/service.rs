@@ -27,7 +27,7 @@ use crate::{
     jobs::{
         Call, ItemResult, Jobs, Served, Source,
         answer::JobState,
-        watch::{ChangeKind, Observed, WatchEvent},
+        watch::{ChangeKind, Observed, WatchEvent, observation::Trigger},
     },
     pb::{self, jobs_gateway_server::JobsGateway},
     upstream::JobQuery,
@@ -286,10 +286,23 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
                 r#final: last,
                 state: Some(state),
                 observed_at: Some(observation.observed_at.into()),
+                trigger: trigger(observation.trigger) as i32,
             })
         }
     };
     pb::WatchJobsResponse { event: Some(event) }
+}
+
+/// Why the gateway asked AWS, in wire form.
+fn trigger(trigger: Trigger) -> pb::job_event::Trigger {
+    use pb::job_event::Trigger as Wire;
+    match trigger {
+        Trigger::Elsewhere => Wire::Unspecified,
+        Trigger::Call => Wire::Call,
+        Trigger::Schedule => Wire::Schedule,
+        Trigger::CatchUp => Wire::EventsCatchUp,
+        Trigger::Event | Trigger::FinalEvent => Wire::AwsEvent,
+    }
 }
 
 /// What the domain needs to know of a call besides its question.

@@ -44,7 +44,7 @@ use limit::{
 use stale::StaleAnswers;
 use watch::{
     Observation, Observed, StreamOwner, Subscription, WatchSettings, Watches,
-    observation::Sent,
+    observation::{Sent, Trigger},
     ownership::{PollOwnership, local::LocalPolls, redis::SharedPolls},
     pollers::Polls,
 };
@@ -243,6 +243,22 @@ impl Jobs {
             watches: Some(Arc::downgrade(&self.watches)),
             shared: None,
         }
+    }
+
+    /// An AWS IoT Jobs event said `job_id` changed: its cached answers are
+    /// set aside (the next call asks AWS) and, if it is watched, its next
+    /// poll is due now. Returns how many watched questions it hastened;
+    /// none costs AWS nothing.
+    pub async fn job_event(&self, job_id: &str, trigger: Trigger) -> usize {
+        let now = Instant::now();
+        for before_substitution in [None, Some(false), Some(true)] {
+            let query = JobQuery {
+                job_id: job_id.to_owned(),
+                before_substitution,
+            };
+            self.cache.forget_older_than(&query, now).await;
+        }
+        self.watches.hasten(job_id, trigger)
     }
 
     /// The token bucket in front of AWS.
@@ -506,9 +522,14 @@ impl Polls for Jobs {
     /// already taken. It neither evicts the cached answer first nor stands in
     /// for calls as their shared AWS request (calls keep their own retries);
     /// its answer replaces an older cached one, then reaches the watchers.
-    async fn poll(&self, query: &JobQuery, permit: Permit) -> Result<(), GatewayError> {
+    async fn poll(
+        &self,
+        query: &JobQuery,
+        permit: Permit,
+        trigger: Trigger,
+    ) -> Result<(), GatewayError> {
         self.metrics.polled();
-        let sent = Sent::now();
+        let sent = Sent::now().because(trigger);
         let deadline = sent.at + self.operation_timeout;
         let request = self.send(query, permit);
         let result = match tokio::time::timeout_at(deadline, request).await {

@@ -29,23 +29,53 @@ pub struct Sent {
     pub at: Instant,
     /// The process's count of requests so far.
     pub seq: u64,
+    /// Why.
+    pub trigger: Trigger,
 }
 
 impl Sent {
-    /// A request sent now.
+    /// A request sent now for a call.
     pub fn now() -> Self {
         static SEQ: AtomicU64 = AtomicU64::new(1);
         Self {
             at: Instant::now(),
             seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            trigger: Trigger::Call,
         }
+    }
+
+    /// The same request, sent because of `trigger`.
+    pub fn because(self, trigger: Trigger) -> Self {
+        Self { trigger, ..self }
     }
 
     /// An answer known from before any request (a cached one): every
     /// request's answer replaces it.
     pub fn before_all(at: Instant) -> Self {
-        Self { at, seq: 0 }
+        Self {
+            at,
+            seq: 0,
+            trigger: Trigger::Call,
+        }
     }
+}
+
+/// What made the gateway ask AWS about a job. Ordered by how soon a
+/// watched job's poll should come: an event that the job ended first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trigger {
+    /// Not known here: another replica asked.
+    Elsewhere,
+    /// A caller's call.
+    Call,
+    /// The watch schedule.
+    Schedule,
+    /// The events connection came (back); events may have been missed.
+    CatchUp,
+    /// An AWS IoT Jobs event about the job.
+    Event,
+    /// An event saying the job ended (completed, canceled, deleted).
+    FinalEvent,
 }
 
 /// Where an observation stands among the observations of its job: a later
@@ -72,6 +102,8 @@ pub struct Observation {
     pub state: Observed,
     /// When AWS answered (wall clock, for clients).
     pub observed_at: SystemTime,
+    /// Why the gateway asked.
+    pub trigger: Trigger,
     /// When the request that got this answer was sent (for the schedule).
     pub(super) sent: Instant,
     /// Older observations never overwrite newer ones.
@@ -92,15 +124,15 @@ pub enum Observed {
 impl Observation {
     /// A state seen in an answer to a request of this process.
     pub fn new(state: Observed, sent: Sent) -> Self {
-        Self::ordered(
-            state,
-            sent.at,
-            Order {
-                epoch: 0,
-                term: 0,
-                seq: sent.seq,
-            },
-        )
+        let order = Order {
+            epoch: 0,
+            term: 0,
+            seq: sent.seq,
+        };
+        Self {
+            trigger: sent.trigger,
+            ..Self::ordered(state, sent.at, order)
+        }
     }
 
     /// A state another replica saw, in its `order`.
@@ -117,6 +149,7 @@ impl Observation {
             version,
             state,
             observed_at,
+            trigger: Trigger::Elsewhere,
             sent,
             order,
             previous: None,

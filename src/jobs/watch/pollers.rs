@@ -19,10 +19,13 @@ use tokio::{sync::watch, time::Instant};
 
 use super::{
     Watches,
-    observation::{Changes, Observation, Observed, Sent},
+    observation::{Changes, Observation, Observed, Sent, Trigger},
     worth_reporting,
 };
 use crate::{error::GatewayError, jobs::limit::Permit, upstream::JobQuery};
+
+/// The least time between two polls of one job that events asked for.
+const EVENT_GAP: Duration = Duration::from_secs(1);
 
 /// What subscribers of a poller see: the latest observation, if any yet.
 pub(super) type Latest = Option<Arc<Observation>>;
@@ -37,6 +40,9 @@ pub(super) struct Poller {
     last_answer: Option<Instant>,
     /// A poll is running.
     in_flight: bool,
+    /// An event asked for a poll ahead of the schedule (the most urgent
+    /// reason, when several came before the poll).
+    hastened: Option<Trigger>,
 }
 
 #[derive(Default)]
@@ -69,9 +75,14 @@ pub trait Polls: Clone + Send + Sync + 'static {
     /// A background token from the rate limit.
     async fn token(&self) -> Permit;
 
-    /// One poll of `query` with a token already taken; its answer reaches
-    /// the watchers through [`Watches::observe`].
-    async fn poll(&self, query: &JobQuery, permit: Permit) -> Result<(), GatewayError>;
+    /// One poll of `query` with a token already taken, for `trigger`; its
+    /// answer reaches the watchers through [`Watches::observe`].
+    async fn poll(
+        &self,
+        query: &JobQuery,
+        permit: Permit,
+        trigger: Trigger,
+    ) -> Result<(), GatewayError>;
 }
 
 impl Watches {
@@ -121,6 +132,7 @@ impl Watches {
             latest: watch::Sender::new(None),
             last_answer: None,
             in_flight: false,
+            hastened: None,
         };
         let out = f(&poller.latest);
         pollers.by_query.insert(query.clone(), poller);
@@ -135,6 +147,38 @@ impl Watches {
             .filter(|(_, poller)| poller.latest.receiver_count() > 0)
             .map(|(query, _)| query.clone())
             .collect()
+    }
+
+    /// Makes the next poll of every watched question about `job_id` due
+    /// now, for `trigger` (an event): still through the rate limit, at poll
+    /// priority. However many events come before it, that is one poll; an
+    /// event during a poll makes one more. Returns how many questions are
+    /// watched (none: the event costs AWS nothing).
+    pub(crate) fn hasten(&self, job_id: &str, trigger: Trigger) -> usize {
+        let mut pollers = self.lock();
+        let mut hastened = 0;
+        for (query, poller) in pollers.by_query.iter_mut() {
+            if query.job_id == job_id {
+                poller.hastened = poller.hastened.max(Some(trigger));
+                hastened += 1;
+            }
+        }
+        drop(pollers);
+        if hastened > 0 {
+            self.wake.notify_one();
+        }
+        hastened
+    }
+
+    /// Makes every watched job's next poll due now (events may have been
+    /// missed).
+    pub(crate) fn hasten_all(&self, trigger: Trigger) {
+        let mut pollers = self.lock();
+        for poller in pollers.by_query.values_mut() {
+            poller.hastened = poller.hastened.max(Some(trigger));
+        }
+        drop(pollers);
+        self.wake.notify_one();
     }
 
     /// Something changed for the scheduler (ownership, for one).
@@ -202,9 +246,11 @@ impl Watches {
         Next::Wait(earliest)
     }
 
-    /// Picks the due job AWS answered about longest ago (never-polled jobs
-    /// first), marks it in flight and returns it with its poller's id.
-    fn take_due(&self, now: Instant) -> Option<(JobQuery, u64)> {
+    /// Picks the due job an event asked about (an event that it ended
+    /// first), else the one AWS answered about longest ago (never-polled
+    /// jobs first); marks it in flight and returns it with its poller's id
+    /// and why it is polled.
+    fn take_due(&self, now: Instant) -> Option<(JobQuery, u64, Trigger)> {
         let interval = self.settings.poll_interval;
         let mut pollers = self.lock();
         let (query, poller) = pollers
@@ -212,9 +258,10 @@ impl Watches {
             .iter_mut()
             .filter(|(query, poller)| self.polled_here(query, poller))
             .filter(|(_, p)| p.due_at(interval, now).is_some_and(|due| due <= now))
-            .min_by_key(|(_, p)| p.last_answer)?;
+            .min_by_key(|(_, p)| (std::cmp::Reverse(p.hastened), p.last_answer))?;
         poller.in_flight = true;
-        Some((query.clone(), poller.id))
+        let trigger = poller.hastened.take().unwrap_or(Trigger::Schedule);
+        Some((query.clone(), poller.id, trigger))
     }
 
     /// Whether this process polls `query` (its poller is `poller`).
@@ -265,6 +312,14 @@ impl Poller {
         if self.in_flight || is_final {
             return None;
         }
+        if self.hastened.is_some() {
+            // A burst of events (one per thing of a large rollout) is one
+            // poll, then at most one more a second.
+            return Some(
+                self.last_answer
+                    .map_or(now, |t| t + EVENT_GAP.min(interval)),
+            );
+        }
         Some(self.last_answer.map_or(now, |t| t + interval))
     }
 
@@ -292,14 +347,14 @@ async fn schedule(watches: Arc<Watches>, polls: impl Polls) {
                     },
                 };
                 // Waiting for the token may have changed which job is due.
-                let Some((query, poller)) = watches.take_due(Instant::now()) else {
+                let Some((query, poller, trigger)) = watches.take_due(Instant::now()) else {
                     held = Some(permit);
                     continue;
                 };
                 let (watches, polls) = (watches.clone(), polls.clone());
                 tokio::spawn(async move {
                     let _done = PollDone(&watches, &query, poller);
-                    if let Err(err) = polls.poll(&query, permit).await
+                    if let Err(err) = polls.poll(&query, permit, trigger).await
                         && worth_reporting(&err)
                     {
                         let failed = || Observation::new(Observed::Failed(err), Sent::now());

@@ -11,6 +11,7 @@ use tracing::info;
 use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
+    events::{self, EventsSettings, Subscriber},
     jobs::{Jobs, JobsSettings, Roles},
     metrics::{self, Metrics, sampled::Sources},
     server::{self, Observation, Security, ServeError, ServerSettings, Stopped},
@@ -51,6 +52,12 @@ pub enum AppError {
     /// The Redis URL cannot work.
     #[error("configuration error: --redis-url / GATEWAY_REDIS_URL: {0}")]
     Redis(redis::RedisError),
+    /// The events settings cannot work.
+    #[error("configuration error: {0}")]
+    Events(#[from] events::EventsError),
+    /// The simulator cannot publish events to the broker given.
+    #[error("configuration error: --events-mqtt-url: {0}")]
+    SimulatorEvents(#[from] crate::simulator::publisher::EventsError),
     /// The simulator's HTTP server failed.
     #[error("the simulator failed: {0}")]
     Simulator(std::io::Error),
@@ -68,6 +75,8 @@ pub struct GatewaySettings {
     /// Share the roles with other replicas through this Redis; `None`: a
     /// gateway on its own.
     pub redis: Option<RedisSettings>,
+    /// Poll watched jobs when AWS IoT Jobs events say they changed.
+    pub events: Option<EventsSettings>,
 }
 
 /// A gateway ready to serve: the listener bound and the domain service
@@ -82,6 +91,16 @@ pub struct Application {
     security: Security,
     observation: Observation,
     metrics: Option<(TcpListener, Arc<Metrics>)>,
+    events: Option<Subscriber>,
+}
+
+/// Stops a background task when the gateway stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Application {
@@ -96,6 +115,7 @@ impl Application {
             Some(addr) => Some(bind_for(HEALTH_FLAG, addr).await?.0),
             None => None,
         };
+        let events = settings.events.as_ref().map(Subscriber::new).transpose()?;
         let metrics_listener = match settings.server.metrics_listen {
             Some(addr) => Some(bind_for(METRICS_FLAG, addr).await?),
             None => None,
@@ -129,6 +149,7 @@ impl Application {
             security,
             observation,
             metrics,
+            events,
         })
     }
 
@@ -151,6 +172,10 @@ impl Application {
             grpc: self.listener,
             health: self.health_listener,
         };
+        // Events only ever hasten polls; they stop with the process.
+        let _events = self
+            .events
+            .map(|events| AbortOnDrop(events.start(self.jobs.clone())));
         // Metrics are served until the gateway has stopped, drain included.
         let (_stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some((listener, metrics)) = self.metrics {
@@ -209,6 +234,10 @@ pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
         ..SimConfig::default()
     };
     let sim = Simulator::new(config, Arc::new(SystemClock));
+    // Before the jobs are made, so their whole history is announced.
+    if let Some(url) = &args.events_mqtt_url {
+        sim.publish_events_to(url)?;
+    }
     if args.demo_fleet {
         seed::demo_fleet(&sim);
     }

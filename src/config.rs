@@ -10,6 +10,7 @@ use crate::{
     app::GatewaySettings,
     auth::{AuthSettings, jwt::JwtSettings},
     cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
+    events::EventsSettings,
     grpc::refusals::RefusalLogSettings,
     jobs::JobsSettings,
     jobs::cache::CacheSettings,
@@ -201,6 +202,7 @@ impl DemoArgs {
                 .jobs(RetryPolicy::default(), Duration::from_secs(15)),
             server: self.protection.server(Duration::from_secs(5)),
             redis: None,
+            events: None,
         }
     }
 }
@@ -255,6 +257,10 @@ pub struct SimulatorArgs {
     /// DescribeJob calls per second before ThrottlingException (0 = no limit).
     #[arg(long, env = "SIMULATOR_RATE_LIMIT", default_value_t = 10)]
     pub rate_limit: u32,
+
+    /// Publish AWS IoT Jobs events to this MQTT broker (mqtt://host:port), as AWS IoT does.
+    #[arg(long, env = "SIMULATOR_EVENTS_MQTT_URL")]
+    pub events_mqtt_url: Option<String>,
 
     /// Start with the demo fleet's jobs.
     #[arg(long, env = "SIMULATOR_DEMO_FLEET")]
@@ -330,6 +336,61 @@ pub struct ServeArgs {
     /// TLS, caller authentication and permissions.
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    /// AWS IoT Jobs events over MQTT.
+    #[command(flatten)]
+    pub events: EventsArgs,
+}
+
+/// Where AWS IoT Jobs events come from.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Poll a watched job as soon as AWS IoT says it changed: mqtts://<the account's AWS IoT data endpoint>:8883 (with --events-mqtt-cert/--events-mqtt-key), or mqtt://host:port for any broker.
+    #[arg(long, env = "GATEWAY_EVENTS_MQTT_URL")]
+    pub events_mqtt_url: Option<String>,
+
+    /// The X.509 certificate (PEM) the gateway connects to AWS IoT Core with.
+    #[arg(long, env = "GATEWAY_EVENTS_MQTT_CERT", requires_all = ["events_mqtt_url", "events_mqtt_key"])]
+    pub events_mqtt_cert: Option<PathBuf>,
+
+    /// Its private key (PEM).
+    #[arg(long, env = "GATEWAY_EVENTS_MQTT_KEY", requires = "events_mqtt_cert")]
+    pub events_mqtt_key: Option<PathBuf>,
+
+    /// CA bundle (PEM) for mqtts:// (Amazon Root CA 1 for AWS IoT Core); the system's roots without it.
+    #[arg(long, env = "GATEWAY_EVENTS_MQTT_CA", requires = "events_mqtt_url")]
+    pub events_mqtt_ca: Option<PathBuf>,
+
+    /// MQTT client id, unique per replica (an IoT policy may name it); default iot-jobs-gateway-<HOSTNAME, else the process id>.
+    #[arg(
+        long,
+        env = "GATEWAY_EVENTS_MQTT_CLIENT_ID",
+        requires = "events_mqtt_url"
+    )]
+    pub events_mqtt_client_id: Option<String>,
+}
+
+impl EventsArgs {
+    /// The events settings, when an URL is given.
+    pub fn settings(&self) -> Option<EventsSettings> {
+        let url = self.events_mqtt_url.clone()?;
+        let client_id = self.events_mqtt_client_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| std::process::id().to_string());
+            format!("iot-jobs-gateway-{host}")
+        });
+        Some(EventsSettings {
+            url,
+            client_id,
+            ca: self.events_mqtt_ca.clone(),
+            client_auth: self
+                .events_mqtt_cert
+                .clone()
+                .zip(self.events_mqtt_key.clone()),
+        })
+    }
 }
 
 /// TLS on the listener, who callers are and what they may do.
@@ -479,6 +540,7 @@ impl ServeArgs {
                 ..self.protection.server(self.shutdown_grace)
             },
             redis: self.redis(),
+            events: self.events.settings(),
         }
     }
 

@@ -38,6 +38,7 @@ pub mod banner;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod jobs;
 pub mod metrics;

@@ -29,7 +29,11 @@ fn main() -> ExitCode {
             }
             match runtime.block_on(app::serve(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(err @ (app::AppError::Config(_) | app::AppError::Redis(_))) => {
+                Err(
+                    err @ (app::AppError::Config(_)
+                    | app::AppError::Redis(_)
+                    | app::AppError::Events(_)),
+                ) => {
                     eprintln!("iot-jobs-gateway: {err}");
                     ExitCode::from(2)
                 }

@@ -23,6 +23,7 @@ use aws_credential_types::{
 };
 use iot_jobs_gateway::{
     app::{Application, GatewaySettings},
+    events::EventsSettings,
     jobs::{Jobs, JobsSettings, limit::LimiterSettings},
     pb::jobs_gateway_client::JobsGatewayClient,
     server::{ServeError, ServerSettings, Stopped},
@@ -107,6 +108,8 @@ pub struct GatewayOptions {
     pub server: ServerSettings,
     /// Share the roles with other gateways through this Redis.
     pub redis: Option<RedisSettings>,
+    /// Poll watched jobs when AWS IoT Jobs events arrive from this broker.
+    pub events: Option<EventsSettings>,
 }
 
 impl Default for GatewayOptions {
@@ -130,6 +133,7 @@ impl Default for GatewayOptions {
                 ..ServerSettings::default()
             },
             redis: None,
+            events: None,
         }
     }
 }
@@ -188,6 +192,7 @@ impl TestGateway {
             jobs: options.jobs,
             server: options.server,
             redis: options.redis,
+            events: options.events,
         };
         let app = Application::build(settings, upstream).await.unwrap();
         let addr = app.address();

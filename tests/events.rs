@@ -1,0 +1,279 @@
+//! AWS IoT Jobs events over MQTT decide when a watched job is polled: a
+//! real Mosquitto broker, the simulator publishing AWS's topics and
+//! payloads to it, and the gateway subscribed with the real MQTT client.
+//! What watchers see always comes from a DescribeJob answer.
+
+mod support;
+
+use std::time::Duration;
+
+use iot_jobs_gateway::{
+    events::EventsSettings,
+    jobs::watch::WatchSettings,
+    pb::{self, job_event::Trigger},
+};
+use support::{
+    GatewayOptions, TestGateway,
+    mosquitto::Mosquitto,
+    sim::{TestSim, create_fleet_job},
+};
+use tokio::time::{Instant, timeout};
+use tonic::Streaming;
+
+/// A gateway in front of `sim`, polling watched jobs every `interval`,
+/// with events from `broker` when given.
+async fn gateway(sim: &TestSim, broker: Option<&Mosquitto>, interval: Duration) -> TestGateway {
+    let mut options = GatewayOptions::with(|jobs| {
+        jobs.watch = WatchSettings {
+            poll_interval: interval,
+            ..WatchSettings::default()
+        };
+    });
+    options.events = broker.map(|broker| EventsSettings {
+        url: broker.url(),
+        client_id: format!("gateway-{}", std::process::id()),
+        ca: None,
+        client_auth: None,
+    });
+    TestGateway::aws_with(support::iot_client(&sim.url), options).await
+}
+
+async fn watch(gw: &TestGateway, job_id: &str) -> Streaming<pb::WatchJobsResponse> {
+    gw.client
+        .clone()
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec![job_id.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next job event within `within`, skipping heartbeats.
+async fn next_job(
+    stream: &mut Streaming<pb::WatchJobsResponse>,
+    within: Duration,
+) -> Option<pb::JobEvent> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let message = timeout(left, stream.message()).await.ok()?.unwrap()?;
+        if let Some(pb::watch_jobs_response::Event::Job(job)) = message.event {
+            return Some(job);
+        }
+    }
+}
+
+fn status(event: &pb::JobEvent) -> String {
+    match &event.state {
+        Some(pb::job_event::State::Response(response)) => response
+            .job
+            .as_ref()
+            .map(|job| job.status().as_str_name().to_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn calls_for(sim: &TestSim, job_id: &str) -> u64 {
+    sim.sim.stats().per_job.get(job_id).copied().unwrap_or(0)
+}
+
+/// Waits until the gateway's events client has subscribed: a (forged)
+/// execution event about the watched job leads to a poll of it.
+async fn until_subscribed(sim: &TestSim, job_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = calls_for(sim, job_id);
+        sim.sim
+            .forge_execution_events(job_id, "succeeded", 1)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if calls_for(sim, job_id) > before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events client never subscribed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_completed_event_brings_the_change_to_watchers_within_a_second() {
+    let broker = Mosquitto::start().await;
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
+    let mut stream = watch(&gw, "rollout").await;
+    let first = next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status(&first), "IN_PROGRESS");
+    until_subscribed(&sim, "rollout").await;
+    // Anything the catch-up poll brought is the same state.
+    while next_job(&mut stream, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+
+    // Every execution finishes: the job completes and AWS says so.
+    sim.sim.advance_clock(Duration::from_secs(30));
+    let changed = Instant::now();
+    let event = next_job(&mut stream, Duration::from_secs(1))
+        .await
+        .expect("COMPLETED within a second of the change, not a minute");
+    assert_eq!(status(&event), "COMPLETED");
+    assert_eq!(event.trigger(), Trigger::AwsEvent);
+    assert!(event.r#final);
+    assert!(changed.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn without_events_the_change_waits_for_the_poll() {
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    let gw = gateway(&sim, None, Duration::from_secs(60)).await;
+    let mut stream = watch(&gw, "rollout").await;
+    let first = next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status(&first), "IN_PROGRESS");
+    assert_eq!(first.trigger(), Trigger::Schedule);
+    sim.sim.advance_clock(Duration::from_secs(30));
+    assert!(
+        next_job(&mut stream, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "nothing before the next poll, 60 s away"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_execution_events_costs_at_most_two_polls_and_unwatched_jobs_nothing() {
+    let broker = Mosquitto::start().await;
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    create_fleet_job(&sim, "unwatched").await;
+    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
+    let mut stream = watch(&gw, "rollout").await;
+    next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    until_subscribed(&sim, "rollout").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (watched, unwatched) = (calls_for(&sim, "rollout"), calls_for(&sim, "unwatched"));
+    sim.sim
+        .forge_execution_events("rollout", "succeeded", 100)
+        .unwrap();
+    sim.sim
+        .forge_execution_events("unwatched", "succeeded", 100)
+        .unwrap();
+    sim.sim.forge_job_event("unwatched", "completed").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls = calls_for(&sim, "rollout") - watched;
+    assert!(
+        (1..=2).contains(&polls),
+        "{polls} polls for a burst of 100 events"
+    );
+    assert_eq!(
+        calls_for(&sim, "unwatched"),
+        unwatched,
+        "events for a job nobody watches cost AWS nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_completed_event_never_puts_completed_on_a_stream() {
+    let broker = Mosquitto::start().await;
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
+    let mut stream = watch(&gw, "rollout").await;
+    next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    until_subscribed(&sim, "rollout").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let before = calls_for(&sim, "rollout");
+    sim.sim.forge_job_event("rollout", "completed").unwrap();
+    // The event leads to a poll, whose answer is still IN_PROGRESS.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while calls_for(&sim, "rollout") == before {
+        assert!(Instant::now() < deadline, "the event led to no poll");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while let Some(event) = next_job(&mut stream, Duration::from_secs(1)).await {
+        assert_eq!(status(&event), "IN_PROGRESS", "{event:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_the_broker_watched_jobs_are_polled_at_the_interval() {
+    let mut broker = Mosquitto::start().await;
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    let gw = gateway(&sim, Some(&broker), Duration::from_secs(2)).await;
+    let mut stream = watch(&gw, "rollout").await;
+    next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    until_subscribed(&sim, "rollout").await;
+
+    broker.kill().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = calls_for(&sim, "rollout");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let polls = calls_for(&sim, "rollout") - before;
+    assert!(
+        (2..=3).contains(&polls),
+        "{polls} polls in 5 s at a 2 s interval"
+    );
+}
+
+#[tokio::test]
+async fn when_the_broker_is_back_each_watched_job_is_polled_once_and_events_resume() {
+    let mut broker = Mosquitto::start().await;
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
+    let mut stream = watch(&gw, "rollout").await;
+    next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    until_subscribed(&sim, "rollout").await;
+    while next_job(&mut stream, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+
+    broker.kill().await;
+    // Two executions start while the broker is away: the job changes
+    // without an event (none is sent until an execution ends).
+    sim.sim.advance_clock(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart().await;
+    let catch_up = next_job(&mut stream, Duration::from_secs(20))
+        .await
+        .expect("the change made while the broker was away, from the catch-up poll");
+    assert_eq!(catch_up.trigger(), Trigger::EventsCatchUp);
+    assert_eq!(status(&catch_up), "IN_PROGRESS");
+
+    // Events again: the job completes and its watchers hear at once (a
+    // second after the last poll at the earliest: bursts are one poll).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sim.sim.advance_clock(Duration::from_secs(30));
+    let event = next_job(&mut stream, Duration::from_secs(1))
+        .await
+        .expect("COMPLETED within a second after the broker came back");
+    assert_eq!(status(&event), "COMPLETED");
+    assert_eq!(event.trigger(), Trigger::AwsEvent);
+}

@@ -7,14 +7,18 @@ mod support;
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use iot_jobs_gateway::{
     events::EventsSettings,
     jobs::watch::WatchSettings,
     pb::{self, job_event::Trigger},
+    shared::RedisSettings,
 };
 use support::{
     GatewayOptions, TestGateway,
     mosquitto::Mosquitto,
+    redis::RedisServer,
     sim::{TestSim, create_fleet_job},
 };
 use tokio::time::{Instant, timeout};
@@ -23,6 +27,18 @@ use tonic::Streaming;
 /// A gateway in front of `sim`, polling watched jobs every `interval`,
 /// with events from `broker` when given.
 async fn gateway(sim: &TestSim, broker: Option<&Mosquitto>, interval: Duration) -> TestGateway {
+    gateway_with(sim, broker, interval, None).await
+}
+
+/// The same, sharing with other replicas through `redis`.
+async fn gateway_with(
+    sim: &TestSim,
+    broker: Option<&Mosquitto>,
+    interval: Duration,
+    redis: Option<&RedisServer>,
+) -> TestGateway {
+    // A broker drops the older of two connections with one client id.
+    static REPLICAS: AtomicUsize = AtomicUsize::new(0);
     let mut options = GatewayOptions::with(|jobs| {
         jobs.watch = WatchSettings {
             poll_interval: interval,
@@ -31,9 +47,19 @@ async fn gateway(sim: &TestSim, broker: Option<&Mosquitto>, interval: Duration) 
     });
     options.events = broker.map(|broker| EventsSettings {
         url: broker.url(),
-        client_id: format!("gateway-{}", std::process::id()),
+        client_id: format!(
+            "gateway-{}-{}",
+            std::process::id(),
+            REPLICAS.fetch_add(1, Ordering::Relaxed)
+        ),
         ca: None,
         client_auth: None,
+    });
+    options.redis = redis.map(|redis| RedisSettings {
+        url: redis.url(),
+        key_prefix: "events".into(),
+        timeout: Duration::from_secs(2),
+        fallback_rate: 100.0,
     });
     TestGateway::aws_with(support::iot_client(&sim.url), options).await
 }
@@ -276,4 +302,48 @@ async fn when_the_broker_is_back_each_watched_job_is_polled_once_and_events_resu
         .expect("COMPLETED within a second after the broker came back");
     assert_eq!(status(&event), "COMPLETED");
     assert_eq!(event.trigger(), Trigger::AwsEvent);
+}
+
+#[tokio::test]
+async fn across_replicas_the_event_reaches_the_poller_wherever_it_runs() {
+    let redis = RedisServer::start().await;
+    let broker = Mosquitto::start().await;
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    let interval = Duration::from_secs(60);
+    let set = [
+        gateway_with(&sim, Some(&broker), interval, Some(&redis)).await,
+        gateway_with(&sim, Some(&broker), interval, Some(&redis)).await,
+    ];
+    // Watchers on both replicas; one of them holds the job's poll lease.
+    let mut streams = Vec::new();
+    for replica in &set {
+        let mut stream = watch(replica, "rollout").await;
+        next_job(&mut stream, Duration::from_secs(10))
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    until_subscribed(&sim, "rollout").await;
+    for stream in &mut streams {
+        while next_job(stream, Duration::from_millis(300)).await.is_some() {}
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let before = calls_for(&sim, "rollout");
+    sim.sim.advance_clock(Duration::from_secs(30));
+    for stream in &mut streams {
+        let event = next_job(stream, Duration::from_secs(1))
+            .await
+            .expect("COMPLETED within a second on every replica");
+        assert_eq!(status(&event), "COMPLETED");
+        assert_eq!(event.trigger(), Trigger::AwsEvent);
+    }
+    // Every replica heard the events; only the lease holder asked AWS.
+    let polls = calls_for(&sim, "rollout") - before;
+    assert!(
+        (1..=2).contains(&polls),
+        "{polls} polls for the set after the burst of events"
+    );
 }

@@ -96,6 +96,10 @@ pub struct Published {
     /// The poll failed (the state is the failure).
     #[prost(message, optional, tag = "5")]
     pub failed: Option<StoredError>,
+    /// Why the poller asked ([`crate::jobs::watch::observation::Trigger::code`];
+    /// 0 from replicas that do not say).
+    #[prost(uint32, tag = "6")]
+    pub trigger: u32,
 }
 
 /// Milliseconds since the Unix epoch of the local instant `at`.

@@ -78,6 +78,32 @@ pub enum Trigger {
     FinalEvent,
 }
 
+impl Trigger {
+    /// Its number between replicas (0: not known).
+    pub fn code(self) -> u32 {
+        match self {
+            Trigger::Elsewhere => 0,
+            Trigger::Call => 1,
+            Trigger::Schedule => 2,
+            Trigger::CatchUp => 3,
+            Trigger::Event => 4,
+            Trigger::FinalEvent => 5,
+        }
+    }
+
+    /// The trigger numbered `code` by another replica.
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            1 => Trigger::Call,
+            2 => Trigger::Schedule,
+            3 => Trigger::CatchUp,
+            4 => Trigger::Event,
+            5 => Trigger::FinalEvent,
+            _ => Trigger::Elsewhere,
+        }
+    }
+}
+
 /// Where an observation stands among the observations of its job: a later
 /// one never gives way to an earlier one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -41,7 +41,7 @@ use super::{MakeObservation, PollOwnership};
 use crate::{
     jobs::watch::{
         Observed, Watches,
-        observation::{Observation, Order},
+        observation::{Observation, Order, Trigger},
     },
     shared::{
         Keys, Shared,
@@ -304,6 +304,7 @@ impl SharedPolls {
                 Observed::Failed(err) => Some(StoredError::from_error(err)),
                 Observed::Answer(_) => None,
             },
+            trigger: observation.trigger.code(),
         }
         .encode_to_vec();
         let keys = self.shared.keys();
@@ -360,8 +361,10 @@ fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
         (None, Some(failed)) => Observed::Failed(failed.into_error(&query.job_id)),
         (None, None) => return,
     };
-    watches.deliver(&query, || {
-        Observation::ordered(state, Instant::now(), order)
+    let trigger = Trigger::from_code(published.trigger);
+    watches.deliver(&query, || Observation {
+        trigger,
+        ..Observation::ordered(state, Instant::now(), order)
     });
 }
 

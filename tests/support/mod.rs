@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod debian;
 pub mod fake_aws;
 pub mod metrics;
 pub mod mosquitto;

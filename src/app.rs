@@ -11,7 +11,7 @@ use tracing::info;
 use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
-    events::{self, EventsSettings, Subscriber},
+    events::{self, EventsSettings, Subscriber, broker::EmbeddedBroker},
     jobs::{Jobs, JobsSettings, Roles},
     metrics::{self, Metrics, sampled::Sources},
     server::{self, Observation, Security, ServeError, ServerSettings, Stopped},
@@ -257,12 +257,22 @@ pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
 
 /// Runs `iot-jobs-gateway demo`: the simulator with the demo fleet on a
 /// private loopback port, and the gateway in front of it through the real
-/// AWS SDK. Needs no AWS account and no network.
+/// AWS SDK, with AWS IoT Jobs events through an embedded MQTT broker.
+/// Needs no AWS account and no network.
 pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
-    let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
-    let job_ids = seed::demo_fleet(&sim);
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let broker = EmbeddedBroker::start(loopback)
+        .await
+        .map_err(|source| AppError::Bind {
+            flag: "the demo's MQTT broker",
+            addr: loopback,
+            source,
+        })?;
+    let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
+    // Before the fleet is seeded, so the jobs' whole history is announced.
+    sim.publish_events_to(&broker.url())?;
+    let job_ids = seed::demo_fleet(&sim);
     let (sim_listener, sim_address) = bind(loopback).await?;
     tokio::spawn(sim_http::serve(sim_listener, sim, std::future::pending()));
 
@@ -278,10 +288,25 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
         &settings,
     );
     let upstream = Arc::new(AwsJobsUpstream::new(client));
-    let app = Application::build(args.gateway(), upstream).await?;
+    let events = EventsSettings {
+        url: broker.url(),
+        client_id: "iot-jobs-gateway-demo".into(),
+        ca: None,
+        client_auth: None,
+    };
+    let settings = GatewaySettings {
+        events: Some(events),
+        ..args.gateway()
+    };
+    let app = Application::build(settings, upstream).await?;
     let address = app.address();
     info!(%address, simulator = %sim_address, "gateway listening");
-    print_demo_banner(address, sim_address, &job_ids);
+    info!(
+        broker = %broker.url(),
+        "watch events on: the simulator publishes AWS IoT Jobs events to the embedded MQTT \
+         broker, and a watched job is polled as soon as one arrives"
+    );
+    print_demo_banner(address, sim_address, &broker.url(), &job_ids);
     app.run(shutdown).await?;
     Ok(())
 }
@@ -330,7 +355,7 @@ async fn bind_for(
 
 /// Prints the demo's banner with this binary named as the user's shell
 /// runs it.
-fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, job_ids: &[&str]) {
+fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, events: &str, job_ids: &[&str]) {
     let program = match (std::env::current_exe(), std::env::current_dir()) {
         (Ok(exe), Ok(cwd)) => banner::invocation(&exe, &cwd, std::env::var_os("PATH").as_deref()),
         (Ok(exe), Err(_)) => banner::invocation(&exe, Path::new("/"), None),
@@ -339,6 +364,7 @@ fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, job_ids: &[&str
     let banner = banner::Banner {
         gateway,
         simulator,
+        events,
         job_ids,
         program,
     };

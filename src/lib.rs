@@ -25,7 +25,8 @@
 //! answer reaches the cache and the job's watchers alike.
 //!
 //! [`app`] runs the `serve`, `demo` and `simulator` commands ([`banner`]
-//! prints the demo's commands to try); [`server`] wires the service with
+//! prints the demo's commands to try, [`events::broker`] carries the demo's
+//! AWS IoT Jobs events); [`server`] wires the service with
 //! health, reflection and graceful shutdown; [`config`] and [`telemetry`]
 //! serve the binary in `main.rs`. [`cli`] holds the client subcommands and
 //! [`simulator`] the embedded AWS IoT Jobs stand-in.

@@ -257,10 +257,16 @@ struct Demo {
 
 impl Demo {
     async fn start(home: &str, dir: &Path, path: OsString) -> Self {
+        Self::start_with(home, dir, path, &[]).await
+    }
+
+    /// The same, with `flags` after `demo --listen 127.0.0.1:0`.
+    async fn start_with(home: &str, dir: &Path, path: OsString, flags: &[&str]) -> Self {
         let mut child = gateway(home)
             .env("PATH", &path)
             .current_dir(dir)
             .args(["demo", "--listen", "127.0.0.1:0"])
+            .args(flags)
             .spawn()
             .unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -456,6 +462,70 @@ async fn every_command_the_demo_banner_prints_runs_as_printed_while_the_rollout_
         let out = demo.run(demo.command(&[name])).await;
         assert!(out.contains("COMPLETED"), "{name}: {out}");
     }
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_brings_watch_events_from_its_embedded_broker() {
+    use iot_jobs_gateway::pb::{self, job_event::Trigger};
+    // Polls a minute apart: a watched change sooner than that came from
+    // an AWS IoT Jobs event through the demo's own broker.
+    let elsewhere = empty_home("demo-events");
+    let flags = ["--watch-poll-interval", "60s"];
+    let demo = Demo::start_with("demo-events", &elsewhere, path_with(&[]), &flags).await;
+    let broker = demo
+        .banner
+        .lines()
+        .find(|l| l.starts_with("Watch events arrive within about a second"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("mqtt://127.0.0.1:"))
+        })
+        .unwrap_or_else(|| panic!("no broker in the banner:\n{}", demo.banner));
+    assert!(demo.commands().iter().all(|c| !c.contains(broker)));
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", demo.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = pb::jobs_gateway_client::JobsGatewayClient::new(channel)
+        .watch_jobs(pb::WatchJobsRequest {
+            job_ids: vec![ROLLOUT.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let from_event = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no AWS event led to a poll in 30 s: {seen:?}"))
+            .unwrap()
+            .expect("the stream stays open while the rollout runs");
+        let Some(pb::watch_jobs_response::Event::Job(job)) = message.event else {
+            continue;
+        };
+        seen.push((job.kind(), job.trigger()));
+        if job.trigger() == Trigger::AwsEvent {
+            break job;
+        }
+    };
+    // The rollout moves every second; a poll would be a minute away.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?} after the watch began: {seen:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            from_event.kind(),
+            pb::job_event::Kind::Progress | pb::job_event::Kind::StatusChanged
+        ),
+        "an event brings the rollout's next state: {seen:?}"
+    );
     demo.stop().await;
 }
 

@@ -24,6 +24,8 @@
 //! warning); the client reconnects with backoff, subscribes again, and
 //! polls every watched job once (events may have been missed meanwhile).
 
+pub mod broker;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bare;
 mod cluster;
+mod events;
 mod fairness;
 mod operations;
 mod procs;
@@ -156,6 +157,8 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         after: u64,
     },
+    /// 16. Watch latency with AWS IoT Jobs events: 1,000 watched jobs on a 10/s budget, 50 change; with events and without, side by side (needs mosquitto).
+    WatchEvents(events::WatchEventsArgs),
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
     #[command(hide = true)]
     BareServer {
@@ -282,6 +285,7 @@ async fn main() -> Result<(), Error> {
             failing,
             after,
         } => stale::stale(rate, jobs, before, failing, after).await?,
+        Scenario::WatchEvents(a) => events::watch_events(a).await?,
         Scenario::LogVolume { seconds } => operations::log_volume(seconds).await?,
         Scenario::MetricsCost {
             rounds,

@@ -73,6 +73,8 @@ pub struct Watches {
     /// Wakes the scheduler: a subscriber came or went, a poll finished.
     wake: Notify,
     streams: AtomicUsize,
+    /// Polls taken so far (every few goes to the schedule, events or not).
+    polls_taken: AtomicUsize,
     /// Open streams per owner (a client connection, or an identified caller).
     per_owner: Mutex<HashMap<Arc<str>, usize>>,
     closing: watch::Sender<bool>,
@@ -87,6 +89,7 @@ impl Watches {
             pollers: Mutex::default(),
             wake: Notify::new(),
             streams: AtomicUsize::new(0),
+            polls_taken: AtomicUsize::new(0),
             per_owner: Mutex::default(),
             closing: watch::Sender::new(false),
         }

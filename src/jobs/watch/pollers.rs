@@ -12,7 +12,11 @@
 //!   is spread evenly. COMPLETED, CANCELED and deleted jobs are not polled.
 //!   It sleeps while nothing is due and ends at shutdown.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use tokio::{sync::watch, time::Instant};
@@ -23,6 +27,10 @@ use super::{
     worth_reporting,
 };
 use crate::{error::GatewayError, jobs::limit::Permit, upstream::JobQuery};
+
+/// While events keep asking for polls, one poll in this many still goes to
+/// the job AWS answered about longest ago.
+const SCHEDULE_EVERY: usize = 5;
 
 /// The least time between two polls of one job that events asked for.
 const EVENT_GAP: Duration = Duration::from_secs(1);
@@ -249,16 +257,25 @@ impl Watches {
     /// Picks the due job an event asked about (an event that it ended
     /// first), else the one AWS answered about longest ago (never-polled
     /// jobs first); marks it in flight and returns it with its poller's id
-    /// and why it is polled.
+    /// and why it is polled. Every [`SCHEDULE_EVERY`]th poll goes to the
+    /// job answered about longest ago whatever the events say, so a job
+    /// whose event was lost is still polled while events keep coming for
+    /// others.
     fn take_due(&self, now: Instant) -> Option<(JobQuery, u64, Trigger)> {
         let interval = self.settings.poll_interval;
+        let by_schedule =
+            self.polls_taken.fetch_add(1, Ordering::Relaxed) % SCHEDULE_EVERY == SCHEDULE_EVERY - 1;
         let mut pollers = self.lock();
-        let (query, poller) = pollers
+        let due = pollers
             .by_query
             .iter_mut()
             .filter(|(query, poller)| self.polled_here(query, poller))
-            .filter(|(_, p)| p.due_at(interval, now).is_some_and(|due| due <= now))
-            .min_by_key(|(_, p)| (std::cmp::Reverse(p.hastened), p.last_answer))?;
+            .filter(|(_, p)| p.due_at(interval, now).is_some_and(|due| due <= now));
+        let (query, poller) = if by_schedule {
+            due.min_by_key(|(_, p)| p.last_answer)?
+        } else {
+            due.min_by_key(|(_, p)| (std::cmp::Reverse(p.hastened), p.last_answer))?
+        };
         poller.in_flight = true;
         let trigger = poller.hastened.take().unwrap_or(Trigger::Schedule);
         Some((query.clone(), poller.id, trigger))
@@ -372,5 +389,53 @@ struct PollDone<'a>(&'a Watches, &'a JobQuery, u64);
 impl Drop for PollDone<'_> {
     fn drop(&mut self) {
         self.0.poll_done(self.1, self.2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::watch::{WatchSettings, ownership::local::LocalPolls};
+
+    fn query(i: usize) -> JobQuery {
+        JobQuery {
+            job_id: format!("job-{i}"),
+            before_substitution: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_for_some_jobs_leave_the_schedule_a_share_of_the_polls() {
+        let settings = WatchSettings {
+            poll_interval: Duration::from_secs(1),
+            ..WatchSettings::default()
+        };
+        let watches = Watches::new(settings, Arc::new(LocalPolls));
+        let _subscribers: Vec<_> = (0..10).map(|i| watches.subscribe(&query(i))).collect();
+        // Every job polled once, then all due again.
+        while let Some((query, id, _)) = watches.take_due(Instant::now()) {
+            watches.poll_done(&query, id);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Events keep coming for jobs 0 to 8; job 9's were lost.
+        let mut quiet_polled = None;
+        for poll in 1..=20 {
+            for i in 0..9 {
+                watches.hasten(&query(i).job_id, Trigger::Event);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (taken, id, trigger) = watches.take_due(Instant::now()).unwrap();
+            watches.poll_done(&taken, id);
+            if taken == query(9) {
+                assert_eq!(trigger, Trigger::Schedule);
+                quiet_polled = Some(poll);
+                break;
+            }
+            assert_eq!(trigger, Trigger::Event);
+        }
+        assert!(
+            quiet_polled.is_some(),
+            "the job without events waited behind 20 event polls"
+        );
     }
 }

@@ -132,8 +132,8 @@ async fn until_subscribed(sim: &TestSim, job_id: &str) {
 struct Watched {
     broker: Mosquitto,
     sim: TestSim,
-    /// Kept for the gateway to keep serving.
-    _gw: TestGateway,
+    /// The gateway, serving as long as this lives.
+    gw: TestGateway,
     stream: Streaming<pb::WatchJobsResponse>,
 }
 
@@ -152,7 +152,7 @@ async fn watched(interval: Duration) -> Watched {
     Watched {
         broker,
         sim,
-        _gw: gw,
+        gw,
         stream,
     }
 }
@@ -340,4 +340,26 @@ async fn across_replicas_the_event_reaches_the_poller_wherever_it_runs() {
         (1..=2).contains(&polls),
         "{polls} polls for the set after the burst of events"
     );
+}
+
+#[tokio::test]
+async fn an_event_sets_the_cached_answer_aside_so_the_next_call_asks_aws() {
+    let w = watched(Duration::from_secs(60)).await;
+    create_fleet_job(&w.sim, "unwatched").await;
+    let mut client = w.gw.client.clone();
+    let ask = || support::describe("unwatched", None);
+    client.describe_job(ask()).await.unwrap();
+    let cached = client.describe_job(ask()).await.unwrap();
+    assert_eq!(support::header(&cached, "x-cache"), "hit");
+    let before = calls_for(&w.sim, "unwatched");
+    w.sim.sim.forge_job_event("unwatched", "completed").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        calls_for(&w.sim, "unwatched"),
+        before,
+        "the event itself costs AWS nothing"
+    );
+    let after_event = client.describe_job(ask()).await.unwrap();
+    assert_eq!(support::header(&after_event, "x-cache"), "miss");
+    assert_eq!(calls_for(&w.sim, "unwatched"), before + 1);
 }

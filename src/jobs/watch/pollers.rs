@@ -438,4 +438,19 @@ mod tests {
             "the job without events waited behind 20 event polls"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_that_a_job_ended_is_polled_before_other_events() {
+        let watches = Watches::new(WatchSettings::default(), Arc::new(LocalPolls));
+        let _subscribers: Vec<_> = (0..3).map(|i| watches.subscribe(&query(i))).collect();
+        while let Some((query, id, _)) = watches.take_due(Instant::now()) {
+            watches.poll_done(&query, id);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        watches.hasten(&query(0).job_id, Trigger::Event);
+        watches.hasten(&query(1).job_id, Trigger::FinalEvent);
+        watches.hasten(&query(2).job_id, Trigger::Event);
+        let (first, _, trigger) = watches.take_due(Instant::now()).unwrap();
+        assert_eq!((first, trigger), (query(1), Trigger::FinalEvent));
+    }
 }

@@ -450,6 +450,8 @@ mod tests {
         watches.hasten(&query(0).job_id, Trigger::Event);
         watches.hasten(&query(1).job_id, Trigger::FinalEvent);
         watches.hasten(&query(2).job_id, Trigger::Event);
+        // Not the schedule's turn (every fifth poll) for this one.
+        watches.polls_taken.store(0, Ordering::Relaxed);
         let (first, _, trigger) = watches.take_due(Instant::now()).unwrap();
         assert_eq!((first, trigger), (query(1), Trigger::FinalEvent));
     }

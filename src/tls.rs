@@ -157,14 +157,16 @@ impl RotatingTls {
     }
 }
 
+/// The bytes of the `what` file at `path`.
+pub(crate) fn file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
 fn read(settings: &TlsSettings) -> Result<Contents, TlsError> {
-    let file = |what, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            what,
-            path: path.to_owned(),
-            source,
-        })
-    };
     Ok(Contents {
         cert: file("certificate", &settings.cert)?,
         key: file("key", &settings.key)?,
@@ -177,7 +179,7 @@ fn read(settings: &TlsSettings) -> Result<Contents, TlsError> {
 }
 
 /// The PEM certificates in `pem`.
-fn certificates(
+pub(crate) fn certificates(
     what: &'static str,
     path: &Path,
     pem: &[u8],
@@ -196,17 +198,26 @@ fn certificates(
     Ok(certs)
 }
 
+/// The PEM private key in `pem` (PKCS#8, PKCS#1 or SEC1).
+pub(crate) fn private_key(
+    what: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|err| TlsError::Content {
+        what,
+        path: path.to_owned(),
+        problem: format!("holds no usable private key: {err}"),
+    })
+}
+
 fn server_config(
     settings: &TlsSettings,
     contents: &Contents,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let chain = certificates("certificate", &settings.cert, &contents.cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|err| TlsError::Content {
-        what: "key",
-        path: settings.key.clone(),
-        problem: format!("holds no usable private key: {err}"),
-    })?;
+    let key = private_key("key", &settings.key, &contents.key)?;
     let pair = |problem: String| TlsError::Pair {
         cert: settings.cert.clone(),
         key: settings.key.clone(),

@@ -32,7 +32,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::jobs::{Jobs, watch::observation::Trigger};
+use crate::{
+    jobs::{Jobs, watch::observation::Trigger},
+    tls::TlsError,
+};
 
 /// The topic filters subscribed to.
 pub const TOPICS: [&str; 2] = ["$aws/events/job/+/+", "$aws/events/jobExecution/+/+"];
@@ -58,15 +61,8 @@ pub enum EventsError {
     #[error("--events-mqtt-url: {0}")]
     Url(String),
     /// A certificate, key or CA file.
-    #[error("{what} {path}: {reason}")]
-    File {
-        /// Which file.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// What an event topic says: the job, and why to poll it.
@@ -149,31 +145,20 @@ fn options(settings: &EventsSettings) -> Result<MqttOptions, EventsError> {
     Ok(options)
 }
 
-fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EventsError> {
-    std::fs::read(path).map_err(|e| EventsError::File {
-        what,
-        path: path.clone(),
-        reason: e.to_string(),
-    })
-}
-
-/// rustls on aws-lc-rs, the TLS stack of the rest of the gateway.
+/// rustls on aws-lc-rs, the TLS stack of the rest of the gateway; the
+/// files are read as the listener's own ([`crate::tls`]).
 fn client_config(settings: &EventsSettings) -> Result<rustls::ClientConfig, EventsError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let bad = |what, path: &PathBuf, reason: String| EventsError::File {
-        what,
-        path: path.clone(),
-        reason,
-    };
+    use crate::tls::{certificates, file, private_key};
     let mut roots = rustls::RootCertStore::empty();
     match &settings.ca {
         Some(path) => {
-            let pem = read("--events-mqtt-ca", path)?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| bad("--events-mqtt-ca", path, e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| bad("--events-mqtt-ca", path, e.to_string()))?;
+            let what = "--events-mqtt-ca";
+            for cert in certificates(what, path, &file(what, path)?)? {
+                roots.add(cert).map_err(|e| TlsError::Content {
+                    what,
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?;
             }
         }
         None => {
@@ -190,15 +175,16 @@ fn client_config(settings: &EventsSettings) -> Result<rustls::ClientConfig, Even
     let config = match &settings.client_auth {
         None => builder.with_no_client_auth(),
         Some((cert_path, key_path)) => {
-            let pem = read("--events-mqtt-cert", cert_path)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad("--events-mqtt-cert", cert_path, e.to_string()))?;
-            let key = PrivateKeyDer::from_pem_slice(&read("--events-mqtt-key", key_path)?)
-                .map_err(|e| bad("--events-mqtt-key", key_path, e.to_string()))?;
+            let (cert, key) = ("--events-mqtt-cert", "--events-mqtt-key");
+            let chain = certificates(cert, cert_path, &file(cert, cert_path)?)?;
+            let key = private_key(key, key_path, &file(key, key_path)?)?;
             builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| bad("--events-mqtt-cert", cert_path, e.to_string()))?
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Pair {
+                    cert: cert_path.clone(),
+                    key: key_path.clone(),
+                    problem: e.to_string(),
+                })?
         }
     };
     Ok(config)

@@ -8,10 +8,18 @@ use std::{
     process::Stdio,
 };
 
+/// The path of `binary`, installing `package` first if needed, off the
+/// async runtime (a server the test already runs keeps serving).
+pub async fn binary(package: &'static str, binary: &'static str) -> PathBuf {
+    match tokio::task::spawn_blocking(move || installed(package, binary)).await {
+        Ok(path) => path,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
+}
+
 /// The path of `binary`, installing `package` first if needed (one
-/// install at a time across test binaries). Blocking: call it off the
-/// async runtime.
-pub fn installed(package: &str, binary: &str) -> PathBuf {
+/// install at a time across test binaries).
+fn installed(package: &str, binary: &str) -> PathBuf {
     if let Some(found) = find(binary) {
         return found;
     }

@@ -5,12 +5,7 @@
 //! first in a test, before starting anything on the clock: the first
 //! install takes a while.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::OnceLock,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -20,15 +15,7 @@ use tokio::{
 
 /// The `redis-server` binary, installed first if needed.
 pub async fn redis_binary() -> PathBuf {
-    match tokio::task::spawn_blocking(installed).await {
-        Ok(path) => path.to_owned(),
-        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
-    }
-}
-
-fn installed() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| super::debian::installed("redis-server", "redis-server"))
+    super::debian::binary("redis-server", "redis-server").await
 }
 
 /// A redis-server this test started.

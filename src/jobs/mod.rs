@@ -251,11 +251,7 @@ impl Jobs {
     /// none costs AWS nothing.
     pub async fn job_event(&self, job_id: &str, trigger: Trigger) -> usize {
         let now = Instant::now();
-        for before_substitution in [None, Some(false), Some(true)] {
-            let query = JobQuery {
-                job_id: job_id.to_owned(),
-                before_substitution,
-            };
+        for query in JobQuery::all_about(job_id) {
             self.cache.forget_older_than(&query, now).await;
         }
         self.watches.hasten(job_id, trigger)

@@ -25,6 +25,16 @@ pub struct JobQuery {
     pub before_substitution: Option<bool>,
 }
 
+impl JobQuery {
+    /// Every question that can be asked about `job_id`.
+    pub fn all_about(job_id: &str) -> [JobQuery; 3] {
+        [None, Some(false), Some(true)].map(|before_substitution| JobQuery {
+            job_id: job_id.to_owned(),
+            before_substitution,
+        })
+    }
+}
+
 /// Something that can answer DescribeJob: AWS itself, or a stand-in.
 #[async_trait]
 pub trait JobsUpstream: Send + Sync + 'static {

@@ -165,8 +165,10 @@ impl Watches {
     pub(crate) fn hasten(&self, job_id: &str, trigger: Trigger) -> usize {
         let mut pollers = self.lock();
         let mut hastened = 0;
-        for (query, poller) in pollers.by_query.iter_mut() {
-            if query.job_id == job_id {
+        // A job is watched as up to three questions; look those up rather
+        // than scan every watched job for each event of a burst.
+        for query in JobQuery::all_about(job_id) {
+            if let Some(poller) = pollers.by_query.get_mut(&query) {
                 poller.hastened = poller.hastened.max(Some(trigger));
                 hastened += 1;
             }

@@ -6,7 +6,10 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     process::Stdio,
+    time::Duration,
 };
+
+use tokio::process::{Child, Command};
 
 /// The path of `binary`, installing `package` first if needed, off the
 /// async runtime (a server the test already runs keeps serving).
@@ -72,4 +75,31 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts `command` quietly (killed when dropped) and waits up to 5 s for
+/// `ready` to say the server answers; `None` if it exited or never did
+/// (its port taken, say).
+pub async fn spawn_until_ready(
+    mut command: Command,
+    what: &str,
+    mut ready: impl AsyncFnMut() -> bool,
+) -> Option<Child> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    for _ in 0..100 {
+        if ready().await {
+            return Some(child);
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }

@@ -5,7 +5,7 @@
 //! first in a test, before starting anything on the clock: the first
 //! install takes a while.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -68,28 +68,12 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start mosquitto");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if self.connack().await {
-                return true;
-            }
-            if let Some(child) = &mut self.child
-                && child.try_wait().ok().flatten().is_some()
-            {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        let mut command = Command::new(&self.binary);
+        command.arg("-c").arg(&config);
+        self.child =
+            super::debian::spawn_until_ready(command, "mosquitto", async || self.connack().await)
+                .await;
+        self.child.is_some()
     }
 
     /// Whether the broker accepts an MQTT 3.1.1 CONNECT (CONNACK, code 0).

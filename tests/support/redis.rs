@@ -5,7 +5,7 @@
 //! first in a test, before starting anything on the clock: the first
 //! install takes a while.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::path::PathBuf;
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -77,26 +77,10 @@ impl RedisServer {
         if let Some(tls_port) = self.tls_port {
             command.args(["--tls-port", &tls_port.to_string()]);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start redis-server");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if self.pong().await {
-                return true;
-            }
-            if let Some(child) = &mut self.child
-                && child.try_wait().ok().flatten().is_some()
-            {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        self.child =
+            super::debian::spawn_until_ready(command, "redis-server", async || self.pong().await)
+                .await;
+        self.child.is_some()
     }
 
     async fn pong(&self) -> bool {

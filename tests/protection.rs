@@ -352,6 +352,13 @@ fn batch(items: &[(&str, Option<bool>)]) -> pb::BatchDescribeJobsRequest {
     }
 }
 
+/// The same items, asked for as a stream.
+fn streamed(items: &[(&str, Option<bool>)]) -> pb::StreamDescribeJobsRequest {
+    pb::StreamDescribeJobsRequest {
+        requests: batch(items).requests,
+    }
+}
+
 /// An item's error as the tonic::Status a unary call would have returned.
 fn item_status(result: &pb::JobResult) -> Status {
     use prost::Message;
@@ -446,6 +453,9 @@ async fn an_oversized_or_empty_batch_is_rejected_before_any_aws_call() {
         "requests"
     );
 
+    let too_big = pb::StreamDescribeJobsRequest {
+        requests: too_big.requests,
+    };
     let status = gw.client.stream_describe_jobs(too_big).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 
@@ -499,7 +509,11 @@ async fn the_stream_sends_each_result_as_soon_as_it_is_ready() {
     let started = Instant::now();
     let mut stream = gw
         .client
-        .stream_describe_jobs(batch(&[("slow", None), ("quick", None), ("bad/id", None)]))
+        .stream_describe_jobs(streamed(&[
+            ("slow", None),
+            ("quick", None),
+            ("bad/id", None),
+        ]))
         .await
         .unwrap()
         .into_inner();

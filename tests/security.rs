@@ -593,8 +593,11 @@ async fn the_policy_allows_and_denies_rpcs_and_jobs_in_calls_batches_and_watches
     let batch = |ids: &[&str]| pb::BatchDescribeJobsRequest {
         requests: ids.iter().map(|id| describe(id)).collect(),
     };
+    let streamed = |ids: &[&str]| pb::StreamDescribeJobsRequest {
+        requests: ids.iter().map(|id| describe(id)).collect(),
+    };
     let denied = client
-        .stream_describe_jobs(with_token(batch(&["public-1"]), "dashboard-token"))
+        .stream_describe_jobs(with_token(streamed(&["public-1"]), "dashboard-token"))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -731,7 +734,7 @@ async fn the_policy_allows_and_denies_rpcs_and_jobs_in_calls_batches_and_watches
     let mut allowed = false;
     for _ in 0..50 {
         let attempt = client
-            .stream_describe_jobs(with_token(batch(&["public-1"]), "dashboard-token"))
+            .stream_describe_jobs(with_token(streamed(&["public-1"]), "dashboard-token"))
             .await;
         if attempt.is_ok() {
             allowed = true;

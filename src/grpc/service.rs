@@ -49,13 +49,13 @@ impl JobsGatewayService {
     /// and the channel its results arrive on.
     fn start_batch(
         &self,
-        request: Request<pb::BatchDescribeJobsRequest>,
+        request: Request<impl BatchItems>,
         note: &CallNote,
     ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
         let caller = Caller::of(&request);
         let call = call_of(&request, &caller, Instant::now());
         note.caller(caller.name_shared());
-        let requests = request.into_inner().requests;
+        let requests = request.into_inner().into_items();
         note.batch(requests.len());
         let (max, by_policy) = caller.max_batch_size(self.jobs.max_batch_size());
         if let Err(err) = validate::batch_size(requests.len(), max, by_policy) {
@@ -77,8 +77,26 @@ impl JobsGatewayService {
     }
 }
 
+/// The two batch RPCs' requests (one message each, the same items).
+trait BatchItems {
+    fn into_items(self) -> Vec<pb::DescribeJobRequest>;
+}
+
+impl BatchItems for pb::BatchDescribeJobsRequest {
+    fn into_items(self) -> Vec<pb::DescribeJobRequest> {
+        self.requests
+    }
+}
+
+impl BatchItems for pb::StreamDescribeJobsRequest {
+    fn into_items(self) -> Vec<pb::DescribeJobRequest> {
+        self.requests
+    }
+}
+
 /// The stream type of StreamDescribeJobs.
-pub type JobResultStream = Pin<Box<dyn Stream<Item = Result<pb::JobResult, Status>> + Send>>;
+pub type DescribeResultStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamDescribeJobsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl JobsGateway for JobsGatewayService {
@@ -140,16 +158,17 @@ impl JobsGateway for JobsGatewayService {
         Ok(Response::new(pb::BatchDescribeJobsResponse { results }))
     }
 
-    type StreamDescribeJobsStream = JobResultStream;
+    type StreamDescribeJobsStream = DescribeResultStream;
 
     async fn stream_describe_jobs(
         &self,
-        request: Request<pb::BatchDescribeJobsRequest>,
+        request: Request<pb::StreamDescribeJobsRequest>,
     ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
         let note = CallNote::of(&request);
         let (job_ids, results) = self.start_batch(request, &note)?;
-        let stream = ReceiverStream::new(results)
-            .map(move |(index, result)| Ok(item(&note, STREAM, index, &job_ids[index], result)));
+        let stream = ReceiverStream::new(results).map(move |(index, result)| {
+            Ok(item(&note, STREAM, index, &job_ids[index], result).into())
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -392,5 +411,71 @@ fn item(
         job_id: job_id.to_owned(),
         outcome: Some(outcome),
         cache,
+    }
+}
+
+/// A batch item as the stream sends it: the same fields, its own message.
+impl From<pb::JobResult> for pb::StreamDescribeJobsResponse {
+    fn from(result: pb::JobResult) -> Self {
+        use pb::{job_result::Outcome as Item, stream_describe_jobs_response::Outcome};
+        Self {
+            index: result.index,
+            job_id: result.job_id,
+            outcome: result.outcome.map(|outcome| match outcome {
+                Item::Response(response) => Outcome::Response(response),
+                Item::Error(status) => Outcome::Error(status),
+            }),
+            cache: result.cache,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use crate::pb;
+
+    /// StreamDescribeJobs took a BatchDescribeJobsRequest and answered
+    /// JobResults before each got its own message: clients built then must
+    /// still be understood, and understand the answers.
+    #[test]
+    fn the_stream_s_own_messages_have_the_encoding_of_the_ones_it_used_to_share() {
+        let items = vec![pb::DescribeJobRequest {
+            job_id: "firmware-1".into(),
+            before_substitution: Some(true),
+        }];
+        let old_request = pb::BatchDescribeJobsRequest { requests: items };
+        let new_request =
+            pb::StreamDescribeJobsRequest::decode(old_request.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(new_request.requests, old_request.requests);
+
+        let answered = pb::JobResult {
+            index: Some(0),
+            job_id: "firmware-1".into(),
+            outcome: Some(pb::job_result::Outcome::Response(pb::DescribeJobResponse {
+                document_source: Some("s3://bucket/doc.json".into()),
+                job: None,
+            })),
+            cache: Some(pb::CacheInfo {
+                source: pb::cache_info::Source::Hit.into(),
+                age_ms: 12,
+            }),
+        };
+        let failed = pb::JobResult {
+            index: Some(1),
+            job_id: "gone".into(),
+            outcome: Some(pb::job_result::Outcome::Error(tonic_types::pb::Status {
+                code: 5,
+                message: "no such job".into(),
+                details: vec![],
+            })),
+            cache: None,
+        };
+        for result in [answered, failed] {
+            let sent = pb::StreamDescribeJobsResponse::from(result.clone()).encode_to_vec();
+            assert_eq!(sent, result.encode_to_vec());
+            assert_eq!(pb::JobResult::decode(sent.as_slice()).unwrap(), result);
+        }
     }
 }

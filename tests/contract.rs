@@ -118,6 +118,16 @@ async fn the_contract_passes_buf_lint() {
 }
 
 #[tokio::test]
+async fn the_contract_is_laid_out_as_buf_format_writes_it() {
+    let format = buf(&["format", "--diff", "--exit-code", "proto"]).await;
+    assert!(
+        format.ok,
+        "buf format --diff proto (fix with `buf format -w proto`):\n{}",
+        format.said
+    );
+}
+
+#[tokio::test]
 async fn the_contract_breaks_no_released_contract() {
     let releases = releases();
     assert!(

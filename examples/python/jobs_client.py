@@ -53,8 +53,32 @@ def call_error_details(error):
     a google.rpc.Status, binary, in the `grpc-status-details-bin` trailer;
     from_call decodes it (None when there is none, as for a connection the
     client itself could not open)."""
-    status = rpc_status.from_call(error)
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        # The trailer's code or message differ from the call's own (say, a
+        # proxy rewrote grpc-message): from_call refuses it. No details then.
+        status = None
     return error_details(status.details if status else [])
+
+
+def enum_name(enum, number):
+    """An enum value's name, or its number as text: proto3 enums are open, and
+    a newer gateway may send values (a JobEvent.Kind, a Trigger, a
+    CacheInfo.Source) added after these stubs were generated."""
+    try:
+        return enum.Name(number)
+    except ValueError:  # no name in this copy of the contract
+        return str(number)
+
+
+def status_name(job):
+    """A job's status. An AWS status the gateway itself does not know comes as
+    STATUS_UNSPECIFIED, with AWS's string in `unrecognized_values`: that is
+    how the gateway passes on such values, so show AWS's string."""
+    if job.status == Job.STATUS_UNSPECIFIED and "status" in job.unrecognized_values:
+        return job.unrecognized_values["status"]
+    return enum_name(Job.Status, job.status)
 
 
 def reason_of(info):
@@ -103,7 +127,7 @@ def describe(stub, job_id, deadline):
         headers = dict(call.initial_metadata())
         job = response.job
         print(
-            f"job id={job_id} status={Job.Status.Name(job.status)}"
+            f"job id={job_id} status={status_name(job)}"
             f" cache={headers.get('x-cache', '-')}"
             f" succeeded={job.job_process_details.number_of_succeeded_things}"
         )
@@ -124,14 +148,15 @@ def batch(stub, job_ids, deadline):
     for result in response.results:
         head = f"item index={result.index} id={result.job_id}"
         if result.WhichOneof("outcome") == "response":
-            status = Job.Status.Name(result.response.job.status)
-            source = CacheInfo.Source.Name(result.cache.source)
+            status = status_name(result.response.job)
+            source = enum_name(CacheInfo.Source, result.cache.source)
             print(f"{head} status={status} cache={source}")
         else:
             # A failed item carries the google.rpc.Status DescribeJob would
             # have failed with, details included, as a plain message field.
             info, _ = error_details(result.error.details)
-            print(f"{head} code={CODE_NAMES[result.error.code]} reason={reason_of(info)}")
+            code = CODE_NAMES.get(result.error.code, str(result.error.code))
+            print(f"{head} code={code} reason={reason_of(info)}")
     return True
 
 
@@ -163,15 +188,15 @@ def watch(stub, job_ids):
                 if event.final:
                     final.add(event.job_id)
                 status = (
-                    Job.Status.Name(event.response.job.status)
+                    status_name(event.response.job)
                     if event.WhichOneof("state") == "response"
                     else "-"
                 )
                 print(
                     f"event id={event.job_id} version={event.version}"
-                    f" kind={JobEvent.Kind.Name(event.kind)} status={status}"
+                    f" kind={enum_name(JobEvent.Kind, event.kind)} status={status}"
                     f" final={str(event.final).lower()}"
-                    f" trigger={JobEvent.Trigger.Name(event.trigger)}"
+                    f" trigger={enum_name(JobEvent.Trigger, event.trigger)}"
                 )
             print("done")  # every job is final: the gateway ended the stream with OK
             return True
@@ -215,10 +240,17 @@ def main():
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is known
 
-    # The channel's own reconnect backoff (1 s growing to 120 s by default)
-    # would keep failing calls fast long after a restarted gateway is back:
-    # keep it within the watch's own backoff.
     options = [
+        # A gateway that vanishes without closing the connection (a host
+        # gone, a network cut) would leave a watch waiting forever. With an
+        # HTTP/2 PING after 20 s without traffic, to be answered within 10 s,
+        # it is noticed within ~30 s: the stream fails with UNAVAILABLE and
+        # the watch reconnects.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        # The channel's own reconnect backoff (1 s growing to 120 s by
+        # default) would keep failing calls fast long after a restarted
+        # gateway is back: keep it within the watch's own backoff.
         ("grpc.initial_reconnect_backoff_ms", int(FIRST_BACKOFF * 1000)),
         ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
     ]

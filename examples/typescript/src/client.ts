@@ -100,8 +100,24 @@ function codeName(code: number): string {
   return grpc.status[code] ?? String(code);
 }
 
+/**
+ * An enum value as printed: its name, or its number for a value this copy of
+ * the contract does not know. Proto3 enums are open, so a newer gateway may
+ * send values (a JobEvent.Kind, a Trigger, a CacheInfo.Source) added since;
+ * protobufjs then hands back the number, although the generated `__Output`
+ * types promise one of the known names.
+ */
+function enumName(value: string | number): string {
+  return String(value);
+}
+
 function statusName(job: Job__Output | null | undefined): string {
-  return job?.status ?? 'STATUS_UNSPECIFIED';
+  const status: string | number = job?.status ?? 'STATUS_UNSPECIFIED';
+  // An AWS status the gateway itself does not know comes as
+  // STATUS_UNSPECIFIED, with AWS's string in `unrecognizedValues`: that is
+  // how the gateway passes on such values, so show AWS's string.
+  const fromAws = job?.unrecognizedValues?.['status'];
+  return status === 'STATUS_UNSPECIFIED' && fromAws !== undefined ? fromAws : enumName(status);
 }
 
 /**
@@ -120,9 +136,12 @@ function errorDetails(rpc: Rpc, status: Status__Output | null | undefined) {
   let retryDelayMs: number | undefined;
   // Each detail is a google.protobuf.Any: a type URL and the message's bytes.
   for (const detail of status?.details ?? []) {
-    if (detail.type_url === 'type.googleapis.com/google.rpc.ErrorInfo') {
+    // The message's full name is what follows the type URL's last '/' (as
+    // protobufjs reads it): the host part before it may be anything.
+    const typeName = detail.type_url.slice(detail.type_url.lastIndexOf('/') + 1);
+    if (typeName === 'google.rpc.ErrorInfo') {
       reason = rpc.ErrorInfo.deserialize(detail.value).reason || '-';
-    } else if (detail.type_url === 'type.googleapis.com/google.rpc.RetryInfo') {
+    } else if (typeName === 'google.rpc.RetryInfo') {
       const delay = rpc.RetryInfo.deserialize(detail.value).retryDelay;
       if (delay) retryDelayMs = Math.round(Number(delay.seconds) * 1000 + delay.nanos / 1e6);
     }
@@ -238,7 +257,7 @@ async function batch(client: JobsGatewayClient, rpc: Rpc, options: Options): Pro
       print('item', {
         ...item,
         status: statusName(result.response?.job),
-        cache: result.cache?.source ?? 'SOURCE_UNSPECIFIED',
+        cache: enumName(result.cache?.source ?? 'SOURCE_UNSPECIFIED'),
       });
     }
   }
@@ -276,10 +295,10 @@ async function watch(client: JobsGatewayClient, rpc: Rpc, options: Options): Pro
           print('event', {
             id: event.jobId,
             version: event.version,
-            kind: event.kind,
+            kind: enumName(event.kind),
             status: event.response ? statusName(event.response.job) : '-',
             final: event.final,
-            trigger: event.trigger,
+            trigger: enumName(event.trigger),
           });
         } else if (message.heartbeat) {
           print('heartbeat', { watching: message.heartbeat.watching });
@@ -321,6 +340,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const contract = loadContract();
   const client = new contract.iot.jobs.v1.JobsGateway(options.target, grpc.credentials.createInsecure(), {
+    // A gateway that vanishes without closing the connection (a host gone, a
+    // network cut) would leave a watch waiting forever. With an HTTP/2 PING
+    // every 20 s, to be answered within 10 s, it is noticed within ~30 s: the
+    // stream fails with UNAVAILABLE and the watch reconnects.
+    'grpc.keepalive_time_ms': 20_000,
+    'grpc.keepalive_timeout_ms': 10_000,
     // grpc-js waits between connection attempts on its own, from 1 s up to
     // 2 min, and fails calls at once meanwhile. Keep its pace to the watch's
     // backoff so that a restarted gateway is found again within 2 s.

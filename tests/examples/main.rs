@@ -3,27 +3,22 @@
 //! in front of the simulator. Both take the same command line and print the
 //! same lines (`examples/README.md`), so every scenario here runs for each.
 
+#[path = "../support/mod.rs"]
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod later;
+mod output;
 
-use iot_jobs_gateway::pb;
+use std::{collections::BTreeMap, time::Duration};
+
+use later::{LATER, later_gateway};
+use output::{Following, Line, run};
 use support::{
     debian::free_port,
     process::GatewayProcess,
     sim::{TestSim, create_fleet_job},
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::mpsc,
-    time::timeout,
-};
+use tokio::{process::Command, time::timeout};
 
 #[derive(Clone, Copy, Debug)]
 enum Client {
@@ -43,78 +38,6 @@ impl Client {
 
     fn home(self, scenario: &str) -> String {
         format!("examples-{self:?}-{scenario}")
-    }
-}
-
-/// One line a client printed: its first word, then its `key=value` fields.
-#[derive(Debug, Clone)]
-struct Line {
-    kind: String,
-    fields: BTreeMap<String, String>,
-    text: String,
-}
-
-impl Line {
-    fn parse(text: &str) -> Self {
-        let mut words = text.split(' ');
-        let kind = words.next().unwrap_or_default().to_owned();
-        let fields = words
-            .filter_map(|word| word.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Self {
-            kind,
-            fields,
-            text: text.to_owned(),
-        }
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.fields
-            .get(key)
-            .unwrap_or_else(|| panic!("no {key}= in {:?}", self.text))
-    }
-}
-
-/// What a client printed and how it exited.
-struct Ran {
-    code: Option<i32>,
-    lines: Vec<Line>,
-    stderr: String,
-}
-
-impl Ran {
-    fn of(&self, kind: &str) -> Vec<&Line> {
-        self.lines.iter().filter(|l| l.kind == kind).collect()
-    }
-
-    fn shown(&self) -> String {
-        let out: Vec<&str> = self.lines.iter().map(|l| l.text.as_str()).collect();
-        format!(
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code,
-            out.join("\n"),
-            self.stderr
-        )
-    }
-}
-
-/// Runs `client` against the gateway at `addr` to its end (at most 60 s).
-async fn run(mut client: Command, addr: &str, args: &[&str]) -> Ran {
-    let out = timeout(
-        Duration::from_secs(60),
-        client.arg("--target").arg(addr).args(args).output(),
-    )
-    .await
-    .expect("the client finishes within 60 s")
-    .expect("the client starts");
-    Ran {
-        code: out.status.code(),
-        lines: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(Line::parse)
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -246,70 +169,6 @@ async fn runs_a_batch_with_an_answer_or_an_error_per_item(client: Client) {
         3,
         "a repeated job costs one AWS call"
     );
-}
-
-/// A client process whose stdout lines arrive one by one; what it writes
-/// on stderr is kept for the failure message.
-struct Following {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<Line>,
-    seen: Vec<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Following {
-    fn start(mut command: Command, addr: &str, args: &[&str]) -> Self {
-        let mut child = command
-            .arg("--target")
-            .arg(addr)
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("the client starts");
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                if tx.send(Line::parse(&line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err.next_line().await {
-                let mut kept = sink.lock().unwrap();
-                kept.push_str(&line);
-                kept.push('\n');
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// The next line, within 30 s.
-    async fn next(&mut self, waiting_for: &str) -> Line {
-        let next = timeout(Duration::from_secs(30), self.lines.recv()).await;
-        let Ok(Some(line)) = next else {
-            let what = match next {
-                Err(_) => "no line within 30 s",
-                _ => "the client ended",
-            };
-            panic!(
-                "{what} ({waiting_for}); it printed:\n{:#?}\nstderr:\n{}",
-                self.seen,
-                self.stderr.lock().unwrap()
-            );
-        };
-        self.seen.push(line.text.clone());
-        line
-    }
 }
 
 async fn follows_a_watch_across_a_restart_with_resume_from(client: Client) {
@@ -471,122 +330,6 @@ async fn sends_the_caller_s_token_from_the_environment(client: Client) {
         1,
         "refused callers cost AWS nothing"
     );
-}
-
-/// A gateway of a later `v1`, as the README says one may be: enum values
-/// this contract has no name for (a new `Job.Status`, `CacheInfo.Source`,
-/// `JobEvent.Kind` and `Trigger`), and an AWS status passed on the
-/// gateway's way (`STATUS_UNSPECIFIED` and the string in
-/// `unrecognizedValues`). A stand-in: today's gateway cannot send them.
-struct LaterGateway;
-
-/// A number no enum of today's contract has a name for.
-const LATER: i32 = 42;
-
-fn later_job(job_id: &str) -> pb::DescribeJobResponse {
-    let mut job = pb::Job {
-        job_id: Some(job_id.to_owned()),
-        status: Some(LATER),
-        ..Default::default()
-    };
-    if job_id == "queued" {
-        job.status = Some(pb::job::Status::Unspecified.into());
-        job.unrecognized_values
-            .insert("status".to_owned(), "QUEUED".to_owned());
-    }
-    pb::DescribeJobResponse {
-        document_source: None,
-        job: Some(job),
-    }
-}
-
-#[tonic::async_trait]
-impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
-    async fn describe_job(
-        &self,
-        request: tonic::Request<pb::DescribeJobRequest>,
-    ) -> Result<tonic::Response<pb::DescribeJobResponse>, tonic::Status> {
-        let mut response = tonic::Response::new(later_job(&request.into_inner().job_id));
-        response
-            .metadata_mut()
-            .insert("x-cache", "hit".parse().unwrap());
-        Ok(response)
-    }
-
-    async fn batch_describe_jobs(
-        &self,
-        request: tonic::Request<pb::BatchDescribeJobsRequest>,
-    ) -> Result<tonic::Response<pb::BatchDescribeJobsResponse>, tonic::Status> {
-        let results = request
-            .into_inner()
-            .requests
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| pb::JobResult {
-                index: Some(index as u32),
-                outcome: Some(pb::job_result::Outcome::Response(later_job(&item.job_id))),
-                job_id: item.job_id,
-                cache: Some(pb::CacheInfo {
-                    source: LATER,
-                    age_ms: 0,
-                }),
-            })
-            .collect();
-        Ok(tonic::Response::new(pb::BatchDescribeJobsResponse {
-            results,
-        }))
-    }
-
-    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::DescribeResultStream;
-
-    async fn stream_describe_jobs(
-        &self,
-        _request: tonic::Request<pb::StreamDescribeJobsRequest>,
-    ) -> Result<tonic::Response<Self::StreamDescribeJobsStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not in this scenario"))
-    }
-
-    type WatchJobsStream = iot_jobs_gateway::grpc::service::WatchEventStream;
-
-    async fn watch_jobs(
-        &self,
-        request: tonic::Request<pb::WatchJobsRequest>,
-    ) -> Result<tonic::Response<Self::WatchJobsStream>, tonic::Status> {
-        let events: Vec<_> = request
-            .into_inner()
-            .job_ids
-            .into_iter()
-            .map(|job_id| {
-                Ok(pb::WatchJobsResponse {
-                    event: Some(pb::watch_jobs_response::Event::Job(pb::JobEvent {
-                        version: 7,
-                        kind: LATER,
-                        changed_fields: vec![],
-                        r#final: true,
-                        state: Some(pb::job_event::State::Response(later_job(&job_id))),
-                        job_id,
-                        observed_at: None,
-                        trigger: LATER,
-                    })),
-                })
-            })
-            .collect();
-        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(events))))
-    }
-}
-
-/// Serves [`LaterGateway`] on a loopback port.
-async fn later_gateway() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::jobs_gateway_server::JobsGatewayServer::new(
-                LaterGateway,
-            ))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
 }
 
 async fn reads_enum_values_a_later_gateway_adds(client: Client) {

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """An example client of iot-jobs-gateway: describes, batch-describes,
-stream-describes and watches AWS IoT jobs over plaintext gRPC.
+stream-describes and watches AWS IoT jobs over gRPC.
 
-    jobs_client.py --target HOST:PORT [--deadline SECONDS] describe JOB_ID...
-    jobs_client.py --target HOST:PORT [--deadline SECONDS] batch JOB_ID...
-    jobs_client.py --target HOST:PORT [--deadline SECONDS] stream JOB_ID...
-    jobs_client.py --target HOST:PORT watch JOB_ID...
+    jobs_client.py --target HOST:PORT [--ca-bundle FILE] [--deadline SECONDS] describe JOB_ID...
+    jobs_client.py --target HOST:PORT [--ca-bundle FILE] [--deadline SECONDS] batch JOB_ID...
+    jobs_client.py --target HOST:PORT [--ca-bundle FILE] [--deadline SECONDS] stream JOB_ID...
+    jobs_client.py --target HOST:PORT [--ca-bundle FILE] watch JOB_ID...
 
-It prints one `key=value` line per fact on stdout. With IOT_JOBS_GATEWAY_TOKEN
-set, every call carries it as a bearer token. The stubs come from
+It prints one `key=value` line per fact on stdout. It speaks plaintext, or TLS
+with --ca-bundle. With IOT_JOBS_GATEWAY_TOKEN set, every call carries it as a
+bearer token. The stubs come from
 proto/iot/jobs/v1/gateway.proto (see examples/README.md); google.rpc's
 Status, ErrorInfo and RetryInfo come from googleapis-common-protos.
 """
@@ -259,6 +260,15 @@ def seconds(text):
     return value
 
 
+def pem_file(path):
+    """A --ca-bundle: the bytes of a PEM file."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}")
+
+
 def main():
     parser = argparse.ArgumentParser(description="An example client of iot-jobs-gateway.")
     parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
@@ -268,16 +278,19 @@ def main():
         default=5.0,
         help="seconds each describe, batch or stream call may take (default 5)",
     )
+    parser.add_argument(
+        "--ca-bundle",
+        type=pem_file,
+        metavar="FILE",
+        help="speak TLS, trusting the CAs in this PEM file (default: plaintext)",
+    )
     parser.add_argument("command", choices=["describe", "batch", "stream", "watch"])
     parser.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is known
     # The caller's bearer token, from the environment only (as the gateway's
     # own CLI reads it), so it stays out of shell history and process lists.
-    # It goes as metadata with each call: gRPC sends call credentials
-    # (grpc.access_token_call_credentials) only over TLS or local channels.
     token = os.environ.get("IOT_JOBS_GATEWAY_TOKEN", "").strip()
-    metadata = [("authorization", f"Bearer {token}")] if token else None
 
     options = [
         # A gateway that vanishes without closing the connection (a host
@@ -298,7 +311,25 @@ def main():
         ("grpc.initial_reconnect_backoff_ms", int(FIRST_BACKOFF * 1000)),
         ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
     ]
-    with grpc.insecure_channel(args.target, options=options) as channel:
+    metadata = None
+    if args.ca_bundle:
+        # TLS to the target, trusting only the given CAs. The certificate must
+        # name the target's host: an IP address (127.0.0.1) needs an IP SAN.
+        credentials = grpc.ssl_channel_credentials(root_certificates=args.ca_bundle)
+        if token:
+            # Call credentials: the channel adds `authorization: Bearer
+            # <token>` to every call made on it.
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token)
+            )
+        channel = grpc.secure_channel(args.target, credentials, options=options)
+    else:
+        if token:
+            # Metadata on each call: gRPC sends call credentials only over a
+            # secure channel (TLS or local), never in plaintext.
+            metadata = [("authorization", f"Bearer {token}")]
+        channel = grpc.insecure_channel(args.target, options=options)
+    with channel:
         stub = gateway_pb2_grpc.JobsGatewayStub(channel)
         if args.command == "describe":
             # Every job is asked about, even after one fails.

@@ -1,15 +1,17 @@
 // An example client of iot-jobs-gateway: describes jobs one call at a time,
 // in one batch or in one stream of answers, and watches them until they
 // finish, reconnecting with `resume_from` when the gateway goes away. Each
-// fact is one line of `key=value` tokens on stdout. With
-// IOT_JOBS_GATEWAY_TOKEN set, every call carries it as a bearer token. Build
-// it first (`npm ci && npm run build`, see examples/README.md), then:
+// fact is one line of `key=value` tokens on stdout. It speaks plaintext, or
+// TLS with --ca-bundle. With IOT_JOBS_GATEWAY_TOKEN set, every call carries
+// it as a bearer token. Build it first (`npm ci && npm run build`, see
+// examples/README.md), then:
 //
-//   node dist/client.js [--target HOST:PORT] [--deadline SECONDS] describe JOB_ID...
-//   node dist/client.js [--target HOST:PORT] [--deadline SECONDS] batch JOB_ID...
-//   node dist/client.js [--target HOST:PORT] [--deadline SECONDS] stream JOB_ID...
-//   node dist/client.js [--target HOST:PORT] watch JOB_ID...
+//   node dist/client.js [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] describe JOB_ID...
+//   node dist/client.js [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] batch JOB_ID...
+//   node dist/client.js [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] stream JOB_ID...
+//   node dist/client.js [--target HOST:PORT] [--ca-bundle FILE] watch JOB_ID...
 
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -29,15 +31,17 @@ import type { JobsGatewayClient } from './generated/iot/jobs/v1/JobsGateway';
 import type { StreamDescribeJobsResponse__Output } from './generated/iot/jobs/v1/StreamDescribeJobsResponse';
 import type { WatchJobsResponse__Output } from './generated/iot/jobs/v1/WatchJobsResponse';
 
-const USAGE = `usage: client [--target HOST:PORT] [--deadline SECONDS] describe JOB_ID...
-       client [--target HOST:PORT] [--deadline SECONDS] batch JOB_ID...
-       client [--target HOST:PORT] [--deadline SECONDS] stream JOB_ID...
-       client [--target HOST:PORT] watch JOB_ID...`;
+const USAGE = `usage: client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] describe JOB_ID...
+       client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] batch JOB_ID...
+       client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] stream JOB_ID...
+       client [--target HOST:PORT] [--ca-bundle FILE] watch JOB_ID...`;
 
 const COMMANDS = ['describe', 'batch', 'stream', 'watch'] as const;
 
 interface Options {
   target: string;
+  /** TLS: a PEM file of the CAs to trust. Plaintext without it. */
+  caBundle?: string;
   /** Seconds each describe, batch or stream call may take. */
   deadline: number;
   command: (typeof COMMANDS)[number];
@@ -60,6 +64,7 @@ function parseCommandLine(argv: string[]): Options | 'help' | undefined {
       options: {
         target: { type: 'string', default: '127.0.0.1:50051' },
         deadline: { type: 'string', default: '5' },
+        'ca-bundle': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -70,7 +75,7 @@ function parseCommandLine(argv: string[]): Options | 'help' | undefined {
     if (!known || jobIds.length === 0 || !Number.isFinite(deadline) || deadline <= 0) {
       return undefined;
     }
-    return { target: values.target, deadline, command: known, jobIds };
+    return { target: values.target, caBundle: values['ca-bundle'], deadline, command: known, jobIds };
   } catch {
     return undefined; // parseArgs: an unknown option, or one without its value
   }
@@ -378,8 +383,38 @@ async function main(argv: string[]): Promise<number> {
     console.error(USAGE);
     return 2;
   }
+  let ca: Buffer | undefined;
+  try {
+    ca = options.caBundle === undefined ? undefined : readFileSync(options.caBundle);
+  } catch (error) {
+    console.error(`${USAGE}\nclient: --ca-bundle: ${(error as Error).message}`);
+    return 2;
+  }
   const contract = loadContract();
-  const client = new contract.iot.jobs.v1.JobsGateway(options.target, grpc.credentials.createInsecure(), {
+  // The caller's token, from the environment only (out of shell history and process lists).
+  const token = process.env.IOT_JOBS_GATEWAY_TOKEN?.trim();
+  const metadata = new grpc.Metadata(); // sent with each call: empty with TLS
+  let credentials: grpc.ChannelCredentials;
+  if (ca) {
+    // TLS to the target, trusting only the given CAs. The certificate must
+    // name the target's host: an IP address (127.0.0.1) needs an IP SAN.
+    credentials = grpc.credentials.createSsl(ca);
+    if (token) {
+      // Call credentials: the channel adds `authorization: Bearer <token>`
+      // to every call made on it.
+      const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+        const headers = new grpc.Metadata();
+        headers.set('authorization', `Bearer ${token}`);
+        callback(null, headers);
+      });
+      credentials = grpc.credentials.combineChannelCredentials(credentials, bearer);
+    }
+  } else {
+    credentials = grpc.credentials.createInsecure();
+    // Metadata on each call: grpc-js refuses call credentials on an insecure channel.
+    if (token) metadata.set('authorization', `Bearer ${token}`);
+  }
+  const client = new contract.iot.jobs.v1.JobsGateway(options.target, credentials, {
     // A gateway that vanishes without closing the connection (a host gone, a
     // network cut) would leave a watch waiting forever. With an HTTP/2 PING
     // every 20 s, to be answered within 10 s, it is noticed within ~30 s: the
@@ -393,11 +428,6 @@ async function main(argv: string[]): Promise<number> {
     'grpc.max_reconnect_backoff_ms': 2000,
   });
   const rpc = contract.google.rpc;
-  // The caller's token, from the environment only (out of shell history and process lists).
-  const token = process.env.IOT_JOBS_GATEWAY_TOKEN?.trim();
-  // Sent with each call: grpc-js refuses call credentials on an insecure channel.
-  const metadata = new grpc.Metadata();
-  if (token) metadata.set('authorization', `Bearer ${token}`);
   try {
     switch (options.command) {
       case 'describe':

@@ -332,6 +332,81 @@ async fn sends_the_caller_s_token_from_the_environment(client: Client) {
     );
 }
 
+async fn speaks_tls_to_a_gateway_its_ca_bundle_trusts(client: Client) {
+    let command = || async move { client.command().await };
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "firmware-a").await;
+    let home = client.home("tls");
+    let dir = support::process::empty_home(&home);
+    let pki = support::certs::Pki::new(&dir.join("pki"), "gateway");
+    let foreign = support::certs::Pki::new(&dir.join("foreign"), "foreign");
+    let server = pki.server("gateway");
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("{} backend\n", support::sha256_hex("backend-s3cret")),
+    )
+    .unwrap();
+    let gw = GatewayProcess::serve(
+        &sim.url,
+        &[
+            "--tls-cert",
+            server.cert.to_str().unwrap(),
+            "--tls-key",
+            server.key.to_str().unwrap(),
+            "--auth-tokens",
+            tokens.to_str().unwrap(),
+        ],
+        &home,
+    )
+    .await;
+    let ca = pki.ca_file();
+    let trusted = [
+        "--ca-bundle",
+        ca.to_str().unwrap(),
+        "describe",
+        "firmware-a",
+    ];
+
+    let mut with_token = command().await;
+    with_token.env("IOT_JOBS_GATEWAY_TOKEN", "backend-s3cret");
+    let ran = run(with_token, &gw.addr, &trusted).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.shown());
+    assert_eq!(ran.of("job")[0].get("status"), "IN_PROGRESS");
+
+    let mut wrong_token = command().await;
+    wrong_token.env("IOT_JOBS_GATEWAY_TOKEN", "guessed");
+    let ran = run(wrong_token, &gw.addr, &trusted).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.shown());
+    assert_eq!(ran.of("failed")[0].get("reason"), "CALLER_UNAUTHENTICATED");
+
+    // A CA that did not sign the gateway's certificate, and no TLS at all:
+    // the connection fails, and no call reaches the gateway.
+    let foreign_ca = foreign.ca_file();
+    let untrusted = [
+        "--ca-bundle",
+        foreign_ca.to_str().unwrap(),
+        "describe",
+        "firmware-a",
+    ];
+    for (args, what) in [
+        (&untrusted[..], "a CA that did not sign it"),
+        (&trusted[2..], "plaintext"),
+    ] {
+        let mut refused = command().await;
+        refused.env("IOT_JOBS_GATEWAY_TOKEN", "backend-s3cret");
+        let ran = run(refused, &gw.addr, args).await;
+        assert_eq!(ran.code, Some(1), "{what}: {}", ran.shown());
+        assert_eq!(
+            ran.of("failed")[0].get("code"),
+            "UNAVAILABLE",
+            "{what}: {}",
+            ran.shown()
+        );
+    }
+    assert_eq!(sim.sim.stats().describe_job_calls, 1);
+}
+
 async fn reads_enum_values_a_later_gateway_adds(client: Client) {
     let addr = later_gateway().await;
     let later = LATER.to_string();
@@ -405,4 +480,5 @@ for_each_client!(
     reads_enum_values_a_later_gateway_adds,
     streams_each_result_as_it_is_ready,
     sends_the_caller_s_token_from_the_environment,
+    speaks_tls_to_a_gateway_its_ca_bundle_trusts,
 );

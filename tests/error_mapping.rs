@@ -76,6 +76,7 @@ async fn throttling_after_retries_is_resource_exhausted_with_retry_info() {
     let retry = status.get_details_retry_info().expect("RetryInfo");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
     let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "UPSTREAM_THROTTLED");
     assert_eq!(info.metadata["awsErrorCode"], "ThrottlingException");
     assert_eq!(info.metadata["awsRequestId"], "fake-request-3");
     assert_eq!(calls, 3, "throttling is retried up to the attempt limit");
@@ -129,6 +130,7 @@ async fn access_denied_is_permission_denied_without_leaking_the_identity() {
     ))
     .await;
     assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(error_info_reason(&status), "UPSTREAM_ACCESS_DENIED");
     assert!(
         status.message().contains("iot:DescribeJob"),
         "{}",
@@ -151,6 +153,7 @@ async fn rejected_credentials_are_unauthenticated() {
     ))
     .await;
     assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(error_info_reason(&status), "UPSTREAM_UNAUTHENTICATED");
     assert!(
         status.message().contains("UnrecognizedClientException"),
         "{}",
@@ -172,6 +175,7 @@ async fn missing_credentials_are_unauthenticated_and_cost_aws_nothing() {
         .unwrap_err();
 
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(error_info_reason(&status), "UPSTREAM_UNAUTHENTICATED");
     assert!(
         status.message().contains("no valid AWS credentials"),
         "{}",
@@ -184,6 +188,7 @@ async fn missing_credentials_are_unauthenticated_and_cost_aws_nothing() {
 async fn internal_failure_is_internal_after_retries() {
     let (status, calls) = call_with(Reply::error(500, "InternalFailure", "boom")).await;
     assert_eq!(status.code(), Code::Internal);
+    assert_eq!(error_info_reason(&status), "UPSTREAM_INTERNAL");
     assert!(
         status.message().contains("InternalFailure"),
         "{}",

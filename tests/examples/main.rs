@@ -41,10 +41,19 @@ impl Client {
     }
 }
 
+/// The simulator with a fleet job for each id: IN_PROGRESS until 14
+/// simulated seconds have passed (its clock moves only when told).
+async fn simulator_with(job_ids: &[&str]) -> TestSim {
+    let sim = TestSim::unlimited().await;
+    for job_id in job_ids {
+        create_fleet_job(&sim, job_id).await;
+    }
+    sim
+}
+
 async fn describes_with_a_deadline_and_names_a_missing_job(client: Client) {
     let command = client.command().await;
-    let sim = TestSim::unlimited().await;
-    create_fleet_job(&sim, "firmware-a").await;
+    let sim = simulator_with(&["firmware-a"]).await;
     let gw = GatewayProcess::serve(&sim.url, &[], &client.home("describe")).await;
 
     let ran = run(
@@ -73,11 +82,8 @@ async fn describes_with_a_deadline_and_names_a_missing_job(client: Client) {
 
 async fn waits_as_retry_info_says_when_rate_limited(client: Client) {
     let command = client.command().await;
-    let sim = TestSim::unlimited().await;
     let ids = ["rl-0", "rl-1", "rl-2", "rl-3"];
-    for id in ids {
-        create_fleet_job(&sim, id).await;
-    }
+    let sim = simulator_with(&ids).await;
     // An AWS call every 2 s, no burst: with 1 s deadlines, calls in a row
     // find no AWS call free in time and are refused with RetryInfo (and a
     // call that gets through has most of a second to be answered).
@@ -119,9 +125,7 @@ async fn waits_as_retry_info_says_when_rate_limited(client: Client) {
 
 async fn runs_a_batch_with_an_answer_or_an_error_per_item(client: Client) {
     let command = client.command().await;
-    let sim = TestSim::unlimited().await;
-    create_fleet_job(&sim, "firmware-a").await;
-    create_fleet_job(&sim, "firmware-b").await;
+    let sim = simulator_with(&["firmware-a", "firmware-b"]).await;
     let gw = GatewayProcess::serve(&sim.url, &[], &client.home("batch")).await;
 
     let ran = run(
@@ -173,9 +177,7 @@ async fn runs_a_batch_with_an_answer_or_an_error_per_item(client: Client) {
 
 async fn follows_a_watch_across_a_restart_with_resume_from(client: Client) {
     let command = client.command().await;
-    let sim = TestSim::unlimited().await;
-    create_fleet_job(&sim, "firmware-a").await;
-    create_fleet_job(&sim, "firmware-b").await;
+    let sim = simulator_with(&["firmware-a", "firmware-b"]).await;
     let listen = format!("127.0.0.1:{}", free_port());
     let flags = ["--watch-poll-interval", "200ms", "--watch-heartbeat", "1s"];
     let home = client.home("watch");
@@ -252,9 +254,7 @@ async fn follows_a_watch_across_a_restart_with_resume_from(client: Client) {
 
 async fn streams_each_result_as_it_is_ready(client: Client) {
     let command = client.command().await;
-    let sim = TestSim::unlimited().await;
-    create_fleet_job(&sim, "firmware-a").await;
-    create_fleet_job(&sim, "firmware-b").await;
+    let sim = simulator_with(&["firmware-a", "firmware-b"]).await;
     let gw = GatewayProcess::serve(&sim.url, &[], &client.home("stream")).await;
 
     let ran = run(
@@ -290,8 +290,7 @@ async fn streams_each_result_as_it_is_ready(client: Client) {
 
 async fn sends_the_caller_s_token_from_the_environment(client: Client) {
     let command = || async move { client.command().await };
-    let sim = TestSim::unlimited().await;
-    create_fleet_job(&sim, "firmware-a").await;
+    let sim = simulator_with(&["firmware-a"]).await;
     let home = client.home("token");
     let tokens = support::process::empty_home(&home).join("tokens");
     std::fs::write(
@@ -334,8 +333,7 @@ async fn sends_the_caller_s_token_from_the_environment(client: Client) {
 
 async fn speaks_tls_to_a_gateway_its_ca_bundle_trusts(client: Client) {
     let command = || async move { client.command().await };
-    let sim = TestSim::unlimited().await;
-    create_fleet_job(&sim, "firmware-a").await;
+    let sim = simulator_with(&["firmware-a"]).await;
     let home = client.home("tls");
     let dir = support::process::empty_home(&home);
     let pki = support::certs::Pki::new(&dir.join("pki"), "gateway");

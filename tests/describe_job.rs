@@ -174,6 +174,56 @@ async fn the_callers_deadline_bounds_the_aws_call_and_drops_it() {
     assert_eq!(fake.calls(), 1, "no retry after the deadline");
 }
 
+/// The deadline runs from when the call arrives, as tonic's own timer does,
+/// not from when the handler starts: a request whose message comes 200 ms
+/// after its headers still gets DEADLINE_EXCEEDED, never tonic's CANCELLED.
+#[tokio::test]
+async fn the_deadline_runs_from_the_call_s_arrival_not_from_its_message() {
+    let fake = FakeAws::start().await;
+    fake.reply(
+        "slow",
+        Reply::slow(Duration::from_secs(5), Reply::Job(json!({"job": {}}))),
+    );
+    let gw = TestGateway::aws(&fake.url).await;
+    let mut grpc = tonic::client::Grpc::new(support::channel(gw.addr).await);
+    grpc.ready().await.unwrap();
+
+    // The headers (with grpc-timeout) go at once, the message 200 ms later.
+    let late_message = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        DescribeJobRequest {
+            job_id: "slow".into(),
+            before_substitution: None,
+        }
+    });
+    let mut request = tonic::Request::new(late_message);
+    request.set_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let status =
+        grpc
+            .client_streaming(
+                request,
+                http::uri::PathAndQuery::from_static("/iot.jobs.v1.JobsGateway/DescribeJob"),
+                tonic_prost::ProstCodec::<
+                    DescribeJobRequest,
+                    iot_jobs_gateway::pb::DescribeJobResponse,
+                >::default(),
+            )
+            .await
+            .unwrap_err();
+
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().metadata["deadline"],
+        "caller"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_caller_that_hangs_up_cancels_the_aws_call() {
     let fake = FakeAws::start().await;

@@ -2,8 +2,10 @@
 //! upstream work must finish by.
 //!
 //! tonic itself also enforces `grpc-timeout`, but answers CANCELLED when it
-//! fires. The gateway stops its own work a little earlier so the caller gets
-//! DEADLINE_EXCEEDED, which is what an expired deadline means.
+//! fires. The gateway's clock starts where tonic's does (when the call
+//! reaches the observation layer, [`super::observe::Received`]) and it stops
+//! its own work a little earlier, so the caller gets DEADLINE_EXCEEDED,
+//! which is what an expired deadline means.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use tonic::metadata::MetadataMap;
 const MAX_HEADROOM: Duration = Duration::from_millis(50);
 
 /// The instant by which the gateway must have its answer, if the caller set
-/// a deadline. `received` is when the request arrived.
+/// a deadline. `received` is when the call reached the gateway.
 pub fn from_metadata(metadata: &MetadataMap, received: Instant) -> Option<Instant> {
     let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
     let headroom = (timeout / 10).min(MAX_HEADROOM);

@@ -40,6 +40,26 @@ use crate::{
 /// Job ids in logs are cut to this many characters; invalid ids can be huge.
 const LOGGED_ID_CHARS: usize = 80;
 
+/// When the call reached the gateway: the moment tonic starts its own
+/// `grpc-timeout` timer (this layer is the first it calls). Deadlines run
+/// from here, not from when the handler first runs, which can be much later
+/// (a message that comes after its headers, a busy host): otherwise tonic's
+/// timer fires first and the caller gets its CANCELLED, not the gateway's
+/// DEADLINE_EXCEEDED.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub Instant);
+
+impl Received {
+    /// When the call `request` belongs to reached the gateway (now, outside
+    /// the layer, as in handler unit tests).
+    pub fn of<T>(request: &tonic::Request<T>) -> Instant {
+        request
+            .extensions()
+            .get::<Self>()
+            .map_or_else(Instant::now, |received| received.0)
+    }
+}
+
 /// What a handler knows of its call, for the call's log line.
 #[derive(Debug, Default)]
 pub struct CallNote(Mutex<Details>);
@@ -197,6 +217,7 @@ where
         let call = Call::start(self.observer.clone(), &request);
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(call.note.clone());
+        parts.extensions.insert(Received(call.received));
         let body = Body::new(Counted {
             body,
             frames: Frames::default(),

@@ -20,7 +20,12 @@ use tonic::{
 };
 use tracing::{info, warn};
 
-use super::{cache_control::CacheControl, deadline, observe::CallNote, validate};
+use super::{
+    cache_control::CacheControl,
+    deadline,
+    observe::{CallNote, Received},
+    validate,
+};
 use crate::{
     auth::Caller,
     error::{Denied, Failure, GatewayError},
@@ -53,7 +58,7 @@ impl JobsGatewayService {
         note: &CallNote,
     ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
         let caller = Caller::of(&request);
-        let call = call_of(&request, &caller, Instant::now());
+        let call = call_of(&request, &caller, Received::of(&request));
         note.caller(caller.name_shared());
         let requests = request.into_inner().into_items();
         note.batch(requests.len());
@@ -107,7 +112,7 @@ impl JobsGateway for JobsGatewayService {
         let caller = Caller::of(&request);
         let note = CallNote::of(&request);
         note.caller(caller.name_shared());
-        let call = call_of(&request, &caller, Instant::now());
+        let call = call_of(&request, &caller, Received::of(&request));
         let request = request.into_inner();
         note.job(&request.job_id);
         let result = async {

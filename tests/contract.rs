@@ -87,27 +87,13 @@ async fn buf_in(dir: &Path, args: &[&str]) -> Checked {
 fn edited_copy(name: &str, edit: impl FnOnce(String) -> String) -> String {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("contract-{name}"));
     let _ = fs::remove_dir_all(&dir);
-    copy_tree(&contract(), &dir);
-    fs::remove_dir_all(dir.join("releases")).unwrap();
+    support::copy_tree(&contract(), &dir, &["releases"]);
     let gateway = dir.join("iot/jobs/v1/gateway.proto");
     let text = fs::read_to_string(&gateway).unwrap();
     let edited = edit(text.clone());
     assert_ne!(edited, text, "the edit must change the contract");
     fs::write(&gateway, edited).unwrap();
     dir.to_str().unwrap().to_owned()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The newest release, as buf's `--against` takes it.

@@ -229,29 +229,8 @@ fn copy_package(from: &Path, to: &Path) {
             fs::remove_file(entry.path()).unwrap();
         }
     }
-    copy_tree(from, to);
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let entries =
-        fs::read_dir(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
-    for entry in entries {
-        let entry = entry.unwrap();
-        // Installed and built output of a copy built in place.
-        if ["node_modules", "dist", "generated"]
-            .iter()
-            .any(|skip| entry.file_name() == *skip)
-        {
-            continue;
-        }
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+    // Leaves out the installed and built output of a copy built in place.
+    super::copy_tree(from, to, &["node_modules", "dist", "generated"]);
 }
 
 fn npm(node_bin: &Path, dir: &Path, args: &[&str]) -> Command {

@@ -271,6 +271,26 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Whether an MQTT broker on 127.0.0.1:`port` accepts a connection: an
+/// MQTT 3.1.1 CONNECT answered by a successful CONNACK. The readiness check
+/// of the brokers the load generator and the tests start.
+pub async fn accepts_connect(port: u16) -> bool {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 10 s,
+    // client id "probe".
+    const CONNECT: &[u8] = &[
+        0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 5, b'p', b'r', b'o', b'b', b'e',
+    ];
+    let mut reply = [0u8; 4];
+    let ok = conn.write_all(CONNECT).await.is_ok()
+        && conn.read_exact(&mut reply).await.is_ok()
+        && reply == [0x20, 2, 0, 0];
+    let _ = conn.write_all(&[0xe0, 0]).await; // DISCONNECT
+    ok
+}
+
 /// Whether `topic` matches `filter` (MQTT 3.1.1 §4.7): `+` is one level,
 /// a final `#` is any number (none included), and a topic beginning with
 /// `$` is matched only by a filter that names its first level.

@@ -25,8 +25,6 @@ use std::{
 
 use iot_jobs_gateway::{pb, simulator::seed::synthetic_job_id};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
     process::{Child, Command},
     time::Instant,
 };
@@ -131,22 +129,9 @@ impl Broker {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
-    /// Whether the broker accepts an MQTT 3.1.1 CONNECT (CONNACK, code 0).
+    /// Whether the broker accepts an MQTT connection.
     async fn connack(&self) -> bool {
-        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        // CONNECT: "MQTT" level 4, clean session, keep-alive 10 s, id "probe".
-        const CONNECT: &[u8] = &[
-            0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 5, b'p', b'r', b'o', b'b',
-            b'e',
-        ];
-        let mut reply = [0u8; 4];
-        let ok = conn.write_all(CONNECT).await.is_ok()
-            && conn.read_exact(&mut reply).await.is_ok()
-            && reply == [0x20, 2, 0, 0];
-        let _ = conn.write_all(&[0xe0, 0]).await; // DISCONNECT
-        ok
+        iot_jobs_gateway::events::broker::accepts_connect(self.port).await
     }
 
     /// CPU seconds used by mosquitto (the child of `timeout`).

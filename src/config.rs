@@ -424,6 +424,10 @@ pub struct SecurityArgs {
     #[arg(long, env = "GATEWAY_JWT_AUDIENCE", requires = "jwt_jwks")]
     pub jwt_audience: Option<String>,
 
+    /// Refuse JWTs valid for longer than this (`exp` - `iat`, or what is left without `iat`); unset: any lifetime.
+    #[arg(long, env = "GATEWAY_JWT_MAX_LIFETIME", requires = "jwt_jwks", value_parser = parse_duration)]
+    pub jwt_max_lifetime: Option<Duration>,
+
     /// What each caller may do: RPCs, job ids, share weight and limits (YAML); re-read when it changes.
     #[arg(long, env = "GATEWAY_AUTH_POLICY")]
     pub auth_policy: Option<PathBuf>,
@@ -450,6 +454,7 @@ impl SecurityArgs {
                 jwks: jwks.clone(),
                 issuer: issuer.clone(),
                 audience: audience.clone(),
+                max_lifetime: self.jwt_max_lifetime,
             }),
             _ => None,
         };

@@ -227,9 +227,13 @@ async fn the_caller_is_its_spiffe_id_else_its_dns_name_else_its_common_name() {
         (
             "dns",
             Names::Dns("dashboard.example.org"),
-            "dashboard.example.org",
+            "dns:dashboard.example.org",
         ),
-        ("cn", Names::CommonName("batch-reporter"), "batch-reporter"),
+        (
+            "cn",
+            Names::CommonName("batch-reporter"),
+            "cn:batch-reporter",
+        ),
     ] {
         let pair = pki.client(stem, names, false);
         let channel = tls_channel(gw.addr, &pki.ca_pem, Some(&pair))
@@ -243,6 +247,89 @@ async fn the_caller_is_its_spiffe_id_else_its_dns_name_else_its_common_name() {
         assert_eq!(error_info_reason(&denied), "CALLER_NOT_PERMITTED");
         assert_eq!(metadata(&denied, "caller").as_deref(), Some(expected));
         assert_eq!(metadata(&denied, "jobId").as_deref(), Some("secret-1"));
+    }
+    assert_eq!(aws_calls(&sim), calls, "denials cost AWS calls");
+}
+
+#[tokio::test]
+async fn a_name_of_one_kind_never_gets_the_grants_of_another() {
+    let dir = empty_home("kinds");
+    let sim = aws().await;
+    let pki = Pki::new(&dir, "kinds");
+    let spiffe = "spiffe://example.org/ns/ci/sa/deployer";
+    let signer = Signer::new(jsonwebtoken::Algorithm::ES256, "ec-1");
+    let jwks = write(
+        &dir,
+        "jwks.json",
+        &serde_json::json!({ "keys": [signer.jwk] }).to_string(),
+    );
+    let tokens = write(
+        &dir,
+        "tokens",
+        &format!("{} admin\n", support::sha256_hex("admin-token")),
+    );
+    // Everyone reads public jobs; the SPIFFE caller and the token-file
+    // admin read every job.
+    let policy = write(
+        &dir,
+        "policy.yaml",
+        &format!(
+            "default:\n  jobs: [\"public-*\"]\ncallers:\n  {spiffe}:\n    jobs: [\"*\"]\n  \
+             token:admin:\n    jobs: [\"*\"]\n"
+        ),
+    );
+    let (iss, aud) = ("https://issuer.example.org", "iot-jobs-gateway");
+    let auth = AuthSettings {
+        tokens: Some(tokens),
+        jwt: Some(JwtSettings {
+            jwks,
+            issuer: iss.to_owned(),
+            audience: aud.to_owned(),
+            max_lifetime: None,
+        }),
+        policy: Some(policy),
+    };
+    let gw = gateway(&sim, Some(served_by(&pki, true)), auth).await;
+    let client = |names, stem| {
+        let pair = pki.client(stem, names, false);
+        let (addr, ca) = (gw.addr, pki.ca_pem.clone());
+        async move { JobsGatewayClient::new(tls_channel(addr, &ca, Some(&pair)).await.unwrap()) }
+    };
+
+    // The real holders of the names get their grants.
+    let mut deployer = client(Names::Spiffe(spiffe), "deployer").await;
+    deployer.describe_job(describe("secret-1")).await.unwrap();
+    let mut impostor = client(Names::CommonName(spiffe), "impostor").await;
+    impostor
+        .describe_job(with_token(describe("secret-1"), "admin-token"))
+        .await
+        .unwrap();
+
+    // A CN that spells the SPIFFE id, and JWTs whose sub is the SPIFFE id
+    // or the token caller's name, are callers of their own kind.
+    let calls = aws_calls(&sim);
+    let denied = impostor
+        .describe_job(describe("secret-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(
+        metadata(&denied, "caller"),
+        Some(format!("cn:{spiffe}")),
+        "a CN spelling a SPIFFE id"
+    );
+    for sub in [spiffe, "admin"] {
+        let token = signer.token(iss, aud, sub, 600, -10);
+        let denied = impostor
+            .describe_job(with_token(describe("secret-1"), &token))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            denied.code(),
+            Code::PermissionDenied,
+            "sub {sub}: {denied:?}"
+        );
+        assert_eq!(metadata(&denied, "caller"), Some(format!("jwt:{sub}")));
     }
     assert_eq!(aws_calls(&sim), calls, "denials cost AWS calls");
 }
@@ -385,17 +472,31 @@ impl Signer {
 
     /// A token with these claims, `exp`/`nbf` relative to now in seconds.
     fn token(&self, iss: &str, aud: &str, sub: &str, exp: i64, nbf: i64) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let mut header = jsonwebtoken::Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
+        let now = unix_now();
         let claims = serde_json::json!({
             "iss": iss, "aud": aud, "sub": sub, "exp": now + exp, "nbf": now + nbf, "iat": now,
         });
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+        self.sign(|_| {}, &claims)
     }
+
+    /// A token of `claims` with a header as `edit` leaves it.
+    fn sign(
+        &self,
+        edit: impl FnOnce(&mut jsonwebtoken::Header),
+        claims: &serde_json::Value,
+    ) -> String {
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        edit(&mut header);
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test]
@@ -422,18 +523,38 @@ async fn tokens_and_jwts_admit_their_callers_and_every_bad_one_gets_its_code_for
             jwks,
             issuer: "https://issuer.example.org".to_owned(),
             audience: "iot-jobs-gateway".to_owned(),
+            max_lifetime: Some(Duration::from_secs(3600)),
         }),
         policy: Some(policy),
     };
     let gw = gateway(&sim, None, auth).await;
     let mut client = gw.client.clone();
     let (iss, aud) = ("https://issuer.example.org", "iot-jobs-gateway");
+    // Good claims, with `changes` over them.
+    let claims = |changes: serde_json::Value| {
+        let now = unix_now();
+        let mut claims = serde_json::json!({
+            "iss": iss, "aud": aud, "sub": "svc", "exp": now + 600, "iat": now,
+        });
+        for (name, value) in changes.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    // `typ` as issuers write it is accepted.
+    for typ in ["JWT", "at+jwt", "application/at+jwt"] {
+        let token = rsa.sign(|h| h.typ = Some(typ.into()), &claims(serde_json::json!({})));
+        client
+            .describe_job(with_token(describe("public-1"), &token))
+            .await
+            .unwrap_or_else(|e| panic!("typ {typ}: {e:?}"));
+    }
 
     // Good credentials: the caller is named by the token (seen in a denial).
     for (token, caller) in [
-        ("pipeline-s3cret".to_owned(), "pipeline"),
-        (rsa.token(iss, aud, "svc-rsa", 600, -10), "svc-rsa"),
-        (ec.token(iss, aud, "svc-ec", 600, -10), "svc-ec"),
+        ("pipeline-s3cret".to_owned(), "token:pipeline"),
+        (rsa.token(iss, aud, "svc-rsa", 600, -10), "jwt:svc-rsa"),
+        (ec.token(iss, aud, "svc-ec", 600, -10), "jwt:svc-ec"),
     ] {
         client
             .describe_job(with_token(describe("public-1"), &token))
@@ -519,12 +640,78 @@ async fn tokens_and_jwts_admit_their_callers_and_every_bad_one_gets_its_code_for
         (
             "a JWT with a malformed header",
             Some("Bearer e30K.e30K.c2ln".into()),
-            "not a well-formed JWT",
+            "header cannot be read",
         ),
         (
             "a JWT with garbage for a header",
             Some("Bearer !!!.e30.c2ln".into()),
-            "not a well-formed JWT",
+            "header cannot be read",
+        ),
+        (
+            "a JWT whose signature is corrupted",
+            Some(format!("Bearer {}!", rsa.token(iss, aud, "x", 600, -10))),
+            "signature does not verify",
+        ),
+        (
+            "a JWT whose payload is not JSON",
+            Some(format!("Bearer {}", {
+                let good = rsa.token(iss, aud, "x", 600, -10);
+                let parts: Vec<&str> = good.split('.').collect();
+                format!("{}.bm90IGpzb24.{}", parts[0], parts[2])
+            })),
+            "payload cannot be read",
+        ),
+        (
+            "a JWT with a numeric sub",
+            Some(format!(
+                "Bearer {}",
+                rsa.sign(|_| {}, &claims(serde_json::json!({"sub": 42})))
+            )),
+            "sub claim must be a string",
+        ),
+        (
+            "a JWT whose iss is an array holding the issuer",
+            Some(format!(
+                "Bearer {}",
+                rsa.sign(
+                    |_| {},
+                    &claims(serde_json::json!({"iss": [iss, "https://evil"]}))
+                )
+            )),
+            "iss claim must be a string",
+        ),
+        (
+            "a JWT with an unknown critical extension",
+            Some(format!(
+                "Bearer {}",
+                rsa.sign(
+                    |h| h.crit = Some(vec!["exp".into()]),
+                    &claims(serde_json::json!({}))
+                )
+            )),
+            "crit header lists extensions this gateway does not understand: exp",
+        ),
+        (
+            "a JWT of another type (a DPoP proof)",
+            Some(format!(
+                "Bearer {}",
+                rsa.sign(
+                    |h| h.typ = Some("dpop+jwt".into()),
+                    &claims(serde_json::json!({}))
+                )
+            )),
+            "typ \"dpop+jwt\" is not accepted",
+        ),
+        (
+            "a JWT valid for longer than --jwt-max-lifetime",
+            Some(format!(
+                "Bearer {}",
+                rsa.sign(
+                    |_| {},
+                    &claims(serde_json::json!({"exp": unix_now() + 7200}))
+                )
+            )),
+            "valid for 7200 s",
         ),
     ];
     for (what, authorization, says) in cases {
@@ -569,8 +756,8 @@ async fn the_policy_allows_and_denies_rpcs_and_jobs_in_calls_batches_and_watches
         "policy.yaml",
         "default:\n  rpcs: []\n\
          callers:\n  \
-           dashboard:\n    rpcs: [DescribeJob, BatchDescribeJobs, WatchJobs]\n    jobs: [\"public-*\"]\n    max_batch_size: 3\n    max_watch_streams: 1\n  \
-           admin:\n    rpcs: [\"*\"]\n",
+           token:dashboard:\n    rpcs: [DescribeJob, BatchDescribeJobs, WatchJobs]\n    jobs: [\"public-*\"]\n    max_batch_size: 3\n    max_watch_streams: 1\n  \
+           token:admin:\n    rpcs: [\"*\"]\n",
     );
     let auth = AuthSettings {
         tokens: Some(tokens),
@@ -881,7 +1068,7 @@ async fn a_caller_at_its_policys_max_waiting_is_turned_away_while_others_still_w
     let policy = write(
         &dir,
         "policy.yaml",
-        "callers:\n  dashboard:\n    max_waiting: 1\n",
+        "callers:\n  token:dashboard:\n    max_waiting: 1\n",
     );
     let mut options = GatewayOptions::default();
     options.jobs.limiter.rate = 2.0;
@@ -953,7 +1140,7 @@ async fn log_lines_name_the_caller_and_refusals_say_why() {
         seen.0 = logs.iter().any(|l| {
             l["message"] == "call finished"
                 && l["method"] == "DescribeJob"
-                && l["caller"] == "pipeline"
+                && l["caller"] == "token:pipeline"
         });
         seen.1 = logs.iter().any(|l| {
             l["message"] == "call refused"

@@ -1,6 +1,18 @@
-//! A caller's name from its client certificate: its SPIFFE ID (the single
-//! `spiffe://` URI SAN) when present, else its first DNS SAN, else its
-//! subject CN.
+//! Callers' names, which say where they came from, and a caller's name
+//! from its client certificate.
+//!
+//! Every authenticated caller's name starts with its kind, so no
+//! credential of one kind can take the name (and the grants) of another:
+//!
+//! | kind | name | from |
+//! |---|---|---|
+//! | SPIFFE ID | `spiffe://<trust domain>/<path>` | a certificate's single `spiffe://` URI SAN |
+//! | DNS name | `dns:<name>` | a certificate's first DNS SAN, without a SPIFFE ID |
+//! | common name | `cn:<CN>` | a certificate's subject CN, without either SAN |
+//! | token | `token:<name>` | the tokens file's entry |
+//! | JWT | `jwt:<sub>` | a JWT's `sub`, from the one issuer configured |
+//!
+//! A CN that spells a SPIFFE ID stays a CN (`cn:spiffe://…`).
 
 use x509_parser::{certificate::X509Certificate, extensions::GeneralName, prelude::FromDer};
 
@@ -17,6 +29,30 @@ pub enum IdentityError {
     /// Nothing names the caller.
     #[error("the client certificate names no caller: no spiffe:// URI SAN, DNS SAN or subject CN")]
     Nameless,
+}
+
+/// The prefixes of caller names, one per kind.
+pub const KINDS: [&str; 5] = [SPIFFE, DNS, CN, TOKEN, JWT];
+const SPIFFE: &str = "spiffe://";
+const DNS: &str = "dns:";
+const CN: &str = "cn:";
+const TOKEN: &str = "token:";
+const JWT: &str = "jwt:";
+
+/// The name of a tokens-file caller.
+pub fn token(name: &str) -> String {
+    format!("{TOKEN}{name}")
+}
+
+/// The name of a JWT's subject.
+pub fn jwt(sub: &str) -> String {
+    format!("{JWT}{sub}")
+}
+
+/// The prefix of the kind a caller name says it is (one of [`KINDS`]), if
+/// it says one.
+pub fn kind_of(name: &str) -> Option<&'static str> {
+    KINDS.into_iter().find(|prefix| name.starts_with(prefix))
 }
 
 /// The caller a client certificate (DER) names.
@@ -45,13 +81,13 @@ pub fn of_certificate(der: &[u8]) -> Result<String, IdentityError> {
         _ => None,
     });
     if let Some(dns) = dns {
-        return Ok(dns.to_owned());
+        return Ok(format!("{DNS}{dns}"));
     }
     cert.subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .filter(|cn| !cn.is_empty())
-        .map(str::to_owned)
+        .map(|cn| format!("{CN}{cn}"))
         .ok_or(IdentityError::Nameless)
 }

@@ -6,6 +6,8 @@
 //! carries `authorization: Bearer …`, else its client certificate's
 //! ([`identity`]); a call with neither is refused with UNAUTHENTICATED.
 //! Without caller authentication, each client connection is a caller.
+//! Callers' names say their kind ([`identity`]): `spiffe://…`, `dns:…`,
+//! `cn:…`, `token:…`, `jwt:…`.
 //!
 //! The caller's [`Grants`] come from the policy file ([`policy`]): which
 //! RPCs and jobs, its weight in the AWS budget and its caps. [`layer`]
@@ -318,15 +320,15 @@ impl Auth {
         {
             return keys
                 .get()
-                .verify(token, &settings.issuer, &settings.audience)
-                .map(|sub| (Arc::from(sub), CallerSource::Jwt))
+                .verify(token, settings)
+                .map(|sub| (Arc::from(identity::jwt(&sub)), CallerSource::Jwt))
                 .map_err(|refusal| refusal.to_string());
         }
         match &self.tokens {
             Some(tokens) => tokens
                 .get()
                 .caller(token)
-                .map(|name| (Arc::from(name), CallerSource::Token))
+                .map(|name| (Arc::from(identity::token(name)), CallerSource::Token))
                 .ok_or_else(|| "the bearer token is not one this gateway knows".to_owned()),
             None => Err(
                 "this gateway accepts no bearer tokens; present a client certificate".to_owned(),

@@ -4,11 +4,11 @@
 //! default:                 # callers the policy does not name
 //!   rpcs: [DescribeJob]    # RPC names, or "*"; "Reflection" for grpcurl's listing
 //!   jobs: ["public-*"]     # job id globs (* and ?); absent: every job
-//! callers:
+//! callers:                 # named by kind: spiffe://, dns:, cn:, token:, jwt:
 //!   spiffe://example.org/ns/ci/sa/deployer:
 //!     rpcs: ["*"]
 //!     weight: 4            # share of the AWS budget while calls wait
-//!   dashboard:
+//!   token:dashboard:
 //!     rpcs: [DescribeJob, BatchDescribeJobs, WatchJobs]
 //!     jobs: ["firmware-*"]
 //!     max_waiting: 20      # its calls waiting for AWS tokens at once
@@ -24,6 +24,8 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+
+use super::identity;
 
 /// The RPCs a policy can name.
 pub const RPCS: [&str; 5] = [
@@ -101,6 +103,7 @@ impl Policy {
             .map_err(|e| format!("default: {e}"))?;
         let mut callers = HashMap::new();
         for (name, entry) in file.callers.unwrap_or_default() {
+            check_caller_name(&name)?;
             let grants = entry
                 .over(&default)
                 .map_err(|e| format!("callers.{name}: {e}"))?;
@@ -200,6 +203,26 @@ impl Entry {
     }
 }
 
+/// Refuses a caller name that does not say its kind: the form before
+/// 0.3, when names of every kind shared one namespace.
+fn check_caller_name(name: &str) -> Result<(), String> {
+    let bare = match identity::kind_of(name) {
+        Some(prefix) if name.len() > prefix.len() => return Ok(()),
+        Some(_) => {
+            return Err(format!(
+                "callers.{name}: the caller name is empty after its kind"
+            ));
+        }
+        None => name,
+    };
+    Err(format!(
+        "callers.{bare}: caller names say their kind since 0.3: `spiffe://…` (a certificate's \
+         SPIFFE ID), `dns:{bare}` (its DNS SAN), `cn:{bare}` (its CN), `token:{bare}` (the tokens \
+         file) or `jwt:{bare}` (a JWT's sub); rename the entry to the kind of credential that \
+         caller presents"
+    ))
+}
+
 /// Whether `text` matches `glob` (`*`: any run of characters, `?`: one).
 fn matches_glob(glob: &str, text: &str) -> bool {
     let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
@@ -251,23 +274,30 @@ default:
   jobs: ["public-*"]
   max_watch_streams: 3
 callers:
-  deployer:
+  spiffe://example.org/deployer:
     rpcs: ["*"]
     jobs: ["*"]
     weight: 4
-  dashboard:
+  token:dashboard:
     rpcs: [DescribeJob, WatchJobs]
 "#,
         )
         .unwrap();
         let stranger = policy.grants("someone-else");
+        for other_kind in [
+            "dashboard",
+            "jwt:dashboard",
+            "cn:spiffe://example.org/deployer",
+        ] {
+            assert_eq!(policy.grants(other_kind), stranger, "{other_kind}");
+        }
         assert!(stranger.may_call("DescribeJob"));
         assert!(!stranger.may_call("WatchJobs"));
         assert!(stranger.may_read("public-1") && !stranger.may_read("secret-1"));
-        let deployer = policy.grants("deployer");
+        let deployer = policy.grants("spiffe://example.org/deployer");
         assert!(deployer.may_call("Reflection") && deployer.may_read("secret-1"));
         assert_eq!((deployer.weight, deployer.max_watch_streams), (4, Some(3)));
-        let dashboard = policy.grants("dashboard");
+        let dashboard = policy.grants("token:dashboard");
         assert!(dashboard.may_call("WatchJobs") && !dashboard.may_call("BatchDescribeJobs"));
         assert!(
             !dashboard.may_read("secret-1"),
@@ -279,15 +309,30 @@ callers:
     fn mistakes_in_the_policy_are_named() {
         let err = Policy::parse(b"default:\n  rpcs: [DescribeJobs]\n").unwrap_err();
         assert!(err.contains("unknown RPC \"DescribeJobs\""), "{err}");
-        let err = Policy::parse(b"callers:\n  x:\n    jobs: [\"a/b\"]\n").unwrap_err();
+        let err = Policy::parse(b"callers:\n  cn:x:\n    jobs: [\"a/b\"]\n").unwrap_err();
         assert!(
-            err.contains("callers.x") && err.contains("\"a/b\""),
+            err.contains("callers.cn:x") && err.contains("\"a/b\""),
             "{err}"
         );
-        let err = Policy::parse(b"callers:\n  x:\n    wieght: 2\n").unwrap_err();
+        let err = Policy::parse(b"callers:\n  cn:x:\n    wieght: 2\n").unwrap_err();
         assert!(err.contains("wieght"), "{err}");
         let err = Policy::parse(b"default:\n  weight: 0\n").unwrap_err();
         assert!(err.contains("weight"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_of_bare_caller_names_is_refused_with_the_names_to_write() {
+        let err = Policy::parse(b"callers:\n  dashboard:\n    weight: 2\n").unwrap_err();
+        for kind in [
+            "token:dashboard",
+            "jwt:dashboard",
+            "cn:dashboard",
+            "dns:dashboard",
+        ] {
+            assert!(err.contains(kind), "{kind}: {err}");
+        }
+        let err = Policy::parse(b"callers:\n  \"token:\":\n    weight: 2\n").unwrap_err();
+        assert!(err.contains("empty"), "{err}");
     }
 
     #[test]

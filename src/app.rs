@@ -11,6 +11,7 @@ use tracing::info;
 use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
+    connections::{GuardedListener, HTTP1_START},
     events::{self, EventsSettings, Subscriber, broker::EmbeddedBroker},
     jobs::{Jobs, JobsSettings, Roles},
     metrics::{self, Metrics, sampled::Sources},
@@ -130,13 +131,13 @@ impl Application {
             }
         };
         let jobs = Jobs::new(upstream, settings.jobs, roles);
-        let observation = Observation::default();
+        let observation = Observation::new(settings.server.refusal_log);
         let metrics = metrics_listener.map(|(listener, address)| {
             let sources = Sources {
                 shared,
                 ..jobs.metric_sources()
             };
-            let metrics = Metrics::new(&observation.grpc, jobs.metrics(), sources);
+            let metrics = Metrics::new(&observation, jobs.metrics(), sources);
             metrics::announce(address);
             (listener, Arc::new(metrics))
         });
@@ -179,6 +180,11 @@ impl Application {
         // Metrics are served until the gateway has stopped, drain included.
         let (_stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some((listener, metrics)) = self.metrics {
+            let limits = &self.server.connections;
+            let gate = self
+                .observation
+                .gate("metrics", limits.max_probe, limits, HTTP1_START);
+            let listener = GuardedListener::new(listener, gate);
             tokio::spawn(metrics::serve(listener, metrics, async {
                 let _ = stopped.await;
             }));

@@ -10,6 +10,7 @@ use crate::{
     app::GatewaySettings,
     auth::{AuthSettings, jwt::JwtSettings},
     cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
+    connections::{self, ConnectionLimits},
     events::EventsSettings,
     grpc::refusals::RefusalLogSettings,
     jobs::JobsSettings,
@@ -125,6 +126,53 @@ pub struct ProtectionArgs {
     /// Metrics and log volume.
     #[command(flatten)]
     pub operations: OperationsArgs,
+
+    /// Connections and streams: caps and time limits.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// What one client may hold open: connections, streams, and how long it
+/// may stay silent.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Client connections open at once on --listen; past it, new ones are reset at once (counted in metrics, logged summarised). Default: three quarters of the soft file limit (ulimit -n) less the probe ports', at most 65536.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+
+    /// Client connections open at once on each of --health-listen and --metrics-listen.
+    #[arg(long, env = "GATEWAY_MAX_PROBE_CONNECTIONS", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_probe_connections: u64,
+
+    /// From accept, the time a connection has to finish its TLS handshake and send the HTTP/2 preface (a request line on the metrics port); silent ones are closed.
+    #[arg(long, env = "GATEWAY_CONNECTION_PREFACE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connection_preface_timeout: Duration,
+
+    /// Calls (HTTP/2 streams) open at once on one connection; more wait in the client.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_streams: u32,
+
+    /// A call whose request message has not arrived this long after its headers ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "GATEWAY_REQUEST_MESSAGE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_message_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    /// The connection limits.
+    pub fn limits(&self) -> ConnectionLimits {
+        let probe = usize::try_from(self.max_probe_connections).unwrap_or(usize::MAX);
+        let defaults = ConnectionLimits::for_file_limit(connections::file_limit(), probe);
+        ConnectionLimits {
+            max: self
+                .max_connections
+                .map_or(defaults.max, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_probe: probe,
+            preface_timeout: self.connection_preface_timeout,
+        }
+    }
 }
 
 /// What operators see: metrics, and how many refusals are logged.
@@ -218,6 +266,9 @@ impl ProtectionArgs {
                 lines: self.operations.refusal_log_lines,
                 every: self.operations.refusal_log_interval,
             },
+            connections: self.connections.limits(),
+            max_concurrent_streams: self.connections.max_concurrent_streams,
+            request_message_timeout: self.connections.request_message_timeout,
             ..ServerSettings::default()
         }
     }
@@ -682,6 +733,13 @@ mod tests {
         assert_eq!(jobs.max_batch_size, 1000);
         assert_eq!(jobs.watch, WatchSettings::default());
         assert_eq!(jobs.limiter.rate, 10.0);
+        let server = args.gateway().server;
+        let defaults = ServerSettings::default();
+        assert_eq!(server.connections, defaults.connections);
+        assert_eq!(server.connections.max_probe, 32);
+        assert_eq!(server.connections.preface_timeout, Duration::from_secs(10));
+        assert_eq!(server.max_concurrent_streams, 200);
+        assert_eq!(server.request_message_timeout, Duration::from_secs(10));
     }
 
     #[test]

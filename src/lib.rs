@@ -27,7 +27,8 @@
 //! [`app`] runs the `serve`, `demo` and `simulator` commands ([`banner`]
 //! prints the demo's commands to try, [`events::broker`] carries the demo's
 //! AWS IoT Jobs events); [`server`] wires the service with
-//! health, reflection and graceful shutdown; [`config`] and [`telemetry`]
+//! health, reflection and graceful shutdown, and [`connections`] bounds the
+//! connections of every listener; [`config`] and [`telemetry`]
 //! serve the binary in `main.rs`. [`cli`] holds the client subcommands and
 //! [`simulator`] the embedded AWS IoT Jobs stand-in.
 
@@ -38,6 +39,7 @@ pub mod auth;
 pub mod banner;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod grpc;

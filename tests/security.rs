@@ -16,7 +16,7 @@ use support::{
     GatewayOptions, TestGateway,
     certs::{Names, Pki, tls_channel},
     error_info_reason, iot_client,
-    process::empty_home,
+    process::{GatewayProcess, empty_home},
     python::tools,
     sim::{TestSim, create_fleet_job},
 };
@@ -1167,4 +1167,241 @@ async fn log_lines_name_the_caller_and_refusals_say_why() {
             .contains("stolen-token"),
         "a token was logged"
     );
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// The log lines `gw` wrote after the first `from`.
+fn lines_since(gw: &GatewayProcess, from: usize) -> Vec<serde_json::Value> {
+    gw.logs.lock().unwrap()[from..].to_vec()
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What an anonymous client can no longer do: hold memory with streams
+/// that never end. The server advertises 200 streams per connection and
+/// refuses the rest; the 200 it took end when their request does not come.
+#[tokio::test]
+async fn ten_thousand_streams_on_one_connection_are_refused_past_the_bound_in_bounded_memory() {
+    let tools = tools().await;
+    let sim = aws().await;
+    let flags = [
+        "--request-message-timeout",
+        "3s",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let gw = GatewayProcess::serve(&sim.url, &flags, "streams-flood").await;
+    let mut client = gw.client().await;
+    client.describe_job(describe("public-1")).await.unwrap();
+    let (before, logged) = (rss(gw.pid()), gw.logs.lock().unwrap().len());
+
+    let flood = tools.flood(&["streams", &gw.addr, "10000", "5"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = rss(gw.pid());
+    // A normal caller on its own connection is answered meanwhile.
+    let mut call = Request::new(describe("public-2"));
+    call.set_timeout(Duration::from_secs(2));
+    client.describe_job(call).await.unwrap();
+    let seen = support::python::flooded(flood).await;
+
+    assert_eq!(seen["settings"]["MAX_CONCURRENT_STREAMS"], 200, "{seen}");
+    assert_eq!(seen["sent"], 10_000, "{seen}");
+    assert_eq!(seen["refused"], 9_800, "streams past the bound: {seen}");
+    assert_eq!(
+        seen["codes"]["4"], 200,
+        "the streams it took end with DEADLINE_EXCEEDED: {seen}"
+    );
+    let grown = during.saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "10,000 streams grew the gateway by {} MiB (limit 32 MiB)",
+        grown >> 20
+    );
+    // Every one is counted; a few are logged.
+    let metrics = support::metrics::Scrape::of(tools, gw.metrics_addr.as_deref().unwrap()).await;
+    let labels = [("grpc_method", "Check"), ("grpc_code", "DeadlineExceeded")];
+    assert_eq!(metrics.value("grpc_server_handled_total", &labels), 200.0);
+    let lines = lines_since(&gw, logged);
+    let refused = lines
+        .iter()
+        .filter(|l| l["message"] == "call refused")
+        .count();
+    assert!(refused <= 10, "{refused} refusal lines for one flood");
+    assert!(
+        lines.len() <= 30,
+        "{} lines for one flood: {lines:#?}",
+        lines.len()
+    );
+}
+
+/// Connections that never speak are closed by the preface limit, those
+/// past the cap are reset at once, and a caller already connected keeps
+/// being answered, even with only 256 file descriptors.
+#[tokio::test]
+async fn silent_connections_are_closed_and_normal_callers_answered_under_a_low_file_limit() {
+    let tools = tools().await;
+    let dir = empty_home("silent");
+    let sim = aws().await;
+    let pki = Pki::new(&dir, "silent");
+    let server = pki.server("server");
+    let health = format!("127.0.0.1:{}", free_port());
+    let (cert, key) = (
+        server.cert.display().to_string(),
+        server.key.display().to_string(),
+    );
+    let flags = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--health-listen",
+        &health,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--connection-preface-timeout",
+        "3s",
+    ];
+    // 256 files: at most 128 connections on --listen, 32 on each probe port.
+    let gw = GatewayProcess::serve_with_file_limit(&sim.url, &flags, 256, "silent").await;
+    let addr: std::net::SocketAddr = gw.addr.parse().unwrap();
+    let mut caller = JobsGatewayClient::new(tls_channel(addr, &pki.ca_pem, None).await.unwrap());
+    caller.describe_job(describe("public-1")).await.unwrap();
+    let logged = gw.logs.lock().unwrap().len();
+
+    let tls_flood = tools.flood(&["silent", &gw.addr, "300", "7", "tls"]);
+    let plain_flood = tools.flood(&["silent", &health, "60", "7"]);
+    // Each call needs AWS (a socket of its own): the cap leaves it files.
+    for job in ["public-2", "secret-1", "public-2", "secret-1", "public-2"] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut call = Request::new(describe(job));
+        call.set_timeout(Duration::from_secs(2));
+        let started = std::time::Instant::now();
+        caller
+            .describe_job(call)
+            .await
+            .unwrap_or_else(|e| panic!("a caller went unanswered during the flood: {e:?}"));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    let (tls, plain) = (
+        support::python::flooded(tls_flood).await,
+        support::python::flooded(plain_flood).await,
+    );
+
+    // TLS: past the cap the connection is reset before its handshake; the
+    // rest are closed by the preface limit, in their handshake or after it.
+    let (opened, failed) = (
+        tls["opened"].as_u64().unwrap(),
+        tls["failed"].as_u64().unwrap(),
+    );
+    assert_eq!(opened + failed, 300, "{tls}");
+    assert!(
+        opened > 0,
+        "no TLS connection got through its handshake: {tls}"
+    );
+    assert_eq!(
+        tls["closed"], tls["opened"],
+        "silent TLS connections left open: {tls}"
+    );
+    // Plaintext on the health port: 32 taken and closed in time, the rest
+    // reset at once.
+    assert_eq!(plain["opened"], 60, "{plain}");
+    assert_eq!(plain["still_open"], 0, "{plain}");
+    assert_eq!(plain["closed_at_once"], 28, "{plain}");
+    assert!(plain["closed_last_s"].as_f64().unwrap() < 5.0, "{plain}");
+
+    let metrics = support::metrics::Scrape::of(tools, gw.metrics_addr.as_deref().unwrap()).await;
+    let refused = |listener| {
+        metrics.value(
+            "iot_jobs_gateway_connections_refused_total",
+            &[("listener", listener)],
+        )
+    };
+    let timed_out = |listener| {
+        metrics.value(
+            "iot_jobs_gateway_connections_timed_out_total",
+            &[("listener", listener)],
+        )
+    };
+    assert!(
+        refused("grpc") >= 150.0,
+        "reset at the cap of 128: {}",
+        refused("grpc")
+    );
+    assert_eq!(refused("grpc") + timed_out("grpc"), 300.0);
+    assert_eq!((refused("health"), timed_out("health")), (28.0, 32.0));
+    // A new caller gets in once the silent ones are gone.
+    let mut newcomer = JobsGatewayClient::new(tls_channel(addr, &pki.ca_pem, None).await.unwrap());
+    newcomer.describe_job(describe("public-1")).await.unwrap();
+
+    let lines = lines_since(&gw, logged);
+    assert!(
+        !lines.iter().any(|l| l["level"] == "WARN"),
+        "warnings: {lines:#?}"
+    );
+    let about_connections = lines
+        .iter()
+        .filter(|l| l["target"] == "iot_jobs_gateway::connections")
+        .count();
+    // Ten a kind (reset at the cap, silent) and listener per interval.
+    assert!(
+        about_connections <= 40,
+        "{about_connections} lines about 360 connections"
+    );
+}
+
+/// Rapid resets, abandoned streams and health checks for unknown services
+/// write a bounded number of lines, whoever sends them.
+#[tokio::test]
+async fn anonymous_floods_write_at_most_the_bounded_lines() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let tools = tools().await;
+    let sim = aws().await;
+    let gw = GatewayProcess::serve(&sim.url, &["--refusal-log-interval", "1m"], "log-floods").await;
+    let logged = gw.logs.lock().unwrap().len();
+
+    let seen = support::python::flooded(tools.flood(&["reset", &gw.addr, "50", "100"])).await;
+    assert_eq!(seen["reset_streams"], 5_000, "{seen}");
+    let mut health = HealthClient::new(support::channel(gw.addr.parse().unwrap()).await);
+    for _ in 0..200 {
+        let unknown = HealthCheckRequest {
+            service: "no.such.Service".to_owned(),
+        };
+        let status = health.check(unknown).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    // The gateway still answers.
+    gw.client()
+        .await
+        .describe_job(describe("public-1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let lines = lines_since(&gw, logged);
+    let count =
+        |what: &dyn Fn(&serde_json::Value) -> bool| lines.iter().filter(|l| what(l)).count();
+    let warnings = count(&|l| l["level"] == "WARN");
+    assert!(warnings <= 10, "{warnings} warnings: {lines:#?}");
+    let went_away = count(&|l| l["message"] == "caller went away; upstream work dropped");
+    assert!(went_away <= 10, "{went_away} lines for abandoned calls");
+    let health_lines = count(&|l| l["method"] == "Check");
+    assert_eq!(
+        health_lines, 0,
+        "health checks logged above debug: {lines:#?}"
+    );
+    assert!(lines.len() <= 40, "{} lines: {lines:#?}", lines.len());
 }

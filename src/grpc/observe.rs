@@ -20,6 +20,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes};
@@ -33,7 +34,7 @@ use super::refusals::{Kind, RefusalLog};
 use crate::{
     error::{Failure, GatewayError},
     jobs::Source,
-    metrics::grpc::{GrpcMetrics, Method},
+    metrics::grpc::{GrpcMetrics, Method, RpcType},
     server::incoming::Peer,
 };
 
@@ -170,13 +171,24 @@ pub struct ObserveLayer {
 struct Observer {
     metrics: Arc<GrpcMetrics>,
     refusals: Arc<RefusalLog>,
+    message_timeout: Duration,
 }
 
 impl ObserveLayer {
-    /// Counts in `metrics` and logs refusals through `refusals`.
-    pub fn new(metrics: Arc<GrpcMetrics>, refusals: Arc<RefusalLog>) -> Self {
+    /// Counts in `metrics`, logs refusals through `refusals`, and ends a
+    /// call whose request has not arrived within `message_timeout` of its
+    /// headers with DEADLINE_EXCEEDED.
+    pub fn new(
+        metrics: Arc<GrpcMetrics>,
+        refusals: Arc<RefusalLog>,
+        message_timeout: Duration,
+    ) -> Self {
         Self {
-            observer: Arc::new(Observer { metrics, refusals }),
+            observer: Arc::new(Observer {
+                metrics,
+                refusals,
+                message_timeout,
+            }),
         }
     }
 }
@@ -218,10 +230,23 @@ where
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(call.note.clone());
         parts.extensions.insert(Received(call.received));
+        let awaited = Awaited {
+            // A bidi stream (reflection) may pause between messages; every
+            // other call's request is one message and its end.
+            until: match call.method().rpc_type {
+                RpcType::BidiStream => Until::FirstMessage,
+                RpcType::Unary | RpcType::ServerStream => Until::End,
+            },
+            at: call.received + call.observer.message_timeout,
+            timer: None,
+            note: call.note.clone(),
+            timeout: call.observer.message_timeout,
+        };
         let body = Body::new(Counted {
             body,
             frames: Frames::default(),
             count: Count::Received(call.observer.clone(), call.method),
+            awaited: Some(awaited),
         });
         Observed {
             inner: self.inner.call(http::Request::from_parts(parts, body)),
@@ -324,8 +349,11 @@ impl Call {
             }
             (Ended::Dropped, _) => {
                 // The client left, its grpc-timeout passed, or the grace
-                // period after a shutdown ran out.
-                line!(info, error, "caller went away; upstream work dropped")
+                // period after a shutdown ran out. Anyone can open streams
+                // and walk away: bounded like refusals.
+                if self.observer.refusals.admit(Kind::Abandoned, method, code) {
+                    line!(info, error, "caller went away; upstream work dropped");
+                }
             }
             (_, None) if details.cache == Some(Source::Stale) => {
                 // While AWS fails, stale answers stand in for errors at the
@@ -338,6 +366,11 @@ impl Call {
                 // The hot path (tens of thousands a second): a line for each
                 // would cost a fifth of the gateway's throughput. Health
                 // probes come every few seconds from every prober.
+                line!(debug, error, "call finished");
+            }
+            (_, Some(Failure::Answer)) if self.is_probe() => {
+                // A probe for a service this server does not name: the
+                // prober's mistake, at the prober's rate.
                 line!(debug, error, "call finished");
             }
             (_, None | Some(Failure::Answer)) => line!(info, error, "call finished"),
@@ -435,6 +468,7 @@ where
             body,
             frames: Frames::default(),
             count: Count::Sent(Some(call)),
+            awaited: None,
         });
         Poll::Ready(Ok(http::Response::from_parts(parts, body)))
     }
@@ -448,13 +482,59 @@ enum Count {
     Sent(Option<Call>),
 }
 
+/// How much of a request must arrive within the message timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Its first message.
+    FirstMessage,
+    /// All of it.
+    End,
+}
+
+/// A request still awaited: the deadline for its messages.
+struct Awaited {
+    until: Until,
+    at: Instant,
+    /// Made only once the request keeps the call waiting: most arrive
+    /// whole with their headers and never need one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    note: Arc<CallNote>,
+    timeout: Duration,
+}
+
+impl Awaited {
+    /// Whether the deadline has passed (and, if not, wakes `cx` at it).
+    fn passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(self.at)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// The status that ends the call, noted as a refusal: the client held
+    /// a stream open without sending its request.
+    fn expired(&self) -> Status {
+        let message = format!(
+            "the request's message did not arrive within {} ms of its headers \
+             (--request-message-timeout); send the request with its headers",
+            self.timeout.as_millis()
+        );
+        let mut details = self.note.details();
+        details.cause = Some(message.clone());
+        details.failure = Some(Failure::Refusal);
+        Status::deadline_exceeded(message)
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A body whose gRPC messages are counted as they pass.
+    /// A body whose gRPC messages are counted as they pass (and, for a
+    /// request, that must arrive in time).
     struct Counted<B> {
         #[pin]
         body: B,
         frames: Frames,
         count: Count,
+        awaited: Option<Awaited>,
     }
 
     impl<B> PinnedDrop for Counted<B> {
@@ -472,20 +552,44 @@ pin_project_lite::pin_project! {
 impl<B> HttpBody for Counted<B>
 where
     B: HttpBody<Data = Bytes>,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = tonic::codegen::StdError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.body.poll_frame(cx));
+        let frame = match this.body.poll_frame(cx) {
+            Poll::Ready(frame) => frame.map(|frame| frame.map_err(Into::into)),
+            Poll::Pending => {
+                if let Some(awaited) = this.awaited
+                    && awaited.passed(cx)
+                {
+                    let status = awaited.expired();
+                    *this.awaited = None;
+                    return Poll::Ready(Some(Err(Box::new(status))));
+                }
+                return Poll::Pending;
+            }
+        };
+        if frame.is_none() {
+            *this.awaited = None;
+        }
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let messages = this.frames.feed(data.chunk());
+                    if messages > 0
+                        && this
+                            .awaited
+                            .as_ref()
+                            .is_some_and(|a| a.until == Until::FirstMessage)
+                    {
+                        *this.awaited = None;
+                    }
                     match this.count {
                         Count::Received(observer, method) => observer
                             .metrics

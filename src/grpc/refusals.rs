@@ -47,6 +47,16 @@ pub enum Kind {
     Refusal,
     /// A call answered with an expired answer.
     Stale,
+    /// A call its client left before the answer.
+    Abandoned,
+    /// A connection reset at the listener's cap.
+    AtCap,
+    /// A connection closed for sending nothing in time.
+    Silent,
+    /// A TLS handshake that failed.
+    Handshake,
+    /// A failed accept (out of file descriptors).
+    AcceptFailed,
 }
 
 #[derive(Debug)]
@@ -56,11 +66,15 @@ struct Window {
     suppressed: u64,
 }
 
+/// What lines are bounded by: kind, method (or listener) and status code
+/// (none for connections).
+type Key = (Kind, &'static str, Option<Code>);
+
 /// Decides which refusals get a line of their own.
 #[derive(Debug)]
 pub struct RefusalLog {
     settings: RefusalLogSettings,
-    windows: Mutex<HashMap<(Kind, &'static str, Code), Window>>,
+    windows: Mutex<HashMap<Key, Window>>,
 }
 
 impl RefusalLog {
@@ -79,12 +93,22 @@ impl RefusalLog {
 
     /// Whether this `kind` of line for `method` with `code` gets written.
     pub fn admit(&self, kind: Kind, method: &'static str, code: Code) -> bool {
+        self.admit_key((kind, method, Some(code)))
+    }
+
+    /// Whether this `kind` of line about a connection to `listener` gets
+    /// written.
+    pub fn admit_connection(&self, kind: Kind, listener: &'static str) -> bool {
+        self.admit_key((kind, listener, None))
+    }
+
+    fn admit_key(&self, key: Key) -> bool {
         if self.settings.every.is_zero() {
             return true;
         }
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows.entry((kind, method, code)).or_insert(Window {
+        let window = windows.entry(key).or_insert(Window {
             started: now,
             logged: 0,
             suppressed: 0,
@@ -101,6 +125,7 @@ impl RefusalLog {
     /// Writes a summary for each kind with refusals not logged, and starts
     /// new windows.
     fn flush(&self) {
+        crate::telemetry::summarise_protocol();
         let ended: Vec<_> = {
             let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *windows).into_iter().collect()
@@ -114,25 +139,54 @@ impl RefusalLog {
                 u64::from(window.logged) + window.suppressed,
                 window.suppressed,
             );
+            let code = code.map(|code| format!("{code:?}"));
+            let code = code.as_deref();
+            macro_rules! summary {
+                ($count:ident, $message:literal) => {
+                    info!(
+                        method = code.map(|_| method),
+                        listener = code.is_none().then_some(method),
+                        code,
+                        $count = all,
+                        not_logged,
+                        seconds,
+                        $message
+                    )
+                };
+            }
             match kind {
-                Kind::Refusal => info!(
-                    method,
-                    ?code,
-                    refused = all,
-                    not_logged,
-                    seconds,
+                Kind::Refusal => summary!(
+                    refused,
                     "more refusals than are logged one by one; all are counted in \
                      grpc_server_handled_total"
                 ),
-                Kind::Stale => info!(
-                    method,
-                    ?code,
-                    stale = all,
-                    not_logged,
-                    seconds,
+                Kind::Stale => summary!(
+                    stale,
                     "more stale answers than are logged one by one; all are counted in \
                      iot_jobs_gateway_cache_answers_total"
                 ),
+                Kind::Abandoned => summary!(
+                    abandoned,
+                    "more calls whose callers went away than are logged one by one; all are \
+                     counted in grpc_server_handled_total (Canceled)"
+                ),
+                Kind::AtCap => summary!(
+                    refused,
+                    "more connections refused at the cap than are logged one by one; all are \
+                     counted in iot_jobs_gateway_connections_refused_total"
+                ),
+                Kind::Silent => summary!(
+                    closed,
+                    "more silent connections closed than are logged one by one; all are \
+                     counted in iot_jobs_gateway_connections_timed_out_total"
+                ),
+                Kind::Handshake => summary!(
+                    refused,
+                    "more TLS handshakes refused than are logged one by one"
+                ),
+                Kind::AcceptFailed => {
+                    summary!(failed, "more failed accepts than are logged one by one")
+                }
             }
         }
     }

@@ -27,10 +27,12 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tokio::{net::TcpListener, time::Instant};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{jobs::Source, upstream::UpstreamError};
+use crate::{
+    connections::GuardedListener, jobs::Source, server::Observation, upstream::UpstreamError,
+};
 
 /// The media type of the OpenMetrics text format prometheus-client writes;
 /// Prometheus asks for it first.
@@ -44,14 +46,15 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the gateway's metrics: the gRPC server's, the domain's,
     /// and gauges read from `sources` at each scrape.
-    pub fn new(grpc: &grpc::GrpcMetrics, jobs: &JobsMetrics, sources: sampled::Sources) -> Self {
+    pub fn new(server: &Observation, jobs: &JobsMetrics, sources: sampled::Sources) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "iot_jobs_gateway_build",
             "The gateway's version",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
-        grpc.register(&mut registry);
+        server.grpc.register(&mut registry);
+        server.connections.register(&mut registry);
         jobs.register(&mut registry);
         registry.register_collector(Box::new(sources));
         Self { registry }
@@ -68,7 +71,7 @@ impl Metrics {
 
 /// Serves `/metrics` on `listener` until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listener: GuardedListener,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
@@ -355,16 +358,16 @@ mod tests {
         assert_eq!(aws_code(None), "");
     }
 
-    #[test]
-    fn the_exposition_names_counters_as_prometheus_expects() {
+    #[tokio::test]
+    async fn the_exposition_names_counters_as_prometheus_expects() {
         let jobs = JobsMetrics::default();
         let throttled =
             UpstreamError::new(UpstreamErrorKind::Throttled).with_code("ThrottlingException");
         jobs.aws_sent().answered(Err(&throttled));
         drop(jobs.aws_sent());
         jobs.answered(Source::Hit);
-        let grpc = grpc::GrpcMetrics::default();
-        let text = Metrics::new(&grpc, &jobs, sampled::Sources::default()).render();
+        let server = Observation::new(crate::grpc::refusals::RefusalLogSettings::default());
+        let text = Metrics::new(&server, &jobs, sampled::Sources::default()).render();
         assert!(text.contains(
             "iot_jobs_gateway_aws_attempts_total{outcome=\"throttled\",aws_code=\"ThrottlingException\"} 1"
         ), "{text}");

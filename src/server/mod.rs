@@ -10,7 +10,6 @@ pub mod incoming;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, time::Instant};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
@@ -18,6 +17,7 @@ use tracing::{info, warn};
 use crate::{
     auth::watched::FileError,
     auth::{Auth, AuthSettings, layer::AdmitLayer},
+    connections::{ConnectionLimits, ConnectionMetrics, Gate, HTTP2_PREFACE},
     grpc::{
         observe::ObserveLayer,
         refusals::{RefusalLog, RefusalLogSettings},
@@ -52,7 +52,20 @@ pub struct ServerSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How many expected refusals are logged one by one.
     pub refusal_log: RefusalLogSettings,
+    /// Caps on open connections, and how soon a connection must speak.
+    pub connections: ConnectionLimits,
+    /// Streams (calls) open at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// How long a call's request messages may take to arrive.
+    pub request_message_timeout: Duration,
 }
+
+/// Streams one connection may have open at once: hyper's own default,
+/// which tonic's builder does not apply by itself.
+pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// How long a call's request may take to arrive after its headers.
+pub const REQUEST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -64,6 +77,9 @@ impl Default for ServerSettings {
             health_listen: None,
             metrics_listen: None,
             refusal_log: RefusalLogSettings::default(),
+            connections: ConnectionLimits::default(),
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+            request_message_timeout: REQUEST_MESSAGE_TIMEOUT,
         }
     }
 }
@@ -145,11 +161,47 @@ pub struct Listeners {
     pub health: Option<TcpListener>,
 }
 
-/// What the server reports to: the gRPC server metrics it counts.
-#[derive(Clone, Default)]
+/// What the server reports to: the gRPC server metrics it counts, the
+/// connection counters, and the bounded log of refusals.
+#[derive(Clone)]
 pub struct Observation {
     /// The gRPC server's metric families.
     pub grpc: Arc<GrpcMetrics>,
+    /// The listeners' connection counters.
+    pub connections: ConnectionMetrics,
+    /// Lines about refusals, a few per interval.
+    pub refusals: Arc<RefusalLog>,
+}
+
+impl Observation {
+    /// Counters for a gateway that logs refusals as `settings` say (within
+    /// a tokio runtime: the log's summaries are written by a task).
+    pub fn new(settings: RefusalLogSettings) -> Self {
+        Self {
+            grpc: Arc::default(),
+            connections: ConnectionMetrics::default(),
+            refusals: RefusalLog::new(settings),
+        }
+    }
+
+    /// The gate of `listener`: at most `max` connections, each to send
+    /// `first_bytes` bytes within `limits`' preface timeout.
+    pub fn gate(
+        &self,
+        listener: &'static str,
+        max: usize,
+        limits: &ConnectionLimits,
+        first_bytes: usize,
+    ) -> Gate {
+        Gate::new(
+            listener,
+            max,
+            limits.preface_timeout,
+            first_bytes,
+            &self.connections,
+            self.refusals.clone(),
+        )
+    }
 }
 
 /// Serves the gateway on `listeners` until `shutdown` resolves, then drains
@@ -165,10 +217,17 @@ pub async fn run(
     let ServerSettings {
         keepalive,
         grace,
-        refusal_log,
+        connections,
+        max_concurrent_streams,
+        request_message_timeout,
         ..
     } = settings;
-    let observe = ObserveLayer::new(observation.grpc, RefusalLog::new(refusal_log));
+    let grpc_gate = observation.gate("grpc", connections.max, &connections, HTTP2_PREFACE);
+    let observe = ObserveLayer::new(
+        observation.grpc.clone(),
+        observation.refusals.clone(),
+        request_message_timeout,
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
@@ -194,9 +253,12 @@ pub async fn run(
     // The health listener serves until the main server has stopped.
     let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
     if let Some(listener) = listeners.health {
+        let health_gate =
+            observation.gate("health", connections.max_probe, &connections, HTTP2_PREFACE);
         let health_only = Server::builder()
+            .max_concurrent_streams(Some(max_concurrent_streams))
             .add_service(health_service.clone())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming::incoming(listener, None, health_gate), async {
                 let _ = stopped_rx.await;
             });
         tokio::spawn(async move {
@@ -207,8 +269,11 @@ pub async fn run(
     }
     let _stop_health = stopped_tx;
 
-    let incoming = incoming::incoming(listeners.grpc, security.tls);
+    let incoming = incoming::incoming(listeners.grpc, security.tls, grpc_gate);
     let serve = Server::builder()
+        // Each stream holds memory until its call ends: without a bound, one
+        // connection could open streams without end.
+        .max_concurrent_streams(Some(max_concurrent_streams))
         // Idle watch streams must survive load balancers that close quiet
         // connections (AWS ELB: 60 s); PINGs also find dead clients.
         .http2_keepalive_interval(Some(keepalive))

@@ -78,7 +78,42 @@ impl GatewayProcess {
         env: &[(&str, &str)],
         home: &str,
     ) -> Self {
-        let mut child = gateway(home)
+        Self::start(gateway(home), listen, endpoint, extra, env).await
+    }
+
+    /// `serve` as [`serve`](Self::serve), under a soft and hard limit of
+    /// `files` open files (`ulimit -n`).
+    pub async fn serve_with_file_limit(
+        endpoint: &str,
+        extra: &[&str],
+        files: u32,
+        home: &str,
+    ) -> Self {
+        let mut cmd = gateway(home);
+        // The shell sets the limit and becomes the gateway (same pid).
+        let mut limited = Command::new("sh");
+        limited
+            .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(files.to_string())
+            .arg(BIN)
+            .env_clear()
+            .envs(cmd.as_std().get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd = limited;
+        Self::start(cmd, "127.0.0.1:0", endpoint, extra, &[]).await
+    }
+
+    async fn start(
+        mut cmd: Command,
+        listen: &str,
+        endpoint: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = cmd
             .envs(env.iter().copied())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")

@@ -370,6 +370,35 @@ impl Tools {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+
+    /// Starts `tests/support/flood.py` with `args` (a raw HTTP/2 or silent
+    /// client flooding the gateway); [`flooded`] reads what it saw.
+    pub fn flood(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::from(self.python())
+            .arg(support_dir().join("flood.py"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot run flood.py")
+    }
+}
+
+/// What a flood started by [`Tools::flood`] saw, once it has finished.
+pub async fn flooded(child: tokio::process::Child) -> Value {
+    let out = child
+        .wait_with_output()
+        .await
+        .expect("flood.py did not run");
+    assert!(out.status.success(), "flood.py failed: {}", out.status);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "flood.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A moto server on 127.0.0.1, stopped when dropped.

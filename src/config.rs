@@ -220,8 +220,8 @@ pub struct WatchArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub watch_max_streams: u64,
 
-    /// The most WatchJobs streams open at once on one client connection.
-    #[arg(long, env = "GATEWAY_WATCH_MAX_STREAMS_PER_CONNECTION", default_value_t = 1_000,
+    /// The most WatchJobs streams open at once on one client connection; below --max-concurrent-streams, so unary calls still fit beside them.
+    #[arg(long, env = "GATEWAY_WATCH_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub watch_max_streams_per_connection: u64,
 }
@@ -256,6 +256,21 @@ impl DemoArgs {
 }
 
 impl ProtectionArgs {
+    /// Checks rules between these settings.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        let watches = self.watch.watch_max_streams_per_connection;
+        let streams = self.connections.max_concurrent_streams;
+        if watches >= u64::from(streams) {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--watch-max-streams-per-connection ({watches}) must be below --max-concurrent-streams ({streams}): a watch past the HTTP/2 bound would wait in the client for ever instead of getting TOO_MANY_WATCHES, and no unary call would fit beside the watches"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The server's connection and shutdown settings.
     pub fn server(&self, grace: Duration) -> ServerSettings {
         ServerSettings {
@@ -540,6 +555,7 @@ pub struct RedisArgs {
 impl ServeArgs {
     /// Checks rules that involve more than one setting.
     pub fn validate(&self) -> Result<(), clap::Error> {
+        self.protection.validate()?;
         if let Some(fallback) = self.redis.redis_fallback_rate
             && fallback > self.protection.upstream_rate
         {
@@ -796,5 +812,29 @@ mod tests {
             err.to_string().contains("--upstream-attempt-timeout"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn watches_per_connection_stay_below_the_stream_bound() {
+        for command in ["serve", "demo"] {
+            let cli = parse(&[
+                command,
+                "--max-concurrent-streams",
+                "100",
+                "--watch-max-streams-per-connection",
+                "100",
+            ])
+            .unwrap();
+            let protection = match &cli.command {
+                Command::Serve(args) => &args.protection,
+                Command::Demo(args) => &args.protection,
+                _ => unreachable!("parsed a gateway command"),
+            };
+            let err = protection.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("--watch-max-streams-per-connection (100) must be below --max-concurrent-streams (100)"),
+                "{command}: {err}"
+            );
+        }
     }
 }

@@ -52,6 +52,9 @@ fn main() -> ExitCode {
         }
         Command::Demo(args) => {
             telemetry::init(cli.log_format);
+            if let Err(err) = args.protection.validate() {
+                err.exit();
+            }
             exit(runtime.block_on(app::demo(args)))
         }
         Command::Simulator(args) => {

@@ -183,13 +183,15 @@ async fn a_thousand_subscribers_cost_aws_the_same_polls_as_one() {
     .await;
 
     let mut solo = open(&gw, request(&["solo"])).await;
-    // The crowd shares one connection of its own (1000 is the default cap).
-    let mut crowd_client =
-        pb::jobs_gateway_client::JobsGatewayClient::new(support::channel(gw.addr).await);
+    // The crowd fills ten connections of its own to the default per-connection cap (100).
     let mut crowd = Vec::new();
-    for _ in 0..1000 {
-        let stream = crowd_client.watch_jobs(request(&["crowd"])).await.unwrap();
-        crowd.push(stream.into_inner());
+    for _ in 0..10 {
+        let mut client =
+            pb::jobs_gateway_client::JobsGatewayClient::new(support::channel(gw.addr).await);
+        for _ in 0..100 {
+            let stream = client.watch_jobs(request(&["crowd"])).await.unwrap();
+            crowd.push(stream.into_inner());
+        }
     }
     next_job(&mut solo).await;
     for stream in &mut crowd {

@@ -340,9 +340,13 @@ pub(crate) async fn cluster_watch(
     let ids: Vec<String> = (0..jobs).map(synthetic_job_id).collect();
     // Each stream watches 10 jobs; stream k goes to replica k % 3.
     const PER_STREAM: usize = 10;
+    // Enough connections per replica that none holds more than the gateway's
+    // default --watch-max-streams-per-connection.
+    const STREAMS_PER_CONNECTION: usize = 100;
+    let per_replica = streams.div_ceil(set.len() * STREAMS_PER_CONNECTION).max(1);
     let mut channels_of = Vec::new();
     for replica in &set {
-        channels_of.push(raw_channels(replica.port, 10).await?);
+        channels_of.push(raw_channels(replica.port, per_replica).await?);
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = Arc::new(AtomicUsize::new(0));
@@ -353,7 +357,7 @@ pub(crate) async fn cluster_watch(
             .map(|j| ids[(first + j) % jobs].clone())
             .collect();
         let replica = k % set.len();
-        let channel = channels_of[replica][k % channels_of[replica].len()].clone();
+        let channel = channels_of[replica][(k / set.len()) % per_replica].clone();
         watchers.push(spawn_watcher(
             channel,
             chunk,

@@ -59,7 +59,7 @@ impl Default for WatchSettings {
             heartbeat: Duration::from_secs(15),
             max_jobs: 100,
             max_streams: 20_000,
-            max_streams_per_connection: 1_000,
+            max_streams_per_connection: 100,
         }
     }
 }

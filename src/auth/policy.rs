@@ -203,8 +203,8 @@ impl Entry {
     }
 }
 
-/// Refuses a caller name that does not say its kind: the form before
-/// 0.3, when names of every kind shared one namespace.
+/// Refuses a caller name that does not say its kind: the form up to
+/// 0.2.0, when names of every kind shared one namespace.
 fn check_caller_name(name: &str) -> Result<(), String> {
     let bare = match identity::kind_of(name) {
         Some(prefix) if name.len() > prefix.len() => return Ok(()),
@@ -216,7 +216,7 @@ fn check_caller_name(name: &str) -> Result<(), String> {
         None => name,
     };
     Err(format!(
-        "callers.{bare}: caller names say their kind since 0.3: `spiffe://…` (a certificate's \
+        "callers.{bare}: caller names say their kind (after 0.2.0): `spiffe://…` (a certificate's \
          SPIFFE ID), `dns:{bare}` (its DNS SAN), `cn:{bare}` (its CN), `token:{bare}` (the tokens \
          file) or `jwt:{bare}` (a JWT's sub); rename the entry to the kind of credential that \
          caller presents"

@@ -19,6 +19,7 @@ mod bare;
 mod cluster;
 mod events;
 mod fairness;
+mod floods;
 mod operations;
 mod procs;
 mod protection;
@@ -157,6 +158,16 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         after: u64,
     },
+    /// 17. Anonymous floods (streams never ended, silent connections, rapid reset), a minute each: gateway RSS during and after, a normal caller's latency.
+    Floods {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, value_delimiter = ',', default_value = "streams,silent,reset")]
+        floods: Vec<String>,
+        /// Another build of iot-jobs-gateway to meet each flood first, for comparison.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
     /// 16. Watch latency with AWS IoT Jobs events: 1,000 watched jobs on a 10/s budget, 50 change; with events and without, side by side (needs mosquitto).
     WatchEvents(events::WatchEventsArgs),
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
@@ -287,6 +298,11 @@ async fn main() -> Result<(), Error> {
         } => stale::stale(rate, jobs, before, failing, after).await?,
         Scenario::WatchEvents(a) => events::watch_events(a).await?,
         Scenario::LogVolume { seconds } => operations::log_volume(seconds).await?,
+        Scenario::Floods {
+            seconds,
+            floods,
+            baseline,
+        } => floods::floods(seconds, &floods, baseline).await?,
         Scenario::MetricsCost {
             rounds,
             seconds,

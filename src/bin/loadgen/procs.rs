@@ -158,7 +158,8 @@ pub(crate) async fn gateway_binary(
     start_gateway(program, sim, extra, "gateway").await
 }
 
-async fn start_gateway(
+/// A gateway from `program` in front of `sim`, with extra flags, logging to `log`.
+pub(crate) async fn start_gateway(
     program: PathBuf,
     sim: &Proc,
     extra: &[&str],

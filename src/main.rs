@@ -38,6 +38,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(
                     err @ (app::AppError::Config(_)
+                    | app::AppError::Security(_)
                     | app::AppError::Redis(_)
                     | app::AppError::Events(_)),
                 ) => {

@@ -279,20 +279,49 @@ async fn a_name_of_one_kind_never_gets_the_grants_of_another() {
         ),
     );
     let (iss, aud) = ("https://issuer.example.org", "iot-jobs-gateway");
-    let auth = AuthSettings {
-        tokens: Some(tokens),
-        jwt: Some(JwtSettings {
-            jwks,
-            issuer: iss.to_owned(),
-            audience: aud.to_owned(),
-            max_lifetime: None,
-        }),
-        policy: Some(policy),
-    };
-    let gw = gateway(&sim, Some(served_by(&pki, true)), auth).await;
+    let server = pki.server("server");
+    let path = |p: &PathBuf| p.display().to_string();
+    let (cert, key, client_ca) = (path(&server.cert), path(&server.key), path(&pki.ca_file()));
+    let (tokens, jwks, policy) = (path(&tokens), path(&jwks), path(&policy));
+    #[rustfmt::skip]
+    let flags = [
+        "--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &client_ca,
+        "--auth-tokens", &tokens, "--auth-policy", &policy,
+        "--jwt-jwks", &jwks, "--jwt-issuer", iss, "--jwt-audience", aud,
+    ];
+
+    // The policy of bare names that 0.2.0 read is refused at start, with
+    // the names to write instead.
+    let bare = write(
+        &dir,
+        "bare-policy.yaml",
+        "default:\n  jobs: [\"public-*\"]\ncallers:\n  admin:\n    jobs: [\"*\"]\n",
+    );
+    let bare = path(&bare);
+    let old_flags = flags.map(|flag| if flag == policy { bare.as_str() } else { flag });
+    let refused = support::process::gateway("kinds")
+        .args(["serve", "--listen", "127.0.0.1:0", "--region", "us-east-1"])
+        .args(["--endpoint-url", &sim.url])
+        .args(old_flags)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("callers.admin: caller names say their kind")
+            && stderr.contains("`token:admin`")
+            && stderr.contains("`jwt:admin`"),
+        "{stderr}"
+    );
+
+    let gw = GatewayProcess::serve(&sim.url, &flags, "kinds").await;
+    let gw_addr: std::net::SocketAddr = gw.addr.parse().unwrap();
     let client = |names, stem| {
         let pair = pki.client(stem, names, false);
-        let (addr, ca) = (gw.addr, pki.ca_pem.clone());
+        let (addr, ca) = (gw_addr, pki.ca_pem.clone());
         async move { JobsGatewayClient::new(tls_channel(addr, &ca, Some(&pair)).await.unwrap()) }
     };
 

@@ -1349,15 +1349,27 @@ async fn silent_connections_are_closed_and_normal_callers_answered_under_a_low_f
         "silent TLS connections left open: {tls}"
     );
     // Plaintext on the health port: 32 taken and closed in time, the rest
-    // reset at once.
-    assert_eq!(plain["opened"], 60, "{plain}");
-    assert_eq!(plain["still_open"], 0, "{plain}");
-    assert_eq!(plain["closed_at_once"], 28, "{plain}");
-    assert!(plain["closed_last_s"].as_f64().unwrap() < 5.0, "{plain}");
+    // reset at once (a busy machine's listen backlog may refuse one or two
+    // before the gateway sees them: `failed`).
+    let count = |flood: &serde_json::Value, key| flood[key].as_u64().unwrap();
+    let at_cap = |flood: &serde_json::Value, total| {
+        assert_eq!(
+            count(flood, "opened") + count(flood, "failed"),
+            total,
+            "{flood}"
+        );
+        assert_eq!(count(flood, "still_open"), 0, "{flood}");
+        assert_eq!(
+            count(flood, "closed") - count(flood, "closed_at_once"),
+            32,
+            "32 held until the preface limit: {flood}"
+        );
+        assert!(flood["closed_last_s"].as_f64().unwrap() < 5.0, "{flood}");
+        total - 32 - count(flood, "failed")
+    };
+    let plain_reset = at_cap(&plain, 60);
     // The same on the metrics port, where the first bytes are a request line.
-    assert_eq!(scrapers["opened"], 40, "{scrapers}");
-    assert_eq!(scrapers["still_open"], 0, "{scrapers}");
-    assert_eq!(scrapers["closed_at_once"], 8, "{scrapers}");
+    let scrapers_reset = at_cap(&scrapers, 40);
 
     let metrics = support::metrics::Scrape::of(tools, gw.metrics_addr.as_deref().unwrap()).await;
     let refused = |listener| {
@@ -1378,8 +1390,14 @@ async fn silent_connections_are_closed_and_normal_callers_answered_under_a_low_f
         refused("grpc")
     );
     assert_eq!(refused("grpc") + timed_out("grpc"), 300.0);
-    assert_eq!((refused("health"), timed_out("health")), (28.0, 32.0));
-    assert_eq!((refused("metrics"), timed_out("metrics")), (8.0, 32.0));
+    assert_eq!(
+        (refused("health"), timed_out("health")),
+        (plain_reset as f64, 32.0)
+    );
+    assert_eq!(
+        (refused("metrics"), timed_out("metrics")),
+        (scrapers_reset as f64, 32.0)
+    );
     // A new caller gets in once the silent ones are gone.
     let mut newcomer = JobsGatewayClient::new(tls_channel(addr, &pki.ca_pem, None).await.unwrap());
     newcomer.describe_job(describe("public-1")).await.unwrap();

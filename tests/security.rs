@@ -7,7 +7,7 @@ mod support;
 use std::{path::PathBuf, time::Duration};
 
 use iot_jobs_gateway::{
-    auth::{AuthSettings, jwt::JwtSettings},
+    auth::AuthSettings,
     pb::{self, jobs_gateway_client::JobsGatewayClient},
     server::ServerSettings,
     tls::TlsSettings,
@@ -546,19 +546,17 @@ async fn tokens_and_jwts_admit_their_callers_and_every_bad_one_gets_its_code_for
         ),
     );
     let policy = write(&dir, "policy.yaml", "default:\n  jobs: [\"public-*\"]\n");
-    let auth = AuthSettings {
-        tokens: Some(tokens),
-        jwt: Some(JwtSettings {
-            jwks,
-            issuer: "https://issuer.example.org".to_owned(),
-            audience: "iot-jobs-gateway".to_owned(),
-            max_lifetime: Some(Duration::from_secs(3600)),
-        }),
-        policy: Some(policy),
-    };
-    let gw = gateway(&sim, None, auth).await;
-    let mut client = gw.client.clone();
     let (iss, aud) = ("https://issuer.example.org", "iot-jobs-gateway");
+    let path = |p: &PathBuf| p.display().to_string();
+    let (tokens, jwks, policy) = (path(&tokens), path(&jwks), path(&policy));
+    #[rustfmt::skip]
+    let flags = [
+        "--auth-tokens", &tokens, "--auth-policy", &policy,
+        "--jwt-jwks", &jwks, "--jwt-issuer", iss, "--jwt-audience", aud,
+        "--jwt-max-lifetime", "1h",
+    ];
+    let gw = GatewayProcess::serve(&sim.url, &flags, "tokens").await;
+    let mut client = gw.client().await;
     // Good claims, with `changes` over them.
     let claims = |changes: serde_json::Value| {
         let now = unix_now();

@@ -35,6 +35,7 @@ use tonic::Request;
 use crate::{
     Error,
     procs::{channels, cpu_seconds, sibling, simulator, start_gateway},
+    watch::{kib, percentile_f64},
 };
 
 /// Cached jobs the normal caller asks for.
@@ -63,9 +64,13 @@ pub(crate) async fn floods(
 ) -> Result<(), Error> {
     let mut builds = Vec::new();
     if let Some(program) = baseline {
-        builds.push((format!("baseline (`{}`)", program.display()), program));
+        builds.push((
+            format!("baseline (`{}`)", program.display()),
+            "baseline",
+            program,
+        ));
     }
-    builds.push(("this build".to_owned(), sibling("iot-jobs-gateway")));
+    builds.push(("this build".to_owned(), "this", sibling("iot-jobs-gateway")));
     println!(
         "## 17. Anonymous floods: {seconds} s each against the gateway's defaults, one normal caller beside\n"
     );
@@ -74,15 +79,21 @@ pub(crate) async fn floods(
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for flood in floods {
-        for (build, program) in &builds {
-            let m = run(program.clone(), flood, seconds).await?;
+        for (build, tag, program) in &builds {
+            let m = run(
+                program.clone(),
+                &format!("flood-{flood}-{tag}"),
+                flood,
+                seconds,
+            )
+            .await?;
             println!(
-                "| {flood} | {build} | {} | {:.0}% of a core | {:.1} MiB | {:.1} MiB | {:.1} MiB | {}, {} | {:.2} ms | {:.2} ms |",
+                "| {flood} | {build} | {} | {:.0}% of a core | {} | {} | {} | {}, {} | {:.2} ms | {:.2} ms |",
                 m.flood,
                 m.cpu_cores * 100.0,
-                m.before_kib as f64 / 1024.0,
-                m.peak_kib as f64 / 1024.0,
-                m.after_kib as f64 / 1024.0,
+                kib(m.before_kib),
+                kib(m.peak_kib),
+                kib(m.after_kib),
                 m.calls,
                 m.errors,
                 m.p50_ms,
@@ -93,17 +104,10 @@ pub(crate) async fn floods(
     Ok(())
 }
 
-async fn run(program: PathBuf, flood: &str, seconds: u64) -> Result<Measured, Error> {
+/// One flood against `program`, logging to `log`.
+async fn run(program: PathBuf, log: &str, flood: &str, seconds: u64) -> Result<Measured, Error> {
     let sim = simulator(JOBS, 0).await?;
-    let log = format!(
-        "flood-{flood}-{}",
-        if program == sibling("iot-jobs-gateway") {
-            "this"
-        } else {
-            "baseline"
-        }
-    );
-    let gw = start_gateway(program, &sim, &["--cache-ttl", "1h"], &log).await?;
+    let gw = start_gateway(program, &sim, &["--cache-ttl", "1h"], log).await?;
     let mut caller = channels(gw.port, 1).await?.remove(0);
     for i in 0..JOBS {
         caller.describe_job(describe(i)).await?;
@@ -176,12 +180,6 @@ async fn run(program: PathBuf, flood: &str, seconds: u64) -> Result<Measured, Er
     tokio::time::sleep(Duration::from_secs(30)).await;
     let after_kib = gw.rss_kib();
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
     drop((sim, gw));
     Ok(Measured {
         before_kib,
@@ -189,8 +187,8 @@ async fn run(program: PathBuf, flood: &str, seconds: u64) -> Result<Measured, Er
         after_kib,
         calls: latencies.len() + errors,
         errors,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
+        p50_ms: percentile_f64(&latencies, 0.5),
+        p99_ms: percentile_f64(&latencies, 0.99),
         cpu_cores,
         flood: counters.describe(flood),
     })

@@ -8,7 +8,7 @@
 #   docker run -p 50051:50051 -p 9464:9464 -p 8081:8081 \
 #     -e GATEWAY_REGION=eu-west-1 iot-jobs-gateway
 #
-# tests/deploy.rs runs this file's ENTRYPOINT, CMD and ENV (listen addresses
+# tests/it/deploy/ runs this file's ENTRYPOINT, CMD and ENV (listen addresses
 # moved to loopback) against the AWS IoT Jobs simulator.
 
 # Debian 12 (bookworm), the same glibc as the run stage's base.

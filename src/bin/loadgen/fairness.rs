@@ -21,7 +21,7 @@ const TRICKLE: f64 = 2.0;
 const FLOOD_DEADLINE: Duration = Duration::from_secs(2);
 /// B's deadline: long enough that B is answered in either build, so its
 /// wait can be compared (with 2 s, a first-come-first-served queue of A's
-/// calls turns most of B's away; `tests/fairness.rs` checks that case).
+/// calls turns most of B's away; `tests/it/fairness.rs` checks that case).
 const TRICKLE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What one round of one gateway measured.

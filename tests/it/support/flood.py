@@ -1,6 +1,6 @@
 """Floods the gateway as an anonymous attacker would, speaking raw HTTP/2
 (the `h2` package) or nothing at all, and prints what the server did as one
-JSON object. Driven by tests/security.rs and by `loadgen` for BENCHMARKS.md.
+JSON object. Driven by tests/it/security.rs and by `loadgen` for BENCHMARKS.md.
 
   streams ADDR N HOLD       one connection, N health Check streams opened with
                             HEADERS and never ended, held HOLD seconds

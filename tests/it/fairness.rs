@@ -8,7 +8,7 @@
 //! same holds for replicas sharing the budget through Redis, for calls on
 //! the flood's replica and on another.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

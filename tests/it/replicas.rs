@@ -3,7 +3,7 @@
 //! one AWS call per cold question and one poller per watched job across the
 //! set; a killed or paused lease holder; Redis going away and coming back.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

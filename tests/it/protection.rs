@@ -5,7 +5,7 @@
 //! throttling lowers the gateway's own rate, and batches answer item by
 //! item in request order.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

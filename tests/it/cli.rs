@@ -8,7 +8,7 @@
 //! To rewrite the golden files after an intended change:
 //! `UPDATE_GOLDEN=1 cargo test --test cli`.
 
-mod support;
+use crate::support;
 
 use std::{
     path::{Path, PathBuf},
@@ -81,10 +81,10 @@ fn run_of(out: std::process::Output) -> Run {
     Run::of(out)
 }
 
-/// Compares `actual` with `tests/golden/<name>` (or rewrites it).
+/// Compares `actual` with `tests/it/golden/<name>` (or rewrites it).
 fn golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
+        .join("tests/it/golden")
         .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -3,8 +3,7 @@
 //! in front of the simulator. Both take the same command line and print the
 //! same lines (`examples/README.md`), so every scenario here runs for each.
 
-#[path = "../support/mod.rs"]
-mod support;
+use crate::support;
 
 mod later;
 mod output;

@@ -2,7 +2,7 @@
 //! it, job lifecycles under a manual clock, faults, the rate limit and call
 //! counts, and conformance with boto3 and botocore's service model.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeSet, time::Duration};
 

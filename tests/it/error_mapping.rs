@@ -3,7 +3,7 @@
 //! body) or fails at the transport, and the gRPC client sees the mapped
 //! status, a message a person can act on, and the rich details.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The real `grpcurl` (v1.8.6, reflection v1alpha only) against the
 //! gateway, as an operator debugging it would use it.
 
-mod support;
+use crate::support;
 
 use support::{
     REGION, TestGateway, create_rich_job,

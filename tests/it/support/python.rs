@@ -26,10 +26,10 @@ use serde_json::Value;
 
 const REQUIREMENTS: &str = include_str!("requirements.txt");
 /// Installed through the `-r` line of `requirements.txt`.
-const EXAMPLE_REQUIREMENTS: &str = include_str!("../../examples/python/requirements.txt");
+const EXAMPLE_REQUIREMENTS: &str = include_str!("../../../examples/python/requirements.txt");
 
 fn support_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support")
 }
 
 /// The installed test tools.
@@ -83,7 +83,7 @@ fn install(venv: &Path) {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(support_dir().join("requirements.txt")),
-        "pip install -r tests/support/requirements.txt",
+        "pip install -r tests/it/support/requirements.txt",
     );
 }
 
@@ -371,7 +371,7 @@ impl Tools {
         )
     }
 
-    /// Starts `tests/support/flood.py` with `args` (a raw HTTP/2 or silent
+    /// Starts `tests/it/support/flood.py` with `args` (a raw HTTP/2 or silent
     /// client flooding the gateway); [`flooded`] reads what it saw.
     pub fn flood(&self, args: &[&str]) -> tokio::process::Child {
         tokio::process::Command::from(self.python())

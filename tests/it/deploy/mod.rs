@@ -8,11 +8,9 @@
 //! binary the build stage builds (`--bin iot-jobs-gateway`), which is what
 //! the final stage copies to ENTRYPOINT's path.
 
-mod support;
+use crate::support;
 
-#[path = "deploy/dockerfile.rs"]
 mod dockerfile;
-#[path = "deploy/promql.rs"]
 mod promql;
 
 use std::{

@@ -4,7 +4,7 @@
 //! what was done, AWS's attempts must equal the simulator's own count, and
 //! the per-call log lines must agree with the gRPC counters.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

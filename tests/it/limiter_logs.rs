@@ -1,7 +1,7 @@
 //! What an operator reads in the logs when AWS throttles the gateway even
 //! though it kept to its rate: a warning when the gateway lowers its own
-//! rate, and a line when it is back at the configured rate. (Its own test
-//! binary, so the log capture can be the process-wide subscriber.)
+//! rate, and a line when it is back at the configured rate. (The test's
+//! runtime is one thread, so the capture is that thread's subscriber.)
 
 use std::{
     io::Write,
@@ -29,10 +29,12 @@ impl Write for Buffer {
 async fn lowering_and_restoring_the_rate_is_logged() {
     let buffer = Buffer::default();
     let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let _capture = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
     let limiter = LocalRateLimit::new(LimiterSettings {
         rate: 10.0,
         burst: 1,

@@ -3,7 +3,7 @@
 //! payloads to it, and the gateway subscribed with the real MQTT client.
 //! What watchers see always comes from a DescribeJob answer.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! once while one background request renews the answer. Lifetimes are a
 //! few hundred milliseconds of real time, with margins of as much again.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

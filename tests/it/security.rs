@@ -2,7 +2,7 @@
 //! over real sockets, with certificates and keys made here. Every refusal
 //! is checked for its exact code and for costing AWS nothing.
 
-mod support;
+use crate::support;
 
 use std::{path::PathBuf, time::Duration};
 

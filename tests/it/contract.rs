@@ -1,10 +1,10 @@
 //! The contract as a product: `buf lint` and `buf breaking` on `proto/`, as
 //! a gRPC shop runs them in CI, with the buf CLI pinned in
-//! `tests/support/buf/` (npm's `@bufbuild/buf`, installed by the tests).
+//! `tests/it/support/buf/` (npm's `@bufbuild/buf`, installed by the tests).
 //! A failure prints buf's own message. The checks are also run on edited
 //! copies of the contract, to see them fail where they must.
 
-mod support;
+use crate::support;
 
 use std::{
     fs,
@@ -60,7 +60,7 @@ async fn buf(args: &[&str]) -> Checked {
 
 /// Runs buf with `args` in `dir`.
 async fn buf_in(dir: &Path, args: &[&str]) -> Checked {
-    let out = support::node::install("tests/support/buf", "buf")
+    let out = support::node::install("tests/it/support/buf", "buf")
         .await
         .program("buf")
         .args(args)

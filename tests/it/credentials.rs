@@ -4,7 +4,7 @@
 //! that cannot be reached does not stop the start. Each process gets a
 //! cleared environment and its own HOME, as `support::process` does.
 
-mod support;
+use crate::support;
 
 use std::{
     path::Path,

@@ -2,7 +2,7 @@
 //! local AWS stand-in: what a gRPC client sees for good and bad requests,
 //! deadlines and hang-ups, plus health checks.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! SIGTERM/SIGINT. The process never sees the developer's AWS setup: its
 //! environment is cleared and HOME points at an empty directory.
 
-mod support;
+use crate::support;
 
 use std::{
     ffi::OsString,

@@ -7,7 +7,7 @@
 //! omits several fields (documentSource, isConcurrent, ...), and it never
 //! moves a job past CANCELED.
 
-mod support;
+use crate::support;
 
 use support::{
     REGION, TestGateway, create_rich_job, describe, iot_client,

@@ -4,7 +4,7 @@
 //! sees them as a monitoring application would. The broker killed and
 //! restarted: the simulator reconnects and publishes again.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! consumer, heartbeats, caps, shutdown, and how polls share the budget with
 //! calls and the cache.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ mod cli;
 mod contract;
 mod credentials;
 mod deploy;
+mod docs;
 mod describe_job;
 mod error_mapping;
 mod events;

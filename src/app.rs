@@ -12,7 +12,7 @@ use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     connections::{GuardedListener, HTTP1_START},
-    events::{self, EventsSettings, Subscriber, broker::EmbeddedBroker},
+    events::{self, EventSource, EventsSettings, Listener, broker::EmbeddedBroker, mqtt::Subscriber},
     jobs::{Jobs, JobsSettings, Roles},
     metrics::{self, Metrics, sampled::Sources},
     server::{self, Observation, Security, ServeError, ServerSettings, Stopped},
@@ -92,7 +92,7 @@ pub struct Application {
     security: Security,
     observation: Observation,
     metrics: Option<(TcpListener, Arc<Metrics>)>,
-    events: Option<Subscriber>,
+    events: Option<Box<dyn EventSource>>,
 }
 
 /// Stops a background task when the gateway stops.
@@ -116,7 +116,10 @@ impl Application {
             Some(addr) => Some(bind_for(HEALTH_FLAG, addr).await?.0),
             None => None,
         };
-        let events = settings.events.as_ref().map(Subscriber::new).transpose()?;
+        let events = match &settings.events {
+            Some(events) => Some(Box::new(Subscriber::new(events)?) as Box<dyn EventSource>),
+            None => None,
+        };
         let metrics_listener = match settings.server.metrics_listen {
             Some(addr) => Some(bind_for(METRICS_FLAG, addr).await?),
             None => None,
@@ -176,7 +179,7 @@ impl Application {
         // Events only ever hasten polls; they stop with the process.
         let _events = self
             .events
-            .map(|events| AbortOnDrop(events.start(self.jobs.clone())));
+            .map(|events| AbortOnDrop(events.start(Listener::new(self.jobs.clone()))));
         // Metrics are served until the gateway has stopped, drain included.
         let (_stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some((listener, metrics)) = self.metrics {

@@ -1,5 +1,5 @@
 //! The demo's embedded MQTT broker: the simulator publishes AWS IoT Jobs
-//! events to it and the gateway's [`super::Subscriber`] reads them, so
+//! events to it and the gateway's [`super::mqtt::Subscriber`] reads them, so
 //! `demo` shows watch events with no broker to install.
 //!
 //! A small MQTT 3.1.1 broker on loopback, built on the packet codec of

@@ -12,7 +12,7 @@ use crate::{
     banner,
     config::{DemoArgs, ServeArgs, SimulatorArgs},
     connections::{GuardedListener, HTTP1_START},
-    events::{self, EventSource, EventsSettings, Listener, broker::EmbeddedBroker, mqtt::Subscriber},
+    events::{self, EventSource, EventsSettings, InProcess, Listener, mqtt::Subscriber},
     jobs::{Jobs, JobsSettings, Roles},
     metrics::{self, Metrics, sampled::Sources},
     server::{self, Observation, Security, ServeError, ServerSettings, Stopped},
@@ -162,6 +162,15 @@ impl Application {
         self.address
     }
 
+    /// Takes AWS IoT Jobs events from `source` instead of the settings'
+    /// MQTT broker.
+    pub fn with_events(self, source: impl EventSource) -> Self {
+        Self {
+            events: Some(Box::new(source)),
+            ..self
+        }
+    }
+
     /// The domain service, shared with the server.
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
@@ -266,21 +275,15 @@ pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
 
 /// Runs `iot-jobs-gateway demo`: the simulator with the demo fleet on a
 /// private loopback port, and the gateway in front of it through the real
-/// AWS SDK, with AWS IoT Jobs events through an embedded MQTT broker.
+/// AWS SDK; the simulator hands its AWS IoT Jobs events to the gateway in
+/// the same process, as AWS IoT Core would over MQTT.
 /// Needs no AWS account and no network.
 pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
     let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let broker = EmbeddedBroker::start(loopback)
-        .await
-        .map_err(|source| AppError::Bind {
-            flag: "the demo's MQTT broker",
-            addr: loopback,
-            source,
-        })?;
     let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
     // Before the fleet is seeded, so the jobs' whole history is announced.
-    sim.publish_events_to(&broker.url())?;
+    let events = InProcess::new(sim.publish_events_in_process()?);
     let job_ids = seed::demo_fleet(&sim);
     let (sim_listener, sim_address) = bind(loopback).await?;
     tokio::spawn(sim_http::serve(sim_listener, sim, std::future::pending()));
@@ -297,25 +300,16 @@ pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
         &settings,
     );
     let upstream = Arc::new(AwsJobsUpstream::new(client));
-    let events = EventsSettings {
-        url: broker.url(),
-        client_id: "iot-jobs-gateway-demo".into(),
-        ca: None,
-        client_auth: None,
-    };
-    let settings = GatewaySettings {
-        events: Some(events),
-        ..args.gateway()
-    };
-    let app = Application::build(settings, upstream).await?;
+    let app = Application::build(args.gateway(), upstream)
+        .await?
+        .with_events(events);
     let address = app.address();
     info!(%address, simulator = %sim_address, "gateway listening");
     info!(
-        broker = %broker.url(),
-        "watch events on: the simulator publishes AWS IoT Jobs events to the embedded MQTT \
-         broker, and a watched job is polled as soon as one arrives"
+        "watch events on: the simulator hands its AWS IoT Jobs events to the gateway, and a \
+         watched job is polled as soon as one arrives"
     );
-    print_demo_banner(address, sim_address, &broker.url(), &job_ids);
+    print_demo_banner(address, sim_address, &job_ids);
     app.run(shutdown).await?;
     Ok(())
 }
@@ -364,7 +358,7 @@ async fn bind_for(
 
 /// Prints the demo's banner with this binary named as the user's shell
 /// runs it.
-fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, events: &str, job_ids: &[&str]) {
+fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, job_ids: &[&str]) {
     let program = match (std::env::current_exe(), std::env::current_dir()) {
         (Ok(exe), Ok(cwd)) => banner::invocation(&exe, &cwd, std::env::var_os("PATH").as_deref()),
         (Ok(exe), Err(_)) => banner::invocation(&exe, Path::new("/"), None),
@@ -373,7 +367,6 @@ fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, events: &str, j
     let banner = banner::Banner {
         gateway,
         simulator,
-        events,
         job_ids,
         program,
     };

@@ -20,9 +20,6 @@ pub struct Banner<'a> {
     pub gateway: SocketAddr,
     /// The simulator's address.
     pub simulator: SocketAddr,
-    /// The embedded MQTT broker that carries the jobs' events
-    /// (`mqtt://host:port`).
-    pub events: &'a str,
     /// The demo fleet's job ids.
     pub job_ids: &'a [&'a str],
     /// This binary as the user's shell runs it (see [`invocation`]).
@@ -88,10 +85,10 @@ impl Banner<'_> {
             seed::ROLLOUT
         ));
         line(String::new());
-        line(format!(
-            "Watch events arrive within about a second of a change, through the embedded MQTT broker at {}.",
-            self.events
-        ));
+        line(
+            "Watch events arrive within about a second of a change: the simulator hands AWS IoT Jobs events to the gateway."
+                .into(),
+        );
         line(format!(
             "The {} rollout moves every second and completes in about half a minute.",
             seed::ROLLOUT

@@ -25,8 +25,8 @@
 //! answer reaches the cache and the job's watchers alike.
 //!
 //! [`app`] runs the `serve`, `demo` and `simulator` commands ([`banner`]
-//! prints the demo's commands to try, [`events::broker`] carries the demo's
-//! AWS IoT Jobs events); [`server`] wires the service with
+//! prints the demo's commands to try, [`events`] brings AWS IoT Jobs events
+//! from MQTT or, in the demo, from the simulator); [`server`] wires the service with
 //! health, reflection and graceful shutdown, and [`connections`] bounds the
 //! connections of every listener; [`config`] and [`telemetry`]
 //! serve the binary in `main.rs`. [`cli`] holds the client subcommands and

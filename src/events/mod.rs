@@ -21,13 +21,15 @@
 //! but never put a wrong state on a stream.
 //!
 //! Where the events come from is an [`EventSource`]: AWS IoT Core or any
-//! broker over MQTT ([`mqtt::Subscriber`]). It hands each event's topic to
+//! broker over MQTT ([`mqtt::Subscriber`]), or, in the demo, the simulator
+//! in the same process ([`InProcess`]). Either hands each event's topic to
 //! the [`Listener`] and tells it when it (re)connected, which polls every
 //! watched job once (events may have been missed meanwhile).
 
-pub mod broker;
+mod in_process;
 pub mod mqtt;
 
+pub use in_process::InProcess;
 pub use mqtt::{EventsError, EventsSettings};
 
 use tokio::task::JoinHandle;

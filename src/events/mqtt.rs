@@ -179,3 +179,24 @@ async fn listen(options: MqttOptions, url: String, listener: Listener) {
         }
     }
 }
+
+/// Whether an MQTT broker listens on the loopback `port` and accepts a
+/// connection (CONNECT answered by CONNACK 0): the readiness probe of the
+/// tests' and benchmarks' Mosquitto.
+pub async fn accepts_connect(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 10 s,
+    // client id "probe".
+    const CONNECT: &[u8] = &[
+        0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 5, b'p', b'r', b'o', b'b', b'e',
+    ];
+    let mut reply = [0u8; 4];
+    let ok = conn.write_all(CONNECT).await.is_ok()
+        && conn.read_exact(&mut reply).await.is_ok()
+        && reply == [0x20, 2, 0, 0];
+    let _ = conn.write_all(&[0xe0, 0]).await; // DISCONNECT
+    ok
+}

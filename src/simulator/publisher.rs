@@ -1,5 +1,6 @@
-//! The simulator's MQTT side: once given a broker URL it publishes the AWS
-//! IoT Jobs events of [`super::events`] with QoS 1 through `rumqttc`,
+//! The simulator's events side: once given a broker URL it publishes the AWS
+//! IoT Jobs events of [`super::events`] with QoS 1 through `rumqttc` (or, in
+//! the demo, hands them to the gateway in the same process),
 //! reconnecting with backoff when the broker goes away, and lets tests and
 //! benchmarks publish forged events (a `completed` for a job still running,
 //! a burst of execution events) through the same connection.
@@ -100,6 +101,38 @@ impl Simulator {
     /// the publisher's tasks, which live as long as the runtime.
     pub fn publish_events_to(&self, url: &str) -> Result<(), EventsError> {
         let options = mqtt_options(url)?;
+        let (queued, counters) = self.start_events()?;
+        let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+        tokio::spawn(hand_over(queued, client, counters.clone()));
+        tokio::spawn(drive(eventloop, counters, url.to_owned()));
+        Ok(())
+    }
+
+    /// Hands the AWS IoT Jobs events' topics to the returned stream from
+    /// now on, in the order they are made, with no broker between: the
+    /// demo's gateway reads them in the same process. Needs a tokio runtime.
+    pub fn publish_events_in_process(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = String> + Send + 'static, EventsError> {
+        let (queued, counters) = self.start_events()?;
+        counters.connected.store(true, Ordering::SeqCst);
+        counters.connections.store(1, Ordering::SeqCst);
+        Ok(futures_util::stream::unfold(queued, move |mut queued| {
+            let counters = counters.clone();
+            async move {
+                let message = queued.recv().await?;
+                counters.queued.fetch_add(1, Ordering::SeqCst);
+                counters.acknowledged.fetch_add(1, Ordering::SeqCst);
+                Some((message.topic, queued))
+            }
+        }))
+    }
+
+    /// Starts tracking the jobs for events (once) and the tick that scans
+    /// them; the events made go to the returned channel.
+    fn start_events(
+        &self,
+    ) -> Result<(mpsc::UnboundedReceiver<Outgoing>, Arc<Counters>), EventsError> {
         let (out, queued) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         {
@@ -123,11 +156,8 @@ impl Simulator {
                 counters: counters.clone(),
             });
         }
-        let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
-        tokio::spawn(hand_over(queued, client, counters.clone()));
-        tokio::spawn(drive(eventloop, counters, url.to_owned()));
         tokio::spawn(tick(self.clone()));
-        Ok(())
+        Ok((queued, counters))
     }
 
     /// Publishes `payload` on `topic` as it is (QoS 1), whatever it says.

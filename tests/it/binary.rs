@@ -466,23 +466,20 @@ async fn every_command_the_demo_banner_prints_runs_as_printed_while_the_rollout_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_brings_watch_events_from_its_embedded_broker() {
+async fn the_demo_brings_watch_events_from_its_simulator() {
     use iot_jobs_gateway::pb::{self, job_event::Trigger};
     // Polls a minute apart: a watched change sooner than that came from
-    // an AWS IoT Jobs event through the demo's own broker.
+    // an AWS IoT Jobs event the simulator handed to the gateway.
     let elsewhere = empty_home("demo-events");
     let flags = ["--watch-poll-interval", "60s"];
     let demo = Demo::start_with("demo-events", &elsewhere, path_with(&[]), &flags).await;
-    let broker = demo
-        .banner
-        .lines()
-        .find(|l| l.starts_with("Watch events arrive within about a second"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with("mqtt://127.0.0.1:"))
-        })
-        .unwrap_or_else(|| panic!("no broker in the banner:\n{}", demo.banner));
-    assert!(demo.commands().iter().all(|c| !c.contains(broker)));
+    assert!(
+        demo.banner
+            .lines()
+            .any(|l| l.starts_with("Watch events arrive within about a second")),
+        "the banner says events arrive:\n{}",
+        demo.banner
+    );
 
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", demo.addr))
         .unwrap()

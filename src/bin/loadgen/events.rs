@@ -131,7 +131,7 @@ impl Broker {
 
     /// Whether the broker accepts an MQTT connection.
     async fn connack(&self) -> bool {
-        iot_jobs_gateway::events::broker::accepts_connect(self.port).await
+        iot_jobs_gateway::events::mqtt::accepts_connect(self.port).await
     }
 
     /// CPU seconds used by mosquitto (the child of `timeout`).

@@ -74,7 +74,7 @@ impl Mosquitto {
 
     /// Whether the broker accepts an MQTT connection.
     async fn connack(&self) -> bool {
-        iot_jobs_gateway::events::broker::accepts_connect(self.port).await
+        iot_jobs_gateway::events::mqtt::accepts_connect(self.port).await
     }
 
     /// Kills it (SIGKILL), as a crash or a network cut would.

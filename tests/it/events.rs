@@ -17,6 +17,7 @@ use iot_jobs_gateway::{
 };
 use support::{
     GatewayOptions, TestGateway,
+    certs::{Names, Pki},
     mosquitto::Mosquitto,
     redis::RedisServer,
     sim::{TestSim, create_fleet_job},
@@ -30,23 +31,12 @@ async fn gateway(sim: &TestSim, broker: Option<&Mosquitto>, interval: Duration) 
     gateway_with(sim, broker, interval, None).await
 }
 
-/// The same, sharing with other replicas through `redis`.
-async fn gateway_with(
-    sim: &TestSim,
-    broker: Option<&Mosquitto>,
-    interval: Duration,
-    redis: Option<&RedisServer>,
-) -> TestGateway {
-    // A broker drops the older of two connections with one client id.
+/// The events settings for plain MQTT to `url`, with a client id of its
+/// own (a broker drops the older of two connections with one id).
+fn events_from(url: String) -> EventsSettings {
     static REPLICAS: AtomicUsize = AtomicUsize::new(0);
-    let mut options = GatewayOptions::with(|jobs| {
-        jobs.watch = WatchSettings {
-            poll_interval: interval,
-            ..WatchSettings::default()
-        };
-    });
-    options.events = broker.map(|broker| EventsSettings {
-        url: broker.url(),
+    EventsSettings {
+        url,
         client_id: format!(
             "gateway-{}-{}",
             std::process::id(),
@@ -54,7 +44,33 @@ async fn gateway_with(
         ),
         ca: None,
         client_auth: None,
+    }
+}
+
+/// The same, sharing with other replicas through `redis`.
+async fn gateway_with(
+    sim: &TestSim,
+    broker: Option<&Mosquitto>,
+    interval: Duration,
+    redis: Option<&RedisServer>,
+) -> TestGateway {
+    gateway_with_events(sim, broker.map(|b| events_from(b.url())), interval, redis).await
+}
+
+/// A gateway taking its events as `events` says.
+async fn gateway_with_events(
+    sim: &TestSim,
+    events: Option<EventsSettings>,
+    interval: Duration,
+    redis: Option<&RedisServer>,
+) -> TestGateway {
+    let mut options = GatewayOptions::with(|jobs| {
+        jobs.watch = WatchSettings {
+            poll_interval: interval,
+            ..WatchSettings::default()
+        };
     });
+    options.events = events;
     options.redis = redis.map(|redis| RedisSettings {
         url: redis.url(),
         key_prefix: "events".into(),
@@ -362,4 +378,99 @@ async fn an_event_sets_the_cached_answer_aside_so_the_next_call_asks_aws() {
     let after_event = client.describe_job(ask()).await.unwrap();
     assert_eq!(support::header(&after_event, "x-cache"), "miss");
     assert_eq!(calls_for(&w.sim, "unwatched"), before + 1);
+}
+
+/// A broker that, as AWS IoT Core, admits `mqtts://` clients only with a
+/// certificate from its CA; the simulator publishing to its plain port;
+/// and a gateway subscribed over TLS with the client certificate `client`
+/// (good: the broker's CA signed it; else a foreign CA's) and polling
+/// every `interval`. Returns the gateway's watcher of "rollout" after its
+/// first event.
+async fn over_mqtts(
+    good_client_cert: bool,
+    interval: Duration,
+) -> (Mosquitto, TestSim, TestGateway, Streaming<pb::WatchJobsResponse>) {
+    let dir = std::env::temp_dir().join(format!(
+        "iot-jobs-gateway-mqtts-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let pki = Pki::new(&dir, "broker");
+    let foreign = Pki::new(&dir, "foreign");
+    let server = pki.server("broker-server");
+    let signer = if good_client_cert { &pki } else { &foreign };
+    let client = signer.client("gateway", Names::CommonName("gateway"), false);
+    let broker = Mosquitto::start_with_client_certs(&pki.ca_file(), &server).await;
+
+    let sim = TestSim::unlimited().await;
+    sim.sim.publish_events_to(&broker.url()).unwrap();
+    create_fleet_job(&sim, "rollout").await;
+    let events = EventsSettings {
+        ca: Some(pki.ca_file()),
+        client_auth: Some((client.cert.clone(), client.key.clone())),
+        ..events_from(broker.tls_url())
+    };
+    let gw = gateway_with_events(&sim, Some(events), interval, None).await;
+    let mut stream = watch(&gw, "rollout").await;
+    let first = next_job(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status(&first), "IN_PROGRESS");
+    (broker, sim, gw, stream)
+}
+
+#[tokio::test]
+async fn over_mqtts_a_client_certificate_from_the_brokers_ca_brings_events() {
+    let (_broker, sim, _gw, mut stream) = over_mqtts(true, Duration::from_secs(60)).await;
+    until_subscribed(&sim, "rollout").await;
+    while next_job(&mut stream, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+
+    sim.sim.advance_clock(Duration::from_secs(30));
+    let event = next_job(&mut stream, Duration::from_secs(1))
+        .await
+        .expect("COMPLETED within a second, through the TLS broker");
+    assert_eq!(status(&event), "COMPLETED");
+    assert_eq!(event.trigger(), Trigger::AwsEvent);
+}
+
+#[tokio::test]
+async fn over_mqtts_a_foreign_client_certificate_is_refused_and_the_gateway_polls_on() {
+    let (_broker, sim, gw, mut stream) = over_mqtts(false, Duration::from_secs(2)).await;
+    // Events the broker would carry, had it admitted the gateway.
+    for _ in 0..3 {
+        sim.sim
+            .forge_execution_events("rollout", "succeeded", 1)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sim.sim.advance_clock(Duration::from_secs(30));
+    let mut seen = Vec::new();
+    let completed = loop {
+        let event = next_job(&mut stream, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("the schedule's poll brings the change: {seen:?}"));
+        seen.push((status(&event), event.trigger()));
+        if status(&event) == "COMPLETED" {
+            break event;
+        }
+    };
+    assert!(
+        seen.iter().all(|(_, trigger)| *trigger == Trigger::Schedule),
+        "no event reached a gateway the broker refused: {seen:?}"
+    );
+    assert!(completed.r#final);
+    // Calls are answered as ever.
+    let answer = gw
+        .client
+        .clone()
+        .describe_job(support::describe("rollout", None))
+        .await
+        .expect("the gateway serves while its events broker refuses it");
+    assert_eq!(
+        answer.into_inner().job.unwrap().status().as_str_name(),
+        "COMPLETED"
+    );
 }

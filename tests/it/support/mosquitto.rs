@@ -1,11 +1,16 @@
 //! A real Mosquitto broker (Debian/Ubuntu package `mosquitto`) on a free
-//! loopback port, anonymous, persistence off, stopped when dropped. Where
+//! loopback port, anonymous, persistence off, stopped when dropped;
+//! optionally with a second, TLS listener that requires an X.509 client
+//! certificate, as AWS IoT Core does. Where
 //! the binary is missing, it is installed with apt-get (as root) or the test
 //! fails naming the package; nothing is skipped. Take [`mosquitto_binary`]
 //! first in a test, before starting anything on the clock: the first
 //! install takes a while.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use tokio::process::{Child, Command};
 
@@ -18,6 +23,9 @@ pub async fn mosquitto_binary() -> PathBuf {
 pub struct Mosquitto {
     binary: PathBuf,
     pub port: u16,
+    /// The TLS listener's port and its settings (the CA clients' certificates
+    /// must chain to, the server's certificate and key).
+    tls: Option<(u16, String)>,
     /// Holds the generated configuration file.
     dir: PathBuf,
     child: Option<Child>,
@@ -26,6 +34,23 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts one on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts one that also listens for `mqtts://` on another free port,
+    /// with `server`'s certificate, and admits only clients whose
+    /// certificate chains to `client_ca`.
+    pub async fn start_with_client_certs(client_ca: &Path, server: &super::certs::Pair) -> Self {
+        let tls = format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            client_ca.display(),
+            server.cert.display(),
+            server.key.display()
+        );
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<String>) -> Self {
         let binary = mosquitto_binary().await;
         for _ in 0..5 {
             let port = super::debian::free_port();
@@ -37,6 +62,7 @@ impl Mosquitto {
             let mut broker = Self {
                 binary: binary.clone(),
                 port,
+                tls: tls.clone().map(|settings| (super::debian::free_port(), settings)),
                 dir,
                 child: None,
             };
@@ -52,18 +78,24 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// `mqtts://127.0.0.1:<TLS port>`.
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with a TLS listener");
+        format!("mqtts://127.0.0.1:{port}")
+    }
+
     /// Starts the process on `self.port`; whether it answers an MQTT CONNECT.
     async fn run(&mut self) -> bool {
         let config = self.dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest stderr\nlog_type error\n",
-                self.port
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "allow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n\
+             listener {} 127.0.0.1\n",
+            self.port
+        );
+        if let Some((port, settings)) = &self.tls {
+            text.push_str(&format!("listener {port} 127.0.0.1\n{settings}"));
+        }
+        std::fs::write(&config, text).unwrap();
         let mut command = Command::new(&self.binary);
         command.arg("-c").arg(&config);
         self.child =

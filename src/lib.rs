@@ -15,7 +15,7 @@
 //! 3. [`upstream`] is the seam: the [`upstream::JobsUpstream`] trait.
 //!    [`upstream::aws`] implements it with `aws_sdk_iot` and classifies AWS
 //!    failures once, by error code.
-//! 4. On the way back, [`grpc::convert`] turns the SDK's output into the
+//! 4. On the way back, [`upstream::convert`] turns the SDK's output into the
 //!    wire type ([`pb`]), and [`error`] is the one place a failure becomes a
 //!    `tonic::Status` with rich details.
 //!

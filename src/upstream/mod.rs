@@ -2,9 +2,11 @@
 //! trait that answers ([`JobsUpstream`]) and how an answer can fail
 //! ([`UpstreamError`]). The real implementation is [`aws`], whose
 //! credentials `serve` checks at start ([`credentials`]); tests and the
-//! demo simulator stand in for it.
+//! demo simulator stand in for it. AWS's answers become the gateway's job
+//! model (the wire types, which mirror AWS field for field) in [`convert`].
 
 pub mod aws;
+pub mod convert;
 pub mod credentials;
 pub mod retry;
 
@@ -12,8 +14,8 @@ use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
-/// The SDK's model of a DescribeJob answer is the gateway's domain model: the
-/// proto mirrors it, and converting happens once, at the gRPC edge.
+/// The SDK's model of a DescribeJob answer, as an attempt returns it; it
+/// becomes the job model once, in [`convert`], when the answer is kept.
 pub use aws_sdk_iot::operation::describe_job::DescribeJobOutput as JobDescription;
 
 /// A validated DescribeJob question.

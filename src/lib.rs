@@ -35,20 +35,13 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod auth;
-pub mod banner;
+pub mod backends;
 pub mod cli;
-pub mod config;
-pub mod connections;
-pub mod error;
+pub mod domain;
+pub mod edge;
 pub mod events;
-pub mod grpc;
-pub mod jobs;
-pub mod metrics;
 pub mod pb;
-pub mod server;
-pub mod shared;
+pub mod security;
 pub mod simulator;
 pub mod telemetry;
-pub mod tls;
 pub mod upstream;

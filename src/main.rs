@@ -3,11 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, error::ErrorKind};
-use iot_jobs_gateway::{
-    app, cli,
-    config::{Cli, Command},
-    telemetry,
-};
+use iot_jobs_gateway::{app, app::config::Cli, app::config::Command, cli, telemetry};
 
 /// jemalloc, not glibc's malloc: after a burst of connections or streams
 /// ends, its background thread gives the memory back to the system within

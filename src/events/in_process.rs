@@ -6,7 +6,7 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt as _};
 use tokio::task::JoinHandle;
 
-use super::{EventSource, Listener};
+use crate::events::{EventSource, Listener};
 
 /// A stream of event topics (in the order they were made).
 pub struct InProcess {

@@ -35,7 +35,7 @@ pub use mqtt::{EventsError, EventsSettings};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::jobs::{Jobs, watch::observation::Trigger};
+use crate::domain::{Jobs, watch::observation::Trigger};
 
 /// The topic filters subscribed to.
 pub const TOPICS: [&str; 2] = ["$aws/events/job/+/+", "$aws/events/jobExecution/+/+"];

@@ -10,8 +10,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::{EventSource, Listener, TOPICS};
-use crate::tls::TlsError;
+use crate::events::{EventSource, Listener, TOPICS};
+use crate::security::tls::TlsError;
 
 /// Where the events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,6 @@ impl Subscriber {
             url: settings.url.clone(),
         })
     }
-
 }
 
 impl EventSource for Subscriber {
@@ -95,9 +94,9 @@ fn options(settings: &EventsSettings) -> Result<MqttOptions, EventsError> {
 }
 
 /// rustls on aws-lc-rs, the TLS stack of the rest of the gateway; the
-/// files are read as the listener's own ([`crate::tls`]).
+/// files are read as the listener's own ([`crate::security::tls`]).
 fn client_config(settings: &EventsSettings) -> Result<rustls::ClientConfig, EventsError> {
-    use crate::tls::{certificates, file, private_key};
+    use crate::security::tls::{certificates, file, private_key};
     let mut roots = rustls::RootCertStore::empty();
     match &settings.ca {
         Some(path) => {

@@ -6,8 +6,8 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
+use iot_jobs_gateway::edge::server::Stopped;
 use iot_jobs_gateway::pb::DescribeJobRequest;
-use iot_jobs_gateway::server::Stopped;
 use serde_json::json;
 use support::{
     TestGateway, describe,

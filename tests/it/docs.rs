@@ -24,7 +24,10 @@ fn pages() -> Vec<PathBuf> {
         }
     }
     pages.sort();
-    assert!(pages.len() > 5, "docs/ holds the reference pages: {pages:?}");
+    assert!(
+        pages.len() > 5,
+        "docs/ holds the reference pages: {pages:?}"
+    );
     pages
 }
 
@@ -121,7 +124,9 @@ fn every_relative_link_and_anchor_resolves() {
                 continue;
             }
             let Ok(target_text) = std::fs::read_to_string(&file) else {
-                broken.push(format!("{name}: ({target}): an anchor into a non-text file"));
+                broken.push(format!(
+                    "{name}: ({target}): an anchor into a non-text file"
+                ));
                 continue;
             };
             if !anchors(&target_text).contains(anchor) {
@@ -147,7 +152,11 @@ fn serve_flags() -> BTreeSet<String> {
         // Option lines start at column 2 ("-h, --help") or 6 ("--listen"),
         // their descriptions further in.
         let option = option.split_once(", ").map_or(option, |(short, long)| {
-            if short.len() == 2 && short.starts_with('-') { long } else { option }
+            if short.len() == 2 && short.starts_with('-') {
+                long
+            } else {
+                option
+            }
         });
         if indent <= 6 && option.starts_with("--") {
             let name: String = option
@@ -188,7 +197,10 @@ fn the_configuration_reference_has_a_row_for_every_serve_flag_and_no_other() {
 fn the_checks_see_what_they_check() {
     // A heading's anchor as GitHub makes it, and a link inside code that is
     // not a link.
-    assert_eq!(slug(" The `serve` flags, and more! "), "the-serve-flags-and-more");
+    assert_eq!(
+        slug(" The `serve` flags, and more! "),
+        "the-serve-flags-and-more"
+    );
     assert_eq!(
         anchors("# A\n## A\n```\n# not a heading\n```\n## B c"),
         ["a", "a-1", "b-c"].map(String::from).into()

@@ -10,10 +10,10 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use iot_jobs_gateway::{
+    backends::redis::RedisSettings,
+    domain::watch::WatchSettings,
     events::EventsSettings,
-    jobs::watch::WatchSettings,
     pb::{self, job_event::Trigger},
-    shared::RedisSettings,
 };
 use support::{
     GatewayOptions, TestGateway,
@@ -389,7 +389,12 @@ async fn an_event_sets_the_cached_answer_aside_so_the_next_call_asks_aws() {
 async fn over_mqtts(
     good_client_cert: bool,
     interval: Duration,
-) -> (Mosquitto, TestSim, TestGateway, Streaming<pb::WatchJobsResponse>) {
+) -> (
+    Mosquitto,
+    TestSim,
+    TestGateway,
+    Streaming<pb::WatchJobsResponse>,
+) {
     let dir = std::env::temp_dir().join(format!(
         "iot-jobs-gateway-mqtts-{}-{:08x}",
         std::process::id(),
@@ -458,7 +463,8 @@ async fn over_mqtts_a_foreign_client_certificate_is_refused_and_the_gateway_poll
         }
     };
     assert!(
-        seen.iter().all(|(_, trigger)| *trigger == Trigger::Schedule),
+        seen.iter()
+            .all(|(_, trigger)| *trigger == Trigger::Schedule),
         "no event reached a gateway the broker refused: {seen:?}"
     );
     assert!(completed.r#final);

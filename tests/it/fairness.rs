@@ -12,7 +12,9 @@ use crate::support;
 
 use std::time::Duration;
 
-use iot_jobs_gateway::{jobs::JobsSettings, shared::RedisSettings, simulator::Simulator};
+use iot_jobs_gateway::{
+    backends::redis::RedisSettings, domain::JobsSettings, simulator::Simulator,
+};
 use iot_jobs_gateway::{
     pb::jobs_gateway_client::JobsGatewayClient,
     simulator::{SimConfig, busiest_second, seed},

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use iot_jobs_gateway::jobs::limit::{LimiterSettings, RateLimit, Share, local::LocalRateLimit};
+use iot_jobs_gateway::{
+    backends::local::limit::LocalRateLimit,
+    domain::limit::{LimiterSettings, RateLimit, Share},
+};
 use tokio::time::Instant;
 
 #[derive(Clone, Default)]

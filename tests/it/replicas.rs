@@ -8,11 +8,14 @@ use crate::support;
 use std::time::Duration;
 
 use iot_jobs_gateway::{
-    jobs::limit::{
-        LimiterSettings, RateLimit as _, Share, local::LocalRateLimit, redis::SharedRateLimit,
-    },
+    backends::local::limit::LocalRateLimit,
+    backends::redis::RedisSettings,
+    backends::redis::Shared,
+    backends::redis::limit::SharedRateLimit,
+    domain::limit::LimiterSettings,
+    domain::limit::RateLimit as _,
+    domain::limit::Share,
     pb::{self, watch_jobs_response::Event},
-    shared::{RedisSettings, Shared},
     simulator::{Fault, FaultRule, SimConfig, busiest_second},
 };
 use redis::AsyncCommands as _;
@@ -618,12 +621,13 @@ async fn a_paused_lease_holder_cannot_put_an_older_state_over_a_newer_one() {
         .hget("{iot-jobs-gateway}:answer:fenced:-", "v")
         .await
         .unwrap();
-    let cached =
-        iot_jobs_gateway::shared::wire::StoredAnswer::decode_answer(&cached.expect("cached"))
-            .expect("an answer");
+    let cached = iot_jobs_gateway::backends::redis::wire::StoredAnswer::decode_answer(
+        &cached.expect("cached"),
+    )
+    .expect("an answer");
     let cached = match cached.state {
-        iot_jobs_gateway::jobs::answer::JobState::Found(response) => rollout_progress(&response),
-        iot_jobs_gateway::jobs::answer::JobState::NotFound(_) => -1,
+        iot_jobs_gateway::domain::answer::JobState::Found(response) => rollout_progress(&response),
+        iot_jobs_gateway::domain::answer::JobState::NotFound(_) => -1,
     };
     assert!(
         cached >= newest[0],

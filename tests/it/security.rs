@@ -7,10 +7,10 @@ use crate::support;
 use std::{path::PathBuf, time::Duration};
 
 use iot_jobs_gateway::{
-    auth::AuthSettings,
+    edge::server::ServerSettings,
     pb::{self, jobs_gateway_client::JobsGatewayClient},
-    server::ServerSettings,
-    tls::TlsSettings,
+    security::auth::AuthSettings,
+    security::tls::TlsSettings,
 };
 use support::{
     GatewayOptions, TestGateway,
@@ -1407,7 +1407,7 @@ async fn silent_connections_are_closed_and_normal_callers_answered_under_a_low_f
     );
     let about_connections = lines
         .iter()
-        .filter(|l| l["target"] == "iot_jobs_gateway::connections")
+        .filter(|l| l["target"] == "iot_jobs_gateway::security::connections")
         .count();
     // Ten a kind (reset at the cap, silent) and listener per interval.
     assert!(

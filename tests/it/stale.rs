@@ -12,9 +12,9 @@ use crate::support;
 use std::time::Duration;
 
 use iot_jobs_gateway::{
-    jobs::JobsSettings,
+    backends::redis::RedisSettings,
+    domain::JobsSettings,
     pb::{self, cache_info::Source as Wire, job_result::Outcome, watch_jobs_response::Event},
-    shared::RedisSettings,
 };
 use serde_json::Value;
 use support::{

@@ -10,9 +10,9 @@ use crate::support;
 use std::time::Duration;
 
 use iot_jobs_gateway::{
-    jobs::JobsSettings,
+    domain::JobsSettings,
+    edge::server::Stopped,
     pb::{self, job_event::Kind, watch_jobs_response::Event},
-    server::Stopped,
     simulator::{Fault, FaultRule, job::Outcome},
 };
 use support::{

@@ -32,7 +32,7 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
-    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::DescribeResultStream;
+    type StreamDescribeJobsStream = iot_jobs_gateway::edge::service::DescribeResultStream;
 
     async fn stream_describe_jobs(
         &self,
@@ -41,7 +41,7 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
-    type WatchJobsStream = iot_jobs_gateway::grpc::service::WatchEventStream;
+    type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(
         &self,

@@ -459,13 +459,13 @@ pub(crate) async fn memory(jobs: usize) -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = gw.rss_kib();
     let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
-    let estimate = iot_jobs_gateway::jobs::cache::weight(
+    let estimate = iot_jobs_gateway::domain::cache::weight(
         &iot_jobs_gateway::upstream::JobQuery {
             job_id: synthetic_job_id(0),
             before_substitution: None,
         },
-        &iot_jobs_gateway::jobs::answer::JobAnswer::now(
-            iot_jobs_gateway::jobs::answer::JobState::Found(Arc::new(sample.clone())),
+        &iot_jobs_gateway::domain::answer::JobAnswer::now(
+            iot_jobs_gateway::domain::answer::JobState::Found(Arc::new(sample.clone())),
         ),
     );
     println!("## 5. Memory: gateway RSS with {jobs} cached jobs\n");

@@ -66,7 +66,7 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         }))
     }
 
-    type StreamDescribeJobsStream = iot_jobs_gateway::grpc::service::DescribeResultStream;
+    type StreamDescribeJobsStream = iot_jobs_gateway::edge::service::DescribeResultStream;
 
     async fn stream_describe_jobs(
         &self,
@@ -75,7 +75,7 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         Err(tonic::Status::unimplemented("not in this scenario"))
     }
 
-    type WatchJobsStream = iot_jobs_gateway::grpc::service::WatchEventStream;
+    type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(
         &self,

@@ -24,12 +24,17 @@ use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
 use iot_jobs_gateway::{
-    app::{Application, GatewaySettings},
+    app::Application,
+    app::GatewaySettings,
+    backends::redis::RedisSettings,
+    domain::Jobs,
+    domain::JobsSettings,
+    domain::limit::LimiterSettings,
+    edge::server::ServeError,
+    edge::server::ServerSettings,
+    edge::server::Stopped,
     events::EventsSettings,
-    jobs::{Jobs, JobsSettings, limit::LimiterSettings},
     pb::jobs_gateway_client::JobsGatewayClient,
-    server::{ServeError, ServerSettings, Stopped},
-    shared::RedisSettings,
     upstream::{
         JobsUpstream,
         aws::{self, AwsJobsUpstream, UpstreamSettings},

@@ -62,7 +62,9 @@ impl Mosquitto {
             let mut broker = Self {
                 binary: binary.clone(),
                 port,
-                tls: tls.clone().map(|settings| (super::debian::free_port(), settings)),
+                tls: tls
+                    .clone()
+                    .map(|settings| (super::debian::free_port(), settings)),
                 dir,
                 child: None,
             };

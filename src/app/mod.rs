@@ -1,0 +1,408 @@
+//! The gateway put together ([`Application::build`], used by `serve`, `demo`
+//! and the tests) and the long-running commands: `serve` in front of AWS,
+//! `demo` in front of the embedded simulator, and the simulator alone; each
+//! runs until SIGTERM/SIGINT.
+
+pub mod banner;
+pub mod config;
+
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::{
+    app::config::DemoArgs,
+    app::config::ServeArgs,
+    app::config::SimulatorArgs,
+    backends::redis::RedisSettings,
+    backends::redis::Shared,
+    domain::Jobs,
+    domain::JobsSettings,
+    domain::Roles,
+    edge::server,
+    edge::server::Observation,
+    edge::server::Security,
+    edge::server::ServeError,
+    edge::server::ServerSettings,
+    edge::server::Stopped,
+    events::{self, EventSource, EventsSettings, InProcess, Listener, mqtt::Subscriber},
+    security::connections::GuardedListener,
+    security::connections::HTTP1_START,
+    simulator::{SimConfig, Simulator, clock::SystemClock, http as sim_http, seed},
+    telemetry::metrics,
+    telemetry::metrics::Metrics,
+    telemetry::metrics::sampled::Sources,
+    upstream::{
+        JobsUpstream,
+        aws::{self, AwsConfigError, AwsJobsUpstream},
+        credentials,
+    },
+};
+
+/// Why `serve` could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The AWS settings are unusable.
+    #[error("configuration error: {0}")]
+    Config(#[from] AwsConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Bind {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for SIGTERM/SIGINT: {0}")]
+    Signals(std::io::Error),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A TLS or authentication file cannot serve.
+    #[error("configuration error: {0}")]
+    Security(#[from] server::SecurityError),
+    /// The Redis URL cannot work.
+    #[error("configuration error: --redis-url / GATEWAY_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
+    /// The events settings cannot work.
+    #[error("configuration error: {0}")]
+    Events(#[from] events::EventsError),
+    /// The simulator cannot publish events to the broker given.
+    #[error("configuration error: --events-mqtt-url: {0}")]
+    SimulatorEvents(#[from] crate::simulator::publisher::EventsError),
+    /// The simulator's HTTP server failed.
+    #[error("the simulator failed: {0}")]
+    Simulator(std::io::Error),
+}
+
+/// Everything a gateway is built from.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// How the domain protects AWS and answers.
+    pub jobs: JobsSettings,
+    /// Connections and shutdown.
+    pub server: ServerSettings,
+    /// Share the roles with other replicas through this Redis; `None`: a
+    /// gateway on its own.
+    pub redis: Option<RedisSettings>,
+    /// Poll watched jobs when AWS IoT Jobs events say they changed.
+    pub events: Option<EventsSettings>,
+}
+
+/// A gateway ready to serve: the listener bound and the domain service
+/// built over its upstream, with every role chosen here, once. `serve`,
+/// `demo` and the tests all build it this way.
+pub struct Application {
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
+    address: SocketAddr,
+    jobs: Jobs,
+    server: ServerSettings,
+    security: Security,
+    observation: Observation,
+    metrics: Option<(TcpListener, Arc<Metrics>)>,
+    events: Option<Box<dyn EventSource>>,
+}
+
+/// Stops a background task when the gateway stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Application {
+    /// Binds `settings.listen` and builds the domain over `upstream`.
+    pub async fn build(
+        settings: GatewaySettings,
+        upstream: Arc<dyn JobsUpstream>,
+    ) -> Result<Self, AppError> {
+        let security = Security::load(&settings.server)?;
+        let (listener, address) = bind(settings.listen).await?;
+        let health_listener = match settings.server.health_listen {
+            Some(addr) => Some(bind_for(HEALTH_FLAG, addr).await?.0),
+            None => None,
+        };
+        let events = match &settings.events {
+            Some(events) => Some(Box::new(Subscriber::new(events)?) as Box<dyn EventSource>),
+            None => None,
+        };
+        let metrics_listener = match settings.server.metrics_listen {
+            Some(addr) => Some(bind_for(METRICS_FLAG, addr).await?),
+            None => None,
+        };
+        warn_if_open(address, &security);
+        let (roles, shared) = match &settings.redis {
+            None => (Roles::local(&settings.jobs), None),
+            Some(redis) => {
+                let shared = Shared::connect(redis).await.map_err(AppError::Redis)?;
+                let weak = Arc::downgrade(&shared);
+                (Roles::shared(&settings.jobs, shared).await, Some(weak))
+            }
+        };
+        let jobs = Jobs::new(upstream, settings.jobs, roles);
+        let observation = Observation::new(settings.server.refusal_log);
+        let metrics = metrics_listener.map(|(listener, address)| {
+            let sources = Sources {
+                shared,
+                ..jobs.metric_sources()
+            };
+            let metrics = Metrics::new(&observation, jobs.metrics(), sources);
+            metrics::announce(address);
+            (listener, Arc::new(metrics))
+        });
+        Ok(Self {
+            listener,
+            health_listener,
+            address,
+            jobs,
+            server: settings.server,
+            security,
+            observation,
+            metrics,
+            events,
+        })
+    }
+
+    /// The address the gateway listens on (the port the OS picked for `:0`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Takes AWS IoT Jobs events from `source` instead of the settings'
+    /// MQTT broker.
+    pub fn with_events(self, source: impl EventSource) -> Self {
+        Self {
+            events: Some(Box::new(source)),
+            ..self
+        }
+    }
+
+    /// The domain service, shared with the server.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Stopped, ServeError> {
+        let listeners = server::Listeners {
+            grpc: self.listener,
+            health: self.health_listener,
+        };
+        // Events only ever hasten polls; they stop with the process.
+        let _events = self
+            .events
+            .map(|events| AbortOnDrop(events.start(Listener::new(self.jobs.clone()))));
+        // Metrics are served until the gateway has stopped, drain included.
+        let (_stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, metrics)) = self.metrics {
+            let limits = &self.server.connections;
+            let gate = self
+                .observation
+                .gate("metrics", limits.max_probe, limits, HTTP1_START);
+            let listener = GuardedListener::new(listener, gate);
+            tokio::spawn(metrics::serve(listener, metrics, async {
+                let _ = stopped.await;
+            }));
+        }
+        server::run(
+            listeners,
+            self.jobs,
+            self.server,
+            self.security,
+            self.observation,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Runs `iot-jobs-gateway serve` until a shutdown signal.
+pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
+    let settings = args.upstream();
+    let sdk = aws::load_sdk_config(&settings).await?;
+    // Before anything is bound: no credentials at all exits now, with the
+    // reason, rather than as UNAUTHENTICATED answers once callers arrive.
+    credentials::check(&sdk, settings.profile.as_deref())
+        .await
+        .map_err(AwsConfigError::from)?;
+    let client = aws::iot_client(&sdk, &settings);
+    info!(
+        region = sdk.region().map(|r| r.as_ref()).unwrap_or_default(),
+        endpoint = settings.endpoint_url.as_deref().unwrap_or("AWS default"),
+        "AWS IoT upstream configured"
+    );
+    let settings = args.gateway();
+    info!(
+        rate_per_sec = settings.jobs.limiter.rate,
+        burst = settings.jobs.limiter.burst,
+        cache_ttl = %humantime::format_duration(settings.jobs.cache.ttl),
+        cache_max_mib = args.protection.cache_max_mib,
+        "AWS protection: one token bucket for all DescribeJob calls, answers cached"
+    );
+    let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
+    let app = Application::build(settings, Arc::new(AwsJobsUpstream::new(client))).await?;
+    info!(address = %app.address(), "gateway listening");
+    app.run(shutdown).await?;
+    Ok(())
+}
+
+/// Runs `iot-jobs-gateway simulator` until a shutdown signal.
+pub async fn simulator(args: SimulatorArgs) -> Result<(), AppError> {
+    let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
+    let config = SimConfig {
+        describe_rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
+        group_size: usize::try_from(args.group_size).unwrap_or(usize::MAX),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::new(config, Arc::new(SystemClock));
+    // Before the jobs are made, so their whole history is announced.
+    if let Some(url) = &args.events_mqtt_url {
+        sim.publish_events_to(url)?;
+    }
+    if args.demo_fleet {
+        seed::demo_fleet(&sim);
+    }
+    if args.synthetic_jobs > 0 {
+        let created = seed::synthetic_fleet(&sim, args.synthetic_jobs);
+        info!(created, "synthetic jobs created (load-000000 upwards)");
+    }
+    let (listener, address) = bind(args.listen).await?;
+    println!("AWS IoT Jobs simulator listening on http://{address}");
+    println!(
+        "  aws iot describe-job --endpoint-url http://{address} --region us-east-1 --job-id JOB_ID"
+    );
+    sim_http::serve(listener, sim, shutdown)
+        .await
+        .map_err(AppError::Simulator)
+}
+
+/// Runs `iot-jobs-gateway demo`: the simulator with the demo fleet on a
+/// private loopback port, and the gateway in front of it through the real
+/// AWS SDK; the simulator hands its AWS IoT Jobs events to the gateway in
+/// the same process, as AWS IoT Core would over MQTT.
+/// Needs no AWS account and no network.
+pub async fn demo(args: DemoArgs) -> Result<(), AppError> {
+    let shutdown = server::shutdown_signal().map_err(AppError::Signals)?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let sim = Simulator::new(SimConfig::default(), Arc::new(SystemClock));
+    // Before the fleet is seeded, so the jobs' whole history is announced.
+    let events = InProcess::new(sim.publish_events_in_process()?);
+    let job_ids = seed::demo_fleet(&sim);
+    let (sim_listener, sim_address) = bind(loopback).await?;
+    tokio::spawn(sim_http::serve(sim_listener, sim, std::future::pending()));
+
+    let settings = aws::UpstreamSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(format!("http://{sim_address}")),
+        profile: None,
+        attempt_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(3),
+    };
+    let client = aws::iot_client(
+        &aws::local_sdk_config("us-east-1", aws::placeholder_credentials()),
+        &settings,
+    );
+    let upstream = Arc::new(AwsJobsUpstream::new(client));
+    let app = Application::build(args.gateway(), upstream)
+        .await?
+        .with_events(events);
+    let address = app.address();
+    info!(%address, simulator = %sim_address, "gateway listening");
+    info!(
+        "watch events on: the simulator hands its AWS IoT Jobs events to the gateway, and a \
+         watched job is polled as soon as one arrives"
+    );
+    print_demo_banner(address, sim_address, &job_ids);
+    app.run(shutdown).await?;
+    Ok(())
+}
+
+/// Warns when anyone who can reach the port may call in plaintext, unknown.
+fn warn_if_open(address: SocketAddr, security: &Security) {
+    if open_to_anyone(
+        address,
+        security.tls.is_some(),
+        security.auth.authenticates(),
+    ) {
+        tracing::warn!(
+            %address,
+            "listening beyond loopback in plaintext with no caller authentication: anyone who \
+             can reach this port may call every RPC. Set --tls-cert/--tls-key and \
+             --tls-client-ca or --auth-tokens/--jwt-jwks (README: Securing the gateway)"
+        );
+    }
+}
+
+/// Whether a listener on `address` lets anyone who reaches it call
+/// unencrypted and unidentified.
+fn open_to_anyone(address: SocketAddr, tls: bool, authenticates: bool) -> bool {
+    !address.ip().is_loopback() && !tls && !authenticates
+}
+
+/// Names the health listener in errors.
+const HEALTH_FLAG: &str = "--health-listen / GATEWAY_HEALTH_LISTEN";
+
+/// Names the metrics listener in errors.
+const METRICS_FLAG: &str = "--metrics-listen / GATEWAY_METRICS_LISTEN";
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
+    bind_for("--listen / GATEWAY_LISTEN", addr).await
+}
+
+async fn bind_for(
+    flag: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), AppError> {
+    let error = |source| AppError::Bind { flag, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
+}
+
+/// Prints the demo's banner with this binary named as the user's shell
+/// runs it.
+fn print_demo_banner(gateway: SocketAddr, simulator: SocketAddr, job_ids: &[&str]) {
+    let program = match (std::env::current_exe(), std::env::current_dir()) {
+        (Ok(exe), Ok(cwd)) => banner::invocation(&exe, &cwd, std::env::var_os("PATH").as_deref()),
+        (Ok(exe), Err(_)) => banner::invocation(&exe, Path::new("/"), None),
+        (Err(_), _) => "iot-jobs-gateway".to_owned(),
+    };
+    let banner = banner::Banner {
+        gateway,
+        simulator,
+        job_ids,
+        program,
+    };
+    print!("{}", banner.render());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plaintext_unauthenticated_listener_beyond_loopback_is_open_to_anyone() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let pod: SocketAddr = "10.1.2.3:50051".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+        let v6_loopback: SocketAddr = "[::1]:50051".parse().unwrap();
+        assert!(open_to_anyone(any, false, false));
+        assert!(open_to_anyone(pod, false, false));
+        assert!(!open_to_anyone(loopback, false, false));
+        assert!(!open_to_anyone(v6_loopback, false, false));
+        assert!(!open_to_anyone(any, true, false), "TLS");
+        assert!(!open_to_anyone(any, false, true), "tokens or mTLS");
+    }
+}

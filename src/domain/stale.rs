@@ -1,0 +1,262 @@
+//! Answers served past their lifetime, as RFC 5861 lets HTTP caches do:
+//! in place of a failure that says nothing about the job
+//! (`--cache-stale-if-error`), and at once while one background request
+//! renews them (`--cache-stale-while-revalidate`). Both only for answers
+//! about a job, never for "no such job", and never to a call that refuses
+//! them (`cache-control: no-cache`, `max-stale=0`) or would get one older
+//! than its `max-stale`. Watch streams only ever see AWS's answers.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::domain::{
+    Call, Jobs, Served, Source,
+    answer::JobState,
+    cache::{CacheSettings, Cached},
+    limit::Share,
+};
+use crate::{domain::error::GatewayError, upstream::JobQuery};
+
+/// The stale windows, and the questions this process is renewing.
+pub(super) struct StaleAnswers {
+    /// Lifetimes and windows.
+    settings: CacheSettings,
+    /// Questions with a background refresh running here: one at a time each.
+    refreshing: Mutex<HashSet<JobQuery>>,
+}
+
+impl StaleAnswers {
+    pub(super) fn new(settings: CacheSettings) -> Self {
+        Self {
+            settings,
+            refreshing: Mutex::default(),
+        }
+    }
+
+    /// Whether `cached` may be served to `call` in place of a fresh answer:
+    /// an answer about a job whose lifetime ended less than `window` ago,
+    /// and no longer ago than the call's `max-stale`.
+    fn may_serve(&self, cached: &Cached, window: Duration, call: &Call) -> bool {
+        if call.fresh || !matches!(cached.answer.state, JobState::Found(_)) {
+            return false;
+        }
+        let past = self.settings.staleness(&cached.answer);
+        let accepted = call
+            .max_stale
+            .is_none_or(|max| !max.is_zero() && past <= max);
+        past < window && accepted
+    }
+
+    /// Marks `query` as being renewed here; `None` if it already is.
+    fn begin_refresh(self: &Arc<Self>, query: &JobQuery) -> Option<Refresh> {
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.insert(query.clone()).then(|| Refresh {
+            stale: self.clone(),
+            query: query.clone(),
+        })
+    }
+}
+
+/// A background refresh of one question; ends its mark when dropped.
+struct Refresh {
+    stale: Arc<StaleAnswers>,
+    query: JobQuery,
+}
+
+impl Drop for Refresh {
+    fn drop(&mut self) {
+        let mut refreshing = self
+            .stale
+            .refreshing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refreshing.remove(&self.query);
+    }
+}
+
+impl Jobs {
+    /// With stale-while-revalidate on, the answer this call gets without
+    /// waiting for AWS, if any: the cached one while fresh (a hit), or one
+    /// within the window past its lifetime (stale), which one background
+    /// request per question then renews.
+    pub(super) async fn without_waiting(
+        &self,
+        query: &JobQuery,
+        call: &Call,
+    ) -> Option<Result<Served, GatewayError>> {
+        let window = self.stale.settings.stale_while_revalidate;
+        if window.is_zero() || call.fresh {
+            return None;
+        }
+        let cached = self.cache.cached(query).await?;
+        if cached.fresh {
+            return Some(served(query, &cached, Source::Hit));
+        }
+        if !self.stale.may_serve(&cached, window, call) {
+            return None;
+        }
+        self.revalidate(query, &call.share);
+        Some(served(query, &cached, Source::Stale))
+    }
+
+    /// `result`, or in place of a failure that says nothing about the job,
+    /// the cached answer if its lifetime ended less than
+    /// `--cache-stale-if-error` ago (and the call accepts it), or a fresh
+    /// one stored since the lookup began.
+    pub(super) async fn or_stale(
+        &self,
+        query: &JobQuery,
+        call: &Call,
+        result: Result<Served, GatewayError>,
+    ) -> Result<Served, GatewayError> {
+        let window = self.stale.settings.stale_if_error;
+        let err = match result {
+            Err(err) if !window.is_zero() && err.says_nothing_about_the_job() => err,
+            other => return other,
+        };
+        match self.cache.cached(query).await {
+            // Another request (a poll, another replica) renewed it meanwhile.
+            Some(cached) if cached.fresh && !call.fresh => served(query, &cached, Source::Hit),
+            Some(cached) if self.stale.may_serve(&cached, window, call) => {
+                debug!(job_id = %query.job_id, error = %err.chain(), "served a stale answer in place of a failure");
+                served(query, &cached, Source::Stale)
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Renews `query` in the background, through the rate limit on
+    /// `share`'s account, unless this process already does: it joins a
+    /// fetch in flight, takes an answer another call just stored, or asks
+    /// AWS. Its answer is cached and reaches watchers as any other does.
+    fn revalidate(&self, query: &JobQuery, share: &Share) {
+        let Some(refresh) = self.stale.begin_refresh(query) else {
+            return;
+        };
+        let jobs = self.clone();
+        let call = Call {
+            deadline: None,
+            fresh: false,
+            max_stale: Some(Duration::ZERO),
+            share: share.clone(),
+        };
+        tokio::spawn(async move {
+            let query = &refresh.query;
+            let received = Instant::now();
+            let deadline = received + jobs.operation_timeout;
+            let lookup = jobs.lookup(query, received, deadline, &call);
+            match tokio::time::timeout_at(deadline, lookup).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    debug!(job_id = %query.job_id, error = %err.chain(), "background refresh failed")
+                }
+                Err(_elapsed) => {
+                    debug!(job_id = %query.job_id, "background refresh ran out of time")
+                }
+            }
+        });
+    }
+}
+
+/// `cached` as served to a call, from `source`; "no such job" as its error.
+fn served(query: &JobQuery, cached: &Cached, source: Source) -> Result<Served, GatewayError> {
+    Ok(Served {
+        response: cached.answer.response(query)?,
+        source,
+        age: cached.answer.age(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::answer::JobAnswer,
+        domain::limit::Share,
+        pb,
+        upstream::{UpstreamError, UpstreamErrorKind},
+    };
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(60),
+            ..CacheSettings::default()
+        }
+    }
+
+    /// An answer AWS gave `age` ago.
+    fn aged(found: bool, age: Duration) -> Cached {
+        let state = if found {
+            JobState::Found(Arc::new(pb::DescribeJobResponse::default()))
+        } else {
+            JobState::NotFound(UpstreamError::new(UpstreamErrorKind::NotFound))
+        };
+        let mut answer = JobAnswer::now(state);
+        answer.answered_at -= age;
+        Cached {
+            answer: Arc::new(answer),
+            fresh: false,
+        }
+    }
+
+    fn call(fresh: bool, max_stale: Option<Duration>) -> Call {
+        Call {
+            deadline: None,
+            fresh,
+            max_stale,
+            share: Share::of("test"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_answers_about_a_job_within_the_window_and_the_callers_bound() {
+        let stale = StaleAnswers::new(settings());
+        let window = Duration::from_secs(60);
+        let any = call(false, None);
+        let secs = Duration::from_secs;
+        // 5 s of lifetime, then 60 s of window.
+        assert!(stale.may_serve(&aged(true, secs(6)), window, &any));
+        assert!(stale.may_serve(&aged(true, secs(60)), window, &any));
+        assert!(!stale.may_serve(&aged(true, secs(66)), window, &any));
+        assert!(
+            !stale.may_serve(&aged(false, secs(6)), window, &any),
+            "no such job"
+        );
+        assert!(
+            !stale.may_serve(&aged(true, secs(6)), window, &call(true, None)),
+            "no-cache"
+        );
+        let refuses = call(false, Some(Duration::ZERO));
+        assert!(
+            !stale.may_serve(&aged(true, secs(6)), window, &refuses),
+            "max-stale=0"
+        );
+        let ten = call(false, Some(secs(10)));
+        assert!(stale.may_serve(&aged(true, secs(14)), window, &ten));
+        assert!(
+            !stale.may_serve(&aged(true, secs(16)), window, &ten),
+            "max-stale=10"
+        );
+    }
+
+    #[test]
+    fn one_refresh_per_question_at_a_time() {
+        let stale = Arc::new(StaleAnswers::new(settings()));
+        let query = JobQuery {
+            job_id: "j".into(),
+            before_substitution: None,
+        };
+        let first = stale.begin_refresh(&query);
+        assert!(first.is_some());
+        assert!(stale.begin_refresh(&query).is_none());
+        drop(first);
+        assert!(stale.begin_refresh(&query).is_some());
+    }
+}

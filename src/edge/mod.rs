@@ -1,0 +1,10 @@
+//! The gRPC edge: the `JobsGateway` service's handlers ([`service`]), request
+//! validation ([`validate`]) and the caller's deadline ([`deadline`]).
+
+pub mod cache_control;
+pub mod deadline;
+pub mod incoming;
+pub mod observe;
+pub mod server;
+pub mod service;
+pub mod validate;

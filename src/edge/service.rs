@@ -1,0 +1,493 @@
+//! The `iot.jobs.v1.JobsGateway` gRPC service. Handlers only validate,
+//! call the domain ([`crate::domain`]) and convert back; what they learn of a
+//! call (job id, cache source, item and event counts, why it failed) goes
+//! to its [`CallNote`], and the observation layer writes the call's one log
+//! line and its metrics ([`crate::edge::observe`]).
+//!
+//! Cache metadata: a request header `cache-control: no-cache` (or
+//! `max-age=0`) asks for an answer AWS gave after the request arrived, and
+//! `max-stale=N` bounds how stale an answer may be ([`crate::edge::cache_control`]);
+//! DescribeJob answers carry `x-cache` (`hit`, `miss`, `coalesced` or
+//! `stale`) and `x-cache-age-ms` headers, and batch items a `cache` field.
+
+use std::{pin::Pin, time::SystemTime};
+
+use tokio::time::Instant;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{
+    Request, Response, Status,
+    metadata::{MetadataMap, MetadataValue},
+};
+use tracing::{info, warn};
+
+use crate::edge::{
+    cache_control::CacheControl,
+    deadline,
+    observe::{CallNote, Received},
+    validate,
+};
+use crate::{
+    domain::Call,
+    domain::ItemResult,
+    domain::Jobs,
+    domain::Served,
+    domain::Source,
+    domain::answer::JobState,
+    domain::error::Denied,
+    domain::error::Failure,
+    domain::error::GatewayError,
+    domain::watch::ChangeKind,
+    domain::watch::Observed,
+    domain::watch::WatchEvent,
+    domain::watch::observation::Trigger,
+    pb::{self, jobs_gateway_server::JobsGateway},
+    security::auth::Caller,
+    upstream::JobQuery,
+};
+
+/// The gRPC face of [`Jobs`].
+#[derive(Clone)]
+pub struct JobsGatewayService {
+    jobs: Jobs,
+}
+
+impl JobsGatewayService {
+    /// Serves `jobs` over gRPC.
+    pub fn new(jobs: Jobs) -> Self {
+        Self { jobs }
+    }
+
+    /// Validates a batch and starts answering it: the job ids as requested,
+    /// and the channel its results arrive on.
+    fn start_batch(
+        &self,
+        request: Request<impl BatchItems>,
+        note: &CallNote,
+    ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
+        let caller = Caller::of(&request);
+        let call = call_of(&request, &caller, Received::of(&request));
+        note.caller(caller.name_shared());
+        let requests = request.into_inner().into_items();
+        note.batch(requests.len());
+        let (max, by_policy) = caller.max_batch_size(self.jobs.max_batch_size());
+        if let Err(err) = validate::batch_size(requests.len(), max, by_policy) {
+            note.failed(&err);
+            return Err(err.into());
+        }
+        let job_ids = requests.iter().map(|r| r.job_id.clone()).collect();
+        // A job the caller may not read fails only its own item.
+        let items = requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| {
+                let query = validate::batch_item(index, request)?;
+                caller.may_read(&query.job_id)?;
+                Ok(query)
+            })
+            .collect();
+        Ok((job_ids, self.jobs.describe_each(items, call)))
+    }
+}
+
+/// The two batch RPCs' requests (one message each, the same items).
+trait BatchItems {
+    fn into_items(self) -> Vec<pb::DescribeJobRequest>;
+}
+
+impl BatchItems for pb::BatchDescribeJobsRequest {
+    fn into_items(self) -> Vec<pb::DescribeJobRequest> {
+        self.requests
+    }
+}
+
+impl BatchItems for pb::StreamDescribeJobsRequest {
+    fn into_items(self) -> Vec<pb::DescribeJobRequest> {
+        self.requests
+    }
+}
+
+/// The stream type of StreamDescribeJobs.
+pub type DescribeResultStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamDescribeJobsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobsGateway for JobsGatewayService {
+    async fn describe_job(
+        &self,
+        request: Request<pb::DescribeJobRequest>,
+    ) -> Result<Response<pb::DescribeJobResponse>, Status> {
+        let caller = Caller::of(&request);
+        let note = CallNote::of(&request);
+        note.caller(caller.name_shared());
+        let call = call_of(&request, &caller, Received::of(&request));
+        let request = request.into_inner();
+        note.job(&request.job_id);
+        let result = async {
+            let query = JobQuery::try_from(request)?;
+            caller.may_read(&query.job_id)?;
+            self.jobs.describe(&query, &call).await
+        }
+        .await;
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(err) => {
+                note.failed(&err);
+                return Err(err.into());
+            }
+        };
+        note.answered(answer.source);
+        let mut response = Response::new(pb::DescribeJobResponse::clone(&answer.response));
+        set_cache_headers(response.metadata_mut(), &answer);
+        Ok(response)
+    }
+
+    async fn batch_describe_jobs(
+        &self,
+        request: Request<pb::BatchDescribeJobsRequest>,
+    ) -> Result<Response<pb::BatchDescribeJobsResponse>, Status> {
+        let note = CallNote::of(&request);
+        let (job_ids, mut results) = self.start_batch(request, &note)?;
+        let mut slots: Vec<Option<pb::JobResult>> = vec![None; job_ids.len()];
+        while let Some((index, result)) = results.recv().await {
+            slots[index] = Some(item(&note, BATCH, index, &job_ids[index], result));
+        }
+        let results = slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                // Every item is answered; a missing one would be a gateway defect.
+                slot.unwrap_or_else(|| {
+                    item(
+                        &note,
+                        BATCH,
+                        index,
+                        &job_ids[index],
+                        Err(lost_item(&job_ids[index])),
+                    )
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::BatchDescribeJobsResponse { results }))
+    }
+
+    type StreamDescribeJobsStream = DescribeResultStream;
+
+    async fn stream_describe_jobs(
+        &self,
+        request: Request<pb::StreamDescribeJobsRequest>,
+    ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
+        let note = CallNote::of(&request);
+        let (job_ids, results) = self.start_batch(request, &note)?;
+        let stream = ReceiverStream::new(results).map(move |(index, result)| {
+            Ok(item(&note, STREAM, index, &job_ids[index], result).into())
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchJobsStream = WatchEventStream;
+
+    async fn watch_jobs(
+        &self,
+        request: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let caller = Caller::of(&request);
+        let note = CallNote::of(&request);
+        note.caller(caller.name_shared());
+        let request = request.into_inner();
+        let jobs = request.job_ids.len();
+        note.watching(jobs);
+        let settings = self.jobs.watches().settings();
+        let (max_jobs, per_connection) = (settings.max_jobs, settings.max_streams_per_connection);
+        let opened = async {
+            let requested = request.job_ids.clone();
+            let targets = validate::watch(request, max_jobs)?;
+            refuse_unreadable(&caller, &requested)?;
+            self.jobs
+                .watch(targets, caller.stream_owner(per_connection))
+                .await
+        };
+        let subscription = match opened.await {
+            Ok(subscription) => subscription,
+            Err(err) => {
+                note.failed(&err);
+                return Err(err.into());
+            }
+        };
+        info!(
+            method = "WatchJobs",
+            caller = caller.name(),
+            jobs,
+            "watch started"
+        );
+        // The call's line is written when the stream ends or the client leaves.
+        let metrics = self.jobs.metrics().clone();
+        let stream = futures_util::stream::unfold(subscription, move |mut subscription| {
+            let (note, metrics) = (note.clone(), metrics.clone());
+            async move {
+                let event = subscription.next().await?;
+                let item = match event {
+                    Ok(event) => {
+                        if let WatchEvent::Job { observation, .. } = &event {
+                            let age = SystemTime::now()
+                                .duration_since(observation.observed_at)
+                                .unwrap_or_default();
+                            metrics.event_sent(age);
+                        }
+                        note.event(matches!(event, WatchEvent::Heartbeat { .. }));
+                        Ok(watch_event(event))
+                    }
+                    Err(err) => {
+                        note.failed(&err);
+                        Err(err.into())
+                    }
+                };
+                Some((item, subscription))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Refuses a whole watch, before anything is polled, if the caller may not
+/// read one of its jobs; every such job is named.
+fn refuse_unreadable(caller: &Caller, job_ids: &[String]) -> Result<(), GatewayError> {
+    let mut denied: Vec<(usize, String)> = Vec::new();
+    for (index, job_id) in job_ids.iter().enumerate() {
+        let seen = denied.iter().any(|(_, id)| id == job_id);
+        if !seen && !caller.grants().may_read(job_id) {
+            denied.push((index, job_id.clone()));
+        }
+    }
+    if denied.is_empty() {
+        return Ok(());
+    }
+    Err(GatewayError::NotPermitted {
+        caller: caller.name().to_owned(),
+        denied: Denied::Jobs(denied),
+    })
+}
+
+/// The stream type of WatchJobs.
+pub type WatchEventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchJobsResponse, Status>> + Send>>;
+
+/// A watch event in wire form.
+fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
+    use pb::{job_event::State, watch_jobs_response::Event};
+    let event = match event {
+        WatchEvent::Heartbeat { watching } => Event::Heartbeat(pb::Heartbeat {
+            sent_at: Some(std::time::SystemTime::now().into()),
+            watching: u32::try_from(watching).unwrap_or(u32::MAX),
+        }),
+        WatchEvent::Job {
+            job_id,
+            observation,
+            changes,
+            last,
+        } => {
+            use pb::job_event::Kind;
+            let kind = match changes.kind {
+                ChangeKind::Current => Kind::Current,
+                ChangeKind::StatusChanged => Kind::StatusChanged,
+                ChangeKind::Progress => Kind::Progress,
+                ChangeKind::Updated => Kind::Updated,
+                ChangeKind::Gone => Kind::Gone,
+                ChangeKind::Failed => Kind::Failed,
+            };
+            let state = match &observation.state {
+                Observed::Answer(answer) => match &answer.state {
+                    JobState::Found(response) => {
+                        State::Response(pb::DescribeJobResponse::clone(response))
+                    }
+                    JobState::NotFound(err) => State::Error(
+                        GatewayError::Upstream {
+                            job_id: job_id.clone(),
+                            source: err.clone(),
+                        }
+                        .into_rpc_status(),
+                    ),
+                },
+                Observed::Failed(err) => State::Error(err.clone().into_rpc_status()),
+            };
+            Event::Job(pb::JobEvent {
+                job_id,
+                version: observation.version,
+                kind: kind as i32,
+                changed_fields: changes.fields.iter().map(|f| (*f).to_owned()).collect(),
+                r#final: last,
+                state: Some(state),
+                observed_at: Some(observation.observed_at.into()),
+                trigger: trigger(observation.trigger) as i32,
+            })
+        }
+    };
+    pb::WatchJobsResponse { event: Some(event) }
+}
+
+/// Why the gateway asked AWS, in wire form.
+fn trigger(trigger: Trigger) -> pb::job_event::Trigger {
+    use pb::job_event::Trigger as Wire;
+    match trigger {
+        Trigger::Elsewhere => Wire::Unspecified,
+        Trigger::Call => Wire::Call,
+        Trigger::Schedule => Wire::Schedule,
+        Trigger::CatchUp => Wire::EventsCatchUp,
+        Trigger::Event | Trigger::FinalEvent => Wire::AwsEvent,
+    }
+}
+
+/// What the domain needs to know of a call besides its question.
+fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call {
+    let metadata = request.metadata();
+    let cache_control = CacheControl::of(metadata);
+    Call {
+        deadline: deadline::from_metadata(metadata, received),
+        fresh: cache_control.fresh,
+        max_stale: cache_control.max_stale,
+        share: caller.share(),
+    }
+}
+
+/// How an answer's source reads in headers and logs.
+fn source_name(source: Source) -> &'static str {
+    source.name()
+}
+
+fn age_ms(answer: &Served) -> u64 {
+    u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn set_cache_headers(metadata: &mut MetadataMap, answer: &Served) {
+    let source = MetadataValue::from_static(source_name(answer.source));
+    metadata.insert("x-cache", source);
+    metadata.insert("x-cache-age-ms", MetadataValue::from(age_ms(answer)));
+}
+
+fn cache_info(answer: &Served) -> pb::CacheInfo {
+    use pb::cache_info::Source as Wire;
+    let source = match answer.source {
+        Source::Hit => Wire::Hit,
+        Source::Miss => Wire::Miss,
+        Source::Coalesced => Wire::Coalesced,
+        Source::Stale => Wire::Stale,
+    };
+    pb::CacheInfo {
+        source: source as i32,
+        age_ms: age_ms(answer),
+    }
+}
+
+fn lost_item(job_id: &str) -> GatewayError {
+    GatewayError::upstream(
+        job_id,
+        crate::upstream::UpstreamErrorKind::Internal,
+        "the gateway lost this item's answer",
+    )
+}
+
+/// The batch methods, as logs name them.
+const BATCH: &str = "BatchDescribeJobs";
+const STREAM: &str = "StreamDescribeJobs";
+
+/// One batch item's wire result, noted. Items AWS could not answer for
+/// an unexpected reason get a line each; refusals and answers are in the
+/// batch's line (and its counts).
+fn item(
+    note: &CallNote,
+    method: &'static str,
+    index: usize,
+    job_id: &str,
+    result: Result<Served, GatewayError>,
+) -> pb::JobResult {
+    use pb::job_result::Outcome;
+    note.item(result.is_ok());
+    let (outcome, cache) = match result {
+        Ok(answer) => {
+            let cache = cache_info(&answer);
+            (
+                Outcome::Response(pb::DescribeJobResponse::clone(&answer.response)),
+                Some(cache),
+            )
+        }
+        Err(err) => {
+            if err.failure() == Failure::Fault {
+                let caller = note.caller_name();
+                let caller = caller.as_deref().unwrap_or_default();
+                warn!(method, caller, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
+            }
+            (Outcome::Error(err.into_rpc_status()), None)
+        }
+    };
+    pb::JobResult {
+        index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+        job_id: job_id.to_owned(),
+        outcome: Some(outcome),
+        cache,
+    }
+}
+
+/// A batch item as the stream sends it: the same fields, its own message.
+impl From<pb::JobResult> for pb::StreamDescribeJobsResponse {
+    fn from(result: pb::JobResult) -> Self {
+        use pb::{job_result::Outcome as Item, stream_describe_jobs_response::Outcome};
+        Self {
+            index: result.index,
+            job_id: result.job_id,
+            outcome: result.outcome.map(|outcome| match outcome {
+                Item::Response(response) => Outcome::Response(response),
+                Item::Error(status) => Outcome::Error(status),
+            }),
+            cache: result.cache,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use crate::pb;
+
+    /// StreamDescribeJobs took a BatchDescribeJobsRequest and answered
+    /// JobResults before each got its own message: clients built then must
+    /// still be understood, and understand the answers.
+    #[test]
+    fn the_stream_s_own_messages_have_the_encoding_of_the_ones_it_used_to_share() {
+        let items = vec![pb::DescribeJobRequest {
+            job_id: "firmware-1".into(),
+            before_substitution: Some(true),
+        }];
+        let old_request = pb::BatchDescribeJobsRequest { requests: items };
+        let new_request =
+            pb::StreamDescribeJobsRequest::decode(old_request.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(new_request.requests, old_request.requests);
+
+        let answered = pb::JobResult {
+            index: Some(0),
+            job_id: "firmware-1".into(),
+            outcome: Some(pb::job_result::Outcome::Response(pb::DescribeJobResponse {
+                document_source: Some("s3://bucket/doc.json".into()),
+                job: None,
+            })),
+            cache: Some(pb::CacheInfo {
+                source: pb::cache_info::Source::Hit.into(),
+                age_ms: 12,
+            }),
+        };
+        let failed = pb::JobResult {
+            index: Some(1),
+            job_id: "gone".into(),
+            outcome: Some(pb::job_result::Outcome::Error(tonic_types::pb::Status {
+                code: 5,
+                message: "no such job".into(),
+                details: vec![],
+            })),
+            cache: None,
+        };
+        for result in [answered, failed] {
+            let sent = pb::StreamDescribeJobsResponse::from(result.clone()).encode_to_vec();
+            assert_eq!(sent, result.encode_to_vec());
+            assert_eq!(pb::JobResult::decode(sent.as_slice()).unwrap(), result);
+        }
+    }
+}

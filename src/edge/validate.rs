@@ -1,0 +1,201 @@
+//! Request validation at the gRPC edge: a request becomes a
+//! [`JobQuery`] only if AWS could accept it, so bad input costs AWS nothing.
+
+use std::fmt::Display;
+
+use crate::{domain::error::GatewayError, pb, upstream::JobQuery};
+
+/// AWS IoT job ids are at most this long.
+pub const MAX_JOB_ID_LEN: usize = 64;
+
+/// One reason a request field was rejected, reported as a BadRequest
+/// field violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field, by its proto name.
+    pub field: String,
+    /// What is wrong and how to fix it, for a person.
+    pub description: String,
+}
+
+/// Checks a job id against AWS's rule: 1 to 64 characters of `[a-zA-Z0-9_-]`.
+/// `field` names it in a violation (formatted only if there is one).
+pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
+    let violation = |description: String| FieldViolation {
+        field: field.to_string(),
+        description,
+    };
+    if id.is_empty() {
+        return Err(violation(format!(
+            "{field} is required: the id of an AWS IoT job (1 to {MAX_JOB_ID_LEN} letters, digits, '-' or '_')"
+        )));
+    }
+    let len = id.chars().count();
+    if len > MAX_JOB_ID_LEN {
+        return Err(violation(format!(
+            "{field} is {len} characters long; AWS IoT job ids have at most {MAX_JOB_ID_LEN}"
+        )));
+    }
+    if let Some((pos, bad)) = id
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(violation(format!(
+            "{field} contains '{}' at position {}; AWS IoT job ids use only letters, digits, '-' and '_'",
+            bad.escape_default(),
+            pos + 1
+        )));
+    }
+    Ok(())
+}
+
+impl TryFrom<pb::DescribeJobRequest> for JobQuery {
+    type Error = GatewayError;
+
+    fn try_from(req: pb::DescribeJobRequest) -> Result<Self, Self::Error> {
+        query("job_id", req)
+    }
+}
+
+fn query(
+    job_id_field: impl Display + Copy,
+    req: pb::DescribeJobRequest,
+) -> Result<JobQuery, GatewayError> {
+    job_id(job_id_field, &req.job_id).map_err(GatewayError::InvalidArgument)?;
+    Ok(JobQuery {
+        job_id: req.job_id,
+        before_substitution: req.before_substitution,
+    })
+}
+
+/// Checks item `index` of a batch; a violation names the item
+/// (`requests[3].job_id`) so the caller can find it.
+pub fn batch_item(index: usize, req: pb::DescribeJobRequest) -> Result<JobQuery, GatewayError> {
+    query(format_args!("requests[{index}].job_id"), req)
+}
+
+/// Checks a batch's size: at least one item, at most `max` (the caller's
+/// own limit when `by_policy`, else the gateway's).
+pub fn batch_size(len: usize, max: usize, by_policy: bool) -> Result<(), GatewayError> {
+    let description = if len == 0 {
+        format!("requests is empty; send 1 to {max} DescribeJob requests")
+    } else if len > max && by_policy {
+        format!(
+            "requests has {len} items; this caller may send at most {max} per batch \
+             (its policy's max_batch_size): split the batch"
+        )
+    } else if len > max {
+        format!(
+            "requests has {len} items; this gateway answers at most {max} per batch \
+             (--max-batch-size): split the batch"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(GatewayError::InvalidArgument(FieldViolation {
+        field: "requests".to_owned(),
+        description,
+    }))
+}
+
+/// A valid watch request: the distinct jobs in request order, each with the
+/// version the client last saw, if it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTargets(pub Vec<(JobQuery, Option<u64>)>);
+
+/// Checks a watch request: 1 to `max_jobs` distinct valid ids (a repeated id
+/// counts once), and resume points only for jobs of the request.
+pub fn watch(req: pb::WatchJobsRequest, max_jobs: usize) -> Result<WatchTargets, GatewayError> {
+    let invalid = |field: String, description: String| {
+        GatewayError::InvalidArgument(FieldViolation { field, description })
+    };
+    let mut ids: Vec<String> = Vec::with_capacity(req.job_ids.len().min(max_jobs));
+    for (index, id) in req.job_ids.into_iter().enumerate() {
+        job_id(format_args!("job_ids[{index}]"), &id).map_err(GatewayError::InvalidArgument)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        if ids.len() > max_jobs {
+            return Err(invalid(
+                "job_ids".to_owned(),
+                format!(
+                    "job_ids names more than {max_jobs} jobs; this gateway watches at most \
+                     {max_jobs} per stream (--watch-max-jobs): open several streams"
+                ),
+            ));
+        }
+    }
+    if ids.is_empty() {
+        return Err(invalid(
+            "job_ids".to_owned(),
+            format!("job_ids is empty; name 1 to {max_jobs} jobs to watch"),
+        ));
+    }
+    if let Some(stray) = req.resume_from.keys().find(|key| !ids.contains(key)) {
+        let shown: String = stray.chars().take(MAX_JOB_ID_LEN).collect();
+        return Err(invalid(
+            format!("resume_from[{shown}]"),
+            format!(
+                "resume_from names job {shown:?}, which is not in job_ids; resume only the \
+                 jobs this stream watches"
+            ),
+        ));
+    }
+    let targets = ids
+        .into_iter()
+        .map(|id| {
+            let resume = req.resume_from.get(&id).copied();
+            let query = JobQuery {
+                job_id: id,
+                before_substitution: req.before_substitution,
+            };
+            (query, resume)
+        })
+        .collect();
+    Ok(WatchTargets(targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_aws_shaped_ids() {
+        for id in ["a", "firmware-rollout_2026", &"x".repeat(64)] {
+            assert_eq!(job_id("job_id", id), Ok(()), "{id}");
+        }
+    }
+
+    #[test]
+    fn rejects_with_a_message_that_says_what_to_fix() {
+        let empty = job_id("job_id", "").unwrap_err();
+        assert!(
+            empty.description.contains("required"),
+            "{}",
+            empty.description
+        );
+
+        let long = job_id("job_id", &"x".repeat(65)).unwrap_err();
+        assert!(
+            long.description.contains("65 characters"),
+            "{}",
+            long.description
+        );
+
+        let slash = job_id("job_id", "jobs/1").unwrap_err();
+        assert!(
+            slash.description.contains("'/' at position 5"),
+            "{}",
+            slash.description
+        );
+
+        let newline = job_id("job_id", "a\nb").unwrap_err();
+        assert!(
+            newline.description.contains("'\\n'"),
+            "{}",
+            newline.description
+        );
+        assert_eq!(newline.field, "job_id");
+    }
+}

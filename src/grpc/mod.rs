@@ -1,9 +1,0 @@
-//! The gRPC edge: the `JobsGateway` service's handlers ([`service`]), request
-//! validation ([`validate`]) and the caller's deadline ([`deadline`]).
-
-pub mod cache_control;
-pub mod deadline;
-pub mod observe;
-pub mod refusals;
-pub mod service;
-pub mod validate;

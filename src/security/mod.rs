@@ -1,0 +1,9 @@
+//! Who may call, over what: the callers' identities and permissions
+//! ([`auth`]), the listener's TLS ([`tls`]), the bounds on connections and
+//! streams ([`connections`]), and the files they re-read when they change
+//! ([`watched`]).
+
+pub mod auth;
+pub mod connections;
+pub mod tls;
+pub mod watched;

@@ -1,0 +1,119 @@
+//! Gauges read from their owners at each scrape: states, not counts, so
+//! nothing on a request path keeps them. The owners are held weakly: a
+//! scrape after the gateway stopped reads nothing rather than keeping the
+//! gateway alive.
+
+use std::{
+    fmt,
+    sync::{Arc, Weak},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+};
+
+use crate::{
+    backends::redis::Shared, domain::cache::AnswerCache, domain::limit::RateLimit,
+    domain::watch::Watches,
+};
+
+/// The owners of the sampled gauges.
+#[derive(Default)]
+pub struct Sources {
+    /// The AWS budget: its current rate and the calls waiting.
+    pub limit: Option<Weak<dyn RateLimit>>,
+    /// The answer cache: entries and their size.
+    pub cache: Option<Weak<dyn AnswerCache>>,
+    /// Watch streams, pollers and poll leases.
+    pub watches: Option<Weak<Watches>>,
+    /// The Redis connection, when replicas share one.
+    pub shared: Option<Weak<Shared>>,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+fn alive<T: ?Sized>(source: &Option<Weak<T>>) -> Option<Arc<T>> {
+    source.as_ref().and_then(Weak::upgrade)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> fmt::Result {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        if let Some(limit) = alive(&self.limit) {
+            gauge(
+                e,
+                "iot_jobs_gateway_rate_limit_per_second",
+                "The AWS call rate allowed now: the configured rate, lower while AWS throttles",
+                limit.current_rate(),
+            )?;
+            gauge(
+                e,
+                "iot_jobs_gateway_rate_limit_waiting",
+                "Calls waiting for a token of the AWS budget",
+                limit.waiting() as f64,
+            )?;
+        }
+        if let Some(cache) = alive(&self.cache) {
+            let usage = cache.usage();
+            gauge(
+                e,
+                "iot_jobs_gateway_cache_entries",
+                "Answers kept in this process",
+                usage.entries as f64,
+            )?;
+            gauge(
+                e,
+                "iot_jobs_gateway_cache_weighted_size_bytes",
+                "Estimated memory used by the answers kept in this process",
+                usage.bytes as f64,
+            )?;
+        }
+        if let Some(watches) = alive(&self.watches) {
+            gauge(
+                e,
+                "iot_jobs_gateway_watch_streams",
+                "Open watch streams",
+                watches.open_streams() as f64,
+            )?;
+            gauge(
+                e,
+                "iot_jobs_gateway_watch_pollers",
+                "Watched jobs with subscribers in this process (one poller each)",
+                watches.pollers() as f64,
+            )?;
+            gauge(
+                e,
+                "iot_jobs_gateway_redis_leases_held",
+                "Watched jobs this replica polls for the set (0 without Redis)",
+                watches.leases_held() as f64,
+            )?;
+        }
+        if let Some(shared) = alive(&self.shared) {
+            gauge(
+                e,
+                "iot_jobs_gateway_redis_fallback",
+                "1 while Redis is unreachable and this replica works alone",
+                if shared.is_shared() { 0.0 } else { 1.0 },
+            )?;
+            let errors = ConstCounter::new(shared.errors());
+            errors.encode(e.encode_descriptor(
+                "iot_jobs_gateway_redis_errors",
+                "Redis operations that failed: errors, lost connections and timeouts",
+                None,
+                errors.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}

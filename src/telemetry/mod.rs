@@ -1,0 +1,94 @@
+//! Log setup: `tracing` to stderr, filtered by `RUST_LOG` (default `info`),
+//! as text or one JSON object per line.
+//!
+//! The HTTP/2 and HTTP libraries (`h2`, `hyper`) warn once per misbehaving
+//! connection (a rapid-reset client, say), so any client could write lines
+//! without end: their warnings are bounded, [`PROTOCOL_LINES`] per interval
+//! of the refusal log, and the rest summarised ([`summarise_protocol`]).
+
+pub mod metrics;
+pub mod refusals;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use tracing::{Level, Metadata, info};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::dynamic_filter_fn, layer::SubscriberExt as _,
+    util::SubscriberInitExt as _,
+};
+
+use crate::app::config::LogFormat;
+
+/// Protocol-library lines written per interval; more are only counted.
+pub const PROTOCOL_LINES: u32 = 10;
+
+static PROTOCOL_LOGGED: AtomicU32 = AtomicU32::new(0);
+static PROTOCOL_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Decided per event, not per call site: the answer changes with the count.
+    let bounded = dynamic_filter_fn(|metadata, _| admit_protocol(metadata));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
+    match format {
+        LogFormat::Text => registry
+            .with(fmt.with_filter(filter).with_filter(bounded))
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_filter(filter)
+                    .with_filter(bounded),
+            )
+            .init(),
+    }
+}
+
+/// Whether a line may be written: every line but the protocol libraries'
+/// warnings past [`PROTOCOL_LINES`] this interval.
+fn admit_protocol(metadata: &Metadata<'_>) -> bool {
+    if !metadata.is_event() || *metadata.level() > Level::WARN || !is_protocol(metadata.target()) {
+        return true;
+    }
+    if PROTOCOL_LOGGED.fetch_add(1, Ordering::Relaxed) < PROTOCOL_LINES {
+        return true;
+    }
+    PROTOCOL_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    false
+}
+
+fn is_protocol(target: &str) -> bool {
+    ["h2", "hyper"]
+        .iter()
+        .any(|lib| target == *lib || target.starts_with(&format!("{lib}::")))
+}
+
+/// Ends the interval: a summary of the protocol warnings not written, and
+/// room for new ones. Called by the refusal log's summaries.
+pub fn summarise_protocol() {
+    let suppressed = PROTOCOL_SUPPRESSED.swap(0, Ordering::Relaxed);
+    PROTOCOL_LOGGED.store(0, Ordering::Relaxed);
+    if suppressed > 0 {
+        info!(
+            not_logged = suppressed,
+            logged = PROTOCOL_LINES,
+            "more HTTP/2 protocol warnings (h2, hyper) than are logged one by one: clients that \
+             break the protocol, such as rapid resets"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_protocol_libraries_are_bounded() {
+        assert!(is_protocol("h2") && is_protocol("h2::proto::streams::recv"));
+        assert!(is_protocol("hyper::proto::h2::server"));
+        assert!(!is_protocol("hyper_util::server") && !is_protocol("iot_jobs_gateway::edge"));
+    }
+}

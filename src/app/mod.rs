@@ -15,11 +15,10 @@ use crate::{
     app::config::DemoArgs,
     app::config::ServeArgs,
     app::config::SimulatorArgs,
-    backends::redis::RedisSettings,
     backends::redis::Shared,
+    backends::{self, redis::RedisSettings},
     domain::Jobs,
     domain::JobsSettings,
-    domain::Roles,
     edge::server,
     edge::server::Observation,
     edge::server::Security,
@@ -141,11 +140,14 @@ impl Application {
         };
         warn_if_open(address, &security);
         let (roles, shared) = match &settings.redis {
-            None => (Roles::local(&settings.jobs), None),
+            None => (backends::local::roles(&settings.jobs), None),
             Some(redis) => {
                 let shared = Shared::connect(redis).await.map_err(AppError::Redis)?;
                 let weak = Arc::downgrade(&shared);
-                (Roles::shared(&settings.jobs, shared).await, Some(weak))
+                (
+                    backends::redis::roles(&settings.jobs, shared).await,
+                    Some(weak),
+                )
             }
         };
         let jobs = Jobs::new(upstream, settings.jobs, roles);

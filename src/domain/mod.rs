@@ -25,12 +25,7 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
-use crate::backends::{
-    local::{cache::LocalCache, limit::LocalRateLimit, polls::LocalPolls},
-    redis::{cache::SharedCache, limit::SharedRateLimit, polls::SharedPolls},
-};
 use crate::{
-    backends::redis::Shared,
     domain::error::DeadlineSource,
     domain::error::GatewayError,
     edge::validate::WatchTargets,
@@ -139,7 +134,8 @@ pub struct Call {
 pub type ItemResult = (usize, Result<Served, GatewayError>);
 
 /// The roles the domain is built from. One gateway on its own keeps them
-/// in-process ([`Roles::local`]); replicas share them.
+/// in-process ([`crate::backends::local::roles`]); replicas share them
+/// ([`crate::backends::redis::roles`]).
 pub struct Roles {
     /// The AWS call budget.
     pub limit: Arc<dyn RateLimit>,
@@ -147,40 +143,6 @@ pub struct Roles {
     pub cache: Arc<dyn AnswerCache>,
     /// Who polls which watched job.
     pub polls: Arc<dyn PollOwnership>,
-}
-
-impl Roles {
-    /// Every role shared with the other replicas through Redis, with
-    /// in-process stand-ins for when Redis is unreachable (the rate limit's
-    /// at `--redis-fallback-rate`, its burst in proportion).
-    pub async fn shared(settings: &JobsSettings, shared: Arc<Shared>) -> Self {
-        let configured = &settings.limiter;
-        let fallback_rate = shared.settings().fallback_rate;
-        let fallback = LimiterSettings {
-            rate: fallback_rate,
-            burst: ((f64::from(configured.burst) * fallback_rate / configured.rate).round() as u32)
-                .max(1),
-            ..configured.clone()
-        };
-        Self {
-            limit: Arc::new(SharedRateLimit::new(
-                shared.clone(),
-                configured.clone(),
-                fallback,
-            )),
-            cache: Arc::new(SharedCache::new(shared.clone(), settings.cache.clone()).await),
-            polls: Arc::new(SharedPolls::new(shared)),
-        }
-    }
-
-    /// Every role in this process, for a gateway on its own.
-    pub fn local(settings: &JobsSettings) -> Self {
-        Self {
-            limit: Arc::new(LocalRateLimit::new(settings.limiter.clone())),
-            cache: Arc::new(LocalCache::new(&settings.cache)),
-            polls: Arc::new(LocalPolls),
-        }
-    }
 }
 
 /// Answers job questions through an upstream.

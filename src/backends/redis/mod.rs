@@ -18,7 +18,10 @@
 pub mod cache;
 pub mod limit;
 pub mod polls;
+mod roles;
 pub mod wire;
+
+pub use roles::roles;
 
 use std::{
     collections::HashMap,

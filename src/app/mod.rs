@@ -153,11 +153,13 @@ impl Application {
         let jobs = Jobs::new(upstream, settings.jobs, roles);
         let observation = Observation::new(settings.server.refusal_log);
         let metrics = metrics_listener.map(|(listener, address)| {
-            let sources = Sources {
+            let mut metrics = Metrics::new(Sources {
+                jobs: Some(jobs.gauges()),
                 shared,
-                ..jobs.metric_sources()
-            };
-            let metrics = Metrics::new(&observation, jobs.metrics(), sources);
+            });
+            observation.grpc.register(metrics.registry());
+            observation.connections.register(metrics.registry());
+            jobs.metrics().register(metrics.registry());
             metrics::announce(address);
             (listener, Arc::new(metrics))
         });

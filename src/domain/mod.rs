@@ -11,13 +11,14 @@ pub mod answer;
 pub mod cache;
 pub mod error;
 pub mod limit;
+pub mod metrics;
 mod stale;
 pub mod watch;
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -30,7 +31,6 @@ use crate::{
     domain::error::GatewayError,
     edge::validate::WatchTargets,
     pb,
-    telemetry::metrics::JobsMetrics,
     upstream::{
         JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
         retry::{RetryPolicy, Retryable},
@@ -39,6 +39,7 @@ use crate::{
 use answer::{JobAnswer, JobState};
 use cache::{AnswerCache, CacheSettings};
 use limit::{LimiterSettings, Permit, RateLimit, Rejected, Share};
+use metrics::JobsMetrics;
 use stale::StaleAnswers;
 use watch::{
     Observation, Observed, StreamOwner, Subscription, WatchSettings, Watches,
@@ -145,6 +146,19 @@ pub struct Roles {
     pub polls: Arc<dyn PollOwnership>,
 }
 
+/// The roles whose state the metrics read at each scrape, held weakly: a
+/// scrape after the gateway stopped reads nothing rather than keeping it
+/// alive.
+#[derive(Clone)]
+pub struct Gauges {
+    /// The AWS budget: its current rate and the calls waiting.
+    pub limit: Weak<dyn RateLimit>,
+    /// The answer cache: entries and their size.
+    pub cache: Weak<dyn AnswerCache>,
+    /// Watch streams, pollers and poll leases.
+    pub watches: Weak<Watches>,
+}
+
 /// Answers job questions through an upstream.
 #[derive(Clone)]
 pub struct Jobs {
@@ -201,12 +215,11 @@ impl Jobs {
     }
 
     /// Where the gauges sampled at each scrape are read.
-    pub fn metric_sources(&self) -> crate::telemetry::metrics::sampled::Sources {
-        crate::telemetry::metrics::sampled::Sources {
-            limit: Some(Arc::downgrade(&self.limiter)),
-            cache: Some(Arc::downgrade(&self.cache)),
-            watches: Some(Arc::downgrade(&self.watches)),
-            shared: None,
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            limit: Arc::downgrade(&self.limiter),
+            cache: Arc::downgrade(&self.cache),
+            watches: Arc::downgrade(&self.watches),
         }
     }
 

@@ -14,7 +14,7 @@ use prometheus_client::{
 };
 use tonic::Code;
 
-use crate::telemetry::metrics::{Buckets, Labels};
+use crate::domain::metrics::{Buckets, Labels};
 
 /// Handling time buckets, in seconds: cache hits take well under a
 /// millisecond, AWS round trips tens of milliseconds, watch streams hours.

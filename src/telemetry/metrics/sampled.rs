@@ -14,20 +14,13 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
 };
 
-use crate::{
-    backends::redis::Shared, domain::cache::AnswerCache, domain::limit::RateLimit,
-    domain::watch::Watches,
-};
+use crate::{backends::redis::Shared, domain::Gauges};
 
 /// The owners of the sampled gauges.
 #[derive(Default)]
 pub struct Sources {
-    /// The AWS budget: its current rate and the calls waiting.
-    pub limit: Option<Weak<dyn RateLimit>>,
-    /// The answer cache: entries and their size.
-    pub cache: Option<Weak<dyn AnswerCache>>,
-    /// Watch streams, pollers and poll leases.
-    pub watches: Option<Weak<Watches>>,
+    /// The domain's roles.
+    pub jobs: Option<Gauges>,
     /// The Redis connection, when replicas share one.
     pub shared: Option<Weak<Shared>>,
 }
@@ -38,8 +31,8 @@ impl fmt::Debug for Sources {
     }
 }
 
-fn alive<T: ?Sized>(source: &Option<Weak<T>>) -> Option<Arc<T>> {
-    source.as_ref().and_then(Weak::upgrade)
+fn alive<T: ?Sized>(source: Option<&Weak<T>>) -> Option<Arc<T>> {
+    source.and_then(Weak::upgrade)
 }
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> fmt::Result {
@@ -50,7 +43,8 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) ->
 impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let e = &mut encoder;
-        if let Some(limit) = alive(&self.limit) {
+        let jobs = self.jobs.as_ref();
+        if let Some(limit) = alive(jobs.map(|j| &j.limit)) {
             gauge(
                 e,
                 "iot_jobs_gateway_rate_limit_per_second",
@@ -64,7 +58,7 @@ impl Collector for Sources {
                 limit.waiting() as f64,
             )?;
         }
-        if let Some(cache) = alive(&self.cache) {
+        if let Some(cache) = alive(jobs.map(|j| &j.cache)) {
             let usage = cache.usage();
             gauge(
                 e,
@@ -79,7 +73,7 @@ impl Collector for Sources {
                 usage.bytes as f64,
             )?;
         }
-        if let Some(watches) = alive(&self.watches) {
+        if let Some(watches) = alive(jobs.map(|j| &j.watches)) {
             gauge(
                 e,
                 "iot_jobs_gateway_watch_streams",
@@ -99,7 +93,7 @@ impl Collector for Sources {
                 watches.leases_held() as f64,
             )?;
         }
-        if let Some(shared) = alive(&self.shared) {
+        if let Some(shared) = alive(self.shared.as_ref()) {
             gauge(
                 e,
                 "iot_jobs_gateway_redis_fallback",

@@ -30,7 +30,7 @@ use tonic::{
 use tonic_types::StatusExt as _;
 
 use crate::{
-    edge::validate,
+    domain::rules,
     pb::{self, jobs_gateway_client::JobsGatewayClient},
 };
 use args::{ClientArgs, DescribeJobArgs, DescribeJobsArgs, Skeleton};
@@ -349,7 +349,7 @@ pub(crate) fn print(text: &str) -> Result<(), Failure> {
 /// The gateway's own job id rule, checked before any call: a bad id is a
 /// parameter error (252), in botocore's words.
 fn checked_id(field: &str, id: &str) -> Result<(), ParamError> {
-    validate::job_id(field, id)
+    rules::job_id(field, id)
         .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))
 }
 

@@ -13,7 +13,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     domain::limit::RejectReason,
     domain::limit::Rejected,
-    edge::validate::FieldViolation,
+    domain::rules::FieldViolation,
     upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
 };
 

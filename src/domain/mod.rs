@@ -12,6 +12,7 @@ pub mod cache;
 pub mod error;
 pub mod limit;
 pub mod metrics;
+pub mod rules;
 mod stale;
 pub mod watch;
 
@@ -29,7 +30,6 @@ use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 use crate::{
     domain::error::DeadlineSource,
     domain::error::GatewayError,
-    edge::validate::WatchTargets,
     pb,
     upstream::{
         JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
@@ -42,7 +42,7 @@ use limit::{LimiterSettings, Permit, RateLimit, Rejected, Share};
 use metrics::JobsMetrics;
 use stale::StaleAnswers;
 use watch::{
-    Observation, Observed, StreamOwner, Subscription, WatchSettings, Watches,
+    Observation, Observed, StreamOwner, Subscription, WatchSettings, WatchTargets, Watches,
     observation::{Sent, Trigger},
     ownership::PollOwnership,
     pollers::Polls,

@@ -3,52 +3,15 @@
 
 use std::fmt::Display;
 
-use crate::{domain::error::GatewayError, pb, upstream::JobQuery};
-
-/// AWS IoT job ids are at most this long.
-pub const MAX_JOB_ID_LEN: usize = 64;
-
-/// One reason a request field was rejected, reported as a BadRequest
-/// field violation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The request field, by its proto name.
-    pub field: String,
-    /// What is wrong and how to fix it, for a person.
-    pub description: String,
-}
-
-/// Checks a job id against AWS's rule: 1 to 64 characters of `[a-zA-Z0-9_-]`.
-/// `field` names it in a violation (formatted only if there is one).
-pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
-    let violation = |description: String| FieldViolation {
-        field: field.to_string(),
-        description,
-    };
-    if id.is_empty() {
-        return Err(violation(format!(
-            "{field} is required: the id of an AWS IoT job (1 to {MAX_JOB_ID_LEN} letters, digits, '-' or '_')"
-        )));
-    }
-    let len = id.chars().count();
-    if len > MAX_JOB_ID_LEN {
-        return Err(violation(format!(
-            "{field} is {len} characters long; AWS IoT job ids have at most {MAX_JOB_ID_LEN}"
-        )));
-    }
-    if let Some((pos, bad)) = id
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(violation(format!(
-            "{field} contains '{}' at position {}; AWS IoT job ids use only letters, digits, '-' and '_'",
-            bad.escape_default(),
-            pos + 1
-        )));
-    }
-    Ok(())
-}
+use crate::{
+    domain::{
+        error::GatewayError,
+        rules::{FieldViolation, MAX_JOB_ID_LEN, job_id},
+        watch::WatchTargets,
+    },
+    pb,
+    upstream::JobQuery,
+};
 
 impl TryFrom<pb::DescribeJobRequest> for JobQuery {
     type Error = GatewayError;
@@ -98,11 +61,6 @@ pub fn batch_size(len: usize, max: usize, by_policy: bool) -> Result<(), Gateway
         description,
     }))
 }
-
-/// A valid watch request: the distinct jobs in request order, each with the
-/// version the client last saw, if it said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchTargets(pub Vec<(JobQuery, Option<u64>)>);
 
 /// Checks a watch request: 1 to `max_jobs` distinct valid ids (a repeated id
 /// counts once), and resume points only for jobs of the request.
@@ -154,48 +112,4 @@ pub fn watch(req: pb::WatchJobsRequest, max_jobs: usize) -> Result<WatchTargets,
         })
         .collect();
     Ok(WatchTargets(targets))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepts_aws_shaped_ids() {
-        for id in ["a", "firmware-rollout_2026", &"x".repeat(64)] {
-            assert_eq!(job_id("job_id", id), Ok(()), "{id}");
-        }
-    }
-
-    #[test]
-    fn rejects_with_a_message_that_says_what_to_fix() {
-        let empty = job_id("job_id", "").unwrap_err();
-        assert!(
-            empty.description.contains("required"),
-            "{}",
-            empty.description
-        );
-
-        let long = job_id("job_id", &"x".repeat(65)).unwrap_err();
-        assert!(
-            long.description.contains("65 characters"),
-            "{}",
-            long.description
-        );
-
-        let slash = job_id("job_id", "jobs/1").unwrap_err();
-        assert!(
-            slash.description.contains("'/' at position 5"),
-            "{}",
-            slash.description
-        );
-
-        let newline = job_id("job_id", "a\nb").unwrap_err();
-        assert!(
-            newline.description.contains("'\\n'"),
-            "{}",
-            newline.description
-        );
-        assert_eq!(newline.field, "job_id");
-    }
 }

@@ -81,11 +81,7 @@ pub fn parse_topic(topic: &str) -> Option<(&str, Trigger)> {
     let rest = topic.strip_prefix("$aws/events/")?;
     let (kind, rest) = rest.split_once('/')?;
     let (job_id, event) = rest.split_once('/')?;
-    let valid_id = !job_id.is_empty()
-        && job_id.len() <= 64
-        && job_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let valid_id = crate::domain::rules::job_id("jobId", job_id).is_ok();
     if !valid_id || event.contains('/') {
         return None;
     }

@@ -27,12 +27,21 @@ use std::{
 
 use tokio::sync::{Notify, watch};
 
-use crate::{domain::error::GatewayError, domain::error::WatchScope, upstream::UpstreamErrorKind};
+use crate::{
+    domain::error::GatewayError,
+    domain::error::WatchScope,
+    upstream::{JobQuery, UpstreamErrorKind},
+};
 pub use observation::{ChangeKind, Changes, Observation, Observed};
 use ownership::PollOwnership;
 use pollers::Pollers;
 use subscription::StreamTicket;
 pub use subscription::{Subscription, WatchEvent};
+
+/// A valid watch request: the distinct jobs in request order, each with the
+/// version the client last saw, if it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTargets(pub Vec<(JobQuery, Option<u64>)>);
 
 /// How watches behave and what they may cost.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::domain::watch::{
     observation::{Changes, Observation},
     pollers::Latest,
 };
-use crate::{domain::error::GatewayError, edge::validate::WatchTargets};
+use crate::domain::{error::GatewayError, watch::WatchTargets};
 
 /// A stream's place under the caps; gives it back when dropped.
 pub(crate) struct StreamTicket {

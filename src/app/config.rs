@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 
 use crate::{
     app::GatewaySettings,
@@ -21,7 +21,7 @@ use crate::{
     security::connections,
     security::connections::ConnectionLimits,
     security::tls::TlsSettings,
-    telemetry::refusals::RefusalLogSettings,
+    telemetry::{LogFormat, refusals::RefusalLogSettings},
     upstream::{aws::UpstreamSettings, retry::RetryPolicy},
 };
 
@@ -342,15 +342,6 @@ pub struct SimulatorArgs {
     #[arg(long, env = "SIMULATOR_GROUP_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub group_size: u64,
-}
-
-/// How log lines are written (to stderr).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
 }
 
 /// Settings of `iot-jobs-gateway serve`.

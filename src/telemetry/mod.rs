@@ -17,13 +17,22 @@ use tracing_subscriber::{
     util::SubscriberInitExt as _,
 };
 
-use crate::app::config::LogFormat;
+use clap::ValueEnum;
 
 /// Protocol-library lines written per interval; more are only counted.
 pub const PROTOCOL_LINES: u32 = 10;
 
 static PROTOCOL_LOGGED: AtomicU32 = AtomicU32::new(0);
 static PROTOCOL_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init(format: LogFormat) {

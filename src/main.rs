@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             if let Err(err) = args.validate() {
                 err.exit();
             }
-            match runtime.block_on(app::serve(*args)) {
+            match runtime.block_on(app::commands::serve(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(
                     err @ (app::AppError::Config(_)
@@ -52,11 +52,11 @@ fn main() -> ExitCode {
             if let Err(err) = args.protection.validate() {
                 err.exit();
             }
-            exit(runtime.block_on(app::demo(args)))
+            exit(runtime.block_on(app::commands::demo(args)))
         }
         Command::Simulator(args) => {
             telemetry::init(cli.log_format);
-            exit(runtime.block_on(app::simulator(args)))
+            exit(runtime.block_on(app::commands::simulator(args)))
         }
         // Client commands write their answers, not logs.
         Command::DescribeJob(args) => runtime.block_on(cli::run(cli::describe_job(args))),

@@ -3,7 +3,7 @@
 //!
 //! The certificate, its key and (for mTLS) the client CA bundle are PEM
 //! files. They are read at start, where a broken file stops the gateway,
-//! and then checked every [`RELOAD_EVERY`]: when their contents change
+//! and then checked every [`RELOAD_EVERY`](crate::security::watched::RELOAD_EVERY): when their contents change
 //! (cert-manager and Kubernetes secrets rewrite them in place), new
 //! connections get the new pair. A broken replacement (unreadable, a key
 //! that is not the certificate's, an empty CA bundle) is logged and the
@@ -16,7 +16,6 @@
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
-    time::Duration,
 };
 
 use rustls::{
@@ -28,8 +27,7 @@ use rustls::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-/// How often the files are checked for a new pair.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+use crate::security::watched::every_reload;
 
 /// Where the server's certificate, its key and the client CA are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,9 +119,9 @@ impl RotatingTls {
         TlsAcceptor::from(current.0.clone())
     }
 
-    /// Checks the files every [`RELOAD_EVERY`] until the gateway stops.
+    /// Checks the files every [`RELOAD_EVERY`](crate::security::watched::RELOAD_EVERY) until the gateway stops.
     pub fn spawn_reloader(self: &Arc<Self>) {
-        crate::security::watched::every_reload(self, Self::reload);
+        every_reload(self, Self::reload);
     }
 
     /// Takes the files' new contents if they changed and work; otherwise

@@ -1,16 +1,19 @@
 //! A configuration file the gateway re-reads when it changes (tokens,
-//! JWKS, policy): read at start, where a broken file stops the gateway,
-//! then checked every [`crate::security::tls::RELOAD_EVERY`]. A broken replacement is
-//! logged once and the previous contents kept.
+//! JWKS, policy, and the listener's certificates in [`crate::security::tls`]):
+//! read at start, where a broken file stops the gateway, then checked every
+//! [`RELOAD_EVERY`]. A broken replacement is logged once and the previous
+//! contents kept.
 
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use tracing::{info, warn};
 
-use crate::security::tls::RELOAD_EVERY;
+/// How often the watched files are checked for new contents.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `check` on `target` every [`RELOAD_EVERY`] until `target` is dropped.
 pub(crate) fn every_reload<T: Send + Sync + 'static>(target: &Arc<T>, check: fn(&T)) {

@@ -9,7 +9,6 @@
 
 use std::{
     io,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -25,35 +24,15 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::transport::server::Connected;
 
 use crate::{
-    security::auth::identity, security::auth::identity::IdentityError, security::connections::Gate,
-    security::connections::Guarded, security::tls::RotatingTls,
+    security::auth::identity::{self, IdentityError},
+    security::connections::Gate,
+    security::connections::Guarded,
+    security::peer::Peer,
+    security::tls::RotatingTls,
 };
 
 /// Connections waiting for the server to take them.
 const ACCEPTED_BACKLOG: usize = 64;
-
-/// What the gateway knows of a connection's peer.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// Its address.
-    pub addr: Option<SocketAddr>,
-    /// The address as text, made once per connection: the caller's name
-    /// while callers are not authenticated.
-    pub name: Arc<str>,
-    /// With mTLS: the caller its certificate names, or why it names none.
-    pub certified: Option<Result<Arc<str>, IdentityError>>,
-}
-
-impl Peer {
-    fn new(addr: Option<SocketAddr>, certified: Option<Result<Arc<str>, IdentityError>>) -> Self {
-        let name = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        Self {
-            addr,
-            name: name.into(),
-            certified,
-        }
-    }
-}
 
 /// A client connection.
 pub struct Conn {

@@ -32,9 +32,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::telemetry::refusals::{Kind, RefusalLog};
 use crate::{
-    domain::Source, domain::error::Failure, domain::error::GatewayError, edge::incoming::Peer,
-    telemetry::metrics::grpc::GrpcMetrics, telemetry::metrics::grpc::Method,
-    telemetry::metrics::grpc::RpcType,
+    domain::Source, domain::error::Failure, domain::error::GatewayError,
+    security::auth::layer::Refused, security::peer::Peer, telemetry::metrics::grpc::GrpcMetrics,
+    telemetry::metrics::grpc::Method, telemetry::metrics::grpc::RpcType,
 };
 
 /// Job ids in logs are cut to this many characters; invalid ids can be huge.
@@ -150,15 +150,6 @@ impl CallNote {
             details.events += 1;
         }
     }
-}
-
-/// Marks a call the admission layer refused before any handler ran.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    /// The caller, when it is known.
-    pub caller: Option<Arc<str>>,
-    /// Why, for the log.
-    pub reason: String,
 }
 
 /// Observes every call of the services behind it.

@@ -14,7 +14,16 @@ use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
 use crate::security::auth::Auth;
-use crate::{domain::error::GatewayError, edge::incoming::Peer, edge::observe::Refused};
+use crate::{domain::error::GatewayError, security::peer::Peer};
+
+/// Marks a call the admission layer refused before any handler ran.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The caller, when it is known.
+    pub caller: Option<Arc<str>>,
+    /// Why, for the log.
+    pub reason: String,
+}
 
 /// Admits calls with an [`Auth`].
 #[derive(Clone)]

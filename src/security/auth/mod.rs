@@ -29,7 +29,7 @@ use tonic::Request;
 use crate::security::watched::{FileError, Watched};
 use crate::{
     domain::error::Denied, domain::error::GatewayError, domain::error::WatchScope,
-    domain::limit::Share, domain::watch::StreamOwner, edge::incoming::Peer,
+    domain::limit::Share, domain::watch::StreamOwner, security::peer::Peer,
 };
 use jwt::{JwtSettings, Keys};
 use policy::{Grants, Policy};

@@ -1,24 +1,20 @@
-//! The gateway's failures and the one place they become a `tonic::Status`.
-//!
-//! Every status carries a precise code, a message a person can act on, and
-//! rich details (`google.rpc.ErrorInfo`, plus `BadRequest` for validation and
-//! `RetryInfo` for throttling). AWS's request id and error code travel in
-//! ErrorInfo's metadata; Rust debug output and credentials never do.
+//! Everything a gateway call can fail with, in the domain's terms: what
+//! happened, to which job, and what it means (an answer, a refusal, a
+//! fault; whether an older answer may stand in for it). The edge turns it
+//! into a `tonic::Status` with its message and details
+//! ([`crate::edge::status`]); the gRPC code class of each failure is
+//! [`GatewayError::code`], which the logs and watch versions use too.
 
-use std::{collections::HashMap, error::Error as StdError, fmt::Write as _, time::Duration};
+use std::{error::Error as StdError, fmt::Write as _, time::Duration};
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Code;
 
 use crate::{
     domain::limit::RejectReason,
     domain::limit::Rejected,
     domain::rules::FieldViolation,
-    upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
+    upstream::{UpstreamError, UpstreamErrorKind},
 };
-
-/// The `ErrorInfo.domain` of every error the gateway reports.
-pub const ERROR_DOMAIN: &str = "iot-jobs-gateway";
 
 /// Which time limit ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,20 +186,6 @@ impl GatewayError {
         }
     }
 
-    /// The error as a `google.rpc.Status`, with the same code, message and
-    /// details a unary call would carry (for batch items).
-    pub fn into_rpc_status(self) -> tonic_types::pb::Status {
-        use prost::Message as _;
-        let status = Status::from(self);
-        tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| {
-            tonic_types::pb::Status {
-                code: status.code() as i32,
-                message: status.message().to_owned(),
-                details: Vec::new(),
-            }
-        })
-    }
-
     /// What the failure is to the logs. AWS throttling after the retries,
     /// and AWS refusing the gateway's own credentials or permissions, are
     /// faults, though their codes are those of the caller's refusals.
@@ -245,220 +227,6 @@ impl GatewayError {
             },
         }
     }
-}
-
-impl From<GatewayError> for Status {
-    fn from(err: GatewayError) -> Self {
-        let code = err.code();
-        let mut details = ErrorDetails::new();
-        let message = match &err {
-            GatewayError::InvalidArgument(v) => {
-                details.add_bad_request_violation(&v.field, &v.description);
-                v.description.clone()
-            }
-            GatewayError::DeadlineExceeded {
-                job_id,
-                budget,
-                limit,
-            } => {
-                let whose = match limit {
-                    DeadlineSource::Caller => "caller",
-                    DeadlineSource::Gateway => "gateway",
-                };
-                let metadata = HashMap::from([
-                    ("jobId".to_owned(), job_id.clone()),
-                    ("deadline".to_owned(), whose.to_owned()),
-                ]);
-                details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, metadata);
-                match limit {
-                    DeadlineSource::Caller => format!(
-                        "the call's deadline passed before AWS IoT answered (waited {budget:?}); \
-                         the AWS request was abandoned"
-                    ),
-                    DeadlineSource::Gateway => format!(
-                        "AWS IoT did not answer within the gateway's upstream operation timeout ({budget:?})"
-                    ),
-                }
-            }
-            GatewayError::RateLimited { job_id, rejected } => {
-                rate_limited_status(job_id, rejected, &mut details)
-            }
-            GatewayError::Upstream { job_id, source } => {
-                upstream_status(job_id, source, &mut details)
-            }
-            GatewayError::TooManyWatches { limit, scope } => {
-                let metadata = HashMap::from([("limit".to_owned(), limit.to_string())]);
-                details.set_error_info("TOO_MANY_WATCHES", ERROR_DOMAIN, metadata);
-                match scope {
-                    WatchScope::Gateway => format!(
-                        "the gateway already serves its maximum of {limit} watch streams \
-                         (--watch-max-streams); retry later or on another replica"
-                    ),
-                    WatchScope::Connection => format!(
-                        "this connection already has the maximum of {limit} watch streams open \
-                         (--watch-max-streams-per-connection); watch several jobs per stream \
-                         or open another connection"
-                    ),
-                    WatchScope::Caller => format!(
-                        "this caller already has the maximum of {limit} watch streams open on \
-                         this gateway (its policy's max_watch_streams); watch several jobs per \
-                         stream or close one"
-                    ),
-                }
-            }
-            GatewayError::Unauthenticated(problem) => {
-                let metadata = HashMap::from([("problem".to_owned(), problem.clone())]);
-                details.set_error_info("CALLER_UNAUTHENTICATED", ERROR_DOMAIN, metadata);
-                format!("{problem}; AWS was not called")
-            }
-            GatewayError::NotPermitted { caller, denied } => {
-                let mut metadata = HashMap::from([("caller".to_owned(), caller.clone())]);
-                match denied {
-                    Denied::Rpc(rpc) => {
-                        metadata.insert("rpc".to_owned(), (*rpc).to_owned());
-                    }
-                    Denied::Job(job_id) => {
-                        metadata.insert("jobId".to_owned(), job_id.clone());
-                    }
-                    Denied::Jobs(jobs) => {
-                        for (index, job_id) in jobs {
-                            details.add_bad_request_violation(
-                                format!("job_ids[{index}]"),
-                                format!("caller {caller:?} may not read job {job_id:?}"),
-                            );
-                        }
-                    }
-                }
-                details.set_error_info("CALLER_NOT_PERMITTED", ERROR_DOMAIN, metadata);
-                format!(
-                    "caller {caller:?} {denied} under the gateway's policy (--auth-policy); \
-                     ask its operator for access"
-                )
-            }
-            GatewayError::ShuttingDown => {
-                details.set_error_info("SHUTTING_DOWN", ERROR_DOMAIN, HashMap::new());
-                "the gateway is shutting down; reconnect (another replica will answer) and pass \
-                 the versions you last saw in resume_from"
-                    .to_owned()
-            }
-        };
-        Status::with_error_details(code, message, details)
-    }
-}
-
-/// Fills in the details and returns the message when the gateway's own rate
-/// limit turned a call away.
-fn rate_limited_status(job_id: &str, rejected: &Rejected, details: &mut ErrorDetails) -> String {
-    // Never tell a client to retry sooner than a millisecond from now.
-    let retry_after = rejected.retry_after.max(Duration::from_millis(1));
-    details.set_retry_info(Some(retry_after));
-    let metadata = HashMap::from([
-        ("jobId".to_owned(), job_id.to_owned()),
-        ("ratePerSecond".to_owned(), format!("{}", rejected.rate)),
-    ]);
-    details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, metadata);
-    let rate = rejected.rate;
-    let after = humantime_ms(retry_after);
-    match rejected.reason {
-        RejectReason::Deadline => format!(
-            "the gateway's AWS rate limit ({rate} DescribeJob calls/s) has no call free for job \
-             {job_id:?} before this call's deadline; retry after {after} or with a longer deadline"
-        ),
-        RejectReason::QueueFull => format!(
-            "too many calls are already waiting for the gateway's AWS rate limit \
-             ({rate} DescribeJob calls/s); retry after {after}"
-        ),
-        RejectReason::CallerQueueFull => format!(
-            "this caller already has its most calls waiting for the gateway's AWS rate limit \
-             ({rate} DescribeJob calls/s; its policy's max_waiting); retry after {after}"
-        ),
-    }
-}
-
-/// A duration for people, to the millisecond ("1.25s", "40ms").
-fn humantime_ms(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{}s", ms as f64 / 1000.0)
-    }
-}
-
-/// Fills in the details and returns the message for an upstream failure.
-fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails) -> String {
-    use UpstreamErrorKind::*;
-    let code = err.aws_code.as_deref();
-    let (reason, message) = match err.kind {
-        InvalidRequest => (
-            "UPSTREAM_INVALID_REQUEST",
-            format!(
-                "AWS IoT rejected the request for job {job_id:?}: {}",
-                err.aws_message
-                    .as_deref()
-                    .unwrap_or("InvalidRequestException")
-            ),
-        ),
-        NotFound => (
-            "JOB_NOT_FOUND",
-            format!("job {job_id:?} does not exist in the gateway's AWS account and region"),
-        ),
-        Throttled => {
-            details.set_retry_info(Some(DEFAULT_THROTTLE_RETRY_AFTER));
-            (
-                "UPSTREAM_THROTTLED",
-                format!(
-                    "AWS IoT is throttling DescribeJob for the gateway's account; retry after {}s",
-                    DEFAULT_THROTTLE_RETRY_AFTER.as_secs()
-                ),
-            )
-        }
-        Unavailable => (
-            "UPSTREAM_UNAVAILABLE",
-            match code {
-                Some(code) => format!("AWS IoT is unavailable ({code}); retry with backoff"),
-                None => "the gateway could not reach AWS IoT; retry with backoff".to_owned(),
-            },
-        ),
-        // AWS's AccessDenied message names the gateway's IAM principal, so
-        // it stays in the server log.
-        AccessDenied => (
-            "UPSTREAM_ACCESS_DENIED",
-            format!(
-                "the gateway's AWS identity may not describe job {job_id:?} ({}); \
-                 an operator must grant it iot:DescribeJob",
-                code.unwrap_or("AccessDeniedException")
-            ),
-        ),
-        Unauthenticated => (
-            "UPSTREAM_UNAUTHENTICATED",
-            format!(
-                "the gateway has no valid AWS credentials ({}); an operator must fix its AWS configuration",
-                code.unwrap_or("credentials could not be loaded")
-            ),
-        ),
-        Timeout => (
-            "UPSTREAM_TIMEOUT",
-            "AWS IoT did not answer within the gateway's upstream attempt timeout".to_owned(),
-        ),
-        Internal => (
-            "UPSTREAM_INTERNAL",
-            match (code, &err.aws_message) {
-                (Some(code), _) => format!("AWS IoT failed to describe job {job_id:?} ({code})"),
-                (None, Some(message)) => format!("describing job {job_id:?} failed: {message}"),
-                (None, None) => format!("describing job {job_id:?} failed inside the gateway"),
-            },
-        ),
-    };
-    let mut metadata = HashMap::from([("jobId".to_owned(), job_id.to_owned())]);
-    if let Some(code) = code {
-        metadata.insert("awsErrorCode".to_owned(), code.to_owned());
-    }
-    if let Some(id) = &err.request_id {
-        metadata.insert("awsRequestId".to_owned(), id.clone());
-    }
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    message
 }
 
 #[cfg(test)]

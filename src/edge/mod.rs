@@ -7,4 +7,5 @@ pub mod incoming;
 pub mod observe;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod validate;

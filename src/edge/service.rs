@@ -24,6 +24,7 @@ use crate::edge::{
     cache_control::CacheControl,
     deadline,
     observe::{CallNote, Received},
+    status::rpc_status,
     validate,
 };
 use crate::{
@@ -299,15 +300,12 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
                     JobState::Found(response) => {
                         State::Response(pb::DescribeJobResponse::clone(response))
                     }
-                    JobState::NotFound(err) => State::Error(
-                        GatewayError::Upstream {
-                            job_id: job_id.clone(),
-                            source: err.clone(),
-                        }
-                        .into_rpc_status(),
-                    ),
+                    JobState::NotFound(err) => State::Error(rpc_status(GatewayError::Upstream {
+                        job_id: job_id.clone(),
+                        source: err.clone(),
+                    })),
                 },
-                Observed::Failed(err) => State::Error(err.clone().into_rpc_status()),
+                Observed::Failed(err) => State::Error(rpc_status(err.clone())),
             };
             Event::Job(pb::JobEvent {
                 job_id,
@@ -415,7 +413,7 @@ fn item(
                 let caller = caller.as_deref().unwrap_or_default();
                 warn!(method, caller, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
             }
-            (Outcome::Error(err.into_rpc_status()), None)
+            (Outcome::Error(rpc_status(err)), None)
         }
     };
     pb::JobResult {

@@ -12,14 +12,12 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
 use tracing::debug;
 
 use crate::domain::{
-    Call, Jobs, Served, Source,
+    Call, Served, Source,
     answer::JobState,
-    cache::{CacheSettings, Cached},
-    limit::Share,
+    cache::{AnswerCache, CacheSettings, Cached},
 };
 use crate::{domain::error::GatewayError, upstream::JobQuery};
 
@@ -64,9 +62,16 @@ impl StaleAnswers {
 }
 
 /// A background refresh of one question; ends its mark when dropped.
-struct Refresh {
+pub(super) struct Refresh {
     stale: Arc<StaleAnswers>,
     query: JobQuery,
+}
+
+impl Refresh {
+    /// The question being renewed.
+    pub(super) fn query(&self) -> &JobQuery {
+        &self.query
+    }
 }
 
 impl Drop for Refresh {
@@ -80,87 +85,60 @@ impl Drop for Refresh {
     }
 }
 
-impl Jobs {
-    /// With stale-while-revalidate on, the answer this call gets without
-    /// waiting for AWS, if any: the cached one while fresh (a hit), or one
-    /// within the window past its lifetime (stale), which one background
-    /// request per question then renews.
+impl StaleAnswers {
+    /// With stale-while-revalidate on, the answer `call` gets from `cache`
+    /// without waiting for AWS, if any: the cached one while fresh (a hit),
+    /// or one within the window past its lifetime (stale), with the mark of
+    /// the one background request per question that renews it (`None` if
+    /// this process already renews it).
     pub(super) async fn without_waiting(
-        &self,
+        self: &Arc<Self>,
+        cache: &dyn AnswerCache,
         query: &JobQuery,
         call: &Call,
-    ) -> Option<Result<Served, GatewayError>> {
-        let window = self.stale.settings.stale_while_revalidate;
+    ) -> Option<(Result<Served, GatewayError>, Option<Refresh>)> {
+        let window = self.settings.stale_while_revalidate;
         if window.is_zero() || call.fresh {
             return None;
         }
-        let cached = self.cache.cached(query).await?;
+        let cached = cache.cached(query).await?;
         if cached.fresh {
-            return Some(served(query, &cached, Source::Hit));
+            return Some((served(query, &cached, Source::Hit), None));
         }
-        if !self.stale.may_serve(&cached, window, call) {
+        if !self.may_serve(&cached, window, call) {
             return None;
         }
-        self.revalidate(query, &call.share);
-        Some(served(query, &cached, Source::Stale))
+        Some((
+            served(query, &cached, Source::Stale),
+            self.begin_refresh(query),
+        ))
     }
 
     /// `result`, or in place of a failure that says nothing about the job,
-    /// the cached answer if its lifetime ended less than
+    /// the answer `cache` holds if its lifetime ended less than
     /// `--cache-stale-if-error` ago (and the call accepts it), or a fresh
     /// one stored since the lookup began.
     pub(super) async fn or_stale(
         &self,
+        cache: &dyn AnswerCache,
         query: &JobQuery,
         call: &Call,
         result: Result<Served, GatewayError>,
     ) -> Result<Served, GatewayError> {
-        let window = self.stale.settings.stale_if_error;
+        let window = self.settings.stale_if_error;
         let err = match result {
             Err(err) if !window.is_zero() && err.says_nothing_about_the_job() => err,
             other => return other,
         };
-        match self.cache.cached(query).await {
+        match cache.cached(query).await {
             // Another request (a poll, another replica) renewed it meanwhile.
             Some(cached) if cached.fresh && !call.fresh => served(query, &cached, Source::Hit),
-            Some(cached) if self.stale.may_serve(&cached, window, call) => {
+            Some(cached) if self.may_serve(&cached, window, call) => {
                 debug!(job_id = %query.job_id, error = %err.chain(), "served a stale answer in place of a failure");
                 served(query, &cached, Source::Stale)
             }
             _ => Err(err),
         }
-    }
-
-    /// Renews `query` in the background, through the rate limit on
-    /// `share`'s account, unless this process already does: it joins a
-    /// fetch in flight, takes an answer another call just stored, or asks
-    /// AWS. Its answer is cached and reaches watchers as any other does.
-    fn revalidate(&self, query: &JobQuery, share: &Share) {
-        let Some(refresh) = self.stale.begin_refresh(query) else {
-            return;
-        };
-        let jobs = self.clone();
-        let call = Call {
-            deadline: None,
-            fresh: false,
-            max_stale: Some(Duration::ZERO),
-            share: share.clone(),
-        };
-        tokio::spawn(async move {
-            let query = &refresh.query;
-            let received = Instant::now();
-            let deadline = received + jobs.operation_timeout;
-            let lookup = jobs.lookup(query, received, deadline, &call);
-            match tokio::time::timeout_at(deadline, lookup).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
-                    debug!(job_id = %query.job_id, error = %err.chain(), "background refresh failed")
-                }
-                Err(_elapsed) => {
-                    debug!(job_id = %query.job_id, "background refresh ran out of time")
-                }
-            }
-        });
     }
 }
 

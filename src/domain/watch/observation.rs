@@ -144,6 +144,12 @@ pub enum Observed {
 }
 
 impl Observation {
+    /// What watchers should see of an answer AWS gave to a request sent
+    /// at `sent`.
+    pub fn answered(answer: &Arc<JobAnswer>, sent: Sent) -> Self {
+        Self::new(Observed::Answer(answer.clone()), sent)
+    }
+
     /// A state seen in an answer to a request of this process.
     pub fn new(state: Observed, sent: Sent) -> Self {
         let order = Order {

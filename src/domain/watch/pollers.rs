@@ -83,14 +83,15 @@ pub trait Polls: Clone + Send + Sync + 'static {
     /// A background token from the rate limit.
     async fn token(&self) -> Permit;
 
-    /// One poll of `query` with a token already taken, for `trigger`; its
-    /// answer reaches the watchers through [`Watches::observe`].
+    /// One poll of `query` with a token already taken, for `trigger`: what
+    /// its answer shows the watchers (the scheduler hands it to
+    /// [`Watches::observe`]).
     async fn poll(
         &self,
         query: &JobQuery,
         permit: Permit,
         trigger: Trigger,
-    ) -> Result<(), GatewayError>;
+    ) -> Result<Observation, GatewayError>;
 }
 
 impl Watches {
@@ -373,11 +374,13 @@ async fn schedule(watches: Arc<Watches>, polls: impl Polls) {
                 let (watches, polls) = (watches.clone(), polls.clone());
                 tokio::spawn(async move {
                     let _done = PollDone(&watches, &query, poller);
-                    if let Err(err) = polls.poll(&query, permit, trigger).await
-                        && worth_reporting(&err)
-                    {
-                        let failed = || Observation::new(Observed::Failed(err), Sent::now());
-                        watches.observe(&query, failed);
+                    match polls.poll(&query, permit, trigger).await {
+                        Ok(observation) => watches.observe(&query, || observation),
+                        Err(err) if worth_reporting(&err) => {
+                            let failed = || Observation::new(Observed::Failed(err), Sent::now());
+                            watches.observe(&query, failed);
+                        }
+                        Err(_) => {}
                     }
                 });
             }

@@ -157,7 +157,8 @@ struct Inner {
     settings: CacheSettings,
     /// The first tier, in front of Redis.
     near: LocalCache,
-    /// The whole cache while Redis is away.
+    /// The whole cache while Redis is away ([`SharedCache::alone`]), kept
+    /// warm meanwhile with every answer this replica sees.
     fallback: LocalCache,
     /// Where fetch outcomes are published.
     channel: String,
@@ -180,6 +181,12 @@ impl SharedCache {
             settings,
             channel,
         }))
+    }
+
+    /// The cache this replica uses alone while Redis is away (the
+    /// [`super::failover::Failover`] stand-in).
+    pub fn alone(&self) -> LocalCache {
+        self.0.fallback.clone()
     }
 }
 
@@ -472,14 +479,9 @@ async fn renew(shared: Arc<Shared>, claim_key: String) {
 
 #[async_trait]
 impl AnswerCache for SharedCache {
-    /// The first tier, or the whole cache while Redis is away; Redis's own
-    /// memory is Redis's to report.
+    /// The first tier; Redis's own memory is Redis's to report.
     fn usage(&self) -> crate::domain::cache::Usage {
-        if self.0.shared.is_shared() {
-            self.0.near.usage()
-        } else {
-            self.0.fallback.usage()
-        }
+        self.0.near.usage()
     }
 
     async fn get_or_fetch(
@@ -488,9 +490,6 @@ impl AnswerCache for SharedCache {
         fetch: Fetch<'_>,
     ) -> Result<Arc<JobAnswer>, Arc<GatewayError>> {
         let this = &self.0;
-        if !this.shared.is_shared() {
-            return this.fallback.get_or_fetch(query, fetch).await;
-        }
         let miss = Box::pin(async {
             let answer = this.through_redis(query, fetch).await?;
             // Kept here too, so hits go on if Redis goes away.
@@ -502,9 +501,6 @@ impl AnswerCache for SharedCache {
 
     async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>> {
         let this = &self.0;
-        if !this.shared.is_shared() {
-            return this.fallback.peek(query).await;
-        }
         if let Some(answer) = this.near.peek(query).await {
             return Some(answer);
         }
@@ -512,13 +508,10 @@ impl AnswerCache for SharedCache {
     }
 
     /// The first tier's fresh answer, else Redis's (copied into the first
-    /// tier and the fallback, as a lookup would) or its kept copy; while
-    /// Redis is away, what this replica kept.
+    /// tier and the fallback, as a lookup would) or its kept copy; if Redis
+    /// fails to answer, what this replica kept.
     async fn cached(&self, query: &JobQuery) -> Option<Cached> {
         let this = &self.0;
-        if !this.shared.is_shared() {
-            return this.fallback.cached(query).await;
-        }
         if let Some(answer) = this.near.peek(query).await {
             return Some(Cached {
                 answer,
@@ -540,9 +533,6 @@ impl AnswerCache for SharedCache {
 
     async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>) {
         let this = &self.0;
-        if !this.shared.is_shared() {
-            return this.fallback.store(query, answer).await;
-        }
         this.near.store(query, answer.clone()).await;
         this.fallback.store(query, answer.clone()).await;
         let mut invocation = STORE_SCRIPT.prepare_invoke();
@@ -562,9 +552,6 @@ impl AnswerCache for SharedCache {
 
     async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {
         let this = &self.0;
-        if !this.shared.is_shared() {
-            return this.fallback.forget_older_than(query, instant).await;
-        }
         this.near.forget_older_than(query, instant).await;
         this.fallback.forget_older_than(query, instant).await;
         let mut invocation = FORGET_SCRIPT.prepare_invoke();

@@ -90,7 +90,8 @@ struct Inner {
     shared: Arc<Shared>,
     settings: LimiterSettings,
     key: String,
-    fallback: LocalRateLimit,
+    /// This replica's bucket while Redis is away ([`SharedRateLimit::alone`]).
+    fallback: Arc<LocalRateLimit>,
     /// Calls of this replica waiting for their turn.
     waiting: AtomicUsize,
     /// This replica's calls in fair order: only the head holds a turn in
@@ -112,6 +113,12 @@ struct Inner {
 }
 
 impl SharedRateLimit {
+    /// The bucket this replica uses alone while Redis is away (the
+    /// [`super::failover::Failover`] stand-in).
+    pub fn alone(&self) -> Arc<LocalRateLimit> {
+        self.0.fallback.clone()
+    }
+
     /// The shared bucket with `settings` for the whole set; `fallback` is
     /// this replica's bucket while Redis is away.
     pub fn new(shared: Arc<Shared>, settings: LimiterSettings, fallback: LimiterSettings) -> Self {
@@ -119,7 +126,7 @@ impl SharedRateLimit {
         let changes = shared.keys().key("limit-changes");
         let inner = Arc::new(Inner {
             rate: AtomicU64::new(settings.rate.to_bits()),
-            fallback: LocalRateLimit::new(fallback),
+            fallback: Arc::new(LocalRateLimit::new(fallback)),
             queue: FairQueue::new(settings.max_waiters),
             per_call: AtomicU64::new((1.0 / settings.rate).to_bits()),
             shared,
@@ -280,9 +287,6 @@ const SHARED: bool = true;
 impl RateLimit for SharedRateLimit {
     async fn acquire(&self, deadline: Instant, share: &Share) -> Result<Permit, Rejected> {
         let this = &self.0;
-        if !this.shared.is_shared() {
-            return this.fallback.acquire(deadline, share).await;
-        }
         let _waiting = Waiting::new(&this.waiting);
         let line = this.line();
         let ticket = this.queue.wait_turn(share, &line, deadline).await?;
@@ -324,6 +328,8 @@ impl RateLimit for SharedRateLimit {
         }
     }
 
+    /// A permit of the shared bucket (the failover returns the others to
+    /// the bucket that gave them).
     fn throttled(&self, permit: Permit) {
         let this = &self.0;
         if permit.shared {
@@ -355,8 +361,7 @@ impl RateLimit for SharedRateLimit {
     }
 
     fn waiting(&self) -> usize {
-        let this = &self.0;
-        this.waiting.load(Ordering::SeqCst) + this.fallback.waiting()
+        self.0.waiting.load(Ordering::SeqCst)
     }
 }
 

@@ -16,6 +16,7 @@
 //!   TTL, so nothing accumulates.
 
 pub mod cache;
+pub mod failover;
 pub mod limit;
 pub mod polls;
 mod roles;

@@ -375,9 +375,6 @@ impl PollOwnership for Arc<SharedPolls> {
     }
 
     fn watched(&self, query: &JobQuery) {
-        if !self.shared.is_shared() {
-            return;
-        }
         // Claim it now if it is free, and give the new subscriber the
         // newest published answer.
         self.cycle_now.notify_one();
@@ -388,22 +385,11 @@ impl PollOwnership for Arc<SharedPolls> {
         tokio::spawn(async move { this.catch_up(&watches, &[query]).await });
     }
 
-    fn owns(&self, query: &JobQuery, watched_here: bool) -> bool {
-        if !self.shared.is_shared() {
-            return watched_here;
-        }
+    fn owns(&self, query: &JobQuery, _watched_here: bool) -> bool {
         self.held().contains_key(query)
     }
 
-    fn publish(&self, watches: &Watches, query: &JobQuery, make: MakeObservation<'_>) {
-        if !self.shared.is_shared() {
-            let epoch = self.shared.epoch();
-            return watches.deliver(query, || {
-                let mut observation = make();
-                observation.order.epoch = epoch;
-                observation
-            });
-        }
+    fn publish(&self, _watches: &Watches, query: &JobQuery, make: MakeObservation<'_>) {
         let Some(lease) = self.held().get(query).copied() else {
             // Not ours to publish: the holder's polls reach the watchers.
             return;

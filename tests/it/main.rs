@@ -25,6 +25,7 @@ mod metrics;
 mod moto;
 mod protection;
 mod replicas;
+mod roles;
 mod security;
 mod simulator;
 mod simulator_events;

@@ -36,7 +36,7 @@ const SCHEDULE_EVERY: usize = 5;
 const EVENT_GAP: Duration = Duration::from_secs(1);
 
 /// What subscribers of a poller see: the latest observation, if any yet.
-pub(super) type Latest = Option<Arc<Observation>>;
+pub type Latest = Option<Arc<Observation>>;
 
 /// One shared poller: its subscribers' channel and its place in the schedule.
 pub(super) struct Poller {
@@ -113,7 +113,7 @@ impl Watches {
     }
 
     /// Subscribes to `query`'s poller, creating it if needed.
-    pub(crate) fn subscribe(&self, query: &JobQuery) -> watch::Receiver<Latest> {
+    pub fn subscribe(&self, query: &JobQuery) -> watch::Receiver<Latest> {
         // Under the lock: the scheduler drops pollers without subscribers.
         let receiver = self.with_entry(query, |latest| latest.subscribe());
         self.wake.notify_one();

@@ -73,11 +73,6 @@ impl Scrape {
             .sum()
     }
 
-    /// Whether a sample named `name` exists.
-    pub fn has(&self, name: &str) -> bool {
-        self.samples().any(|(n, _, _)| n == name)
-    }
-
     /// The type of the family `name` (as the parser names families:
     /// counters without `_total`).
     pub fn family_type(&self, name: &str) -> Option<&str> {

@@ -3,8 +3,6 @@
 //! gRPC client. See `fake_aws` for the programmable AWS stand-in and
 //! `python` for moto, boto3 and grpcurl.
 
-#![allow(dead_code)]
-
 pub mod certs;
 pub mod debian;
 pub mod fake_aws;

@@ -11,3 +11,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The fully qualified name of the gateway service, as health checks use it.
 pub const SERVICE_NAME: &str = "iot.jobs.v1.JobsGateway";
+
+/// The `ErrorInfo.domain` of every error the gateway reports.
+pub const ERROR_DOMAIN: &str = "iot-jobs-gateway";

@@ -246,7 +246,7 @@ pub const SERVICE_ERROR: u8 = 254;
 pub fn from_gateway(status: &Status) -> bool {
     status
         .get_details_error_info()
-        .is_some_and(|info| info.domain == crate::edge::status::ERROR_DOMAIN)
+        .is_some_and(|info| info.domain == crate::pb::ERROR_DOMAIN)
         || status.get_details_bad_request().is_some()
 }
 

@@ -15,11 +15,9 @@ use crate::{
         error::{DeadlineSource, Denied, GatewayError, WatchScope},
         limit::{RejectReason, Rejected},
     },
+    pb::ERROR_DOMAIN,
     upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
 };
-
-/// The `ErrorInfo.domain` of every error the gateway reports.
-pub const ERROR_DOMAIN: &str = "iot-jobs-gateway";
 
 /// The error as a `google.rpc.Status`, with the same code, message and
 /// details a unary call would carry (for batch items and watch events).

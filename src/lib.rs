@@ -1,35 +1,77 @@
 //! iot-jobs-gateway: one gRPC front door to AWS IoT Jobs for many backend
 //! services.
 //!
-//! A `DescribeJob` call flows through the modules like this:
+//! # The layers
 //!
-//! 1. [`grpc::service`] receives the tonic request, reads the caller's
-//!    deadline ([`grpc::deadline`]) and validates the request into a
-//!    [`upstream::JobQuery`] ([`grpc::validate`]). Bad input stops here and
-//!    costs AWS nothing.
-//! 2. [`jobs`] owns the domain rules: the answer [`jobs::cache`] (which also
-//!    makes concurrent identical questions share one AWS call), the shared
-//!    token bucket every AWS attempt passes ([`jobs::limit`]), retries with
-//!    backoff ([`upstream::retry`]), the deadline that bounds the whole
-//!    exchange, and the fan-out of batches.
-//! 3. [`upstream`] is the seam: the [`upstream::JobsUpstream`] trait.
-//!    [`upstream::aws`] implements it with `aws_sdk_iot` and classifies AWS
-//!    failures once, by error code.
-//! 4. On the way back, [`upstream::convert`] turns the SDK's output into the
-//!    wire type ([`pb`]), and [`error`] is the one place a failure becomes a
-//!    `tonic::Status` with rich details.
+//! Every arrow runs one way (`tests/it/layers.rs` holds the crate to it):
 //!
-//! A `WatchJobs` stream subscribes, through [`jobs`], to one shared poller
-//! per job ([`jobs::watch`]); a scheduler spends background tokens of the
-//! same [`jobs::limit`] on the job answered longest ago, and every AWS
-//! answer reaches the cache and the job's watchers alike.
+//! ```text
+//!                          app   (wires everything; the commands)
+//!                           |
+//!          +----------------+------------------+
+//!          v                v                  v
+//!        edge            events               cli       simulator
+//!   (gRPC service,    (AWS IoT Jobs        (client      (AWS IoT Jobs
+//!    validation,       events: MQTT,        commands)    stand-in)
+//!    status mapping,   in process)
+//!    observation,          |
+//!    server)               |
+//!          |  \            |
+//!          |   v           v
+//!          |  security (callers, TLS, connection bounds, watched files)
+//!          |   |
+//!          v   v
+//!        telemetry (logs, bounded refusal lines, metrics)
+//!          |
+//!          v
+//!       backends (local/, redis/: the roles' implementations) ---+
+//!          |                                                      |
+//!          v                                                      |
+//!        domain (Jobs, the fetcher, batches, stale answers,       |
+//!                watches, the role traits, the job model and      |
+//!                its error) <-------------------------------------+
+//!          |
+//!          v
+//!       upstream (the AWS client, credentials, retries, SDK → model)
+//!          |
+//!          v
+//!         pb (the generated contract)
+//! ```
 //!
-//! [`app`] runs the `serve`, `demo` and `simulator` commands ([`banner`]
-//! prints the demo's commands to try, [`events`] brings AWS IoT Jobs events
-//! from MQTT or, in the demo, from the simulator); [`server`] wires the service with
-//! health, reflection and graceful shutdown, and [`connections`] bounds the
-//! connections of every listener; [`config`] and [`telemetry`]
-//! serve the binary in `main.rs`. [`cli`] holds the client subcommands and
+//! # A call through them
+//!
+//! 1. [`edge::service`] receives the tonic request behind the
+//!    observation layer ([`edge::observe`]) and the admission layer
+//!    ([`security::auth`]), reads the caller's deadline ([`edge::deadline`])
+//!    and validates the request into a [`upstream::JobQuery`]
+//!    ([`edge::validate`], by AWS's rules in [`domain::rules`]). Bad input
+//!    stops here and costs AWS nothing.
+//! 2. [`domain::Jobs`] answers it: the answer cache
+//!    ([`domain::cache`], which also makes concurrent identical questions
+//!    share one AWS call), answers past their lifetime when AWS fails,
+//!    and the fetcher, the one place that talks to AWS: a token of the
+//!    shared rate limit ([`domain::limit`]), the request, retries, the
+//!    answer made the job model. The roles are traits; [`backends`] holds
+//!    their implementations, in this process or shared through Redis
+//!    behind one failover ([`backends::redis::failover`]).
+//! 3. [`upstream`] is the seam to AWS: [`upstream::JobsUpstream`], which
+//!    [`upstream::aws`] implements with `aws_sdk_iot`, classifying AWS's
+//!    failures once; [`upstream::convert`] turns the SDK's answer into the
+//!    job model ([`pb`]'s types, which mirror AWS field for field).
+//! 4. On the way back, [`edge::status`] is the one place a failure
+//!    ([`domain::error`]) becomes a `tonic::Status` with rich details.
+//!
+//! A `WatchJobs` stream subscribes to one shared poller per job
+//! ([`domain::watch`]); the watch scheduler spends background tokens of the
+//! same rate limit through the same fetcher on the job answered longest
+//! ago, and every AWS answer reaches the cache and the job's watchers alike.
+//! [`events`] hastens those polls when AWS IoT says a job changed.
+//!
+//! [`app`] builds the gateway from its settings and runs the `serve`,
+//! `demo` and `simulator` commands ([`app::commands`], from the command line
+//! [`app::config`] reads); [`edge::server`] wires the service with health,
+//! reflection and graceful shutdown; [`telemetry`] sets up the logs and
+//! serves `/metrics`. [`cli`] holds the client subcommands and
 //! [`simulator`] the embedded AWS IoT Jobs stand-in.
 
 #![forbid(unsafe_code)]

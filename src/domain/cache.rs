@@ -13,8 +13,8 @@
 //! past their lifetime: no longer served as hits, but there for the domain
 //! to serve, marked stale, when AWS fails or while it asks AWS again.
 //!
-//! [`local`] keeps answers in this process (moka); [`redis`] shares them
-//! between replicas.
+//! [`crate::backends::local::cache`] keeps answers in this process (moka);
+//! [`crate::backends::redis::cache`] shares them between replicas.
 
 use std::{sync::Arc, time::Duration};
 

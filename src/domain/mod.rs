@@ -7,7 +7,7 @@
 //! the same call, later ones get the cached answer. A batch is many
 //! questions answered concurrently, duplicates asked once.
 //!
-//! Ownership is a tree: [`Jobs`] holds the [`fetch`]er (the AWS exchange:
+//! Ownership is a tree: [`Jobs`] holds the fetcher (`fetch.rs`, the AWS exchange:
 //! tokens, requests, retries, conversion), the cache, the stale answers and
 //! the [`watch`]es; the watch scheduler holds the fetcher and the cache, not
 //! `Jobs`. The roles are traits ([`limit`], [`cache`],

@@ -2,7 +2,7 @@
 //! health (`""` and `iot.jobs.v1.JobsGateway`), server reflection v1 and
 //! v1alpha (grpcurl 1.8 speaks only v1alpha), HTTP/2 keepalive, and
 //! graceful shutdown with a deadline (watch streams end at once with
-//! UNAVAILABLE), TLS ([`incoming`]) and the admission of callers
+//! UNAVAILABLE), TLS ([`crate::edge::incoming`]) and the admission of callers
 //! ([`crate::security::auth::layer`]) in front of every service.
 
 use std::{future::Future, sync::Arc, time::Duration};

@@ -20,6 +20,7 @@ mod events;
 mod examples;
 mod fairness;
 mod grpcurl;
+mod layers;
 mod limiter_logs;
 mod metrics;
 mod moto;

@@ -19,8 +19,9 @@
 //!   for, plus a minimum share of the rate while calls wait, so neither side
 //!   starves the other.
 //!
-//! [`local`] is the bucket of one process; [`redis`] the bucket of a set of
-//! replicas, which says how far the turns hold across the set.
+//! [`crate::backends::local::limit`] is the bucket of one process;
+//! [`crate::backends::redis::limit`] the bucket of a set of replicas, which
+//! says how far the turns hold across the set.
 
 pub mod aimd;
 pub mod fair;

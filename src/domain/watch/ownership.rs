@@ -1,9 +1,9 @@
 //! The poll ownership role: which process polls a watched job, and how an
 //! answer it gets reaches the job's watchers.
 //!
-//! [`local`] is a gateway on its own: it polls every job watched here and
-//! hands each answer straight to this process's subscribers. [`redis`]
-//! shares the pollers of a set of replicas: one lease per job, answers
+//! [`crate::backends::local::polls`] is a gateway on its own: it polls every
+//! job watched here and hands each answer straight to this process's
+//! subscribers. [`crate::backends::redis::polls`] shares the pollers of a set of replicas: one lease per job, answers
 //! published to every replica.
 
 use std::sync::Weak;

@@ -85,7 +85,7 @@ pub trait Polls: Clone + Send + Sync + 'static {
 
     /// One poll of `query` with a token already taken, for `trigger`: what
     /// its answer shows the watchers (the scheduler hands it to
-    /// [`Watches::observe`]).
+    /// `Watches::observe`).
     async fn poll(
         &self,
         query: &JobQuery,

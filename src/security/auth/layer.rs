@@ -1,5 +1,5 @@
 //! The tower layer in front of every gRPC service: admits each call
-//! ([`Auth::admit`]) and hands the [`Caller`] to the handlers in the
+//! ([`Auth::admit`]) and hands the [`crate::security::auth::Caller`] to the handlers in the
 //! request's extensions, or answers the refusal itself (marked
 //! [`Refused`] for the observation layer, which logs it). Health checks
 //! pass untouched: probes carry no credentials.

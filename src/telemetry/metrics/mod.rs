@@ -4,7 +4,9 @@
 //! Counters live with the code that counts them, as plain handles from
 //! `prometheus-client` (atomics; a label set is looked up once, not per
 //! call): [`grpc::GrpcMetrics`] in the observation layer in front of every
-//! service, [`crate::domain::metrics::JobsMetrics`] in the domain. Gauges that are a state rather
+//! service, [`crate::domain::metrics::JobsMetrics`] in the domain, the
+//! connection counters in [`crate::security::connections`]; each registers
+//! its own on [`Metrics::registry`]. Gauges that are a state rather
 //! than a count (the rate limit's rate, cache entries, pollers, Redis
 //! leases) are read from their owners when Prometheus scrapes
 //! ([`sampled`]), so nothing on a request path keeps them.

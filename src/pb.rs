@@ -14,3 +14,32 @@ pub const SERVICE_NAME: &str = "iot.jobs.v1.JobsGateway";
 
 /// The `ErrorInfo.domain` of every error the gateway reports.
 pub const ERROR_DOMAIN: &str = "iot-jobs-gateway";
+
+/// The RPCs of [`SERVICE_NAME`], named as in request paths, logs, metrics
+/// and the policy.
+pub mod rpc {
+    /// `DescribeJob`.
+    pub const DESCRIBE_JOB: &str = "DescribeJob";
+    /// `BatchDescribeJobs`.
+    pub const BATCH_DESCRIBE_JOBS: &str = "BatchDescribeJobs";
+    /// `StreamDescribeJobs`.
+    pub const STREAM_DESCRIBE_JOBS: &str = "StreamDescribeJobs";
+    /// `WatchJobs`.
+    pub const WATCH_JOBS: &str = "WatchJobs";
+    /// All of them, in the contract's order.
+    pub const ALL: [&str; 4] = [
+        DESCRIBE_JOB,
+        BATCH_DESCRIBE_JOBS,
+        STREAM_DESCRIBE_JOBS,
+        WATCH_JOBS,
+    ];
+}
+
+/// The gRPC health service the server offers beside the contract.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// The server reflection services: v1, and v1alpha (all grpcurl 1.8 speaks).
+pub const REFLECTION_SERVICES: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::{
     backends::{self, redis::RedisSettings, redis::Shared},
     domain::{Jobs, JobsSettings},
-    edge::server::{self, Observation, Security, ServeError, ServerSettings, Stopped},
+    edge::server::{self, Reporting, Security, ServeError, ServerSettings, Stopped},
     events::{self, EventSource, EventsSettings, Listener, mqtt::Subscriber},
     security::connections::{GuardedListener, HTTP1_START},
     telemetry::metrics::{self, Metrics, sampled::Sources},
@@ -54,7 +54,7 @@ pub enum AppError {
     Events(#[from] events::EventsError),
     /// The simulator cannot publish events to the broker given.
     #[error("configuration error: --events-mqtt-url: {0}")]
-    SimulatorEvents(#[from] crate::simulator::publisher::EventsError),
+    SimulatorEvents(#[from] crate::simulator::publisher::PublishError),
     /// The simulator's HTTP server failed.
     #[error("the simulator failed: {0}")]
     Simulator(std::io::Error),
@@ -86,7 +86,7 @@ pub struct Application {
     jobs: Jobs,
     server: ServerSettings,
     security: Security,
-    observation: Observation,
+    reporting: Reporting,
     metrics: Option<(TcpListener, Arc<Metrics>)>,
     events: Option<Box<dyn EventSource>>,
 }
@@ -133,14 +133,14 @@ impl Application {
             }
         };
         let jobs = Jobs::new(upstream, settings.jobs, roles);
-        let observation = Observation::new(settings.server.refusal_log);
+        let reporting = Reporting::new(settings.server.refusal_log);
         let metrics = metrics_listener.map(|(listener, address)| {
             let mut metrics = Metrics::new(Sources {
                 jobs: Some(jobs.gauges()),
                 shared,
             });
-            observation.grpc.register(metrics.registry());
-            observation.connections.register(metrics.registry());
+            reporting.grpc.register(metrics.registry());
+            reporting.connections.register(metrics.registry());
             jobs.metrics().register(metrics.registry());
             metrics::announce(address);
             (listener, Arc::new(metrics))
@@ -152,7 +152,7 @@ impl Application {
             jobs,
             server: settings.server,
             security,
-            observation,
+            reporting,
             metrics,
             events,
         })
@@ -195,7 +195,7 @@ impl Application {
         if let Some((listener, metrics)) = self.metrics {
             let limits = &self.server.connections;
             let gate = self
-                .observation
+                .reporting
                 .gate("metrics", limits.max_probe, limits, HTTP1_START);
             let listener = GuardedListener::new(listener, gate);
             tokio::spawn(metrics::serve(listener, metrics, async {
@@ -207,7 +207,7 @@ impl Application {
             self.jobs,
             self.server,
             self.security,
-            self.observation,
+            self.reporting,
             shutdown,
         )
         .await

@@ -32,6 +32,7 @@ use tonic_types::StatusExt as _;
 use crate::{
     domain::rules,
     pb::{self, jobs_gateway_client::JobsGatewayClient},
+    upstream::error_chain,
 };
 use args::{ClientArgs, DescribeJobArgs, DescribeJobsArgs, Skeleton};
 use input::{InputFormat, ParamError};
@@ -39,7 +40,7 @@ use output::{Printer, Query};
 
 /// Why a client command did not succeed, and so its exit status.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub enum CommandFailure {
     /// The command's parameters are wrong (252).
     #[error(transparent)]
     Param(#[from] ParamError),
@@ -61,7 +62,7 @@ pub enum Failure {
     OutputClosed,
 }
 
-impl Failure {
+impl CommandFailure {
     /// The AWS CLI's exit status for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -76,23 +77,23 @@ impl Failure {
 }
 
 /// What a client command ended with.
-pub type Outcome = Result<ExitCode, Failure>;
+pub type Outcome = Result<ExitCode, CommandFailure>;
 
 /// Runs a client command until it ends or Ctrl-C, and reports a failure on
 /// stderr the way the AWS CLI does.
 pub async fn run(command: impl Future<Output = Outcome>) -> ExitCode {
     let outcome = tokio::select! {
         outcome = command => outcome,
-        _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+        _ = tokio::signal::ctrl_c() => Err(CommandFailure::Interrupted),
     };
     match outcome {
         Ok(code) => code,
         Err(failure) => {
             match &failure {
-                Failure::Interrupted => eprintln!(),
-                Failure::OutputClosed => {}
-                Failure::Service(message) => eprintln!("\n{message}"),
-                Failure::Param(_) | Failure::Config(_) | Failure::Other(_) => {
+                CommandFailure::Interrupted => eprintln!(),
+                CommandFailure::OutputClosed => {}
+                CommandFailure::Service(message) => eprintln!("\n{message}"),
+                CommandFailure::Param(_) | CommandFailure::Config(_) | CommandFailure::Other(_) => {
                     eprintln!("iot-jobs-gateway: {failure}")
                 }
             }
@@ -112,9 +113,9 @@ pub struct Target {
 
 /// Reads `--gateway` / `IOT_JOBS_GATEWAY`: a URL, or `host:port`, which
 /// means plaintext on loopback and TLS anywhere else.
-pub fn target(text: &str) -> Result<Target, Failure> {
+pub fn target(text: &str) -> Result<Target, CommandFailure> {
     let bad = |why: &str| {
-        Failure::Config(format!(
+        CommandFailure::Config(format!(
             "--gateway / IOT_JOBS_GATEWAY {text:?} {why}; expected e.g. http://127.0.0.1:50051, \
              https://gateway.example.com or 127.0.0.1:50051"
         ))
@@ -154,7 +155,7 @@ fn limit(seconds: f64) -> Option<Duration> {
 }
 
 /// A connected gateway client, per the shared options.
-pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, Failure> {
+pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, CommandFailure> {
     let target = target(&client.gateway)?;
     let mut endpoint = Endpoint::from(target.uri.clone());
     if let Some(limit) = limit(client.cli_connect_timeout) {
@@ -162,21 +163,21 @@ pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, 
     }
     let wants_tls = client.ca_bundle.is_some() || client.client_cert.is_some();
     if wants_tls && !target.tls {
-        return Err(Failure::Config(format!(
+        return Err(CommandFailure::Config(format!(
             "--ca-bundle and --client-cert need TLS, but {} is plaintext: use https://",
             target.uri
         )));
     }
     if target.tls {
-        endpoint = endpoint
-            .tls_config(tls_config(client)?)
-            .map_err(|e| Failure::Config(format!("TLS to {}: {}", target.uri, chain(&e))))?;
+        endpoint = endpoint.tls_config(tls_config(client)?).map_err(|e| {
+            CommandFailure::Config(format!("TLS to {}: {}", target.uri, error_chain(&e)))
+        })?;
     }
     let channel = endpoint.connect().await.map_err(|e| {
-        Failure::Other(format!(
+        CommandFailure::Other(format!(
             "Could not connect to the gateway at {}: {}",
             target.uri,
-            chain(&e)
+            error_chain(&e)
         ))
     })?;
     Ok(JobsGatewayClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
@@ -184,10 +185,11 @@ pub async fn connect(client: &ClientArgs) -> Result<JobsGatewayClient<Channel>, 
 
 /// The client's TLS: the system's roots or `--ca-bundle`, and the client
 /// certificate of `--client-cert` / `--client-key`.
-fn tls_config(client: &ClientArgs) -> Result<ClientTlsConfig, Failure> {
+fn tls_config(client: &ClientArgs) -> Result<ClientTlsConfig, CommandFailure> {
     let read = |flag: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| Failure::Config(format!("{flag} {}: cannot read it: {e}", path.display())))
+        std::fs::read(path).map_err(|e| {
+            CommandFailure::Config(format!("{flag} {}: cannot read it: {e}", path.display()))
+        })
     };
     let mut tls = ClientTlsConfig::new();
     tls = match &client.ca_bundle {
@@ -201,21 +203,6 @@ fn tls_config(client: &ClientArgs) -> Result<ClientTlsConfig, Failure> {
         ));
     }
     Ok(tls)
-}
-
-/// An error with its causes, for people.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
 }
 
 /// The code that names an error: AWS's (`ResourceNotFoundException`) when
@@ -252,18 +239,18 @@ pub fn from_gateway(status: &Status) -> bool {
 
 /// A failed call as the AWS CLI reports it, or as a connection failure when
 /// the answer never came from the gateway.
-pub fn call_failure(operation: &str, status: &Status) -> Failure {
+pub fn call_failure(operation: &str, status: &Status) -> CommandFailure {
     if from_gateway(status) {
-        Failure::Service(aws_error_line(
+        CommandFailure::Service(aws_error_line(
             &status_error_code(status),
             operation,
             status.message(),
         ))
     } else {
-        Failure::Other(format!(
+        CommandFailure::Other(format!(
             "no answer from the gateway to {operation} ({:?}): {}",
             status.code(),
-            chain(status)
+            error_chain(status)
         ))
     }
 }
@@ -279,7 +266,7 @@ async fn within<T, F>(
     client: &ClientArgs,
     operation: &str,
     call: F,
-) -> Result<tonic::Response<T>, Failure>
+) -> Result<tonic::Response<T>, CommandFailure>
 where
     F: Future<Output = Result<tonic::Response<T>, Status>>,
 {
@@ -307,8 +294,8 @@ fn is_callers_deadline(status: &Status) -> bool {
             .is_some_and(|info| info.metadata.get("deadline").map(String::as_str) == Some("caller"))
 }
 
-fn read_timeout(client: &ClientArgs, operation: &str) -> Failure {
-    Failure::Other(format!(
+fn read_timeout(client: &ClientArgs, operation: &str) -> CommandFailure {
+    CommandFailure::Other(format!(
         "Read timeout on the gateway {}: no answer to {operation} within {}s (--cli-read-timeout)",
         client.gateway, client.cli_read_timeout
     ))
@@ -337,12 +324,14 @@ pub(crate) fn authorize<T>(client: &ClientArgs, request: &mut tonic::Request<T>)
 
 /// Writes to stdout; a reader that went away (`| head`) ends the command
 /// quietly.
-pub(crate) fn print(text: &str) -> Result<(), Failure> {
+pub(crate) fn print(text: &str) -> Result<(), CommandFailure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::OutputClosed),
-        Err(e) => Err(Failure::Other(format!("cannot write the output: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CommandFailure::OutputClosed),
+        Err(e) => Err(CommandFailure::Other(format!(
+            "cannot write the output: {e}"
+        ))),
     }
 }
 
@@ -353,7 +342,7 @@ fn checked_id(field: &str, id: &str) -> Result<(), ParamError> {
         .map_err(|v| ParamError(format!("Parameter validation failed:\n{}", v.description)))
 }
 
-fn query(client: &ClientArgs) -> Result<Option<Query>, Failure> {
+fn query(client: &ClientArgs) -> Result<Option<Query>, CommandFailure> {
     Ok(client.query.as_deref().map(Query::parse).transpose()?)
 }
 
@@ -537,7 +526,7 @@ fn error_json(status: &tonic_types::pb::Status) -> Value {
 
 /// Job ids from a file or stdin (`-`): split at white space; `#` comments
 /// out the rest of a line.
-fn read_ids(path: &str) -> Result<Vec<String>, Failure> {
+fn read_ids(path: &str) -> Result<Vec<String>, CommandFailure> {
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| ParamError(format!("cannot read job ids from stdin: {e}")))?

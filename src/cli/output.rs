@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    Failure,
+    CommandFailure,
     args::{Color, OutputFormat},
     input::ParamError,
     table, text,
@@ -27,15 +27,16 @@ impl Query {
     /// Applies the query. An object in the result keeps the key order of
     /// the object it came from (in `value`, or in a `{key: ...}` of the
     /// query), as in the AWS CLI: the JMESPath crate sorts keys.
-    pub fn apply(&self, value: &Value) -> Result<Value, Failure> {
+    pub fn apply(&self, value: &Value) -> Result<Value, CommandFailure> {
         // Like the AWS CLI: a query that compiles but fails on the answer
         // (a function given the wrong type) is not a parameter error.
         let result = self
             .0
             .search(value)
-            .map_err(|e| Failure::Other(format!("--query failed on the answer: {e}")))?;
-        let result = serde_json::to_value(&*result)
-            .map_err(|e| Failure::Other(format!("--query gave an unprintable result: {e}")))?;
+            .map_err(|e| CommandFailure::Other(format!("--query failed on the answer: {e}")))?;
+        let result = serde_json::to_value(&*result).map_err(|e| {
+            CommandFailure::Other(format!("--query gave an unprintable result: {e}"))
+        })?;
         let mut shapes = Vec::new();
         shapes_of_query(self.0.as_ast(), &mut shapes);
         shapes_of_value(value, &mut shapes);
@@ -151,7 +152,7 @@ impl Printer {
     }
 
     /// The text to print for `value` (empty when the AWS CLI prints nothing).
-    pub fn render(&self, value: &Value) -> Result<String, Failure> {
+    pub fn render(&self, value: &Value) -> Result<String, CommandFailure> {
         let value = match &self.query {
             Some(query) => query.apply(value)?,
             None => value.clone(),

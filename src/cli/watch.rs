@@ -15,9 +15,9 @@ use serde_json::{Map, Value};
 use tonic::{Code, Status, transport::Channel};
 
 use super::{
-    Failure, Outcome, add_outcome, args::WatchJobArgs, args::WatchOutput, aws_error_line, aws_json,
-    call_failure, checked_id, connect, error_code, from_gateway, input::ParamError, limit,
-    output::Query, print, query,
+    CommandFailure, Outcome, add_outcome, args::WatchJobArgs, args::WatchOutput, aws_error_line,
+    aws_json, call_failure, checked_id, connect, error_code, from_gateway, input::ParamError,
+    limit, output::Query, print, query,
 };
 use crate::pb::{
     self, job_event::Kind, jobs_gateway_client::JobsGatewayClient, watch_jobs_response::Event,
@@ -116,15 +116,15 @@ impl Break {
         }
     }
 
-    fn into_failure(self, args: &WatchJobArgs) -> Failure {
+    fn into_failure(self, args: &WatchJobArgs) -> CommandFailure {
         match self {
             Self::Status(status) => call_failure("WatchJobs", &status),
-            Self::Silence => Failure::Other(format!(
+            Self::Silence => CommandFailure::Other(format!(
                 "Read timeout on the gateway {}: nothing (not even a heartbeat) within {}s \
                  (--cli-read-timeout)",
                 args.client.gateway, args.client.cli_read_timeout
             )),
-            Self::EndedEarly => Failure::Other(
+            Self::EndedEarly => CommandFailure::Other(
                 "the gateway kept ending the watch while jobs were still open".to_owned(),
             ),
         }
@@ -144,7 +144,7 @@ async fn follow(
     request: pb::WatchJobsRequest,
     view: &mut View,
     args: &WatchJobArgs,
-) -> Result<Option<Break>, Failure> {
+) -> Result<Option<Break>, CommandFailure> {
     let silence = limit(args.client.cli_read_timeout);
     let mut request = tonic::Request::new(request);
     super::authorize(&args.client, &mut request);
@@ -173,7 +173,7 @@ async fn bounded<F: Future>(limit: Option<Duration>, wait: F) -> Option<F::Outpu
 
 /// What is known of one watched job.
 #[derive(Debug, Default)]
-struct JobState {
+struct JobView {
     version: Option<u64>,
     status: Option<String>,
     counts: Counts,
@@ -244,7 +244,7 @@ impl Counts {
 /// The output: JSON lines, or a live region of progress bars under a log
 /// of status changes.
 struct View {
-    jobs: BTreeMap<String, JobState>,
+    jobs: BTreeMap<String, JobView>,
     order: Vec<String>,
     mode: WatchOutput,
     color: bool,
@@ -261,7 +261,7 @@ impl View {
         Self {
             jobs: ids
                 .iter()
-                .map(|id| (id.clone(), JobState::default()))
+                .map(|id| (id.clone(), JobView::default()))
                 .collect(),
             order: ids.to_vec(),
             mode,
@@ -289,7 +289,7 @@ impl View {
             .collect()
     }
 
-    fn show(&mut self, message: pb::WatchJobsResponse) -> Result<(), Failure> {
+    fn show(&mut self, message: pb::WatchJobsResponse) -> Result<(), CommandFailure> {
         self.heard = Some(SystemTime::now());
         match message.event {
             Some(Event::Job(event)) => self.event(event),
@@ -300,7 +300,7 @@ impl View {
         }
     }
 
-    fn event(&mut self, event: pb::JobEvent) -> Result<(), Failure> {
+    fn event(&mut self, event: pb::JobEvent) -> Result<(), CommandFailure> {
         let kind = Kind::try_from(event.kind).unwrap_or(Kind::Unspecified);
         let Some(state) = self.jobs.get_mut(&event.job_id) else {
             return Ok(());
@@ -351,7 +351,7 @@ impl View {
         }
     }
 
-    fn json_line(&self, event: &pb::JobEvent, kind: Kind) -> Result<(), Failure> {
+    fn json_line(&self, event: &pb::JobEvent, kind: Kind) -> Result<(), CommandFailure> {
         let mut line = Map::new();
         line.insert("jobId".into(), event.job_id.clone().into());
         line.insert("kind".into(), kind.as_str_name().into());
@@ -375,7 +375,7 @@ impl View {
     }
 
     /// A line for people, in either mode (stderr for JSON lines).
-    fn note(&mut self, text: &str) -> Result<(), Failure> {
+    fn note(&mut self, text: &str) -> Result<(), CommandFailure> {
         let line = format!("{}  {text}", now());
         match self.mode {
             WatchOutput::Json => {
@@ -387,7 +387,7 @@ impl View {
     }
 
     /// Redraws the live region, with `log` lines printed above it for good.
-    fn draw(&mut self, log: &[String]) -> Result<(), Failure> {
+    fn draw(&mut self, log: &[String]) -> Result<(), CommandFailure> {
         let mut out = String::new();
         if self.drawn > 0 {
             out.push_str(&format!("\x1b[{}A", self.drawn));
@@ -488,7 +488,7 @@ impl View {
             .collect();
         if let Some(id) = missing.first() {
             let (code, message) = self.jobs[*id].problem.clone().unwrap_or_default();
-            return Err(Failure::Service(aws_error_line(
+            return Err(CommandFailure::Service(aws_error_line(
                 &code,
                 "WatchJobs",
                 &message,
@@ -544,7 +544,7 @@ fn fit(line: &str, columns: usize) -> String {
     out
 }
 
-fn status_line(id: &str, before: Option<&str>, state: &JobState) -> String {
+fn status_line(id: &str, before: Option<&str>, state: &JobView) -> String {
     let status = state.status.as_deref().unwrap_or("?");
     let change = match before {
         Some(before) => format!("{before} → {status}"),

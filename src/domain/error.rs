@@ -5,7 +5,7 @@
 //! ([`crate::edge::status`]); the gRPC code class of each failure is
 //! [`GatewayError::code`], which the logs and watch versions use too.
 
-use std::{error::Error as StdError, fmt::Write as _, time::Duration};
+use std::time::Duration;
 
 use tonic::Code;
 
@@ -148,13 +148,7 @@ impl GatewayError {
 
     /// The error with its whole cause chain, for the server-side log.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut next = self.source();
-        while let Some(cause) = next {
-            let _ = write!(out, ": {cause}");
-            next = cause.source();
-        }
-        out
+        crate::upstream::error_chain(self)
     }
 
     /// Whether the failure says nothing about the job itself: AWS could not

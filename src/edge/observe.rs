@@ -209,14 +209,14 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Observed<S::Future>;
+    type Future = ObservedCall<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = Call::start(self.observer.clone(), &request);
+        let call = CallRecord::start(self.observer.clone(), &request);
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(call.note.clone());
         parts.extensions.insert(Received(call.received));
@@ -238,7 +238,7 @@ where
             count: Count::Received(call.observer.clone(), call.method),
             awaited: Some(awaited),
         });
-        Observed {
+        ObservedCall {
             inner: self.inner.call(http::Request::from_parts(parts, body)),
             call: Some(call),
         }
@@ -246,7 +246,7 @@ where
 }
 
 /// One call being observed, until its status is known.
-struct Call {
+struct CallRecord {
     observer: Arc<Observer>,
     method: usize,
     received: Instant,
@@ -255,7 +255,7 @@ struct Call {
     refused: Option<Refused>,
 }
 
-impl Call {
+impl CallRecord {
     fn start<B>(observer: Arc<Observer>, request: &http::Request<B>) -> Self {
         let method = observer.metrics.index(request.uri().path());
         observer.metrics.started(observer.metrics.at(method));
@@ -404,17 +404,17 @@ impl Ended {
 }
 
 /// The health service's name.
-const HEALTH: &str = "grpc.health.v1.Health";
+const HEALTH: &str = crate::pb::HEALTH_SERVICE;
 
 pin_project_lite::pin_project! {
     /// The response future of an observed call.
-    pub struct Observed<F> {
+    pub struct ObservedCall<F> {
         #[pin]
         inner: F,
-        call: Option<Call>,
+        call: Option<CallRecord>,
     }
 
-    impl<F> PinnedDrop for Observed<F> {
+    impl<F> PinnedDrop for ObservedCall<F> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the handler answered.
             if let Some(call) = this.project().call.take() {
@@ -424,7 +424,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, E> Future for Observed<F>
+impl<F, E> Future for ObservedCall<F>
 where
     F: Future<Output = Result<http::Response<Body>, E>>,
 {
@@ -469,7 +469,7 @@ enum Count {
     /// Requests of the method at this index.
     Received(Arc<Observer>, usize),
     /// Responses of this call, which ends with the body.
-    Sent(Option<Call>),
+    Sent(Option<CallRecord>),
 }
 
 /// How much of a request must arrive within the message timeout.

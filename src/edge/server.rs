@@ -168,7 +168,7 @@ pub struct Listeners {
 /// What the server reports to: the gRPC server metrics it counts, the
 /// connection counters, and the bounded log of refusals.
 #[derive(Clone)]
-pub struct Observation {
+pub struct Reporting {
     /// The gRPC server's metric families.
     pub grpc: Arc<GrpcMetrics>,
     /// The listeners' connection counters.
@@ -177,7 +177,7 @@ pub struct Observation {
     pub refusals: Arc<RefusalLog>,
 }
 
-impl Observation {
+impl Reporting {
     /// Counters for a gateway that logs refusals as `settings` say (within
     /// a tokio runtime: the log's summaries are written by a task).
     pub fn new(settings: RefusalLogSettings) -> Self {
@@ -215,7 +215,7 @@ pub async fn run(
     jobs: Jobs,
     settings: ServerSettings,
     security: Security,
-    observation: Observation,
+    reporting: Reporting,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stopped, ServeError> {
     let ServerSettings {
@@ -226,10 +226,10 @@ pub async fn run(
         request_message_timeout,
         ..
     } = settings;
-    let grpc_gate = observation.gate("grpc", connections.max, &connections, HTTP2_PREFACE);
+    let grpc_gate = reporting.gate("grpc", connections.max, &connections, HTTP2_PREFACE);
     let observe = ObserveLayer::new(
-        observation.grpc.clone(),
-        observation.refusals.clone(),
+        reporting.grpc.clone(),
+        reporting.refusals.clone(),
         request_message_timeout,
     );
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -258,7 +258,7 @@ pub async fn run(
     let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
     if let Some(listener) = listeners.health {
         let health_gate =
-            observation.gate("health", connections.max_probe, &connections, HTTP2_PREFACE);
+            reporting.gate("health", connections.max_probe, &connections, HTTP2_PREFACE);
         let health_only = Server::builder()
             .max_concurrent_streams(Some(max_concurrent_streams))
             .add_service(health_service.clone())

@@ -215,7 +215,7 @@ impl JobsGateway for JobsGatewayService {
             }
         };
         info!(
-            method = "WatchJobs",
+            method = pb::rpc::WATCH_JOBS,
             caller = caller.name(),
             jobs,
             "watch started"
@@ -384,8 +384,8 @@ fn lost_item(job_id: &str) -> GatewayError {
 }
 
 /// The batch methods, as logs name them.
-const BATCH: &str = "BatchDescribeJobs";
-const STREAM: &str = "StreamDescribeJobs";
+const BATCH: &str = pb::rpc::BATCH_DESCRIBE_JOBS;
+const STREAM: &str = pb::rpc::STREAM_DESCRIBE_JOBS;
 
 /// One batch item's wire result, noted. Items AWS could not answer for
 /// an unexpected reason get a line each; refusals and answers are in the

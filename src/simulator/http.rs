@@ -202,7 +202,7 @@ async fn advance_executions(
 async fn events_stats(State(sim): State<Simulator>) -> Response {
     match sim.events_stats() {
         Some(stats) => Json(stats).into_response(),
-        None => error(super::publisher::EventsError::Off.into()),
+        None => error(super::publisher::PublishError::Off.into()),
     }
 }
 

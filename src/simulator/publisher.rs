@@ -45,7 +45,7 @@ const CLIENT_QUEUE: usize = 1_000;
 
 /// Why events could not be published.
 #[derive(Debug, thiserror::Error)]
-pub enum EventsError {
+pub enum PublishError {
     #[error("events MQTT URL {url:?}: {reason}")]
     Url { url: String, reason: String },
     #[error("the simulator publishes no events: give it a broker URL (--events-mqtt-url)")]
@@ -60,8 +60,8 @@ pub enum EventsError {
     },
 }
 
-impl From<EventsError> for SimError {
-    fn from(err: EventsError) -> Self {
+impl From<PublishError> for SimError {
+    fn from(err: PublishError) -> Self {
         SimError::invalid(err.to_string())
     }
 }
@@ -99,7 +99,7 @@ impl Simulator {
     /// (`mqtt://host:port`, optionally `?client_id=…`) from now on; what
     /// happened before is not announced. Needs a tokio runtime: it spawns
     /// the publisher's tasks, which live as long as the runtime.
-    pub fn publish_events_to(&self, url: &str) -> Result<(), EventsError> {
+    pub fn publish_events_to(&self, url: &str) -> Result<(), PublishError> {
         let options = mqtt_options(url)?;
         let (queued, counters) = self.start_events()?;
         let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
@@ -113,7 +113,7 @@ impl Simulator {
     /// demo's gateway reads them in the same process. Needs a tokio runtime.
     pub fn publish_events_in_process(
         &self,
-    ) -> Result<impl futures_util::Stream<Item = String> + Send + 'static, EventsError> {
+    ) -> Result<impl futures_util::Stream<Item = String> + Send + 'static, PublishError> {
         let (queued, counters) = self.start_events()?;
         counters.connected.store(true, Ordering::SeqCst);
         counters.connections.store(1, Ordering::SeqCst);
@@ -132,7 +132,7 @@ impl Simulator {
     /// them; the events made go to the returned channel.
     fn start_events(
         &self,
-    ) -> Result<(mpsc::UnboundedReceiver<Outgoing>, Arc<Counters>), EventsError> {
+    ) -> Result<(mpsc::UnboundedReceiver<Outgoing>, Arc<Counters>), PublishError> {
         let (out, queued) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         {
@@ -140,7 +140,7 @@ impl Simulator {
             let mut guard = self.state();
             let state = &mut *guard;
             if state.events.is_some() {
-                return Err(EventsError::AlreadyOn);
+                return Err(PublishError::AlreadyOn);
             }
             let payloads = Payloads {
                 arn_prefix: format!(
@@ -161,9 +161,13 @@ impl Simulator {
     }
 
     /// Publishes `payload` on `topic` as it is (QoS 1), whatever it says.
-    pub fn publish_raw(&self, topic: &str, payload: impl Into<Vec<u8>>) -> Result<(), EventsError> {
+    pub fn publish_raw(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), PublishError> {
         let state = self.state();
-        let events = state.events.as_ref().ok_or(EventsError::Off)?;
+        let events = state.events.as_ref().ok_or(PublishError::Off)?;
         events.tracker.send(Outgoing {
             topic: topic.to_owned(),
             payload: payload.into(),
@@ -173,11 +177,11 @@ impl Simulator {
 
     /// Publishes a job event (`completed`, `canceled`, …) for `job_id` in
     /// AWS's shape, whether or not it happened: a forged event.
-    pub fn forge_job_event(&self, job_id: &str, operation: &str) -> Result<(), EventsError> {
+    pub fn forge_job_event(&self, job_id: &str, operation: &str) -> Result<(), PublishError> {
         let operation = known(&JOB_OPERATIONS, "job", operation)?;
         let now = self.now();
         let state = self.state();
-        let events = state.events.as_ref().ok_or(EventsError::Off)?;
+        let events = state.events.as_ref().ok_or(PublishError::Off)?;
         let payload = match state.jobs.get(job_id) {
             Some(job) => events.tracker.payloads().job(job, operation, now, now),
             None => json!({
@@ -201,11 +205,11 @@ impl Simulator {
         job_id: &str,
         operation: &str,
         count: usize,
-    ) -> Result<(), EventsError> {
+    ) -> Result<(), PublishError> {
         let operation = known(&EXECUTION_OPERATIONS, "job execution", operation)?;
         let now = self.now();
         let state = self.state();
-        let events = state.events.as_ref().ok_or(EventsError::Off)?;
+        let events = state.events.as_ref().ok_or(PublishError::Off)?;
         let things: Vec<String> = state
             .jobs
             .get(job_id)
@@ -256,12 +260,12 @@ fn known(
     operations: &[&'static str],
     kind: &'static str,
     operation: &str,
-) -> Result<&'static str, EventsError> {
+) -> Result<&'static str, PublishError> {
     operations
         .iter()
         .find(|known| **known == operation)
         .copied()
-        .ok_or_else(|| EventsError::Operation {
+        .ok_or_else(|| PublishError::Operation {
             kind,
             operation: operation.to_owned(),
             known: operations.join(", "),
@@ -270,8 +274,8 @@ fn known(
 
 /// Client options for `mqtt://host:port`; a random client id unless the
 /// URL names one.
-fn mqtt_options(url: &str) -> Result<MqttOptions, EventsError> {
-    let bad = |reason: String| EventsError::Url {
+fn mqtt_options(url: &str) -> Result<MqttOptions, PublishError> {
+    let bad = |reason: String| PublishError::Url {
         url: url.to_owned(),
         reason,
     };

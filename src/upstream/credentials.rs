@@ -97,7 +97,7 @@ pub async fn check_profile(flag: Option<&str>, env: &Env, fs: &Fs) -> Result<(),
         .map_err(|e| CredentialsFault::UnreadableProfiles {
             profile: profile.clone(),
             named_by,
-            reason: cause_chain(&e),
+            reason: super::error_chain(&e),
         })?;
     if profiles.get_profile(&profile).is_some() {
         return Ok(());
@@ -217,12 +217,12 @@ pub fn classify(
             })
         }
         Err(e @ CredentialsError::InvalidConfiguration(_)) => {
-            Err(CredentialsFault::Misconfigured(cause_chain(&e)))
+            Err(CredentialsFault::Misconfigured(super::error_chain(&e)))
         }
         // ProviderTimedOut, ProviderError (STS or instance metadata failing,
         // an unreadable file) and Unhandled (what the container endpoint's
         // connection failures arrive as) may pass.
-        Err(e) => Ok(Checked::Unconfirmed(cause_chain(&e))),
+        Err(e) => Ok(Checked::Unconfirmed(super::error_chain(&e))),
     }
 }
 
@@ -232,7 +232,7 @@ fn tried(err: &CredentialsError, profile: &str) -> String {
         .source()
         .and_then(|s| s.downcast_ref::<ProviderChainError<CredentialsError>>())
     else {
-        return format!("aws-config's default chain: {}", cause_chain(err));
+        return format!("aws-config's default chain: {}", super::error_chain(err));
     };
     let attempts: Vec<String> = chain
         .attempts()
@@ -247,7 +247,7 @@ fn tried(err: &CredentialsError, profile: &str) -> String {
                 other => other.to_owned(),
             };
             match attempt.error().source() {
-                Some(why) => format!("{name}: {}", cause_chain(why)),
+                Some(why) => format!("{name}: {}", super::error_chain(why)),
                 None => format!("{name}: no credentials there"),
             }
         })
@@ -279,18 +279,6 @@ fn source_of(credentials: &Credentials) -> &'static str {
         | Some(AwsCredentialFeature::CredentialsProfileSso) => "IAM Identity Center (SSO)",
         _ => "aws-config's default chain",
     }
-}
-
-/// An error and its causes on one line.
-fn cause_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out.replace('\n', " ")
 }
 
 #[cfg(test)]

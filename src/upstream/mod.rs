@@ -151,3 +151,20 @@ impl StdError for UpstreamError {
 /// How long a caller should wait before retrying after AWS throttling, when
 /// nothing better is known: the RetryInfo of UPSTREAM_THROTTLED.
 pub const DEFAULT_THROTTLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// An error and its causes on one line, for people and logs: each cause
+/// after a `": "` unless the text so far already says it (tonic and hyper
+/// errors repeat their sources), line breaks as spaces.
+pub fn error_chain(err: &dyn StdError) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out.replace('\n', " ")
+}

@@ -22,7 +22,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
         "edge",
         &["security", "telemetry", "domain", "upstream", "pb"],
     ),
-    ("cli", &["domain", "pb"]),
+    ("cli", &["domain", "upstream", "pb"]),
     ("simulator", &["pb"]),
 ];
 

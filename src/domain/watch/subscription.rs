@@ -65,7 +65,7 @@ pub enum WatchEvent {
 }
 
 /// One job of a stream.
-struct Watched {
+struct StreamJob {
     job_id: String,
     /// The last state sent on this stream.
     sent: Option<Arc<Observation>>,
@@ -76,7 +76,7 @@ struct Watched {
 /// One watch stream: its jobs' channels, what it sent, its heartbeat.
 pub struct Subscription {
     updates: StreamMap<usize, WatchStream<Latest>>,
-    jobs: Vec<Watched>,
+    jobs: Vec<StreamJob>,
     heartbeat_every: Duration,
     heartbeat: Pin<Box<Sleep>>,
     /// Turns true when the gateway shuts down.
@@ -99,7 +99,7 @@ impl Subscription {
         let jobs = targets
             .0
             .into_iter()
-            .map(|(query, resume_from)| Watched {
+            .map(|(query, resume_from)| StreamJob {
                 job_id: query.job_id,
                 sent: None,
                 resume_from,

@@ -48,13 +48,13 @@ pub struct JwtSettings {
 }
 
 /// The keys of a JWKS file, by key id.
-pub struct Keys {
+pub struct Jwks {
     by_id: HashMap<String, (DecodingKey, Option<Algorithm>)>,
     /// Keys without a `kid`, tried for tokens without one.
     anonymous: Vec<(DecodingKey, Option<Algorithm>)>,
 }
 
-impl Keys {
+impl Jwks {
     /// Parses a JWKS document.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         let set: JwkSet =

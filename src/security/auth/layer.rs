@@ -71,10 +71,8 @@ fn target(path: &str) -> Target {
         return Target::Other;
     };
     match service {
-        "grpc.health.v1.Health" => Target::Health,
-        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
-            Target::Rpc("Reflection")
-        }
+        crate::pb::HEALTH_SERVICE => Target::Health,
+        service if crate::pb::REFLECTION_SERVICES.contains(&service) => Target::Rpc("Reflection"),
         crate::pb::SERVICE_NAME => crate::security::auth::policy::RPCS
             .iter()
             .find(|rpc| **rpc == method)

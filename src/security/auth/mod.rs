@@ -31,7 +31,7 @@ use crate::{
     domain::error::Denied, domain::error::GatewayError, domain::error::WatchScope,
     domain::limit::Share, domain::watch::StreamOwner, security::peer::Peer,
 };
-use jwt::{JwtSettings, Keys};
+use jwt::{Jwks, JwtSettings};
 use policy::{Grants, Policy};
 use tokens::Tokens;
 
@@ -188,7 +188,7 @@ pub struct Auth {
     /// Clients present certificates (the TLS layer verified them).
     mtls: bool,
     tokens: Option<Arc<Watched<Tokens>>>,
-    jwt: Option<(Arc<Watched<Keys>>, JwtSettings)>,
+    jwt: Option<(Arc<Watched<Jwks>>, JwtSettings)>,
     policy: Option<Arc<Watched<Policy>>>,
 }
 
@@ -216,7 +216,7 @@ impl Auth {
             .jwt
             .as_ref()
             .map(|jwt| {
-                Watched::load("JWKS file (--jwt-jwks)", &jwt.jwks, Keys::parse)
+                Watched::load("JWKS file (--jwt-jwks)", &jwt.jwks, Jwks::parse)
                     .map(|keys| (keys, jwt.clone()))
             })
             .transpose()?;

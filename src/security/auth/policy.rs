@@ -25,14 +25,14 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::security::auth::identity;
+use crate::{pb::rpc, security::auth::identity};
 
-/// The RPCs a policy can name.
+/// The RPCs a policy can name: the contract's, and server reflection.
 pub const RPCS: [&str; 5] = [
-    "DescribeJob",
-    "BatchDescribeJobs",
-    "StreamDescribeJobs",
-    "WatchJobs",
+    rpc::ALL[0],
+    rpc::ALL[1],
+    rpc::ALL[2],
+    rpc::ALL[3],
     "Reflection",
 ];
 

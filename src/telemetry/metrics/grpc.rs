@@ -14,7 +14,10 @@ use prometheus_client::{
 };
 use tonic::Code;
 
-use crate::domain::metrics::{Buckets, Labels};
+use crate::{
+    domain::metrics::{Buckets, Labels},
+    pb::{HEALTH_SERVICE, REFLECTION_SERVICES, SERVICE_NAME, rpc},
+};
 
 /// Handling time buckets, in seconds: cache hits take well under a
 /// millisecond, AWS round trips tens of milliseconds, watch streams hours.
@@ -46,23 +49,23 @@ impl RpcType {
 
 /// Every method this server offers: (service, method, type).
 const METHODS: [(&str, &str, RpcType); 8] = [
-    (crate::pb::SERVICE_NAME, "DescribeJob", RpcType::Unary),
-    (crate::pb::SERVICE_NAME, "BatchDescribeJobs", RpcType::Unary),
+    (SERVICE_NAME, rpc::DESCRIBE_JOB, RpcType::Unary),
+    (SERVICE_NAME, rpc::BATCH_DESCRIBE_JOBS, RpcType::Unary),
     (
-        crate::pb::SERVICE_NAME,
-        "StreamDescribeJobs",
+        SERVICE_NAME,
+        rpc::STREAM_DESCRIBE_JOBS,
         RpcType::ServerStream,
     ),
-    (crate::pb::SERVICE_NAME, "WatchJobs", RpcType::ServerStream),
-    ("grpc.health.v1.Health", "Check", RpcType::Unary),
-    ("grpc.health.v1.Health", "Watch", RpcType::ServerStream),
+    (SERVICE_NAME, rpc::WATCH_JOBS, RpcType::ServerStream),
+    (HEALTH_SERVICE, "Check", RpcType::Unary),
+    (HEALTH_SERVICE, "Watch", RpcType::ServerStream),
     (
-        "grpc.reflection.v1.ServerReflection",
+        REFLECTION_SERVICES[0],
         "ServerReflectionInfo",
         RpcType::BidiStream,
     ),
     (
-        "grpc.reflection.v1alpha.ServerReflection",
+        REFLECTION_SERVICES[1],
         "ServerReflectionInfo",
         RpcType::BidiStream,
     ),

@@ -15,142 +15,35 @@
 //!   callers) are logged a few per interval ([`RefusalLog`]); every other
 //!   failure gets its own line.
 
+mod body;
+mod note;
+
+pub use note::{CallNote, Received};
+
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use bytes::{Buf, Bytes};
-use http_body::{Body as HttpBody, Frame};
+use bytes::Bytes;
+use http_body::Body as HttpBody;
 use tokio::time::Instant;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 use tracing::{debug, error, info, warn};
 
-use crate::telemetry::refusals::{Kind, RefusalLog};
 use crate::{
-    domain::Source, domain::error::Failure, domain::error::GatewayError,
-    security::auth::layer::Refused, security::peer::Peer, telemetry::metrics::grpc::GrpcMetrics,
-    telemetry::metrics::grpc::Method, telemetry::metrics::grpc::RpcType,
+    domain::{Source, error::Failure},
+    security::{auth::layer::Refused, peer::Peer},
+    telemetry::{
+        metrics::grpc::{GrpcMetrics, Method, RpcType},
+        refusals::{Kind, RefusalLog},
+    },
 };
-
-/// Job ids in logs are cut to this many characters; invalid ids can be huge.
-const LOGGED_ID_CHARS: usize = 80;
-
-/// When the call reached the gateway: the moment tonic starts its own
-/// `grpc-timeout` timer (this layer is the first it calls). Deadlines run
-/// from here, not from when the handler first runs, which can be much later
-/// (a message that comes after its headers, a busy host): otherwise tonic's
-/// timer fires first and the caller gets its CANCELLED, not the gateway's
-/// DEADLINE_EXCEEDED.
-#[derive(Debug, Clone, Copy)]
-pub struct Received(pub Instant);
-
-impl Received {
-    /// When the call `request` belongs to reached the gateway (now, outside
-    /// the layer, as in handler unit tests).
-    pub fn of<T>(request: &tonic::Request<T>) -> Instant {
-        request
-            .extensions()
-            .get::<Self>()
-            .map_or_else(Instant::now, |received| received.0)
-    }
-}
-
-/// What a handler knows of its call, for the call's log line.
-#[derive(Debug, Default)]
-pub struct CallNote(Mutex<Details>);
-
-#[derive(Debug, Default)]
-struct Details {
-    caller: Option<Arc<str>>,
-    job_id: Option<String>,
-    cache: Option<Source>,
-    items: Option<usize>,
-    ok: usize,
-    failed: usize,
-    watched_jobs: Option<usize>,
-    events: u64,
-    heartbeats: u64,
-    cause: Option<String>,
-    failure: Option<Failure>,
-}
-
-impl CallNote {
-    /// The note of the call `request` belongs to (a detached one outside
-    /// the layer, as in handler unit tests).
-    pub fn of<T>(request: &tonic::Request<T>) -> Arc<Self> {
-        request
-            .extensions()
-            .get::<Arc<Self>>()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn details(&self) -> MutexGuard<'_, Details> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Who called.
-    pub fn caller(&self, name: Arc<str>) {
-        self.details().caller = Some(name);
-    }
-
-    /// The job asked about.
-    pub fn job(&self, job_id: &str) {
-        self.details().job_id = Some(job_id.chars().take(LOGGED_ID_CHARS).collect());
-    }
-
-    /// Where the answer came from.
-    pub fn answered(&self, source: Source) {
-        self.details().cache = Some(source);
-    }
-
-    /// Why the call failed, in full (the client sees a shorter message).
-    pub fn failed(&self, err: &GatewayError) {
-        let mut details = self.details();
-        details.cause = Some(err.chain());
-        details.failure = Some(err.failure());
-    }
-
-    /// Who called, as noted.
-    pub fn caller_name(&self) -> Option<Arc<str>> {
-        self.details().caller.clone()
-    }
-
-    /// A batch of `items`.
-    pub fn batch(&self, items: usize) {
-        self.details().items = Some(items);
-    }
-
-    /// One batch item's outcome.
-    pub fn item(&self, ok: bool) {
-        let mut details = self.details();
-        if ok {
-            details.ok += 1;
-        } else {
-            details.failed += 1;
-        }
-    }
-
-    /// A watch of `jobs` jobs.
-    pub fn watching(&self, jobs: usize) {
-        self.details().watched_jobs = Some(jobs);
-    }
-
-    /// One watch event sent.
-    pub fn event(&self, heartbeat: bool) {
-        let mut details = self.details();
-        if heartbeat {
-            details.heartbeats += 1;
-        } else {
-            details.events += 1;
-        }
-    }
-}
+use body::{Awaited, Count, Counted, Frames, Until};
 
 /// Observes every call of the services behind it.
 #[derive(Clone)]
@@ -461,237 +354,5 @@ where
             awaited: None,
         });
         Poll::Ready(Ok(http::Response::from_parts(parts, body)))
-    }
-}
-
-/// What a body's messages count as.
-enum Count {
-    /// Requests of the method at this index.
-    Received(Arc<Observer>, usize),
-    /// Responses of this call, which ends with the body.
-    Sent(Option<CallRecord>),
-}
-
-/// How much of a request must arrive within the message timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Until {
-    /// Its first message.
-    FirstMessage,
-    /// All of it.
-    End,
-}
-
-/// A request still awaited: the deadline for its messages.
-struct Awaited {
-    until: Until,
-    at: Instant,
-    /// Made only once the request keeps the call waiting: most arrive
-    /// whole with their headers and never need one.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    note: Arc<CallNote>,
-    timeout: Duration,
-}
-
-impl Awaited {
-    /// Whether the deadline has passed (and, if not, wakes `cx` at it).
-    fn passed(&mut self, cx: &mut Context<'_>) -> bool {
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(self.at)));
-        timer.as_mut().poll(cx).is_ready()
-    }
-
-    /// The status that ends the call, noted as a refusal: the client held
-    /// a stream open without sending its request.
-    fn expired(&self) -> Status {
-        let message = format!(
-            "the request's message did not arrive within {} ms of its headers \
-             (--request-message-timeout); send the request with its headers",
-            self.timeout.as_millis()
-        );
-        let mut details = self.note.details();
-        details.cause = Some(message.clone());
-        details.failure = Some(Failure::Refusal);
-        Status::deadline_exceeded(message)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A body whose gRPC messages are counted as they pass (and, for a
-    /// request, that must arrive in time).
-    struct Counted<B> {
-        #[pin]
-        body: B,
-        frames: Frames,
-        count: Count,
-        awaited: Option<Awaited>,
-    }
-
-    impl<B> PinnedDrop for Counted<B> {
-        fn drop(this: Pin<&mut Self>) {
-            // Dropped before its trailers: the client left mid-stream.
-            if let Count::Sent(call) = this.project().count
-                && let Some(call) = call.take()
-            {
-                call.finish(Ended::Dropped);
-            }
-        }
-    }
-}
-
-impl<B> HttpBody for Counted<B>
-where
-    B: HttpBody<Data = Bytes>,
-    B::Error: Into<tonic::codegen::StdError>,
-{
-    type Data = Bytes;
-    type Error = tonic::codegen::StdError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let frame = match this.body.poll_frame(cx) {
-            Poll::Ready(frame) => frame.map(|frame| frame.map_err(Into::into)),
-            Poll::Pending => {
-                if let Some(awaited) = this.awaited
-                    && awaited.passed(cx)
-                {
-                    let status = awaited.expired();
-                    *this.awaited = None;
-                    return Poll::Ready(Some(Err(Box::new(status))));
-                }
-                return Poll::Pending;
-            }
-        };
-        if frame.is_none() {
-            *this.awaited = None;
-        }
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    let messages = this.frames.feed(data.chunk());
-                    if messages > 0
-                        && this
-                            .awaited
-                            .as_ref()
-                            .is_some_and(|a| a.until == Until::FirstMessage)
-                    {
-                        *this.awaited = None;
-                    }
-                    match this.count {
-                        Count::Received(observer, method) => observer
-                            .metrics
-                            .received(observer.metrics.at(*method), messages),
-                        Count::Sent(Some(call)) => {
-                            call.observer.metrics.sent(call.method(), messages)
-                        }
-                        Count::Sent(None) => {}
-                    }
-                } else if let Some(trailers) = frame.trailers_ref()
-                    && let Count::Sent(call) = this.count
-                    && let Some(call) = call.take()
-                {
-                    let ended = Ended::from_headers(trailers).unwrap_or_else(|| {
-                        let missing = "the response ended without a status".to_owned();
-                        Ended::Status(Code::Unknown, Some(missing))
-                    });
-                    call.finish(ended);
-                }
-            }
-            Some(Err(_)) | None => {
-                if let Count::Sent(call) = this.count
-                    && let Some(call) = call.take()
-                {
-                    let ended = match frame {
-                        None => Ended::Status(
-                            Code::Unknown,
-                            Some("the response ended without a status".to_owned()),
-                        ),
-                        Some(_) => Ended::Status(
-                            Code::Internal,
-                            Some("the response body failed".to_owned()),
-                        ),
-                    };
-                    call.finish(ended);
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Finds gRPC message boundaries in a byte stream: each message is a
-/// 5-byte prefix (compressed flag, big-endian length) and its bytes, and
-/// either may be split across chunks.
-#[derive(Debug, Default)]
-struct Frames {
-    /// Bytes of the current message still to skip.
-    remaining: u64,
-    /// Prefix bytes seen so far.
-    prefix: [u8; 5],
-    filled: usize,
-}
-
-impl Frames {
-    /// Reads `chunk`; returns how many messages started in it.
-    fn feed(&mut self, mut chunk: &[u8]) -> u64 {
-        let mut started = 0;
-        while !chunk.is_empty() {
-            if self.remaining > 0 {
-                let skip =
-                    usize::try_from(self.remaining).map_or(chunk.len(), |r| r.min(chunk.len()));
-                chunk = &chunk[skip..];
-                self.remaining -= skip as u64;
-                continue;
-            }
-            let take = (5 - self.filled).min(chunk.len());
-            self.prefix[self.filled..self.filled + take].copy_from_slice(&chunk[..take]);
-            self.filled += take;
-            chunk = &chunk[take..];
-            if self.filled == 5 {
-                started += 1;
-                self.filled = 0;
-                let length = [
-                    self.prefix[1],
-                    self.prefix[2],
-                    self.prefix[3],
-                    self.prefix[4],
-                ];
-                self.remaining = u64::from(u32::from_be_bytes(length));
-            }
-        }
-        started
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(len: u32) -> Vec<u8> {
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend(std::iter::repeat_n(7u8, len as usize));
-        bytes
-    }
-
-    #[test]
-    fn messages_are_counted_however_the_chunks_split_them() {
-        let stream: Vec<u8> = [message(3), message(0), message(300), message(1)].concat();
-        for size in [1, 2, 4, 5, 6, 7, 64, stream.len()] {
-            let mut frames = Frames::default();
-            let counted: u64 = stream.chunks(size).map(|c| frames.feed(c)).sum();
-            assert_eq!(counted, 4, "chunks of {size}");
-        }
     }
 }

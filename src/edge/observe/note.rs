@@ -1,0 +1,123 @@
+//! What a call's handler adds to its log line ([`CallNote`]), and when the
+//! call reached the gateway ([`Received`]).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::time::Instant;
+
+use crate::domain::{Source, error::Failure, error::GatewayError};
+
+/// Job ids in logs are cut to this many characters; invalid ids can be huge.
+const LOGGED_ID_CHARS: usize = 80;
+
+/// When the call reached the gateway: the moment tonic starts its own
+/// `grpc-timeout` timer (this layer is the first it calls). Deadlines run
+/// from here, not from when the handler first runs, which can be much later
+/// (a message that comes after its headers, a busy host): otherwise tonic's
+/// timer fires first and the caller gets its CANCELLED, not the gateway's
+/// DEADLINE_EXCEEDED.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub Instant);
+
+impl Received {
+    /// When the call `request` belongs to reached the gateway (now, outside
+    /// the layer, as in handler unit tests).
+    pub fn of<T>(request: &tonic::Request<T>) -> Instant {
+        request
+            .extensions()
+            .get::<Self>()
+            .map_or_else(Instant::now, |received| received.0)
+    }
+}
+
+/// What a handler knows of its call, for the call's log line.
+#[derive(Debug, Default)]
+pub struct CallNote(Mutex<Details>);
+
+#[derive(Debug, Default)]
+pub(super) struct Details {
+    pub(super) caller: Option<Arc<str>>,
+    pub(super) job_id: Option<String>,
+    pub(super) cache: Option<Source>,
+    pub(super) items: Option<usize>,
+    pub(super) ok: usize,
+    pub(super) failed: usize,
+    pub(super) watched_jobs: Option<usize>,
+    pub(super) events: u64,
+    pub(super) heartbeats: u64,
+    pub(super) cause: Option<String>,
+    pub(super) failure: Option<Failure>,
+}
+
+impl CallNote {
+    /// The note of the call `request` belongs to (a detached one outside
+    /// the layer, as in handler unit tests).
+    pub fn of<T>(request: &tonic::Request<T>) -> Arc<Self> {
+        request
+            .extensions()
+            .get::<Arc<Self>>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(super) fn details(&self) -> MutexGuard<'_, Details> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who called.
+    pub fn caller(&self, name: Arc<str>) {
+        self.details().caller = Some(name);
+    }
+
+    /// The job asked about.
+    pub fn job(&self, job_id: &str) {
+        self.details().job_id = Some(job_id.chars().take(LOGGED_ID_CHARS).collect());
+    }
+
+    /// Where the answer came from.
+    pub fn answered(&self, source: Source) {
+        self.details().cache = Some(source);
+    }
+
+    /// Why the call failed, in full (the client sees a shorter message).
+    pub fn failed(&self, err: &GatewayError) {
+        let mut details = self.details();
+        details.cause = Some(err.chain());
+        details.failure = Some(err.failure());
+    }
+
+    /// Who called, as noted.
+    pub fn caller_name(&self) -> Option<Arc<str>> {
+        self.details().caller.clone()
+    }
+
+    /// A batch of `items`.
+    pub fn batch(&self, items: usize) {
+        self.details().items = Some(items);
+    }
+
+    /// One batch item's outcome.
+    pub fn item(&self, ok: bool) {
+        let mut details = self.details();
+        if ok {
+            details.ok += 1;
+        } else {
+            details.failed += 1;
+        }
+    }
+
+    /// A watch of `jobs` jobs.
+    pub fn watching(&self, jobs: usize) {
+        self.details().watched_jobs = Some(jobs);
+    }
+
+    /// One watch event sent.
+    pub fn event(&self, heartbeat: bool) {
+        let mut details = self.details();
+        if heartbeat {
+            details.heartbeats += 1;
+        } else {
+            details.events += 1;
+        }
+    }
+}

@@ -11,7 +11,7 @@ pub mod refusals;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use tracing::{Level, Metadata, info};
+use tracing::{Level, Metadata, info, subscriber::Interest};
 use tracing_subscriber::{
     EnvFilter, Layer as _, filter::dynamic_filter_fn, layer::SubscriberExt as _,
     util::SubscriberInitExt as _,
@@ -37,29 +37,43 @@ pub enum LogFormat {
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Decided per event, not per call site: the answer changes with the count.
-    let bounded = dynamic_filter_fn(|metadata, _| admit_protocol(metadata));
+    // Decided per event only for the protocol libraries' warnings (the
+    // answer changes with the count); every other call site keeps the
+    // interest the level filter gives it, so disabled lines (h2's and
+    // hyper's trace and debug on every frame) cost nothing.
+    let bounded = dynamic_filter_fn(|metadata, _| admit_protocol(metadata)).with_callsite_filter(
+        |metadata| {
+            if is_bounded(metadata) {
+                Interest::sometimes()
+            } else {
+                Interest::always()
+            }
+        },
+    );
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry();
+    // The level filter is global, as a plain `fmt().with_env_filter()` is:
+    // a span or event it turns away is never made. As a filter of the fmt
+    // layer only, it let the registry record every span h2 and hyper open
+    // per frame, which doubled the CPU of a cache hit.
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry
-            .with(fmt.with_filter(filter).with_filter(bounded))
-            .init(),
+        LogFormat::Text => registry.with(fmt.with_filter(bounded)).init(),
         LogFormat::Json => registry
-            .with(
-                fmt.json()
-                    .flatten_event(true)
-                    .with_filter(filter)
-                    .with_filter(bounded),
-            )
+            .with(fmt.json().flatten_event(true).with_filter(bounded))
             .init(),
     }
+}
+
+/// Whether a call site is one of the protocol libraries' warnings (or
+/// errors), whose lines are bounded.
+fn is_bounded(metadata: &Metadata<'_>) -> bool {
+    metadata.is_event() && *metadata.level() <= Level::WARN && is_protocol(metadata.target())
 }
 
 /// Whether a line may be written: every line but the protocol libraries'
 /// warnings past [`PROTOCOL_LINES`] this interval.
 fn admit_protocol(metadata: &Metadata<'_>) -> bool {
-    if !metadata.is_event() || *metadata.level() > Level::WARN || !is_protocol(metadata.target()) {
+    if !is_bounded(metadata) {
         return true;
     }
     if PROTOCOL_LOGGED.fetch_add(1, Ordering::Relaxed) < PROTOCOL_LINES {
@@ -70,9 +84,11 @@ fn admit_protocol(metadata: &Metadata<'_>) -> bool {
 }
 
 fn is_protocol(target: &str) -> bool {
-    ["h2", "hyper"]
-        .iter()
-        .any(|lib| target == *lib || target.starts_with(&format!("{lib}::")))
+    ["h2", "hyper"].iter().any(|lib| {
+        target
+            .strip_prefix(lib)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 /// Ends the interval: a summary of the protocol warnings not written, and

@@ -3,7 +3,13 @@
 use std::process::ExitCode;
 
 use clap::{Parser, error::ErrorKind};
-use iot_jobs_gateway::{app, app::config::Cli, app::config::Command, cli, telemetry};
+use iot_jobs_gateway::{
+    app::{
+        self,
+        config::{Cli, Command},
+    },
+    cli, telemetry,
+};
 
 /// jemalloc, not glibc's malloc: after a burst of connections or streams
 /// ends, its background thread gives the memory back to the system within

@@ -12,7 +12,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 
 use crate::{
-    backends::{self, redis::RedisSettings, redis::Shared},
+    backends::{
+        self,
+        redis::{RedisSettings, Shared},
+    },
     domain::{Jobs, JobsSettings},
     edge::server::{self, Reporting, Security, ServeError, ServerSettings, Stopped},
     events::{self, EventSource, EventsSettings, Listener, mqtt::Subscriber},

@@ -23,8 +23,14 @@ use futures_util::future::BoxFuture;
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::domain::answer::{JobAnswer, JobState};
-use crate::{domain::error::GatewayError, pb, upstream::JobQuery};
+use crate::{
+    domain::{
+        answer::{JobAnswer, JobState},
+        error::GatewayError,
+    },
+    pb,
+    upstream::JobQuery,
+};
 
 /// How long answers are kept, and how much memory they may use.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tonic::Code;
 
 use crate::{
-    domain::limit::RejectReason,
-    domain::limit::Rejected,
-    domain::rules::FieldViolation,
+    domain::{
+        limit::{RejectReason, Rejected},
+        rules::FieldViolation,
+    },
     upstream::{UpstreamError, UpstreamErrorKind},
 };
 

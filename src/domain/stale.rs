@@ -14,12 +14,15 @@ use std::{
 
 use tracing::debug;
 
-use crate::domain::{
-    Call, Served, Source,
-    answer::JobState,
-    cache::{AnswerCache, CacheSettings, Cached},
+use crate::{
+    domain::{
+        Call, Served, Source,
+        answer::JobState,
+        cache::{AnswerCache, CacheSettings, Cached},
+        error::GatewayError,
+    },
+    upstream::JobQuery,
 };
-use crate::{domain::error::GatewayError, upstream::JobQuery};
 
 /// The stale windows, and the questions this process is renewing.
 pub(super) struct StaleAnswers {
@@ -155,8 +158,7 @@ fn served(query: &JobQuery, cached: &Cached, source: Source) -> Result<Served, G
 mod tests {
     use super::*;
     use crate::{
-        domain::answer::JobAnswer,
-        domain::limit::Share,
+        domain::{answer::JobAnswer, limit::Share},
         pb,
         upstream::{UpstreamError, UpstreamErrorKind},
     };

@@ -23,12 +23,11 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::transport::server::Connected;
 
-use crate::{
-    security::auth::identity::{self, IdentityError},
-    security::connections::Gate,
-    security::connections::Guarded,
-    security::peer::Peer,
-    security::tls::RotatingTls,
+use crate::security::{
+    auth::identity::{self, IdentityError},
+    connections::{Gate, Guarded},
+    peer::Peer,
+    tls::RotatingTls,
 };
 
 /// Connections waiting for the server to take them.

@@ -14,23 +14,18 @@ use tracing::{info, warn};
 
 use crate::{
     domain::Jobs,
-    edge::observe::ObserveLayer,
-    edge::service::JobsGatewayService,
+    edge::{observe::ObserveLayer, service::JobsGatewayService},
     pb::{self, jobs_gateway_server::JobsGatewayServer},
-    security::auth::Auth,
-    security::auth::AuthSettings,
-    security::auth::layer::AdmitLayer,
-    security::connections::ConnectionLimits,
-    security::connections::ConnectionMetrics,
-    security::connections::Gate,
-    security::connections::HTTP2_PREFACE,
-    security::tls::RotatingTls,
-    security::tls::TlsError,
-    security::tls::TlsSettings,
-    security::watched::FileError,
-    telemetry::metrics::grpc::GrpcMetrics,
-    telemetry::refusals::RefusalLog,
-    telemetry::refusals::RefusalLogSettings,
+    security::{
+        auth::{Auth, AuthSettings, layer::AdmitLayer},
+        connections::{ConnectionLimits, ConnectionMetrics, Gate, HTTP2_PREFACE},
+        tls::{RotatingTls, TlsError, TlsSettings},
+        watched::FileError,
+    },
+    telemetry::{
+        metrics::grpc::GrpcMetrics,
+        refusals::{RefusalLog, RefusalLogSettings},
+    },
 };
 
 /// How long a client has to answer an HTTP/2 PING before its connection

@@ -20,27 +20,20 @@ use tonic::{
 };
 use tracing::{info, warn};
 
-use crate::edge::{
-    cache_control::CacheControl,
-    deadline,
-    observe::{CallNote, Received},
-    status::rpc_status,
-    validate,
-};
 use crate::{
-    domain::Call,
-    domain::ItemResult,
-    domain::Jobs,
-    domain::Served,
-    domain::Source,
-    domain::answer::JobState,
-    domain::error::Denied,
-    domain::error::Failure,
-    domain::error::GatewayError,
-    domain::watch::ChangeKind,
-    domain::watch::Observed,
-    domain::watch::WatchEvent,
-    domain::watch::observation::Trigger,
+    domain::{
+        Call, ItemResult, Jobs, Served, Source,
+        answer::JobState,
+        error::{Denied, Failure, GatewayError},
+        watch::{ChangeKind, Observed, WatchEvent, observation::Trigger},
+    },
+    edge::{
+        cache_control::CacheControl,
+        deadline,
+        observe::{CallNote, Received},
+        status::rpc_status,
+        validate,
+    },
     pb::{self, jobs_gateway_server::JobsGateway},
     security::auth::Caller,
     upstream::JobQuery,

@@ -10,8 +10,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::events::{EventSource, Listener, TOPICS};
-use crate::security::tls::TlsError;
+use crate::{
+    events::{EventSource, Listener, TOPICS},
+    security::tls::TlsError,
+};
 
 /// Where the events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

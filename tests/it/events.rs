@@ -395,11 +395,11 @@ async fn over_mqtts(
     TestGateway,
     Streaming<pb::WatchJobsResponse>,
 ) {
-    let dir = std::env::temp_dir().join(format!(
-        "iot-jobs-gateway-mqtts-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
+    let dir = support::process::empty_home(if good_client_cert {
+        "mqtts-good"
+    } else {
+        "mqtts-foreign"
+    });
     let pki = Pki::new(&dir, "broker");
     let foreign = Pki::new(&dir, "foreign");
     let server = pki.server("broker-server");

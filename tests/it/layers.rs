@@ -54,24 +54,24 @@ fn crate_roots(code: &str) -> BTreeSet<String> {
     while let Some(at) = rest.find("crate::") {
         rest = &rest[at + "crate::".len()..];
         if let Some(tree) = rest.strip_prefix('{') {
+            // The items of the top level of the tree, split at its commas.
             let mut depth = 1;
-            let mut item = String::new();
-            let mut items = Vec::new();
+            let mut items = vec![String::new()];
             for c in tree.chars() {
                 match c {
                     '{' => depth += 1,
                     '}' => depth -= 1,
-                    ',' if depth == 1 => items.push(std::mem::take(&mut item)),
+                    ',' if depth == 1 => {
+                        items.push(String::new());
+                        continue;
+                    }
                     _ => {}
                 }
                 if depth == 0 {
                     break;
                 }
-                if depth >= 1 && c != ',' || depth > 1 {
-                    item.push(c);
-                }
+                items.last_mut().unwrap().push(c);
             }
-            items.push(item);
             for item in items {
                 let name: String = item
                     .trim()

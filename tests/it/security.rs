@@ -9,8 +9,7 @@ use std::{path::PathBuf, time::Duration};
 use iot_jobs_gateway::{
     edge::server::ServerSettings,
     pb::{self, jobs_gateway_client::JobsGatewayClient},
-    security::auth::AuthSettings,
-    security::tls::TlsSettings,
+    security::{auth::AuthSettings, tls::TlsSettings},
 };
 use support::{
     GatewayOptions, TestGateway,

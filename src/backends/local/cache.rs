@@ -9,10 +9,12 @@ use async_trait::async_trait;
 use moka::{Expiry, future::Cache, ops::compute::Op};
 use tokio::time::Instant;
 
-use crate::domain::cache::{AnswerCache, CacheSettings, Cached, Fetch, weight};
 use crate::{
-    domain::answer::JobAnswer,
-    domain::error::GatewayError,
+    domain::{
+        answer::JobAnswer,
+        cache::{AnswerCache, CacheSettings, Cached, Fetch, weight},
+        error::GatewayError,
+    },
     upstream::{JobQuery, UpstreamErrorKind},
 };
 

@@ -1,7 +1,12 @@
 //! Poll ownership for a gateway on its own.
 
-use crate::domain::watch::ownership::{MakeObservation, PollOwnership};
-use crate::{domain::watch::Watches, upstream::JobQuery};
+use crate::{
+    domain::watch::{
+        Watches,
+        ownership::{MakeObservation, PollOwnership},
+    },
+    upstream::JobQuery,
+};
 
 /// One gateway process: it polls what it watches, and its watchers are all
 /// here.

@@ -42,13 +42,20 @@ use prost::Message as _;
 use redis::{AsyncCommands as _, Script};
 use tokio::{sync::broadcast, time::Instant};
 
-use crate::backends::local::cache::LocalCache;
-use crate::domain::cache::{AnswerCache, CacheSettings, Cached, Fetch};
 use crate::{
-    backends::redis::Keys, backends::redis::Shared, backends::redis::Trouble,
-    backends::redis::wire::Outcome, backends::redis::wire::StoredAnswer,
-    backends::redis::wire::StoredError, backends::redis::wire::wall_ms, domain::answer::JobAnswer,
-    domain::error::GatewayError, upstream::JobQuery,
+    backends::{
+        local::cache::LocalCache,
+        redis::{
+            Keys, Shared, Trouble,
+            wire::{Outcome, StoredAnswer, StoredError, wall_ms},
+        },
+    },
+    domain::{
+        answer::JobAnswer,
+        cache::{AnswerCache, CacheSettings, Cached, Fetch},
+        error::GatewayError,
+    },
+    upstream::JobQuery,
 };
 
 /// The longest an answer stays in a replica's first tier.

@@ -58,11 +58,15 @@ use tokio::{
 };
 use tracing::warn;
 
-use crate::backends::local::limit::LocalRateLimit;
-use crate::backends::redis::{Shared, Trouble};
-use crate::domain::limit::{
-    LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share,
-    fair::{FairQueue, Line},
+use crate::{
+    backends::{
+        local::limit::LocalRateLimit,
+        redis::{Shared, Trouble},
+    },
+    domain::limit::{
+        LimiterSettings, Permit, RateLimit, RejectReason, Rejected, Share,
+        fair::{FairQueue, Line},
+    },
 };
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("limit.lua")));
@@ -328,8 +332,8 @@ impl RateLimit for SharedRateLimit {
         }
     }
 
-    /// A permit of the shared bucket (the failover returns the others to
-    /// the bucket that gave them).
+    /// A permit goes back to the bucket that gave it: the shared one, or
+    /// this replica's own when Redis went away while the call waited.
     fn throttled(&self, permit: Permit) {
         let this = &self.0;
         if permit.shared {

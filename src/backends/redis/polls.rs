@@ -37,12 +37,17 @@ use redis::Script;
 use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, info};
 
-use crate::domain::watch::ownership::{MakeObservation, PollOwnership};
 use crate::{
-    backends::redis::Keys, backends::redis::Shared, backends::redis::wire::Published,
-    backends::redis::wire::StoredAnswer, backends::redis::wire::StoredError,
-    domain::watch::Observed, domain::watch::Watches, domain::watch::observation::Observation,
-    domain::watch::observation::Order, domain::watch::observation::Trigger, upstream::JobQuery,
+    backends::redis::{
+        Keys, Shared,
+        wire::{Published, StoredAnswer, StoredError},
+    },
+    domain::watch::{
+        Observed, Watches,
+        observation::{Observation, Order, Trigger},
+        ownership::{MakeObservation, PollOwnership},
+    },
+    upstream::JobQuery,
 };
 
 /// How long a lease lasts unless renewed.

@@ -11,12 +11,11 @@ use prost::Message;
 use tokio::time::Instant;
 
 use crate::{
-    domain::answer::JobAnswer,
-    domain::answer::JobState,
-    domain::error::DeadlineSource,
-    domain::error::GatewayError,
-    domain::limit::RejectReason,
-    domain::limit::Rejected,
+    domain::{
+        answer::{JobAnswer, JobState},
+        error::{DeadlineSource, GatewayError},
+        limit::{RejectReason, Rejected},
+    },
     pb,
     upstream::{UpstreamError, UpstreamErrorKind},
 };

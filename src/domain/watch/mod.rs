@@ -28,8 +28,7 @@ use std::{
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    domain::error::GatewayError,
-    domain::error::WatchScope,
+    domain::error::{GatewayError, WatchScope},
     upstream::{JobQuery, UpstreamErrorKind},
 };
 pub use observation::{ChangeKind, Changes, Observation, Observed};

@@ -15,7 +15,13 @@ use std::{
 use prost::Message as _;
 use tokio::time::Instant;
 
-use crate::{domain::answer::JobAnswer, domain::answer::JobState, domain::error::GatewayError, pb};
+use crate::{
+    domain::{
+        answer::{JobAnswer, JobState},
+        error::GatewayError,
+    },
+    pb,
+};
 
 /// When a request for a job's state was sent: later requests see states at
 /// least as new. The sequence number orders requests within a process.

@@ -8,8 +8,10 @@
 
 use std::sync::Weak;
 
-use crate::domain::watch::{Watches, observation::Observation};
-use crate::upstream::JobQuery;
+use crate::{
+    domain::watch::{Watches, observation::Observation},
+    upstream::JobQuery,
+};
 
 /// An observation made on demand (only if someone may see it).
 pub type MakeObservation<'a> = Box<dyn FnOnce() -> Observation + 'a>;

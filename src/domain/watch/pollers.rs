@@ -21,12 +21,18 @@ use std::{
 use async_trait::async_trait;
 use tokio::{sync::watch, time::Instant};
 
-use crate::domain::watch::{
-    Watches,
-    observation::{Changes, Observation, Observed, Sent, Trigger},
-    worth_reporting,
+use crate::{
+    domain::{
+        error::GatewayError,
+        limit::Permit,
+        watch::{
+            Watches,
+            observation::{Changes, Observation, Observed, Sent, Trigger},
+            worth_reporting,
+        },
+    },
+    upstream::JobQuery,
 };
-use crate::{domain::error::GatewayError, domain::limit::Permit, upstream::JobQuery};
 
 /// While events keep asking for polls, one poll in this many still goes to
 /// the job AWS answered about longest ago.

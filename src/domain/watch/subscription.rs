@@ -9,12 +9,14 @@ use tokio::{
 };
 use tokio_stream::{StreamExt as _, StreamMap, wrappers::WatchStream};
 
-use crate::domain::watch::{
-    Watches,
-    observation::{Changes, Observation},
-    pollers::Latest,
+use crate::domain::{
+    error::GatewayError,
+    watch::{
+        WatchTargets, Watches,
+        observation::{Changes, Observation},
+        pollers::Latest,
+    },
 };
-use crate::domain::{error::GatewayError, watch::WatchTargets};
 
 /// A stream's place under the caps; gives it back when dropped.
 pub(crate) struct StreamTicket {

@@ -271,7 +271,7 @@ impl CallRecord {
 
     /// Whether the call is a health check.
     fn is_probe(&self) -> bool {
-        self.method().service == HEALTH
+        self.method().service == crate::pb::HEALTH_SERVICE
     }
 }
 
@@ -295,9 +295,6 @@ impl Ended {
         Some(Self::Status(code, message))
     }
 }
-
-/// The health service's name.
-const HEALTH: &str = crate::pb::HEALTH_SERVICE;
 
 pin_project_lite::pin_project! {
     /// The response future of an observed call.

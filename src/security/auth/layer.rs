@@ -13,8 +13,10 @@ use futures_util::future::{Either, Ready, ready};
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::security::auth::Auth;
-use crate::{domain::error::GatewayError, security::peer::Peer};
+use crate::{
+    domain::error::GatewayError,
+    security::{auth::Auth, peer::Peer},
+};
 
 /// Marks a call the admission layer refused before any handler ran.
 #[derive(Debug, Clone)]

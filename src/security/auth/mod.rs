@@ -26,10 +26,16 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use http::HeaderValue;
 use tonic::Request;
 
-use crate::security::watched::{FileError, Watched};
 use crate::{
-    domain::error::Denied, domain::error::GatewayError, domain::error::WatchScope,
-    domain::limit::Share, domain::watch::StreamOwner, security::peer::Peer,
+    domain::{
+        error::{Denied, GatewayError, WatchScope},
+        limit::Share,
+        watch::StreamOwner,
+    },
+    security::{
+        peer::Peer,
+        watched::{FileError, Watched},
+    },
 };
 use jwt::{Jwks, JwtSettings};
 use policy::{Grants, Policy};

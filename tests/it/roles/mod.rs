@@ -11,7 +11,10 @@ mod polls;
 use std::sync::Arc;
 
 use iot_jobs_gateway::{
-    backends::{self, redis::RedisSettings, redis::Shared},
+    backends::{
+        self,
+        redis::{RedisSettings, Shared},
+    },
     domain::{JobsSettings, Roles},
 };
 

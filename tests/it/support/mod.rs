@@ -22,15 +22,10 @@ use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
 use iot_jobs_gateway::{
-    app::Application,
-    app::GatewaySettings,
+    app::{Application, GatewaySettings},
     backends::redis::RedisSettings,
-    domain::Jobs,
-    domain::JobsSettings,
-    domain::limit::LimiterSettings,
-    edge::server::ServeError,
-    edge::server::ServerSettings,
-    edge::server::Stopped,
+    domain::{Jobs, JobsSettings, limit::LimiterSettings},
+    edge::server::{ServeError, ServerSettings, Stopped},
     events::EventsSettings,
     pb::jobs_gateway_client::JobsGatewayClient,
     upstream::{

@@ -18,7 +18,6 @@ use crate::{
         limit::{Permit, RateLimit, Rejected, Share},
         metrics::JobsMetrics,
         watch::{
-            Observation,
             observation::{Sent, Trigger},
             pollers::Polls,
         },
@@ -179,11 +178,11 @@ impl Polls for WatchPolls {
         query: &JobQuery,
         permit: Permit,
         trigger: Trigger,
-    ) -> Result<Observation, GatewayError> {
+    ) -> Result<(Arc<JobAnswer>, Sent), GatewayError> {
         let sent = Sent::now().because(trigger);
         let answer = self.fetcher.poll(query, permit, sent.at).await?;
         self.cache.store(query, answer.clone()).await;
-        Ok(Observation::answered(&answer, sent))
+        Ok((answer, sent))
     }
 }
 

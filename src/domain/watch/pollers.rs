@@ -23,6 +23,7 @@ use tokio::{sync::watch, time::Instant};
 
 use crate::{
     domain::{
+        answer::JobAnswer,
         error::GatewayError,
         limit::Permit,
         watch::{
@@ -89,15 +90,15 @@ pub trait Polls: Clone + Send + Sync + 'static {
     /// A background token from the rate limit.
     async fn token(&self) -> Permit;
 
-    /// One poll of `query` with a token already taken, for `trigger`: what
-    /// its answer shows the watchers (the scheduler hands it to
+    /// One poll of `query` with a token already taken, for `trigger`: AWS's
+    /// answer and the request that got it (the scheduler hands them to
     /// `Watches::observe`).
     async fn poll(
         &self,
         query: &JobQuery,
         permit: Permit,
         trigger: Trigger,
-    ) -> Result<Observation, GatewayError>;
+    ) -> Result<(Arc<JobAnswer>, Sent), GatewayError>;
 }
 
 impl Watches {
@@ -381,7 +382,9 @@ async fn schedule(watches: Arc<Watches>, polls: impl Polls) {
                 tokio::spawn(async move {
                     let _done = PollDone(&watches, &query, poller);
                     match polls.poll(&query, permit, trigger).await {
-                        Ok(observation) => watches.observe(&query, || observation),
+                        Ok((answer, sent)) => {
+                            watches.observe(&query, || Observation::answered(&answer, sent));
+                        }
                         Err(err) if worth_reporting(&err) => {
                             let failed = || Observation::new(Observed::Failed(err), Sent::now());
                             watches.observe(&query, failed);

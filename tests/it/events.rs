@@ -395,11 +395,14 @@ async fn over_mqtts(
     TestGateway,
     Streaming<pb::WatchJobsResponse>,
 ) {
-    let dir = support::process::empty_home(if good_client_cert {
-        "mqtts-good"
-    } else {
-        "mqtts-foreign"
-    });
+    // Not under target/: Mosquitto started as root reads its certificates
+    // as its own user, who may not enter the checkout (a fresh clone in a
+    // private temporary directory).
+    let dir = std::env::temp_dir().join(format!(
+        "iot-jobs-gateway-mqtts-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
     let pki = Pki::new(&dir, "broker");
     let foreign = Pki::new(&dir, "foreign");
     let server = pki.server("broker-server");

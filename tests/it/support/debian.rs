@@ -20,17 +20,18 @@ pub async fn binary(package: &'static str, binary: &'static str) -> PathBuf {
     }
 }
 
-/// The path of `binary`, installing `package` first if needed (one
-/// install at a time across test binaries).
+/// The path of `binary`, installing `package` first if needed (one apt-get
+/// at a time across test runs, whatever the package, and waiting for
+/// dpkg's own lock when something else on the machine holds it).
 fn installed(package: &str, binary: &str) -> PathBuf {
     if let Some(found) = find(binary) {
         return found;
     }
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&target).unwrap();
-    let lock = File::create(target.join(format!("{package}-install.lock"))).unwrap();
+    let lock = File::create(target.join("apt-get.lock")).unwrap();
     lock.lock()
-        .unwrap_or_else(|e| panic!("cannot lock target/{package}-install.lock: {e}"));
+        .unwrap_or_else(|e| panic!("cannot lock target/apt-get.lock: {e}"));
     if let Some(found) = find(binary) {
         return found;
     }
@@ -46,6 +47,7 @@ fn installed(package: &str, binary: &str) -> PathBuf {
     eprintln!("installing {package} with apt-get (first run only)");
     for args in [&["update"][..], &["install", "-y", package]] {
         let status = std::process::Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=600"])
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null())

@@ -46,18 +46,21 @@
 //!    and validates the request into a [`upstream::JobQuery`]
 //!    ([`edge::validate`], by AWS's rules in [`domain::rules`]). Bad input
 //!    stops here and costs AWS nothing.
-//! 2. [`domain::Jobs`] answers it: the answer cache
-//!    ([`domain::cache`], which also makes concurrent identical questions
-//!    share one AWS call), answers past their lifetime when AWS fails,
-//!    and the fetcher, the one place that talks to AWS: a token of the
-//!    shared rate limit ([`domain::limit`]), the request, retries, the
-//!    answer made the job model. The roles are traits; [`backends`] holds
-//!    their implementations, in this process or shared through Redis
-//!    behind one failover ([`backends::redis::failover`]).
-//! 3. [`upstream`] is the seam to AWS: [`upstream::JobsUpstream`], which
-//!    [`upstream::aws`] implements with `aws_sdk_iot`, classifying AWS's
-//!    failures once; [`upstream::convert`] turns the SDK's answer into the
-//!    job model ([`pb`]'s types, which mirror AWS field for field).
+//! 2. [`domain::Jobs`] hands it to the operation's [`domain::Answers`]:
+//!    the answer cache ([`domain::cache`], which also makes concurrent
+//!    identical questions share one AWS call), answers past their lifetime
+//!    when AWS fails, and the fetcher, the one place that talks to AWS: a
+//!    token of the operation's rate limit ([`domain::limit`]), the request,
+//!    retries. The roles are traits; [`backends`] holds their
+//!    implementations, one bucket and one cache space per operation, in
+//!    this process or shared through Redis behind one failover
+//!    ([`backends::redis::failover`]).
+//! 3. [`upstream`] is the seam to AWS: an [`upstream::Operation`] (one
+//!    file each, such as [`upstream::describe_job`]) sends its one request
+//!    with the `aws_sdk_iot` client of [`upstream::aws`], which classifies
+//!    AWS's failures once; [`upstream::convert`] turns the SDK's answer
+//!    into the wire model ([`pb`]'s types, which mirror AWS field for
+//!    field).
 //! 4. On the way back, [`edge::status`] is the one place a failure
 //!    ([`domain::error`]) becomes a `tonic::Status` with rich details.
 //!

@@ -13,15 +13,15 @@ use tokio::net::TcpListener;
 
 use crate::{
     backends::{
-        self,
-        redis::{RedisSettings, Shared},
+        local::Local,
+        redis::{RedisSettings, Replicas, Shared},
     },
     domain::{Jobs, JobsSettings},
     edge::server::{self, Reporting, Security, ServeError, ServerSettings, Stopped},
     events::{self, EventSource, EventsSettings, Listener, mqtt::Subscriber},
     security::connections::{GuardedListener, HTTP1_START},
     telemetry::metrics::{self, Metrics, sampled::Sources},
-    upstream::{JobsUpstream, aws::AwsConfigError},
+    upstream::aws::{AwsConfigError, AwsJobsUpstream},
 };
 
 /// Why `serve` could not start or keep running.
@@ -107,7 +107,7 @@ impl Application {
     /// Binds `settings.listen` and builds the domain over `upstream`.
     pub async fn build(
         settings: GatewaySettings,
-        upstream: Arc<dyn JobsUpstream>,
+        upstream: Arc<AwsJobsUpstream>,
     ) -> Result<Self, AppError> {
         let security = Security::load(&settings.server)?;
         let (listener, address) = bind(settings.listen).await?;
@@ -124,18 +124,18 @@ impl Application {
             None => None,
         };
         warn_if_open(address, &security);
-        let (roles, shared) = match &settings.redis {
-            None => (backends::local::roles(&settings.jobs), None),
+        let (jobs, shared) = match &settings.redis {
+            None => (Jobs::new(upstream, settings.jobs, &Local).await, None),
             Some(redis) => {
                 let shared = Shared::connect(redis).await.map_err(AppError::Redis)?;
                 let weak = Arc::downgrade(&shared);
+                let replicas = Replicas(shared);
                 (
-                    backends::redis::roles(&settings.jobs, shared).await,
+                    Jobs::new(upstream, settings.jobs, &replicas).await,
                     Some(weak),
                 )
             }
         };
-        let jobs = Jobs::new(upstream, settings.jobs, roles);
         let reporting = Reporting::new(settings.server.refusal_log);
         let metrics = metrics_listener.map(|(listener, address)| {
             let mut metrics = Metrics::new(Sources {

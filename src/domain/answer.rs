@@ -1,31 +1,29 @@
-//! What AWS answered about a job: the one type the cache stores, watchers
-//! observe and calls are served from, with the one rule for when a job
-//! has stopped changing.
+//! What AWS answered to one question of an operation: the one type the
+//! cache stores, watchers observe and calls are served from, with the one
+//! rule for when an answer has stopped changing.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
 use crate::{
     domain::error::GatewayError,
-    pb,
-    upstream::{JobQuery, UpstreamError},
+    upstream::{DescribeJob, Operation, UpstreamError},
 };
 
-/// What AWS said about a job.
-#[derive(Debug, Clone)]
-pub enum JobState {
-    /// The job, already in its wire form (converted once, served many times).
-    Found(Arc<pb::DescribeJobResponse>),
-    /// AWS said there is no such job.
+/// What AWS said.
+pub enum State<O: Operation> {
+    /// The answer, already in its wire form (converted once, served many
+    /// times).
+    Found(Arc<O::Response>),
+    /// AWS said there is no such thing (job, execution).
     NotFound(UpstreamError),
 }
 
-/// One answer from AWS about a job, and when it came.
-#[derive(Debug, Clone)]
-pub struct JobAnswer {
+/// One answer from AWS, and when it came.
+pub struct Answer<O: Operation> {
     /// What AWS said.
-    pub state: JobState,
+    pub state: State<O>,
     /// When AWS answered: the answer's age, for lifetimes and `x-cache`.
     pub answered_at: Instant,
     /// When the request that got it was sent. An answer to a later request
@@ -34,9 +32,15 @@ pub struct JobAnswer {
     pub asked_at: Instant,
 }
 
-impl JobAnswer {
+/// What AWS said about a job (DescribeJob).
+pub type JobState = State<DescribeJob>;
+
+/// One DescribeJob answer.
+pub type JobAnswer = Answer<DescribeJob>;
+
+impl<O: Operation> Answer<O> {
     /// An answer AWS gave just now to a request sent at `asked_at`.
-    pub fn new(state: JobState, asked_at: Instant) -> Self {
+    pub fn new(state: State<O>, asked_at: Instant) -> Self {
         Self {
             state,
             answered_at: Instant::now(),
@@ -45,20 +49,17 @@ impl JobAnswer {
     }
 
     /// An answer AWS gave just now to a request sent just now.
-    pub fn now(state: JobState) -> Self {
+    pub fn now(state: State<O>) -> Self {
         Self::new(state, Instant::now())
     }
 
-    /// Whether the job has stopped changing: COMPLETED, CANCELED, or gone.
-    /// (A deleted job's id can be used again, but not for the same job.)
+    /// Whether the answer has stopped changing ([`Operation::settled`]),
+    /// or what it asked about is gone. (A deleted job's id can be used
+    /// again, but not for the same job.)
     pub fn is_terminal(&self) -> bool {
-        use pb::job::Status;
         match &self.state {
-            JobState::Found(response) => matches!(
-                response.job.as_ref().map(|job| job.status()),
-                Some(Status::Completed | Status::Canceled)
-            ),
-            JobState::NotFound(_) => true,
+            State::Found(response) => O::settled(response),
+            State::NotFound(_) => true,
         }
     }
 
@@ -67,22 +68,61 @@ impl JobAnswer {
         self.answered_at.elapsed()
     }
 
-    /// The job as a caller receives it, or the caller's NOT_FOUND error.
-    pub fn response(&self, query: &JobQuery) -> Result<Arc<pb::DescribeJobResponse>, GatewayError> {
+    /// The answer as a caller receives it, or the caller's NOT_FOUND error.
+    pub fn response(&self, question: &O::Question) -> Result<Arc<O::Response>, GatewayError> {
         match &self.state {
-            JobState::Found(response) => Ok(response.clone()),
-            JobState::NotFound(err) => Err(GatewayError::Upstream {
-                job_id: query.job_id.clone(),
+            State::Found(response) => Ok(response.clone()),
+            State::NotFound(err) => Err(GatewayError::Upstream {
+                job_id: O::subject(question).to_owned(),
                 source: err.clone(),
             }),
         }
     }
 }
 
+impl<O: Operation> Clone for State<O> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Found(response) => Self::Found(response.clone()),
+            Self::NotFound(err) => Self::NotFound(err.clone()),
+        }
+    }
+}
+
+impl<O: Operation> fmt::Debug for State<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Found(response) => f.debug_tuple("Found").field(response).finish(),
+            Self::NotFound(err) => f.debug_tuple("NotFound").field(err).finish(),
+        }
+    }
+}
+
+impl<O: Operation> Clone for Answer<O> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            answered_at: self.answered_at,
+            asked_at: self.asked_at,
+        }
+    }
+}
+
+impl<O: Operation> fmt::Debug for Answer<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("operation", &O::NAME)
+            .field("state", &self.state)
+            .field("answered_at", &self.answered_at)
+            .field("asked_at", &self.asked_at)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::UpstreamErrorKind;
+    use crate::{pb, upstream::UpstreamErrorKind};
 
     fn with_status(status: pb::job::Status) -> JobAnswer {
         JobAnswer::now(JobState::Found(Arc::new(pb::DescribeJobResponse {

@@ -1,9 +1,10 @@
-//! The answer cache role: answers kept per question ([`JobQuery`]: job id
-//! and `before_substitution`) for a lifetime that depends on what they say,
-//! with concurrent misses for the same question sharing one fetch.
+//! The answer cache role: answers kept per question of an operation (for
+//! DescribeJob, the job id and `before_substitution`) for a lifetime that
+//! depends on what they say, with concurrent misses for the same question
+//! sharing one fetch. Each operation has a cache space of its own.
 //!
-//! Jobs in a terminal status rarely change, so they are kept longer than
-//! active ones; "no such job" is kept briefly (a negative entry) so a client
+//! Answers that stopped changing ([`Answer::is_terminal`]: jobs in a
+//! terminal status) are kept longer than active ones; "no such job" is kept briefly (a negative entry) so a client
 //! polling a wrong id does not cost AWS a call each time. Other failures are
 //! never stored, though callers that were waiting on the same fetch all
 //! receive it.
@@ -25,11 +26,10 @@ use tokio::time::Instant;
 
 use crate::{
     domain::{
-        answer::{JobAnswer, JobState},
+        answer::{Answer, State},
         error::GatewayError,
     },
-    pb,
-    upstream::JobQuery,
+    upstream::Operation,
 };
 
 /// How long answers are kept, and how much memory they may use.
@@ -67,11 +67,11 @@ impl Default for CacheSettings {
 
 impl CacheSettings {
     /// How long `answer` may be served, counted from when AWS gave it.
-    pub fn lifetime(&self, answer: &JobAnswer) -> Duration {
+    pub fn lifetime<O: Operation>(&self, answer: &Answer<O>) -> Duration {
         match &answer.state {
-            JobState::NotFound(_) => self.not_found_ttl,
-            JobState::Found(_) if answer.is_terminal() => self.terminal_ttl,
-            JobState::Found(_) => self.ttl,
+            State::NotFound(_) => self.not_found_ttl,
+            State::Found(_) if answer.is_terminal() => self.terminal_ttl,
+            State::Found(_) => self.ttl,
         }
     }
 
@@ -79,10 +79,10 @@ impl CacheSettings {
     /// Only answers about a job are ever served stale; "no such job" is
     /// kept no longer than its lifetime, but still replaces an older
     /// answer, so a job AWS said is gone cannot come back stale.
-    pub fn kept_past_lifetime(&self, answer: &JobAnswer) -> Duration {
+    pub fn kept_past_lifetime<O: Operation>(&self, answer: &Answer<O>) -> Duration {
         match &answer.state {
-            JobState::Found(_) => self.stale_if_error.max(self.stale_while_revalidate),
-            JobState::NotFound(_) => Duration::ZERO,
+            State::Found(_) => self.stale_if_error.max(self.stale_while_revalidate),
+            State::NotFound(_) => Duration::ZERO,
         }
     }
 
@@ -102,58 +102,69 @@ impl CacheSettings {
     }
 
     /// How long ago `answer`'s lifetime ended (zero while it lasts).
-    pub fn staleness(&self, answer: &JobAnswer) -> Duration {
+    pub fn staleness<O: Operation>(&self, answer: &Answer<O>) -> Duration {
         answer.age().saturating_sub(self.lifetime(answer))
     }
 }
 
 /// An answer the cache holds, and whether it is still fresh: within its
 /// lifetime and not set aside by a call asking for a newer one.
-#[derive(Debug, Clone)]
-pub struct Cached {
+pub struct Cached<O: Operation> {
     /// The answer.
-    pub answer: Arc<JobAnswer>,
+    pub answer: Arc<Answer<O>>,
     /// Whether a lookup would serve it as a hit.
     pub fresh: bool,
 }
 
-/// A fetch of one answer from AWS, run by the cache on a miss.
-pub type Fetch<'a> = BoxFuture<'a, Result<Arc<JobAnswer>, GatewayError>>;
+impl<O: Operation> Clone for Cached<O> {
+    fn clone(&self) -> Self {
+        Self {
+            answer: self.answer.clone(),
+            fresh: self.fresh,
+        }
+    }
+}
 
-/// Where answers are kept between calls.
+/// A fetch of one answer from AWS, run by the cache on a miss.
+pub type Fetch<'a, O> = BoxFuture<'a, Result<Arc<Answer<O>>, GatewayError>>;
+
+/// What a cache holds in this process, whatever it holds (for metrics).
+pub trait Held: Send + Sync + 'static {
+    /// What this process holds now.
+    fn usage(&self) -> Usage;
+}
+
+/// Where answers to one operation's questions are kept between calls.
 #[async_trait]
-pub trait AnswerCache: Send + Sync + 'static {
+pub trait AnswerCache<O: Operation>: Held {
     /// The cached answer for `query`, or the one `fetch` produces. Callers
     /// arriving while a fetch for the same question is running wait for it
     /// and share its result, failures included; failures are not stored
     /// ("no such job" is an answer, and is).
     async fn get_or_fetch(
         &self,
-        query: &JobQuery,
-        fetch: Fetch<'_>,
-    ) -> Result<Arc<JobAnswer>, Arc<GatewayError>>;
+        query: &O::Question,
+        fetch: Fetch<'_, O>,
+    ) -> Result<Arc<Answer<O>>, Arc<GatewayError>>;
 
     /// The cached answer for `query`, if there is one; never fetches.
-    async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>>;
+    async fn peek(&self, query: &O::Question) -> Option<Arc<Answer<O>>>;
 
     /// The newest answer held for `query`, fresh or kept past its lifetime
     /// for the stale windows ([`CacheSettings::kept_past_lifetime`]);
     /// never fetches. A fresh answer found in a slower tier is copied into
     /// the faster one, as a lookup would.
-    async fn cached(&self, query: &JobQuery) -> Option<Cached>;
+    async fn cached(&self, query: &O::Question) -> Option<Cached<O>>;
 
     /// Stores `answer` for `query` unless the cache holds a newer one (an
     /// answer to a later request).
-    async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>);
+    async fn store(&self, query: &O::Question, answer: Arc<Answer<O>>);
 
     /// Sets aside the answer for `query` if AWS gave it before `instant`, so
     /// the next lookup fetches, or joins a fetch still in flight. It stays
     /// available to [`AnswerCache::cached`] as not fresh, for the stale
     /// windows of other calls.
-    async fn forget_older_than(&self, query: &JobQuery, instant: Instant);
-
-    /// What this process holds now (for metrics).
-    fn usage(&self) -> Usage;
+    async fn forget_older_than(&self, query: &O::Question, instant: Instant);
 }
 
 /// What a cache holds in this process.
@@ -173,13 +184,13 @@ const ENTRY_OVERHEAD: u32 = 1536;
 /// size, its protobuf encoding doubled (heap strings and vectors, each with
 /// allocator overhead), and a fixed overhead. Calibrated against the
 /// process's RSS per cached job measured in BENCHMARKS.md.
-pub fn weight(key: &JobQuery, answer: &JobAnswer) -> u32 {
+pub fn weight<O: Operation>(key: &O::Question, answer: &Answer<O>) -> u32 {
     let message = match &answer.state {
-        JobState::Found(response) => std::mem::size_of::<pb::DescribeJobResponse>()
+        State::Found(response) => std::mem::size_of::<O::Response>()
             .saturating_add(response.encoded_len().saturating_mul(2)),
-        JobState::NotFound(_) => 0,
+        State::NotFound(_) => 0,
     };
-    u32::try_from(message + key.job_id.len())
+    u32::try_from(message + O::subject(key).len())
         .unwrap_or(u32::MAX)
         .saturating_add(ENTRY_OVERHEAD)
 }
@@ -187,7 +198,11 @@ pub fn weight(key: &JobQuery, answer: &JobAnswer) -> u32 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::upstream::{UpstreamError, UpstreamErrorKind};
+    use crate::{
+        domain::answer::{JobAnswer, JobState},
+        pb,
+        upstream::{UpstreamError, UpstreamErrorKind},
+    };
 
     pub(crate) fn answer(status: Option<pb::job::Status>) -> JobAnswer {
         let state = match status {

@@ -1,7 +1,7 @@
 //! The AWS exchange, one place for calls and watch polls alike: a token
 //! from the rate limit (taken only while AWS can still answer in time), one
 //! request, what AWS's answer tells the limiter, the latency estimate, a
-//! call's retries, and the SDK's answer made the job model.
+//! call's retries. One fetcher per operation, each with its own bucket.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::{
     domain::{
-        answer::{JobAnswer, JobState},
+        answer::{Answer, JobAnswer, State},
         cache::AnswerCache,
         error::{DeadlineSource, GatewayError},
         limit::{Permit, RateLimit, Rejected, Share},
@@ -22,27 +22,29 @@ use crate::{
             pollers::Polls,
         },
     },
-    pb,
     upstream::{
-        JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
+        DescribeJob, JobQuery, Operation, UpstreamError, UpstreamErrorKind,
+        aws::AwsJobsUpstream,
         retry::{RetryPolicy, Retryable},
     },
 };
 
-/// Asks AWS about jobs, within the budget and the gateway's timeouts.
-pub(crate) struct Fetcher {
-    upstream: Arc<dyn JobsUpstream>,
+/// Asks AWS one operation's questions, within its budget and the gateway's
+/// timeouts.
+pub(crate) struct Fetcher<O: Operation> {
+    upstream: Arc<AwsJobsUpstream>,
     retry: RetryPolicy,
     operation_timeout: Duration,
     limiter: Arc<dyn RateLimit>,
     latency: LatencyEstimate,
     metrics: Arc<JobsMetrics>,
+    operation: std::marker::PhantomData<O>,
 }
 
-impl Fetcher {
+impl<O: Operation> Fetcher<O> {
     /// A fetcher asking `upstream` through `limiter`, counting in `metrics`.
     pub(crate) fn new(
-        upstream: Arc<dyn JobsUpstream>,
+        upstream: Arc<AwsJobsUpstream>,
         retry: RetryPolicy,
         operation_timeout: Duration,
         limiter: Arc<dyn RateLimit>,
@@ -55,6 +57,7 @@ impl Fetcher {
             limiter,
             latency: LatencyEstimate::default(),
             metrics,
+            operation: std::marker::PhantomData,
         }
     }
 
@@ -73,11 +76,11 @@ impl Fetcher {
     /// answer too.
     pub(crate) async fn ask(
         &self,
-        query: &JobQuery,
+        query: &O::Question,
         deadline: Instant,
         share: &Share,
         sent_at: Instant,
-    ) -> Result<Arc<JobAnswer>, GatewayError> {
+    ) -> Result<Arc<Answer<O>>, GatewayError> {
         let mut tries = 0;
         let attempts = self.retry.run(deadline, || {
             tries += 1;
@@ -86,7 +89,7 @@ impl Fetcher {
             }
             self.attempt(query, deadline, share)
         });
-        job_answer(query, attempts.await, sent_at)
+        answer_of::<O>(query, attempts.await, sent_at)
     }
 
     /// One watch poll of `query`, sent at `sent_at` with a background token
@@ -94,10 +97,10 @@ impl Fetcher {
     /// polls again) within the gateway's operation timeout.
     pub(crate) async fn poll(
         &self,
-        query: &JobQuery,
+        query: &O::Question,
         permit: Permit,
         sent_at: Instant,
-    ) -> Result<Arc<JobAnswer>, GatewayError> {
+    ) -> Result<Arc<Answer<O>>, GatewayError> {
         self.metrics.polled();
         let deadline = sent_at + self.operation_timeout;
         let request = self.send(query, permit);
@@ -105,21 +108,21 @@ impl Fetcher {
             Ok(result) => result,
             Err(_elapsed) => {
                 return Err(GatewayError::DeadlineExceeded {
-                    job_id: query.job_id.clone(),
+                    job_id: O::subject(query).to_owned(),
                     budget: self.operation_timeout,
                     limit: DeadlineSource::Gateway,
                 });
             }
         };
-        job_answer(query, result, sent_at)
+        answer_of::<O>(query, result, sent_at)
     }
 
     async fn attempt(
         &self,
-        query: &JobQuery,
+        query: &O::Question,
         deadline: Instant,
         share: &Share,
-    ) -> Result<JobDescription, Attempt> {
+    ) -> Result<O::Response, Attempt> {
         // A token is only worth taking if AWS can still answer in time: a
         // call sent just before the deadline spends quota on nothing.
         let margin = self.latency.typical() * 2;
@@ -136,9 +139,9 @@ impl Fetcher {
 
     /// One AWS request with a token already taken; tells the limiter how
     /// AWS answered.
-    async fn send(&self, query: &JobQuery, permit: Permit) -> Result<JobDescription, Attempt> {
+    async fn send(&self, query: &O::Question, permit: Permit) -> Result<O::Response, Attempt> {
         let sent = self.metrics.aws_sent();
-        let result = self.upstream.describe_job(query).await;
+        let result = self.upstream.send::<O>(query).await;
         let took = sent.answered(result.as_ref().map(|_| ()));
         self.latency.record(took);
         // Any answer AWS gave without throttling shows there is quota to spare.
@@ -162,9 +165,9 @@ impl Fetcher {
 #[derive(Clone)]
 pub(crate) struct WatchPolls {
     /// Asks AWS.
-    pub(crate) fetcher: Arc<Fetcher>,
+    pub(crate) fetcher: Arc<Fetcher<DescribeJob>>,
     /// Keeps the answers.
-    pub(crate) cache: Arc<dyn AnswerCache>,
+    pub(crate) cache: Arc<dyn AnswerCache<DescribeJob>>,
 }
 
 #[async_trait::async_trait]
@@ -188,30 +191,30 @@ impl Polls for WatchPolls {
 
 /// Turns the outcome of asking AWS into an answer; "no such job" is an
 /// answer too.
-fn job_answer(
-    query: &JobQuery,
-    result: Result<JobDescription, Attempt>,
+fn answer_of<O: Operation>(
+    query: &O::Question,
+    result: Result<O::Response, Attempt>,
     asked_at: Instant,
-) -> Result<Arc<JobAnswer>, GatewayError> {
+) -> Result<Arc<Answer<O>>, GatewayError> {
     let state = match result {
-        Ok(description) => JobState::Found(Arc::new(pb::DescribeJobResponse::from(&description))),
+        Ok(response) => State::Found(Arc::new(response)),
         Err(Attempt::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
-            JobState::NotFound(err)
+            State::NotFound(err)
         }
         Err(Attempt::Upstream(source)) => {
             return Err(GatewayError::Upstream {
-                job_id: query.job_id.clone(),
+                job_id: O::subject(query).to_owned(),
                 source,
             });
         }
         Err(Attempt::Limited(rejected)) => {
             return Err(GatewayError::RateLimited {
-                job_id: query.job_id.clone(),
+                job_id: O::subject(query).to_owned(),
                 rejected,
             });
         }
     };
-    Ok(Arc::new(JobAnswer::new(state, asked_at)))
+    Ok(Arc::new(Answer::new(state, asked_at)))
 }
 
 /// A moving average of how long AWS takes to answer.

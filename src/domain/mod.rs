@@ -7,13 +7,17 @@
 //! the same call, later ones get the cached answer. A batch is many
 //! questions answered concurrently, duplicates asked once.
 //!
-//! Ownership is a tree: [`Jobs`] holds the fetcher (`fetch.rs`, the AWS exchange:
-//! tokens, requests, retries, conversion), the cache, the stale answers and
-//! the [`watch`]es; the watch scheduler holds the fetcher and the cache, not
-//! `Jobs`. The roles are traits ([`limit`], [`cache`],
-//! [`watch::ownership`]); their implementations are the backends'.
+//! Every AWS operation ([`crate::upstream::Operation`]) is answered the
+//! same way, by its own [`Answers`] (`answers.rs`): its fetcher (`fetch.rs`,
+//! the AWS exchange: tokens, requests, retries), its cache space and its
+//! stale answers, over its own bucket. Ownership is a tree: [`Jobs`] holds
+//! each operation's `Answers` and the [`watch`]es; the watch scheduler holds
+//! DescribeJob's fetcher and cache, not `Jobs`. The roles are traits
+//! ([`limit`], [`cache`], [`watch::ownership`]); their implementations are
+//! the backends', which give each operation its own ([`Backend`]).
 
 pub mod answer;
+pub(crate) mod answers;
 mod batch;
 pub mod cache;
 pub mod error;
@@ -25,17 +29,19 @@ pub mod rules;
 mod stale;
 pub mod watch;
 
+pub use answers::Answers;
 pub use jobs::Jobs;
 
 use std::{
+    future::Future,
     sync::{Arc, Weak},
     time::Duration,
 };
 
 use tokio::time::Instant;
 
-use crate::{pb, upstream::retry::RetryPolicy};
-use cache::{AnswerCache, CacheSettings};
+use crate::upstream::{DescribeJob, Operation, retry::RetryPolicy};
+use cache::{AnswerCache, CacheSettings, Held};
 use error::GatewayError;
 use limit::{LimiterSettings, RateLimit, Share};
 use watch::{WatchSettings, Watches, ownership::PollOwnership};
@@ -47,7 +53,7 @@ pub struct JobsSettings {
     pub retry: RetryPolicy,
     /// Bounds all attempts, waits and backoffs of one question together.
     pub operation_timeout: Duration,
-    /// The token bucket every AWS attempt passes.
+    /// DescribeJob's token bucket, which every DescribeJob attempt passes.
     pub limiter: LimiterSettings,
     /// How long answers are kept.
     pub cache: CacheSettings,
@@ -96,11 +102,18 @@ impl Source {
     }
 }
 
-/// A job as served to one call: AWS's answer and how this call got it.
-#[derive(Debug, Clone)]
-pub struct Served {
-    /// The job in wire form, shared with the cache.
-    pub response: Arc<pb::DescribeJobResponse>,
+impl JobsSettings {
+    /// The bucket of operation `O`.
+    pub fn limiter_of<O: Operation>(&self) -> &LimiterSettings {
+        &self.limiter
+    }
+}
+
+/// An answer as served to one call: AWS's answer and how this call got it.
+#[derive(Debug)]
+pub struct Served<O: Operation = DescribeJob> {
+    /// The answer in wire form, shared with the cache.
+    pub response: Arc<O::Response>,
     /// Where it came from.
     pub source: Source,
     /// How long ago AWS gave it.
@@ -123,19 +136,41 @@ pub struct Call {
     pub share: Share,
 }
 
-/// One item's result in a batch: its index and its answer.
-pub type ItemResult = (usize, Result<Served, GatewayError>);
+impl<O: Operation> Clone for Served<O> {
+    fn clone(&self) -> Self {
+        Self {
+            response: self.response.clone(),
+            source: self.source,
+            age: self.age,
+        }
+    }
+}
 
-/// The roles the domain is built from. One gateway on its own keeps them
-/// in-process ([`crate::backends::local::roles`]); replicas share them
-/// ([`crate::backends::redis::roles`]).
-pub struct Roles {
-    /// The AWS call budget.
+/// One item's result in a batch: its index and its answer.
+pub type ItemResult<O = DescribeJob> = (usize, Result<Served<O>, GatewayError>);
+
+/// One operation's roles: its own AWS budget and its own cache space.
+pub struct OperationRoles<O: Operation> {
+    /// The operation's AWS call budget.
     pub limit: Arc<dyn RateLimit>,
-    /// Where answers are kept.
-    pub cache: Arc<dyn AnswerCache>,
+    /// Where its answers are kept.
+    pub cache: Arc<dyn AnswerCache<O>>,
+}
+
+/// Where the roles the domain is built from come from. One gateway on its
+/// own keeps them in-process ([`crate::backends::local::Local`]); replicas
+/// share them ([`crate::backends::redis::Replicas`]).
+pub trait Backend: Send + Sync {
+    /// The roles of operation `O`: a bucket with `limiter` and a cache
+    /// space with `cache`, apart from every other operation's.
+    fn operation<O: Operation>(
+        &self,
+        limiter: &LimiterSettings,
+        cache: &CacheSettings,
+    ) -> impl Future<Output = OperationRoles<O>> + Send;
+
     /// Who polls which watched job.
-    pub polls: Arc<dyn PollOwnership>,
+    fn polls(&self) -> Arc<dyn PollOwnership>;
 }
 
 /// The roles whose state the metrics read at each scrape, held weakly: a
@@ -146,7 +181,7 @@ pub struct Gauges {
     /// The AWS budget: its current rate and the calls waiting.
     pub limit: Weak<dyn RateLimit>,
     /// The answer cache: entries and their size.
-    pub cache: Weak<dyn AnswerCache>,
+    pub cache: Weak<dyn Held>,
     /// Watch streams, pollers and poll leases.
     pub watches: Weak<Watches>,
 }

@@ -17,22 +17,22 @@ use tracing::debug;
 use crate::{
     domain::{
         Call, Served, Source,
-        answer::JobState,
+        answer::State,
         cache::{AnswerCache, CacheSettings, Cached},
         error::GatewayError,
     },
-    upstream::JobQuery,
+    upstream::Operation,
 };
 
 /// The stale windows, and the questions this process is renewing.
-pub(super) struct StaleAnswers {
+pub(super) struct StaleAnswers<O: Operation> {
     /// Lifetimes and windows.
     settings: CacheSettings,
     /// Questions with a background refresh running here: one at a time each.
-    refreshing: Mutex<HashSet<JobQuery>>,
+    refreshing: Mutex<HashSet<O::Question>>,
 }
 
-impl StaleAnswers {
+impl<O: Operation> StaleAnswers<O> {
     pub(super) fn new(settings: CacheSettings) -> Self {
         Self {
             settings,
@@ -43,8 +43,8 @@ impl StaleAnswers {
     /// Whether `cached` may be served to `call` in place of a fresh answer:
     /// an answer about a job whose lifetime ended less than `window` ago,
     /// and no longer ago than the call's `max-stale`.
-    fn may_serve(&self, cached: &Cached, window: Duration, call: &Call) -> bool {
-        if call.fresh || !matches!(cached.answer.state, JobState::Found(_)) {
+    fn may_serve(&self, cached: &Cached<O>, window: Duration, call: &Call) -> bool {
+        if call.fresh || !matches!(cached.answer.state, State::Found(_)) {
             return false;
         }
         let past = self.settings.staleness(&cached.answer);
@@ -55,7 +55,7 @@ impl StaleAnswers {
     }
 
     /// Marks `query` as being renewed here; `None` if it already is.
-    fn begin_refresh(self: &Arc<Self>, query: &JobQuery) -> Option<Refresh> {
+    fn begin_refresh(self: &Arc<Self>, query: &O::Question) -> Option<Refresh<O>> {
         let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         refreshing.insert(query.clone()).then(|| Refresh {
             stale: self.clone(),
@@ -65,19 +65,19 @@ impl StaleAnswers {
 }
 
 /// A background refresh of one question; ends its mark when dropped.
-pub(super) struct Refresh {
-    stale: Arc<StaleAnswers>,
-    query: JobQuery,
+pub(super) struct Refresh<O: Operation> {
+    stale: Arc<StaleAnswers<O>>,
+    query: O::Question,
 }
 
-impl Refresh {
+impl<O: Operation> Refresh<O> {
     /// The question being renewed.
-    pub(super) fn query(&self) -> &JobQuery {
+    pub(super) fn query(&self) -> &O::Question {
         &self.query
     }
 }
 
-impl Drop for Refresh {
+impl<O: Operation> Drop for Refresh<O> {
     fn drop(&mut self) {
         let mut refreshing = self
             .stale
@@ -88,7 +88,7 @@ impl Drop for Refresh {
     }
 }
 
-impl StaleAnswers {
+impl<O: Operation> StaleAnswers<O> {
     /// With stale-while-revalidate on, the answer `call` gets from `cache`
     /// without waiting for AWS, if any: the cached one while fresh (a hit),
     /// or one within the window past its lifetime (stale), with the mark of
@@ -96,10 +96,10 @@ impl StaleAnswers {
     /// this process already renews it).
     pub(super) async fn without_waiting(
         self: &Arc<Self>,
-        cache: &dyn AnswerCache,
-        query: &JobQuery,
+        cache: &dyn AnswerCache<O>,
+        query: &O::Question,
         call: &Call,
-    ) -> Option<(Result<Served, GatewayError>, Option<Refresh>)> {
+    ) -> Option<(Result<Served<O>, GatewayError>, Option<Refresh<O>>)> {
         let window = self.settings.stale_while_revalidate;
         if window.is_zero() || call.fresh {
             return None;
@@ -123,11 +123,11 @@ impl StaleAnswers {
     /// one stored since the lookup began.
     pub(super) async fn or_stale(
         &self,
-        cache: &dyn AnswerCache,
-        query: &JobQuery,
+        cache: &dyn AnswerCache<O>,
+        query: &O::Question,
         call: &Call,
-        result: Result<Served, GatewayError>,
-    ) -> Result<Served, GatewayError> {
+        result: Result<Served<O>, GatewayError>,
+    ) -> Result<Served<O>, GatewayError> {
         let window = self.settings.stale_if_error;
         let err = match result {
             Err(err) if !window.is_zero() && err.says_nothing_about_the_job() => err,
@@ -137,7 +137,7 @@ impl StaleAnswers {
             // Another request (a poll, another replica) renewed it meanwhile.
             Some(cached) if cached.fresh && !call.fresh => served(query, &cached, Source::Hit),
             Some(cached) if self.may_serve(&cached, window, call) => {
-                debug!(job_id = %query.job_id, error = %err.chain(), "served a stale answer in place of a failure");
+                debug!(operation = O::NAME, job_id = %O::subject(query), error = %err.chain(), "served a stale answer in place of a failure");
                 served(query, &cached, Source::Stale)
             }
             _ => Err(err),
@@ -146,7 +146,11 @@ impl StaleAnswers {
 }
 
 /// `cached` as served to a call, from `source`; "no such job" as its error.
-fn served(query: &JobQuery, cached: &Cached, source: Source) -> Result<Served, GatewayError> {
+fn served<O: Operation>(
+    query: &O::Question,
+    cached: &Cached<O>,
+    source: Source,
+) -> Result<Served<O>, GatewayError> {
     Ok(Served {
         response: cached.answer.response(query)?,
         source,
@@ -158,9 +162,12 @@ fn served(query: &JobQuery, cached: &Cached, source: Source) -> Result<Served, G
 mod tests {
     use super::*;
     use crate::{
-        domain::{answer::JobAnswer, limit::Share},
+        domain::{
+            answer::{JobAnswer, JobState},
+            limit::Share,
+        },
         pb,
-        upstream::{UpstreamError, UpstreamErrorKind},
+        upstream::{DescribeJob, JobQuery, UpstreamError, UpstreamErrorKind},
     };
 
     fn settings() -> CacheSettings {
@@ -172,7 +179,7 @@ mod tests {
     }
 
     /// An answer AWS gave `age` ago.
-    fn aged(found: bool, age: Duration) -> Cached {
+    fn aged(found: bool, age: Duration) -> Cached<DescribeJob> {
         let state = if found {
             JobState::Found(Arc::new(pb::DescribeJobResponse::default()))
         } else {
@@ -197,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_answers_about_a_job_within_the_window_and_the_callers_bound() {
-        let stale = StaleAnswers::new(settings());
+        let stale = StaleAnswers::<DescribeJob>::new(settings());
         let window = Duration::from_secs(60);
         let any = call(false, None);
         let secs = Duration::from_secs;
@@ -228,7 +235,7 @@ mod tests {
 
     #[test]
     fn one_refresh_per_question_at_a_time() {
-        let stale = Arc::new(StaleAnswers::new(settings()));
+        let stale = Arc::new(StaleAnswers::<DescribeJob>::new(settings()));
         let query = JobQuery {
             job_id: "j".into(),
             before_substitution: None,

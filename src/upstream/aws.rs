@@ -4,21 +4,17 @@
 
 use std::{error::Error as StdError, time::Duration};
 
-use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{
     Credentials,
     provider::{SharedCredentialsProvider, error::CredentialsError},
 };
-use aws_sdk_iot::{
-    error::{ProvideErrorMetadata, SdkError},
-    operation::describe_job::DescribeJobError,
-};
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 
 use aws_types::os_shim_internal::{Env, Fs};
 
 use crate::upstream::{
-    JobDescription, JobQuery, JobsUpstream, UpstreamError, UpstreamErrorKind,
+    Operation, UpstreamError, UpstreamErrorKind,
     credentials::{self, CredentialsFault},
 };
 
@@ -110,7 +106,8 @@ pub fn iot_client(sdk: &SdkConfig, settings: &UpstreamSettings) -> aws_sdk_iot::
     aws_sdk_iot::Client::from_conf(config.build())
 }
 
-/// [`JobsUpstream`] backed by AWS IoT (or anything speaking its REST protocol).
+/// The AWS IoT client every operation is sent with (AWS itself, or
+/// anything speaking its REST protocol).
 #[derive(Debug, Clone)]
 pub struct AwsJobsUpstream {
     client: aws_sdk_iot::Client,
@@ -121,24 +118,23 @@ impl AwsJobsUpstream {
     pub fn new(client: aws_sdk_iot::Client) -> Self {
         Self { client }
     }
-}
 
-#[async_trait]
-impl JobsUpstream for AwsJobsUpstream {
-    async fn describe_job(&self, query: &JobQuery) -> Result<JobDescription, UpstreamError> {
-        self.client
-            .describe_job()
-            .job_id(&query.job_id)
-            .set_before_substitution(query.before_substitution)
-            .send()
-            .await
-            .map_err(classify)
+    /// One attempt at `question`; retries and deadlines belong to the caller.
+    pub async fn send<O: Operation>(
+        &self,
+        question: &O::Question,
+    ) -> Result<O::Response, UpstreamError> {
+        O::send(&self.client, question).await
     }
 }
 
-/// Classifies a failed DescribeJob call. Service errors go by AWS error code:
-/// AWS IoT answers ThrottlingException with HTTP 400, so status codes lie.
-pub fn classify(err: SdkError<DescribeJobError>) -> UpstreamError {
+/// Classifies a failed call of any operation. Service errors go by AWS
+/// error code: AWS IoT answers ThrottlingException with HTTP 400, so status
+/// codes lie.
+pub fn classify<E>(err: SdkError<E>) -> UpstreamError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
     use UpstreamErrorKind::*;
     let request_id = err
         .raw_response()

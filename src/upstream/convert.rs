@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_iot::types as aws;
+use aws_sdk_iot::{operation::describe_job::DescribeJobOutput as JobDescription, types as aws};
 
-use crate::{pb, upstream::JobDescription};
+use crate::pb;
 
 impl From<&JobDescription> for pb::DescribeJobResponse {
     fn from(out: &JobDescription) -> Self {

@@ -1,47 +1,53 @@
-//! The seam between the gateway and AWS: what we ask ([`JobQuery`]), the
-//! trait that answers ([`JobsUpstream`]) and how an answer can fail
-//! ([`UpstreamError`]). The real implementation is [`aws`], whose
-//! credentials `serve` checks at start ([`credentials`]); tests and the
-//! demo simulator stand in for it. AWS's answers become the gateway's job
-//! model (the wire types, which mirror AWS field for field) in [`convert`].
+//! The seam between the gateway and AWS: the AWS operations the gateway
+//! asks ([`Operation`], one file each: [`describe_job`]), the client that
+//! sends them ([`aws::AwsJobsUpstream`]) and how an answer can fail
+//! ([`UpstreamError`]). `serve` checks the client's credentials at start
+//! ([`credentials`]); tests and the demo point it at a local stand-in (the
+//! simulator, moto). AWS's answers become the gateway's wire model (which
+//! mirrors AWS field for field) in [`convert`].
 
 pub mod aws;
 pub mod convert;
 pub mod credentials;
+pub mod describe_job;
 pub mod retry;
 
-use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
+use std::{error::Error as StdError, fmt, future::Future, hash::Hash, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
+pub use describe_job::{DescribeJob, JobQuery};
 
-/// The SDK's model of a DescribeJob answer, as an attempt returns it; it
-/// becomes the job model once, in [`convert`], when the answer is kept.
-pub use aws_sdk_iot::operation::describe_job::DescribeJobOutput as JobDescription;
+/// One AWS IoT operation the gateway answers: its validated question, the
+/// one AWS request that asks it (its failures classified, its answer made
+/// the wire model), when that answer stops changing, and its question's
+/// key. The domain's roles are generic over it, so each operation has its
+/// own bucket, its own cache space and its own coalescing.
+pub trait Operation: Copy + fmt::Debug + Default + Send + Sync + 'static {
+    /// AWS's name of the operation (`DescribeJob`), as metrics, logs and
+    /// errors show it.
+    const NAME: &'static str;
+    /// Its space in the keys replicas share (empty for DescribeJob, whose
+    /// keys came first).
+    const SPACE: &'static str;
+    /// The validated question: a request that passed AWS's rules.
+    type Question: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static;
+    /// The answer in wire form, converted once and served many times.
+    type Response: prost::Message + fmt::Debug + Default + Clone + PartialEq + Send + Sync + 'static;
 
-/// A validated DescribeJob question.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct JobQuery {
-    /// The job id; already checked against AWS's pattern.
-    pub job_id: String,
-    /// `None` leaves AWS's default (substituted document) in place.
-    pub before_substitution: Option<bool>,
-}
-
-impl JobQuery {
-    /// Every question that can be asked about `job_id`.
-    pub fn all_about(job_id: &str) -> [JobQuery; 3] {
-        [None, Some(false), Some(true)].map(|before_substitution| JobQuery {
-            job_id: job_id.to_owned(),
-            before_substitution,
-        })
-    }
-}
-
-/// Something that can answer DescribeJob: AWS itself, or a stand-in.
-#[async_trait]
-pub trait JobsUpstream: Send + Sync + 'static {
     /// Makes exactly one attempt; retries and deadlines belong to the caller.
-    async fn describe_job(&self, query: &JobQuery) -> Result<JobDescription, UpstreamError>;
+    fn send(
+        client: &aws_sdk_iot::Client,
+        question: &Self::Question,
+    ) -> impl Future<Output = Result<Self::Response, UpstreamError>> + Send;
+
+    /// Whether the answer has stopped changing (it is kept longer).
+    fn settled(response: &Self::Response) -> bool;
+
+    /// The job the question is about, for errors and logs.
+    fn subject(question: &Self::Question) -> &str;
+
+    /// The question as it appears in shared keys and messages: distinct
+    /// questions of one operation have distinct keys.
+    fn key(question: &Self::Question) -> String;
 }
 
 /// How an upstream call failed, in the gateway's terms.

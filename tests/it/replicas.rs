@@ -846,7 +846,7 @@ async fn the_shared_buckets_script_decides_as_the_in_process_bucket_does() {
     })
     .await
     .unwrap();
-    let bucket = SharedRateLimit::new(shared, settings.clone(), settings);
+    let bucket = SharedRateLimit::new(shared, "", settings.clone(), settings);
     let base = 1_800_000_000_000.0;
     let mut script = Vec::new();
     for at in &arrivals {
@@ -1069,7 +1069,7 @@ async fn across_the_set_calls_go_before_polls_which_keep_their_share() {
         max_waiters: 1000,
         background_share: 0.2,
     };
-    let bucket = SharedRateLimit::new(shared, settings.clone(), settings);
+    let bucket = SharedRateLimit::new(shared, "", settings.clone(), settings);
     // 20 s on Redis's terms: calls that may wait 2 s arrive every 10 ms, and
     // the watch scheduler asks for a token as often.
     let base = 1_800_000_000_000.0;

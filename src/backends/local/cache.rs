@@ -11,43 +11,60 @@ use tokio::time::Instant;
 
 use crate::{
     domain::{
-        answer::JobAnswer,
-        cache::{AnswerCache, CacheSettings, Cached, Fetch, weight},
+        answer::Answer,
+        cache::{AnswerCache, CacheSettings, Cached, Fetch, Held, Usage, weight},
         error::GatewayError,
     },
-    upstream::{JobQuery, UpstreamErrorKind},
+    upstream::{Operation, UpstreamErrorKind},
 };
 
-/// Answers kept in this process.
-#[derive(Clone)]
-pub struct LocalCache {
+/// Answers to one operation's questions kept in this process.
+pub struct LocalCache<O: Operation> {
     /// Answers by question, each while it is fresh and then as long as the
     /// stale windows keep it.
-    entries: Cache<JobQuery, Entry>,
+    entries: Cache<O::Question, Entry<O>>,
     /// The fetches in flight, so concurrent misses for one question share
     /// one (moka's coalescing); an entry here lapses as soon as its fetch
     /// ends, when its answer is in `entries` already.
-    fetches: Cache<JobQuery, Arc<JobAnswer>>,
+    fetches: Cache<O::Question, Arc<Answer<O>>>,
     /// How long answers are fresh and kept.
     lifetimes: Arc<Lifetimes>,
 }
 
 /// An answer, and until when it is served as a hit.
-#[derive(Clone)]
-struct Entry {
-    answer: Arc<JobAnswer>,
+struct Entry<O: Operation> {
+    answer: Arc<Answer<O>>,
     /// The end of its lifetime (or of its stay in a first tier), or when a
     /// call asking for a newer answer set it aside.
     fresh_until: Instant,
 }
 
-impl Entry {
+impl<O: Operation> Clone for Entry<O> {
+    fn clone(&self) -> Self {
+        Self {
+            answer: self.answer.clone(),
+            fresh_until: self.fresh_until,
+        }
+    }
+}
+
+impl<O: Operation> Clone for LocalCache<O> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            fetches: self.fetches.clone(),
+            lifetimes: self.lifetimes.clone(),
+        }
+    }
+}
+
+impl<O: Operation> Entry<O> {
     fn is_fresh(&self) -> bool {
         Instant::now() < self.fresh_until
     }
 }
 
-impl LocalCache {
+impl<O: Operation> LocalCache<O> {
     /// An empty cache with `settings`.
     pub fn new(settings: &CacheSettings) -> Self {
         Self::with_longest_stay(settings, None)
@@ -64,7 +81,7 @@ impl LocalCache {
         let lifetimes = Arc::new(Lifetimes { settings, longest });
         let entries = Cache::builder()
             .max_capacity(lifetimes.settings.max_bytes)
-            .weigher(|key: &JobQuery, entry: &Entry| weight(key, &entry.answer))
+            .weigher(|key: &O::Question, entry: &Entry<O>| weight(key, &entry.answer))
             .expire_after(Lifetimes::clone(&lifetimes))
             .build();
         let fetches = Cache::builder().expire_after(Lapse).build();
@@ -76,7 +93,7 @@ impl LocalCache {
     }
 
     /// The entry for `query` if it is fresh.
-    async fn fresh(&self, query: &JobQuery) -> Option<Arc<JobAnswer>> {
+    async fn fresh(&self, query: &O::Question) -> Option<Arc<Answer<O>>> {
         self.entries
             .get(query)
             .await
@@ -92,15 +109,17 @@ impl LocalCache {
     }
 }
 
-#[async_trait]
-impl AnswerCache for LocalCache {
-    fn usage(&self) -> crate::domain::cache::Usage {
-        crate::domain::cache::Usage {
+impl<O: Operation> Held for LocalCache<O> {
+    fn usage(&self) -> Usage {
+        Usage {
             entries: self.entries.entry_count(),
             bytes: self.entries.weighted_size(),
         }
     }
+}
 
+#[async_trait]
+impl<O: Operation> AnswerCache<O> for LocalCache<O> {
     /// A fetch that panics fails with INTERNAL for everyone waiting on it,
     /// and nothing is stored. If the caller running the fetch goes away, a
     /// waiting caller runs it again; moka panics when that happens 200 times
@@ -108,9 +127,9 @@ impl AnswerCache for LocalCache {
     /// that waiter gets UNAVAILABLE instead.
     async fn get_or_fetch(
         &self,
-        query: &JobQuery,
-        fetch: Fetch<'_>,
-    ) -> Result<Arc<JobAnswer>, Arc<GatewayError>> {
+        query: &O::Question,
+        fetch: Fetch<'_, O>,
+    ) -> Result<Arc<Answer<O>>, Arc<GatewayError>> {
         use futures_util::FutureExt as _;
         use std::panic::AssertUnwindSafe;
         if let Some(answer) = self.fresh(query).await {
@@ -126,7 +145,7 @@ impl AnswerCache for LocalCache {
                 .await
                 .unwrap_or_else(|_| {
                     Err(GatewayError::upstream(
-                        &query.job_id,
+                        O::subject(query),
                         UpstreamErrorKind::Internal,
                         "the gateway failed while asking AWS about this job",
                     ))
@@ -140,7 +159,7 @@ impl AnswerCache for LocalCache {
             .await
             .unwrap_or_else(|_| {
                 Err(Arc::new(GatewayError::upstream(
-                    &query.job_id,
+                    O::subject(query),
                     UpstreamErrorKind::Unavailable,
                     "the AWS call this request was waiting for was abandoned by other callers \
                  too many times; retry",
@@ -148,11 +167,11 @@ impl AnswerCache for LocalCache {
             })
     }
 
-    async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>> {
+    async fn peek(&self, query: &O::Question) -> Option<Arc<Answer<O>>> {
         self.fresh(query).await
     }
 
-    async fn cached(&self, query: &JobQuery) -> Option<Cached> {
+    async fn cached(&self, query: &O::Question) -> Option<Cached<O>> {
         let entry = self.entries.get(query).await?;
         Some(Cached {
             fresh: entry.is_fresh(),
@@ -160,7 +179,7 @@ impl AnswerCache for LocalCache {
         })
     }
 
-    async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>) {
+    async fn store(&self, query: &O::Question, answer: Arc<Answer<O>>) {
         let entry = self.lifetimes.entry(answer);
         self.entries
             .entry_by_ref(query)
@@ -174,7 +193,7 @@ impl AnswerCache for LocalCache {
             .await;
     }
 
-    async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {
+    async fn forget_older_than(&self, query: &O::Question, instant: Instant) {
         let lifetimes = &self.lifetimes;
         self.entries
             .entry_by_ref(query)
@@ -209,13 +228,13 @@ struct Lifetimes {
 
 impl Lifetimes {
     /// What is left of `answer`'s lifetime (or of its stay).
-    fn remaining(&self, answer: &JobAnswer) -> Duration {
+    fn remaining<O: Operation>(&self, answer: &Answer<O>) -> Duration {
         let left = self.settings.lifetime(answer).saturating_sub(answer.age());
         self.longest.map_or(left, |longest| left.min(longest))
     }
 
     /// `answer` as stored now.
-    fn entry(&self, answer: Arc<JobAnswer>) -> Entry {
+    fn entry<O: Operation>(&self, answer: Arc<Answer<O>>) -> Entry<O> {
         let now = Instant::now();
         let left = self.remaining(&answer);
         Entry {
@@ -226,7 +245,7 @@ impl Lifetimes {
 
     /// How long `entry` stays from now: while fresh, then for as long as
     /// the stale windows keep answers past their lifetime.
-    fn stay(&self, entry: &Entry) -> Duration {
+    fn stay<O: Operation>(&self, entry: &Entry<O>) -> Duration {
         let kept = self.settings.kept_past_lifetime(&entry.answer);
         if kept.is_zero() {
             return entry.fresh_until.saturating_duration_since(Instant::now());
@@ -240,11 +259,11 @@ impl Lifetimes {
 /// Far enough in the future for any lifetime.
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-impl Expiry<JobQuery, Entry> for Lifetimes {
+impl<O: Operation> Expiry<O::Question, Entry<O>> for Lifetimes {
     fn expire_after_create(
         &self,
-        _key: &JobQuery,
-        entry: &Entry,
+        _key: &O::Question,
+        entry: &Entry<O>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(self.stay(entry))
@@ -252,8 +271,8 @@ impl Expiry<JobQuery, Entry> for Lifetimes {
 
     fn expire_after_update(
         &self,
-        _key: &JobQuery,
-        entry: &Entry,
+        _key: &O::Question,
+        entry: &Entry<O>,
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
@@ -264,11 +283,11 @@ impl Expiry<JobQuery, Entry> for Lifetimes {
 /// Fetches in flight are not kept once they end.
 struct Lapse;
 
-impl Expiry<JobQuery, Arc<JobAnswer>> for Lapse {
+impl<O: Operation> Expiry<O::Question, Arc<Answer<O>>> for Lapse {
     fn expire_after_create(
         &self,
-        _key: &JobQuery,
-        _answer: &Arc<JobAnswer>,
+        _key: &O::Question,
+        _answer: &Arc<Answer<O>>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(Duration::ZERO)
@@ -278,11 +297,15 @@ impl Expiry<JobQuery, Arc<JobAnswer>> for Lapse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::cache::tests::answer, pb};
+    use crate::{
+        domain::cache::tests::answer,
+        pb,
+        upstream::{DescribeJob, JobQuery},
+    };
 
     #[tokio::test]
     async fn the_size_bound_evicts_entries() {
-        let each = weight(
+        let each = weight::<DescribeJob>(
             &JobQuery {
                 job_id: "job-99".into(),
                 before_substitution: None,
@@ -327,7 +350,11 @@ mod tests {
         }
     }
 
-    async fn fetch(cache: &LocalCache, q: &JobQuery, status: Option<pb::job::Status>) -> bool {
+    async fn fetch(
+        cache: &LocalCache<DescribeJob>,
+        q: &JobQuery,
+        status: Option<pb::job::Status>,
+    ) -> bool {
         let fetched = std::sync::atomic::AtomicBool::new(false);
         let answer = cache
             .get_or_fetch(

@@ -46,16 +46,16 @@ use crate::{
     backends::{
         local::cache::LocalCache,
         redis::{
-            Keys, Shared, Trouble,
+            Shared, Trouble,
             wire::{Outcome, StoredAnswer, StoredError, wall_ms},
         },
     },
     domain::{
-        answer::JobAnswer,
-        cache::{AnswerCache, CacheSettings, Cached, Fetch},
+        answer::Answer,
+        cache::{AnswerCache, CacheSettings, Cached, Fetch, Held, Usage},
         error::GatewayError,
     },
-    upstream::JobQuery,
+    upstream::Operation,
 };
 
 /// The longest an answer stays in a replica's first tier.
@@ -76,9 +76,9 @@ return {3}
 ";
 
 /// What a lookup found.
-enum Lookup {
+enum Lookup<O: Operation> {
     /// An answer, stored by some replica.
-    Found(JobAnswer),
+    Found(Answer<O>),
     /// No answer, and this replica now asks AWS for the set.
     Claimed,
     /// No answer; another replica is asking AWS.
@@ -157,24 +157,25 @@ static FORGET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET));
 
 /// Answers shared by every replica.
 #[derive(Clone)]
-pub struct SharedCache(Arc<Inner>);
+pub struct SharedCache<O: Operation>(Arc<Inner<O>>);
 
-struct Inner {
+struct Inner<O: Operation> {
     shared: Arc<Shared>,
     settings: CacheSettings,
     /// The first tier, in front of Redis.
-    near: LocalCache,
+    near: LocalCache<O>,
     /// The whole cache while Redis is away ([`SharedCache::alone`]), kept
     /// warm meanwhile with every answer this replica sees.
-    fallback: LocalCache,
+    fallback: LocalCache<O>,
     /// Where fetch outcomes are published.
     channel: String,
 }
 
-impl SharedCache {
-    /// The shared cache with `settings`; listens for fetch outcomes.
+impl<O: Operation> SharedCache<O> {
+    /// The shared cache of `O`'s answers with `settings`; listens for fetch
+    /// outcomes.
     pub async fn new(shared: Arc<Shared>, settings: CacheSettings) -> Self {
-        let channel = shared.keys().key("answers");
+        let channel = shared.keys().spaced::<O>("answers");
         // Subscribe now, so the first waiter does not pay for it.
         drop(shared.listen(&channel).await);
         let near = CacheSettings {
@@ -192,23 +193,23 @@ impl SharedCache {
 
     /// The cache this replica uses alone while Redis is away (the
     /// [`super::failover::Failover`] stand-in).
-    pub fn alone(&self) -> LocalCache {
+    pub fn alone(&self) -> LocalCache<O> {
         self.0.fallback.clone()
     }
 }
 
-impl Inner {
-    fn answer_key(&self, query: &JobQuery) -> String {
-        self.shared.keys().of("answer", query)
+impl<O: Operation> Inner<O> {
+    fn answer_key(&self, query: &O::Question) -> String {
+        self.shared.keys().of::<O>("answer", query)
     }
 
     /// Where the answer's copy kept past its lifetime lives.
-    fn kept_key(&self, query: &JobQuery) -> String {
-        self.shared.keys().of("kept", query)
+    fn kept_key(&self, query: &O::Question) -> String {
+        self.shared.keys().of::<O>("kept", query)
     }
 
     /// What is left of `answer`'s lifetime, for its TTL in Redis (≥ 1 ms).
-    fn ttl_ms(&self, answer: &JobAnswer) -> u64 {
+    fn ttl_ms(&self, answer: &Answer<O>) -> u64 {
         let left = self.settings.lifetime(answer).saturating_sub(answer.age());
         u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
     }
@@ -216,7 +217,7 @@ impl Inner {
     /// What is left of `answer`'s lifetime and of the stale windows after
     /// it, for its kept copy's TTL in Redis (≥ 1 ms); 0 when the gateway
     /// keeps nothing past lifetimes.
-    fn kept_ms(&self, answer: &JobAnswer) -> u64 {
+    fn kept_ms(&self, answer: &Answer<O>) -> u64 {
         if !self.settings.keeps_stale() {
             return 0;
         }
@@ -226,7 +227,7 @@ impl Inner {
     }
 
     /// The fresh answer in Redis, or else its kept copy; one round trip.
-    async fn peek_both(&self, query: &JobQuery) -> Result<Option<Cached>, Trouble> {
+    async fn peek_both(&self, query: &O::Question) -> Result<Option<Cached<O>>, Trouble> {
         let mut invocation = PEEK_SCRIPT.prepare_invoke();
         invocation
             .key(self.answer_key(query))
@@ -245,7 +246,7 @@ impl Inner {
                 )));
             }
         };
-        let answer = StoredAnswer::decode_answer(bytes)
+        let answer = StoredAnswer::decode_answer::<O>(bytes)
             .ok_or_else(|| Trouble::new("an unreadable answer in Redis"))?;
         Ok(Some(Cached {
             answer: Arc::new(answer),
@@ -254,22 +255,22 @@ impl Inner {
     }
 
     /// The answer stored in Redis, if any.
-    async fn read(&self, query: &JobQuery) -> Result<Option<JobAnswer>, Trouble> {
+    async fn read(&self, query: &O::Question) -> Result<Option<Answer<O>>, Trouble> {
         let mut conn = self.shared.conn();
         let key = self.answer_key(query);
         let bytes: Option<Vec<u8>> = self.shared.bounded(None, conn.hget(key, "v")).await?;
-        Ok(bytes.as_deref().and_then(StoredAnswer::decode_answer))
+        Ok(bytes.as_deref().and_then(StoredAnswer::decode_answer::<O>))
     }
 
     /// A miss in the first tier: Redis, then the set's one AWS call.
     async fn through_redis(
         self: &Arc<Self>,
-        query: &JobQuery,
-        fetch: Fetch<'_>,
-    ) -> Result<Arc<JobAnswer>, GatewayError> {
+        query: &O::Question,
+        fetch: Fetch<'_, O>,
+    ) -> Result<Arc<Answer<O>>, GatewayError> {
         // Listen before claiming, so no outcome can slip past.
         let mut outcomes = self.shared.listen(&self.channel).await;
-        let claim_key = self.shared.keys().of("fetching", query);
+        let claim_key = self.shared.keys().of::<O>("fetching", query);
         let claim = format!("{}:{:016x}", self.shared.replica(), fastrand::u64(..));
         loop {
             match self.lookup(query, &claim_key, &claim).await {
@@ -298,10 +299,10 @@ impl Inner {
     /// One round trip: the stored answer, or else the claim to ask AWS.
     async fn lookup(
         &self,
-        query: &JobQuery,
+        query: &O::Question,
         claim_key: &str,
         claim: &str,
-    ) -> Result<Lookup, Trouble> {
+    ) -> Result<Lookup<O>, Trouble> {
         let mut invocation = LOOKUP_SCRIPT.prepare_invoke();
         invocation
             .key(self.answer_key(query))
@@ -315,7 +316,7 @@ impl Inner {
             .await?;
         match reply.as_slice() {
             [redis::Value::Int(1), redis::Value::BulkString(bytes)] => {
-                StoredAnswer::decode_answer(bytes)
+                StoredAnswer::decode_answer::<O>(bytes)
                     .map(Lookup::Found)
                     .ok_or_else(|| Trouble::new("an unreadable answer in Redis"))
             }
@@ -331,11 +332,11 @@ impl Inner {
     /// publishes the outcome without making the caller wait for that.
     async fn fetch_for_all(
         self: &Arc<Self>,
-        query: &JobQuery,
+        query: &O::Question,
         claim_key: &str,
         claim: &str,
-        fetch: Fetch<'_>,
-    ) -> Result<Arc<JobAnswer>, GatewayError> {
+        fetch: Fetch<'_, O>,
+    ) -> Result<Arc<Answer<O>>, GatewayError> {
         let renewal = tokio::spawn(renew(self.shared.clone(), claim_key.to_owned()));
         let mut claimed = Claimed {
             inner: self.clone(),
@@ -355,13 +356,13 @@ impl Inner {
     /// up. Runs in the background.
     fn publish_outcome(
         self: &Arc<Self>,
-        query: &JobQuery,
+        query: &O::Question,
         claim_key: String,
         claim: String,
-        result: Option<&Result<Arc<JobAnswer>, GatewayError>>,
+        result: Option<&Result<Arc<Answer<O>>, GatewayError>>,
     ) {
         let outcome = Outcome {
-            query: Keys::query(query),
+            query: O::key(query),
             answer: result
                 .and_then(|r| r.as_ref().ok())
                 .map(|a| StoredAnswer::from(a.as_ref())),
@@ -410,10 +411,10 @@ impl Inner {
     /// within a claim's life.
     async fn wait_for(
         &self,
-        query: &JobQuery,
+        query: &O::Question,
         outcomes: &mut broadcast::Receiver<Vec<u8>>,
-    ) -> Option<Result<Arc<JobAnswer>, GatewayError>> {
-        let wanted = Keys::query(query);
+    ) -> Option<Result<Arc<Answer<O>>, GatewayError>> {
+        let wanted = O::key(query);
         let until = Instant::now() + CLAIM;
         loop {
             let message = match tokio::time::timeout_at(until, outcomes.recv()).await {
@@ -428,11 +429,11 @@ impl Inner {
             if outcome.query != wanted {
                 continue;
             }
-            if let Some(answer) = outcome.answer.and_then(StoredAnswer::answer) {
+            if let Some(answer) = outcome.answer.and_then(StoredAnswer::answer::<O>) {
                 return Some(Ok(Arc::new(answer)));
             }
             if let Some(error) = outcome.error {
-                return Some(Err(error.into_error(&query.job_id)));
+                return Some(Err(error.into_error(O::subject(query))));
             }
             // The fetch was abandoned: look again (and claim it).
             return None;
@@ -443,18 +444,18 @@ impl Inner {
 /// This replica's claim on a question while it asks AWS. If the asking is
 /// abandoned (its caller went away), the waiters are told at once, so one
 /// of them claims the question instead of waiting for the claim to lapse.
-struct Claimed {
-    inner: Arc<Inner>,
-    query: JobQuery,
+struct Claimed<O: Operation> {
+    inner: Arc<Inner<O>>,
+    query: O::Question,
     claim_key: String,
     claim: String,
     renewal: tokio::task::AbortHandle,
     done: bool,
 }
 
-impl Claimed {
+impl<O: Operation> Claimed<O> {
     /// Ends the claim with `result`, or as abandoned with none.
-    fn finish(&mut self, result: Option<&Result<Arc<JobAnswer>, GatewayError>>) {
+    fn finish(&mut self, result: Option<&Result<Arc<Answer<O>>, GatewayError>>) {
         self.renewal.abort();
         self.done = true;
         let (claim_key, claim) = (self.claim_key.clone(), self.claim.clone());
@@ -463,7 +464,7 @@ impl Claimed {
     }
 }
 
-impl Drop for Claimed {
+impl<O: Operation> Drop for Claimed<O> {
     fn drop(&mut self) {
         if !self.done {
             self.finish(None);
@@ -484,18 +485,20 @@ async fn renew(shared: Arc<Shared>, claim_key: String) {
     }
 }
 
-#[async_trait]
-impl AnswerCache for SharedCache {
+impl<O: Operation> Held for SharedCache<O> {
     /// The first tier; Redis's own memory is Redis's to report.
-    fn usage(&self) -> crate::domain::cache::Usage {
+    fn usage(&self) -> Usage {
         self.0.near.usage()
     }
+}
 
+#[async_trait]
+impl<O: Operation> AnswerCache<O> for SharedCache<O> {
     async fn get_or_fetch(
         &self,
-        query: &JobQuery,
-        fetch: Fetch<'_>,
-    ) -> Result<Arc<JobAnswer>, Arc<GatewayError>> {
+        query: &O::Question,
+        fetch: Fetch<'_, O>,
+    ) -> Result<Arc<Answer<O>>, Arc<GatewayError>> {
         let this = &self.0;
         let miss = Box::pin(async {
             let answer = this.through_redis(query, fetch).await?;
@@ -506,7 +509,7 @@ impl AnswerCache for SharedCache {
         this.near.get_or_fetch(query, miss).await
     }
 
-    async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>> {
+    async fn peek(&self, query: &O::Question) -> Option<Arc<Answer<O>>> {
         let this = &self.0;
         if let Some(answer) = this.near.peek(query).await {
             return Some(answer);
@@ -517,7 +520,7 @@ impl AnswerCache for SharedCache {
     /// The first tier's fresh answer, else Redis's (copied into the first
     /// tier and the fallback, as a lookup would) or its kept copy; if Redis
     /// fails to answer, what this replica kept.
-    async fn cached(&self, query: &JobQuery) -> Option<Cached> {
+    async fn cached(&self, query: &O::Question) -> Option<Cached<O>> {
         let this = &self.0;
         if let Some(answer) = this.near.peek(query).await {
             return Some(Cached {
@@ -538,7 +541,7 @@ impl AnswerCache for SharedCache {
         }
     }
 
-    async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>) {
+    async fn store(&self, query: &O::Question, answer: Arc<Answer<O>>) {
         let this = &self.0;
         this.near.store(query, answer.clone()).await;
         this.fallback.store(query, answer.clone()).await;
@@ -557,7 +560,7 @@ impl AnswerCache for SharedCache {
             .await;
     }
 
-    async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {
+    async fn forget_older_than(&self, query: &O::Question, instant: Instant) {
         let this = &self.0;
         this.near.forget_older_than(query, instant).await;
         this.fallback.forget_older_than(query, instant).await;

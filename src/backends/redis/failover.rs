@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::{
     domain::{
-        answer::JobAnswer,
-        cache::{AnswerCache, Cached, Fetch, Usage},
+        answer::Answer,
+        cache::{AnswerCache, Cached, Fetch, Held, Usage},
         error::GatewayError,
         limit::{Permit, RateLimit, Rejected, Share},
         watch::{
@@ -24,7 +24,7 @@ use crate::{
             ownership::{MakeObservation, PollOwnership},
         },
     },
-    upstream::JobQuery,
+    upstream::{JobQuery, Operation},
 };
 
 /// A role (`T`, its trait) answered through Redis while Redis answers, and
@@ -55,34 +55,36 @@ impl<T: ?Sized> Failover<T> {
     }
 }
 
+impl<O: Operation> Held for Failover<dyn AnswerCache<O>> {
+    fn usage(&self) -> Usage {
+        self.now().usage()
+    }
+}
+
 #[async_trait]
-impl AnswerCache for Failover<dyn AnswerCache> {
+impl<O: Operation> AnswerCache<O> for Failover<dyn AnswerCache<O>> {
     async fn get_or_fetch(
         &self,
-        query: &JobQuery,
-        fetch: Fetch<'_>,
-    ) -> Result<Arc<JobAnswer>, Arc<GatewayError>> {
+        query: &O::Question,
+        fetch: Fetch<'_, O>,
+    ) -> Result<Arc<Answer<O>>, Arc<GatewayError>> {
         self.now().get_or_fetch(query, fetch).await
     }
 
-    async fn peek(&self, query: &JobQuery) -> Option<Arc<JobAnswer>> {
+    async fn peek(&self, query: &O::Question) -> Option<Arc<Answer<O>>> {
         self.now().peek(query).await
     }
 
-    async fn cached(&self, query: &JobQuery) -> Option<Cached> {
+    async fn cached(&self, query: &O::Question) -> Option<Cached<O>> {
         self.now().cached(query).await
     }
 
-    async fn store(&self, query: &JobQuery, answer: Arc<JobAnswer>) {
+    async fn store(&self, query: &O::Question, answer: Arc<Answer<O>>) {
         self.now().store(query, answer).await;
     }
 
-    async fn forget_older_than(&self, query: &JobQuery, instant: Instant) {
+    async fn forget_older_than(&self, query: &O::Question, instant: Instant) {
         self.now().forget_older_than(query, instant).await;
-    }
-
-    fn usage(&self) -> Usage {
-        self.now().usage()
     }
 }
 

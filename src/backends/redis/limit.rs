@@ -123,11 +123,17 @@ impl SharedRateLimit {
         self.0.fallback.clone()
     }
 
-    /// The shared bucket with `settings` for the whole set; `fallback` is
-    /// this replica's bucket while Redis is away.
-    pub fn new(shared: Arc<Shared>, settings: LimiterSettings, fallback: LimiterSettings) -> Self {
-        let key = shared.keys().key("limit");
-        let changes = shared.keys().key("limit-changes");
+    /// The shared bucket of the operation whose key space is `space`
+    /// ([`crate::upstream::Operation::SPACE`]), with `settings` for the
+    /// whole set; `fallback` is this replica's bucket while Redis is away.
+    pub fn new(
+        shared: Arc<Shared>,
+        space: &str,
+        settings: LimiterSettings,
+        fallback: LimiterSettings,
+    ) -> Self {
+        let key = shared.keys().in_space(space, "limit");
+        let changes = shared.keys().in_space(space, "limit-changes");
         let inner = Arc::new(Inner {
             rate: AtomicU64::new(settings.rate.to_bits()),
             fallback: Arc::new(LocalRateLimit::new(fallback)),

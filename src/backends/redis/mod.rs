@@ -22,7 +22,7 @@ pub mod polls;
 mod roles;
 pub mod wire;
 
-pub use roles::roles;
+pub use roles::Replicas;
 
 use std::{
     collections::HashMap,
@@ -45,7 +45,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::upstream::JobQuery;
+use crate::upstream::Operation;
 
 /// How to reach Redis and what to do without it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,41 +98,28 @@ impl Keys {
         }
     }
 
-    /// A question as it appears in keys and messages: `job-id:-`, `:0` or
-    /// `:1` for `beforeSubstitution` unset, false or true (job ids have no
-    /// `:`).
-    pub fn query(query: &JobQuery) -> String {
-        let before = match query.before_substitution {
-            None => "-",
-            Some(false) => "0",
-            Some(true) => "1",
-        };
-        format!("{}:{before}", query.job_id)
-    }
-
-    /// The question back from [`Keys::query`].
-    pub fn parse_query(text: &str) -> Option<JobQuery> {
-        let (job_id, before) = text.rsplit_once(':')?;
-        let before_substitution = match before {
-            "-" => None,
-            "0" => Some(false),
-            "1" => Some(true),
-            _ => return None,
-        };
-        Some(JobQuery {
-            job_id: job_id.to_owned(),
-            before_substitution,
-        })
-    }
-
     /// `{prefix}:<name>`.
     pub fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.tag)
     }
 
-    /// `{prefix}:<kind>:<question>`.
-    pub fn of(&self, kind: &str, query: &JobQuery) -> String {
-        format!("{}:{kind}:{}", self.tag, Self::query(query))
+    /// `{prefix}:<name>` in `O`'s space: `{prefix}:<space>:<name>`
+    /// (DescribeJob's space is the bare prefix).
+    pub fn spaced<O: Operation>(&self, name: &str) -> String {
+        self.in_space(O::SPACE, name)
+    }
+
+    /// `{prefix}:<space>:<name>`, or `{prefix}:<name>` in the empty space.
+    pub fn in_space(&self, space: &str, name: &str) -> String {
+        match space {
+            "" => self.key(name),
+            space => format!("{}:{space}:{name}", self.tag),
+        }
+    }
+
+    /// `{prefix}:<kind>:<question>` in `O`'s space ([`Operation::key`]).
+    pub fn of<O: Operation>(&self, kind: &str, question: &O::Question) -> String {
+        self.spaced::<O>(&format!("{kind}:{}", O::key(question)))
     }
 }
 
@@ -463,20 +450,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn questions_round_trip_through_their_key_form() {
-        for before_substitution in [None, Some(false), Some(true)] {
-            let query = JobQuery {
-                job_id: "fw-2_4".into(),
-                before_substitution,
-            };
-            assert_eq!(Keys::parse_query(&Keys::query(&query)), Some(query));
-        }
+    fn describe_job_keeps_the_bare_prefix() {
+        use crate::upstream::{DescribeJob, JobQuery};
         let keys = Keys::new("iot-jobs-gateway");
         let query = JobQuery {
             job_id: "a".into(),
             before_substitution: Some(true),
         };
-        assert_eq!(keys.of("answer", &query), "{iot-jobs-gateway}:answer:a:1");
+        assert_eq!(
+            keys.of::<DescribeJob>("answer", &query),
+            "{iot-jobs-gateway}:answer:a:1"
+        );
+        assert_eq!(
+            keys.spaced::<DescribeJob>("limit"),
+            "{iot-jobs-gateway}:limit"
+        );
     }
 
     #[test]

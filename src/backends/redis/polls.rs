@@ -39,7 +39,7 @@ use tracing::{debug, info};
 
 use crate::{
     backends::redis::{
-        Keys, Shared,
+        Shared,
         wire::{Published, StoredAnswer, StoredError},
     },
     domain::watch::{
@@ -47,7 +47,7 @@ use crate::{
         observation::{Observation, Order, Trigger},
         ownership::{MakeObservation, PollOwnership},
     },
-    upstream::JobQuery,
+    upstream::{DescribeJob, JobQuery, Operation as _},
 };
 
 /// How long a lease lasts unless renewed.
@@ -212,11 +212,13 @@ impl SharedPolls {
             .arg(keys.key("").trim_end_matches(':'))
             .arg(watched.len());
         for query in &watched {
-            invocation.arg(Keys::query(query));
+            invocation.arg(DescribeJob::key(query));
         }
         invocation.arg(held.len());
         for (query, token) in &held {
-            invocation.arg(Keys::query(query)).arg(token.to_string());
+            invocation
+                .arg(DescribeJob::key(query))
+                .arg(token.to_string());
         }
         let mut conn = self.shared.conn();
         let Ok(reply) = self
@@ -228,7 +230,7 @@ impl SharedPolls {
         };
         let now: HashMap<JobQuery, u64> = reply
             .chunks(2)
-            .filter_map(|pair| Some((Keys::parse_query(&pair[0])?, pair.get(1)?.parse().ok()?)))
+            .filter_map(|pair| Some((JobQuery::from_key(&pair[0])?, pair.get(1)?.parse().ok()?)))
             .collect();
         let (taken, lost) = {
             let mut held = self.held();
@@ -268,7 +270,7 @@ impl SharedPolls {
         }
         let mut pipe = redis::pipe();
         for query in queries {
-            pipe.hget(self.shared.keys().of("latest", query), "msg");
+            pipe.hget(self.shared.keys().of::<DescribeJob>("latest", query), "msg");
         }
         let mut conn = self.shared.conn();
         let Ok(messages) = self
@@ -293,7 +295,7 @@ impl SharedPolls {
         observation: Observation,
     ) {
         let message = Published {
-            query: Keys::query(query),
+            query: DescribeJob::key(query),
             token,
             seq: observation.order.seq,
             answer: match &observation.state {
@@ -310,8 +312,8 @@ impl SharedPolls {
         let keys = self.shared.keys();
         let mut invocation = PUBLISH_LUA.prepare_invoke();
         invocation
-            .key(keys.of("lease", query))
-            .key(keys.of("latest", query))
+            .key(keys.of::<DescribeJob>("lease", query))
+            .key(keys.of::<DescribeJob>("latest", query))
             .arg(format!("{token} {}", self.shared.replica()))
             .arg(token)
             .arg(observation.order.seq)
@@ -345,7 +347,7 @@ fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
     let Ok(published) = Published::decode(message) else {
         return;
     };
-    let Some(query) = Keys::parse_query(&published.query) else {
+    let Some(query) = JobQuery::from_key(&published.query) else {
         return;
     };
     let order = Order {
@@ -354,7 +356,9 @@ fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
         seq: published.seq,
     };
     let state = match (
-        published.answer.and_then(StoredAnswer::answer),
+        published
+            .answer
+            .and_then(StoredAnswer::answer::<DescribeJob>),
         published.failed,
     ) {
         (Some(answer), _) => Observed::Answer(Arc::new(answer)),
@@ -456,7 +460,9 @@ async fn leases(polls: Arc<SharedPolls>, watches: Weak<Watches>) {
         .arg(polls.shared.replica())
         .arg(keys.key("").trim_end_matches(':'));
     for (query, token) in &held {
-        invocation.arg(Keys::query(query)).arg(token.to_string());
+        invocation
+            .arg(DescribeJob::key(query))
+            .arg(token.to_string());
     }
     let mut conn = polls.shared.conn();
     if polls

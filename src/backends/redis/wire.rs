@@ -12,24 +12,24 @@ use tokio::time::Instant;
 
 use crate::{
     domain::{
-        answer::{JobAnswer, JobState},
+        answer::{Answer, State},
         error::{DeadlineSource, GatewayError},
         limit::{RejectReason, Rejected},
     },
-    pb,
-    upstream::{UpstreamError, UpstreamErrorKind},
+    upstream::{Operation, UpstreamError, UpstreamErrorKind},
 };
 
-/// A [`JobAnswer`] as stored in Redis and published.
+/// An [`Answer`] as stored in Redis and published.
 #[derive(Clone, PartialEq, Message)]
 pub struct StoredAnswer {
     /// When AWS answered, milliseconds since the Unix epoch.
     #[prost(uint64, tag = "1")]
     pub answered_at_ms: u64,
-    /// The job, if AWS found it.
-    #[prost(message, optional, tag = "2")]
-    pub found: Option<pb::DescribeJobResponse>,
-    /// Why there is no job (AWS said it does not exist).
+    /// The answer's response message (`Operation::Response`), if AWS
+    /// found what was asked about.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub found: Option<Vec<u8>>,
+    /// Why there is nothing (AWS said it does not exist).
     #[prost(message, optional, tag = "3")]
     pub not_found: Option<StoredError>,
     /// When the request that got it was sent, milliseconds since the Unix
@@ -70,7 +70,7 @@ pub struct StoredError {
 /// The outcome of one fetch, published to the replicas waiting for it.
 #[derive(Clone, PartialEq, Message)]
 pub struct Outcome {
-    /// The question ([`crate::backends::redis::Keys::query`]).
+    /// The question ([`crate::upstream::Operation::key`]).
     #[prost(string, tag = "1")]
     pub query: String,
     #[prost(message, optional, tag = "2")]
@@ -82,7 +82,7 @@ pub struct Outcome {
 /// A watch observation published by a job's poller.
 #[derive(Clone, PartialEq, Message)]
 pub struct Published {
-    /// The question ([`crate::backends::redis::Keys::query`]).
+    /// The question ([`crate::upstream::Operation::key`]).
     #[prost(string, tag = "1")]
     pub query: String,
     /// The poll lease's fencing token.
@@ -123,11 +123,11 @@ pub fn instant_of(ms: u64) -> Instant {
     Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
 }
 
-impl From<&JobAnswer> for StoredAnswer {
-    fn from(answer: &JobAnswer) -> Self {
+impl<O: Operation> From<&Answer<O>> for StoredAnswer {
+    fn from(answer: &Answer<O>) -> Self {
         let (found, not_found) = match &answer.state {
-            JobState::Found(response) => (Some(pb::DescribeJobResponse::clone(response)), None),
-            JobState::NotFound(err) => (None, Some(StoredError::upstream(err))),
+            State::Found(response) => (Some(response.encode_to_vec()), None),
+            State::NotFound(err) => (None, Some(StoredError::upstream(err))),
         };
         Self {
             answered_at_ms: wall_ms(answer.answered_at),
@@ -139,15 +139,15 @@ impl From<&JobAnswer> for StoredAnswer {
 }
 
 impl StoredAnswer {
-    /// The answer, or `None` if the message holds neither a job nor a
-    /// "no such job".
-    pub fn answer(self) -> Option<JobAnswer> {
+    /// The answer, or `None` if the message holds neither a readable
+    /// response nor a "no such thing".
+    pub fn answer<O: Operation>(self) -> Option<Answer<O>> {
         let state = match (self.found, self.not_found) {
-            (Some(response), _) => JobState::Found(Arc::new(response)),
-            (None, Some(err)) => JobState::NotFound(err.upstream_error()),
+            (Some(bytes), _) => State::Found(Arc::new(O::Response::decode(bytes.as_slice()).ok()?)),
+            (None, Some(err)) => State::NotFound(err.upstream_error()),
             (None, None) => return None,
         };
-        Some(JobAnswer {
+        Some(Answer {
             state,
             answered_at: instant_of(self.answered_at_ms),
             asked_at: instant_of(self.asked_at_ms),
@@ -155,7 +155,7 @@ impl StoredAnswer {
     }
 
     /// Decodes a stored answer; `None` if the bytes are not one.
-    pub fn decode_answer(bytes: &[u8]) -> Option<JobAnswer> {
+    pub fn decode_answer<O: Operation>(bytes: &[u8]) -> Option<Answer<O>> {
         Self::decode(bytes).ok()?.answer()
     }
 }
@@ -284,6 +284,11 @@ fn kind_of(code: u32) -> UpstreamErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        domain::answer::{JobAnswer, JobState},
+        pb,
+        upstream::DescribeJob,
+    };
 
     #[test]
     fn answers_and_errors_survive_the_trip() {
@@ -297,7 +302,7 @@ mod tests {
         };
         let answer = JobAnswer::now(JobState::Found(Arc::new(response.clone())));
         let bytes = StoredAnswer::from(&answer).encode_to_vec();
-        let back = StoredAnswer::decode_answer(&bytes).unwrap();
+        let back = StoredAnswer::decode_answer::<DescribeJob>(&bytes).unwrap();
         assert!(back.age() < Duration::from_secs(1));
         match back.state {
             JobState::Found(r) => assert_eq!(*r, response),

@@ -19,7 +19,7 @@ use iot_jobs_gateway::{
         error::GatewayError,
     },
     pb,
-    upstream::{JobQuery, UpstreamErrorKind},
+    upstream::{DescribeJob, JobQuery, UpstreamErrorKind},
 };
 use tokio::time::Instant;
 
@@ -58,7 +58,11 @@ fn answer(job_id: &str) -> Arc<JobAnswer> {
 }
 
 /// A fetch that counts itself and, after `delay`, gives `answer(job_id)`.
-fn counted(job_id: &str, fetches: &Arc<AtomicUsize>, delay: Duration) -> Fetch<'static> {
+fn counted(
+    job_id: &str,
+    fetches: &Arc<AtomicUsize>,
+    delay: Duration,
+) -> Fetch<'static, DescribeJob> {
     let (job_id, fetches) = (job_id.to_owned(), fetches.clone());
     Box::pin(async move {
         fetches.fetch_add(1, Ordering::SeqCst);
@@ -101,7 +105,7 @@ async fn concurrent_misses_share_one_fetch(backend: Backend) {
 
 async fn a_failure_reaches_every_waiter_and_is_not_kept(backend: Backend) {
     let cache = backend.roles.cache;
-    let failing = || -> Fetch<'static> {
+    let failing = || -> Fetch<'static, DescribeJob> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Err(GatewayError::upstream(

@@ -12,26 +12,50 @@ use std::sync::Arc;
 
 use iot_jobs_gateway::{
     backends::{
-        self,
-        redis::{RedisSettings, Shared},
+        local::Local,
+        redis::{RedisSettings, Replicas, Shared},
     },
-    domain::{JobsSettings, Roles},
+    domain::{
+        Backend as RoleSource, JobsSettings, cache::AnswerCache, limit::RateLimit,
+        watch::ownership::PollOwnership,
+    },
+    upstream::DescribeJob,
 };
 
 use crate::support::redis::RedisServer;
 
-/// The roles of one implementation, and what they run on.
+/// DescribeJob's roles from one implementation, and what they run on.
 pub struct Backend {
     pub roles: Roles,
     /// Keeps the Redis server of the shared roles running.
     _redis: Option<RedisServer>,
 }
 
+/// The roles under test.
+pub struct Roles {
+    pub limit: Arc<dyn RateLimit>,
+    pub cache: Arc<dyn AnswerCache<DescribeJob>>,
+    pub polls: Arc<dyn PollOwnership>,
+}
+
+impl Roles {
+    async fn of(backend: &impl RoleSource, settings: &JobsSettings) -> Self {
+        let roles = backend
+            .operation::<DescribeJob>(&settings.limiter, &settings.cache)
+            .await;
+        Self {
+            limit: roles.limit,
+            cache: roles.cache,
+            polls: backend.polls(),
+        }
+    }
+}
+
 impl Backend {
     /// The in-process roles with `settings`.
     pub async fn local(settings: &JobsSettings) -> Self {
         Self {
-            roles: backends::local::roles(settings),
+            roles: Roles::of(&Local, settings).await,
             _redis: None,
         }
     }
@@ -49,7 +73,7 @@ impl Backend {
         .await
         .expect("the test's redis-server accepts the connection");
         Self {
-            roles: backends::redis::roles(settings, Arc::clone(&shared)).await,
+            roles: Roles::of(&Replicas(shared), settings).await,
             _redis: Some(redis),
         }
     }

@@ -29,7 +29,6 @@ use iot_jobs_gateway::{
     events::EventsSettings,
     pb::jobs_gateway_client::JobsGatewayClient,
     upstream::{
-        JobsUpstream,
         aws::{self, AwsJobsUpstream, UpstreamSettings},
         retry::RetryPolicy,
     },
@@ -164,8 +163,8 @@ impl TestGateway {
         Self::start(Arc::new(AwsJobsUpstream::new(client)), options).await
     }
 
-    /// A gateway over any upstream.
-    pub async fn start(upstream: Arc<dyn JobsUpstream>, options: GatewayOptions) -> Self {
+    /// A gateway over a given upstream.
+    pub async fn start(upstream: Arc<AwsJobsUpstream>, options: GatewayOptions) -> Self {
         Self::serve(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, options).await
     }
 
@@ -183,7 +182,7 @@ impl TestGateway {
     /// Builds the gateway as `serve` does, on `listen`, and runs it.
     async fn serve(
         listen: SocketAddr,
-        upstream: Arc<dyn JobsUpstream>,
+        upstream: Arc<AwsJobsUpstream>,
         options: GatewayOptions,
     ) -> Self {
         let tls = options.server.tls.is_some();

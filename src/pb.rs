@@ -26,12 +26,15 @@ pub mod rpc {
     pub const STREAM_DESCRIBE_JOBS: &str = "StreamDescribeJobs";
     /// `WatchJobs`.
     pub const WATCH_JOBS: &str = "WatchJobs";
+    /// `DescribeJobExecution`.
+    pub const DESCRIBE_JOB_EXECUTION: &str = "DescribeJobExecution";
     /// All of them, in the contract's order.
-    pub const ALL: [&str; 4] = [
+    pub const ALL: [&str; 5] = [
         DESCRIBE_JOB,
         BATCH_DESCRIBE_JOBS,
         STREAM_DESCRIBE_JOBS,
         WATCH_JOBS,
+        DESCRIBE_JOB_EXECUTION,
     ];
 }
 

@@ -61,6 +61,11 @@ impl Banner<'_> {
             seed::TEMPLATED
         ));
         line(format!(
+            "  grpcurl -plaintext -d '{{\"jobId\": \"{}\", \"thingName\": \"{}\"}}' {target} iot.jobs.v1.JobsGateway/DescribeJobExecution",
+            seed::ROLLOUT,
+            seed::FAILING_THING
+        ));
+        line(format!(
             "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {target} iot.jobs.v1.JobsGateway/WatchJobs",
             seed::ROLLOUT
         ));

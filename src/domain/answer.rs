@@ -74,7 +74,7 @@ impl<O: Operation> Answer<O> {
             State::Found(response) => Ok(response.clone()),
             State::NotFound(err) => Err(GatewayError::Upstream {
                 job_id: O::subject(question).to_owned(),
-                source: err.clone(),
+                source: Box::new(err.clone()),
             }),
         }
     }

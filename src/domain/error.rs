@@ -48,13 +48,14 @@ pub enum GatewayError {
     #[error("invalid request: {}", .0.description)]
     InvalidArgument(FieldViolation),
     /// AWS (or the way to it) failed.
-    #[error("AWS IoT DescribeJob for job {job_id:?} failed")]
+    #[error("AWS IoT {} for job {job_id:?} failed", .source.operation)]
     Upstream {
         /// The job the call was about.
         job_id: String,
-        /// What went wrong upstream.
+        /// What went wrong upstream (boxed: errors stay small on the
+        /// answer path).
         #[source]
-        source: UpstreamError,
+        source: Box<UpstreamError>,
     },
     /// Time ran out before AWS answered; the upstream request was dropped.
     #[error("no answer from AWS IoT for job {job_id:?} within {budget:?} ({limit:?} deadline)")]
@@ -68,10 +69,12 @@ pub enum GatewayError {
     },
     /// The gateway's own AWS rate limit has no call to spare in time; AWS
     /// was not called.
-    #[error("no AWS call for job {job_id:?} available in time under the gateway's rate limit ({:?}, retry after {:?})", .rejected.reason, .rejected.retry_after)]
+    #[error("no AWS {operation} call for job {job_id:?} available in time under the gateway's rate limit ({:?}, retry after {:?})", .rejected.reason, .rejected.retry_after)]
     RateLimited {
         /// The job the call was about.
         job_id: String,
+        /// The operation whose budget had no call to spare.
+        operation: &'static str,
         /// What the limiter said.
         rejected: Rejected,
     },
@@ -143,7 +146,7 @@ impl GatewayError {
     pub fn upstream(job_id: impl Into<String>, kind: UpstreamErrorKind, message: &str) -> Self {
         Self::Upstream {
             job_id: job_id.into(),
-            source: UpstreamError::new(kind).with_message(message),
+            source: Box::new(UpstreamError::new(kind).with_message(message)),
         }
     }
 

@@ -141,7 +141,11 @@ impl<O: Operation> Fetcher<O> {
     /// AWS answered.
     async fn send(&self, query: &O::Question, permit: Permit) -> Result<O::Response, Attempt> {
         let sent = self.metrics.aws_sent();
-        let result = self.upstream.send::<O>(query).await;
+        let result = self
+            .upstream
+            .send::<O>(query)
+            .await
+            .map_err(|err| err.of(O::NAME));
         let took = sent.answered(result.as_ref().map(|_| ()));
         self.latency.record(took);
         // Any answer AWS gave without throttling shows there is quota to spare.
@@ -204,12 +208,13 @@ fn answer_of<O: Operation>(
         Err(Attempt::Upstream(source)) => {
             return Err(GatewayError::Upstream {
                 job_id: O::subject(query).to_owned(),
-                source,
+                source: Box::new(source),
             });
         }
         Err(Attempt::Limited(rejected)) => {
             return Err(GatewayError::RateLimited {
                 job_id: O::subject(query).to_owned(),
+                operation: O::NAME,
                 rejected,
             });
         }

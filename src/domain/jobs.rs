@@ -19,7 +19,10 @@ use crate::{
             observation::{Sent, Trigger},
         },
     },
-    upstream::{DescribeJob, JobQuery, Operation, aws::AwsJobsUpstream},
+    upstream::{
+        DescribeJob, DescribeJobExecution, ExecutionQuery, JobQuery, Operation,
+        aws::AwsJobsUpstream,
+    },
 };
 
 /// Answers job questions through an upstream.
@@ -28,6 +31,8 @@ pub struct Jobs {
     /// DescribeJob, for calls, batches and (through its fetcher and cache)
     /// the watch scheduler.
     describe_job: Answers<DescribeJob>,
+    /// DescribeJobExecution, over its own bucket and cache space.
+    describe_job_execution: Answers<DescribeJobExecution>,
     max_batch_size: usize,
     watches: Arc<Watches>,
     metrics: Arc<JobsMetrics>,
@@ -53,12 +58,18 @@ impl Jobs {
         let polls = backend.polls();
         let watches = Arc::new(Watches::new(settings.watch.clone(), polls.clone()));
         let describe_job = Answers::new(
-            upstream,
+            upstream.clone(),
             &settings,
             roles::<DescribeJob>(backend, &settings).await,
             metrics.clone(),
         )
         .witnessed_by(watches.clone());
+        let describe_job_execution = Answers::new(
+            upstream,
+            &settings,
+            roles::<DescribeJobExecution>(backend, &settings).await,
+            metrics.clone(),
+        );
         watches.start_scheduler(WatchPolls {
             fetcher: describe_job.fetcher().clone(),
             cache: describe_job.cache().clone(),
@@ -66,6 +77,7 @@ impl Jobs {
         polls.start(Arc::downgrade(&watches));
         Self {
             describe_job,
+            describe_job_execution,
             max_batch_size: settings.max_batch_size,
             watches,
             metrics,
@@ -123,6 +135,21 @@ impl Jobs {
     /// other callers were waiting for it, one of them asks AWS again.
     pub async fn describe(&self, query: &JobQuery, call: &Call) -> Result<Served, GatewayError> {
         self.describe_job.ask(query, call).await
+    }
+
+    /// Describes one thing's execution of a job, as [`Jobs::describe`]
+    /// does a job, through DescribeJobExecution's own bucket and cache.
+    pub async fn describe_execution(
+        &self,
+        query: &ExecutionQuery,
+        call: &Call,
+    ) -> Result<Served<DescribeJobExecution>, GatewayError> {
+        self.describe_job_execution.ask(query, call).await
+    }
+
+    /// DescribeJobExecution's token bucket.
+    pub fn execution_limiter(&self) -> &dyn RateLimit {
+        self.describe_job_execution.limiter()
     }
 
     /// Opens a watch stream on `targets` for `owner`: counts it against the

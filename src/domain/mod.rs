@@ -53,8 +53,12 @@ pub struct JobsSettings {
     pub retry: RetryPolicy,
     /// Bounds all attempts, waits and backoffs of one question together.
     pub operation_timeout: Duration,
-    /// DescribeJob's token bucket, which every DescribeJob attempt passes.
+    /// DescribeJob's token bucket, which every DescribeJob attempt passes,
+    /// and every other operation's unless it has its own below.
     pub limiter: LimiterSettings,
+    /// The buckets of other operations, by AWS's name of the operation
+    /// ([`Operation::NAME`]): each has its own quota at AWS.
+    pub operation_limiters: std::collections::BTreeMap<&'static str, LimiterSettings>,
     /// How long answers are kept.
     pub cache: CacheSettings,
     /// The most items one batch may ask about.
@@ -69,6 +73,7 @@ impl Default for JobsSettings {
             retry: RetryPolicy::default(),
             operation_timeout: Duration::from_secs(15),
             limiter: LimiterSettings::default(),
+            operation_limiters: Default::default(),
             cache: CacheSettings::default(),
             max_batch_size: 1000,
             watch: WatchSettings::default(),
@@ -105,7 +110,9 @@ impl Source {
 impl JobsSettings {
     /// The bucket of operation `O`.
     pub fn limiter_of<O: Operation>(&self) -> &LimiterSettings {
-        &self.limiter
+        self.operation_limiters
+            .get(O::NAME)
+            .unwrap_or(&self.limiter)
     }
 }
 

@@ -48,9 +48,69 @@ pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation
     Ok(())
 }
 
+/// AWS IoT thing names are at most this long.
+pub const MAX_THING_NAME_LEN: usize = 128;
+
+/// Checks a thing name against AWS's rule: 1 to 128 characters of
+/// `[a-zA-Z0-9:_-]`. `field` names it in a violation.
+pub fn thing_name(field: impl Display + Copy, name: &str) -> Result<(), FieldViolation> {
+    let violation = |description: String| FieldViolation {
+        field: field.to_string(),
+        description,
+    };
+    if name.is_empty() {
+        return Err(violation(format!(
+            "{field} is required: the name of an AWS IoT thing (1 to {MAX_THING_NAME_LEN} letters, digits, ':', '-' or '_')"
+        )));
+    }
+    let len = name.chars().count();
+    if len > MAX_THING_NAME_LEN {
+        return Err(violation(format!(
+            "{field} is {len} characters long; AWS IoT thing names have at most {MAX_THING_NAME_LEN}"
+        )));
+    }
+    if let Some((pos, bad)) = name
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':')))
+    {
+        return Err(violation(format!(
+            "{field} contains '{}' at position {}; AWS IoT thing names use only letters, digits, ':', '-' and '_'",
+            bad.escape_default(),
+            pos + 1
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thing_names_follow_their_own_rule() {
+        for name in ["a", "plant-7:line_2", &"t".repeat(128)] {
+            assert_eq!(thing_name("thing_name", name), Ok(()), "{name}");
+        }
+        let long = thing_name("thing_name", &"t".repeat(129)).unwrap_err();
+        assert!(
+            long.description.contains("129 characters"),
+            "{}",
+            long.description
+        );
+        let slash = thing_name("thing_name", "a/b").unwrap_err();
+        assert!(
+            slash.description.contains("'/' at position 2"),
+            "{}",
+            slash.description
+        );
+        assert!(
+            thing_name("thing_name", "")
+                .unwrap_err()
+                .description
+                .contains("required")
+        );
+    }
 
     #[test]
     fn accepts_aws_shaped_ids() {

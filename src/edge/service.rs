@@ -36,7 +36,7 @@ use crate::{
     },
     pb::{self, jobs_gateway_server::JobsGateway},
     security::auth::Caller,
-    upstream::JobQuery,
+    upstream::{ExecutionQuery, JobQuery, Operation},
 };
 
 /// The gRPC face of [`Jobs`].
@@ -131,6 +131,35 @@ impl JobsGateway for JobsGatewayService {
         };
         note.answered(answer.source);
         let mut response = Response::new(pb::DescribeJobResponse::clone(&answer.response));
+        set_cache_headers(response.metadata_mut(), &answer);
+        Ok(response)
+    }
+
+    async fn describe_job_execution(
+        &self,
+        request: Request<pb::DescribeJobExecutionRequest>,
+    ) -> Result<Response<pb::DescribeJobExecutionResponse>, Status> {
+        let caller = Caller::of(&request);
+        let note = CallNote::of(&request);
+        note.caller(caller.name_shared());
+        let call = call_of(&request, &caller, Received::of(&request));
+        let request = request.into_inner();
+        note.job(&request.job_id);
+        let result = async {
+            let query = ExecutionQuery::try_from(request)?;
+            caller.may_read(&query.job_id)?;
+            self.jobs.describe_execution(&query, &call).await
+        }
+        .await;
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(err) => {
+                note.failed(&err);
+                return Err(err.into());
+            }
+        };
+        note.answered(answer.source);
+        let mut response = Response::new(pb::DescribeJobExecutionResponse::clone(&answer.response));
         set_cache_headers(response.metadata_mut(), &answer);
         Ok(response)
     }
@@ -295,7 +324,7 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
                     }
                     JobState::NotFound(err) => State::Error(rpc_status(GatewayError::Upstream {
                         job_id: job_id.clone(),
-                        source: err.clone(),
+                        source: Box::new(err.clone()),
                     })),
                 },
                 Observed::Failed(err) => State::Error(rpc_status(err.clone())),
@@ -344,11 +373,11 @@ fn source_name(source: Source) -> &'static str {
     source.name()
 }
 
-fn age_ms(answer: &Served) -> u64 {
+fn age_ms<O: Operation>(answer: &Served<O>) -> u64 {
     u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn set_cache_headers(metadata: &mut MetadataMap, answer: &Served) {
+fn set_cache_headers<O: Operation>(metadata: &mut MetadataMap, answer: &Served<O>) {
     let source = MetadataValue::from_static(source_name(answer.source));
     metadata.insert("x-cache", source);
     metadata.insert("x-cache-age-ms", MetadataValue::from(age_ms(answer)));

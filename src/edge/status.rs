@@ -16,7 +16,10 @@ use crate::{
         limit::{RejectReason, Rejected},
     },
     pb::ERROR_DOMAIN,
-    upstream::{DEFAULT_THROTTLE_RETRY_AFTER, UpstreamError, UpstreamErrorKind},
+    upstream::{
+        DEFAULT_THROTTLE_RETRY_AFTER, DescribeJobExecution, Operation as _, UpstreamError,
+        UpstreamErrorKind,
+    },
 };
 
 /// The error as a `google.rpc.Status`, with the same code, message and
@@ -64,9 +67,11 @@ impl From<GatewayError> for Status {
                     ),
                 }
             }
-            GatewayError::RateLimited { job_id, rejected } => {
-                rate_limited_status(job_id, rejected, &mut details)
-            }
+            GatewayError::RateLimited {
+                job_id,
+                operation,
+                rejected,
+            } => rate_limited_status(job_id, operation, rejected, &mut details),
             GatewayError::Upstream { job_id, source } => {
                 upstream_status(job_id, source, &mut details)
             }
@@ -132,7 +137,12 @@ impl From<GatewayError> for Status {
 
 /// Fills in the details and returns the message when the gateway's own rate
 /// limit turned a call away.
-fn rate_limited_status(job_id: &str, rejected: &Rejected, details: &mut ErrorDetails) -> String {
+fn rate_limited_status(
+    job_id: &str,
+    operation: &str,
+    rejected: &Rejected,
+    details: &mut ErrorDetails,
+) -> String {
     // Never tell a client to retry sooner than a millisecond from now.
     let retry_after = rejected.retry_after.max(Duration::from_millis(1));
     details.set_retry_info(Some(retry_after));
@@ -145,16 +155,16 @@ fn rate_limited_status(job_id: &str, rejected: &Rejected, details: &mut ErrorDet
     let after = humantime_ms(retry_after);
     match rejected.reason {
         RejectReason::Deadline => format!(
-            "the gateway's AWS rate limit ({rate} DescribeJob calls/s) has no call free for job \
+            "the gateway's AWS rate limit ({rate} {operation} calls/s) has no call free for job \
              {job_id:?} before this call's deadline; retry after {after} or with a longer deadline"
         ),
         RejectReason::QueueFull => format!(
             "too many calls are already waiting for the gateway's AWS rate limit \
-             ({rate} DescribeJob calls/s); retry after {after}"
+             ({rate} {operation} calls/s); retry after {after}"
         ),
         RejectReason::CallerQueueFull => format!(
             "this caller already has its most calls waiting for the gateway's AWS rate limit \
-             ({rate} DescribeJob calls/s; its policy's max_waiting); retry after {after}"
+             ({rate} {operation} calls/s; its policy's max_waiting); retry after {after}"
         ),
     }
 }
@@ -183,6 +193,14 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
                     .unwrap_or("InvalidRequestException")
             ),
         ),
+        NotFound if err.operation == DescribeJobExecution::NAME => (
+            "EXECUTION_NOT_FOUND",
+            format!(
+                "job {job_id:?} has no such execution on that thing in the gateway's AWS account \
+                 and region (the job or the thing does not exist, the thing is not one of the \
+                 job's targets, or that execution number was never run)"
+            ),
+        ),
         NotFound => (
             "JOB_NOT_FOUND",
             format!("job {job_id:?} does not exist in the gateway's AWS account and region"),
@@ -192,7 +210,8 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
             (
                 "UPSTREAM_THROTTLED",
                 format!(
-                    "AWS IoT is throttling DescribeJob for the gateway's account; retry after {}s",
+                    "AWS IoT is throttling {} for the gateway's account; retry after {}s",
+                    err.operation,
                     DEFAULT_THROTTLE_RETRY_AFTER.as_secs()
                 ),
             )
@@ -209,9 +228,11 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
         AccessDenied => (
             "UPSTREAM_ACCESS_DENIED",
             format!(
-                "the gateway's AWS identity may not describe job {job_id:?} ({}); \
-                 an operator must grant it iot:DescribeJob",
-                code.unwrap_or("AccessDeniedException")
+                "the gateway's AWS identity may not call {} for job {job_id:?} ({}); \
+                 an operator must grant it iot:{}",
+                err.operation,
+                code.unwrap_or("AccessDeniedException"),
+                err.operation
             ),
         ),
         Unauthenticated => (

@@ -6,11 +6,11 @@ use std::fmt::Display;
 use crate::{
     domain::{
         error::GatewayError,
-        rules::{FieldViolation, MAX_JOB_ID_LEN, job_id},
+        rules::{FieldViolation, MAX_JOB_ID_LEN, job_id, thing_name},
         watch::WatchTargets,
     },
     pb,
-    upstream::JobQuery,
+    upstream::{ExecutionQuery, JobQuery},
 };
 
 impl TryFrom<pb::DescribeJobRequest> for JobQuery {
@@ -18,6 +18,20 @@ impl TryFrom<pb::DescribeJobRequest> for JobQuery {
 
     fn try_from(req: pb::DescribeJobRequest) -> Result<Self, Self::Error> {
         query("job_id", req)
+    }
+}
+
+impl TryFrom<pb::DescribeJobExecutionRequest> for ExecutionQuery {
+    type Error = GatewayError;
+
+    fn try_from(req: pb::DescribeJobExecutionRequest) -> Result<Self, Self::Error> {
+        job_id("job_id", &req.job_id).map_err(GatewayError::InvalidArgument)?;
+        thing_name("thing_name", &req.thing_name).map_err(GatewayError::InvalidArgument)?;
+        Ok(ExecutionQuery {
+            job_id: req.job_id,
+            thing_name: req.thing_name,
+            execution_number: req.execution_number,
+        })
     }
 }
 

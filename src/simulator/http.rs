@@ -5,6 +5,7 @@
 //! | route | AWS operation |
 //! |---|---|
 //! | `GET /jobs/{jobId}?beforeSubstitution=` | DescribeJob |
+//! | `GET /things/{thingName}/jobs/{jobId}?executionNumber=` | DescribeJobExecution |
 //! | `PUT /jobs/{jobId}` | CreateJob |
 //! | `PUT /jobs/{jobId}/cancel?force=` | CancelJob |
 //! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
@@ -59,6 +60,10 @@ pub fn router(simulator: Simulator) -> Router {
             get(describe_job).put(create_job).delete(delete_job),
         )
         .route("/jobs/{job_id}/cancel", put(cancel_job))
+        .route(
+            "/things/{thing_name}/jobs/{job_id}",
+            get(describe_job_execution),
+        )
         .route("/_sim/stats", get(stats))
         .route("/_sim/calls", get(arrivals))
         .route("/_sim/polls", get(polls))
@@ -110,6 +115,28 @@ async fn describe_job(
             ));
             with_request_id((StatusCode::OK, Body::from_stream(broken)).into_response())
         }
+    }
+}
+
+async fn describe_job_execution(
+    State(sim): State<Simulator>,
+    Path((thing, job_id)): Path<(String, String)>,
+    Query(params): Params,
+) -> Response {
+    let number = match params.get("executionNumber").map(|n| n.parse::<i64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return error(SimError::new(
+                400,
+                "InvalidRequestException",
+                "executionNumber must be a number",
+            ));
+        }
+    };
+    match sim.describe_job_execution(&job_id, &thing, number) {
+        Ok(body) => ok(body),
+        Err(err) => error(err),
     }
 }
 

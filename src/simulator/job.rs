@@ -248,6 +248,77 @@ impl SimJob {
         Value::Object(body)
     }
 
+    /// The `{"execution": {..}}` body DescribeJobExecution answers at `now`
+    /// for `thing` (whose ARN is `thing_arn`), or `None` if the job has no
+    /// execution on it. Each thing runs the job once: execution number 1.
+    /// The version counts the device's updates: 1 when queued, 2 once
+    /// started, 3 once it reported how it ended.
+    pub fn describe_execution(
+        &self,
+        thing: &str,
+        thing_arn: &str,
+        now: EpochMillis,
+    ) -> Option<Value> {
+        let e = self.executions.iter().find(|e| e.thing == thing)?;
+        let state = self.execution_state(e, now);
+        let queued_at = self.rollout_starts_at.max(self.created_at);
+        let started = e.starts_at <= now
+            && !matches!(state, ExecutionState::Queued)
+            && !(state == ExecutionState::Canceled
+                && self.canceled.as_ref().is_some_and(|c| c.at < e.starts_at));
+        let (status, details, version): (&str, Option<(&str, &str)>, i64) = match state {
+            ExecutionState::Queued => ("QUEUED", None, 1),
+            ExecutionState::InProgress => ("IN_PROGRESS", Some(("progress", "installing")), 2),
+            ExecutionState::Done(Outcome::Succeeded) => {
+                ("SUCCEEDED", Some(("result", "installed")), 3)
+            }
+            ExecutionState::Done(Outcome::Failed) => (
+                "FAILED",
+                Some(("reason", "the device reported a failure")),
+                3,
+            ),
+            ExecutionState::Done(Outcome::Rejected) => (
+                "REJECTED",
+                Some(("reason", "the device rejected the job")),
+                3,
+            ),
+            ExecutionState::Done(Outcome::TimedOut) => ("TIMED_OUT", None, 2),
+            ExecutionState::Canceled => ("CANCELED", None, if started { 2 } else { 1 }),
+            ExecutionState::Removed => ("REMOVED", None, if started { 2 } else { 1 }),
+        };
+        let mut last = queued_at;
+        if started {
+            last = last.max(e.starts_at);
+        }
+        match state {
+            ExecutionState::Done(_) => last = last.max(e.ends_at),
+            ExecutionState::Canceled => {
+                last = last.max(self.canceled.as_ref().map_or(last, |c| c.at));
+            }
+            ExecutionState::Removed => last = last.max(e.removed_at.unwrap_or(last)),
+            _ => {}
+        }
+        let mut execution = Map::new();
+        execution.insert("jobId".into(), json!(self.job_id));
+        execution.insert("status".into(), json!(status));
+        if state == ExecutionState::Canceled {
+            let forced = self.canceled.as_ref().is_some_and(|c| c.force) && started;
+            execution.insert("forceCanceled".into(), json!(forced));
+        }
+        if let Some((key, value)) = details {
+            execution.insert("statusDetails".into(), json!({"detailsMap": {key: value}}));
+        }
+        execution.insert("thingArn".into(), json!(thing_arn));
+        execution.insert("queuedAt".into(), epoch_seconds(queued_at));
+        if started {
+            execution.insert("startedAt".into(), epoch_seconds(e.starts_at));
+        }
+        execution.insert("lastUpdatedAt".into(), epoch_seconds(last));
+        execution.insert("executionNumber".into(), json!(1));
+        execution.insert("versionNumber".into(), json!(version));
+        Some(json!({"execution": Value::Object(execution)}))
+    }
+
     pub(super) fn process_details(&self, now: EpochMillis) -> Value {
         let mut counts = BTreeMap::<&str, i64>::new();
         let mut processing = Vec::new();

@@ -138,6 +138,9 @@ pub const ARRIVALS_KEPT: usize = 200_000;
 #[serde(rename_all = "camelCase")]
 pub struct CallStats {
     pub describe_job_calls: u64,
+    /// DescribeJobExecution calls (they have their own quota at AWS, so
+    /// they pass no rate limit here).
+    pub describe_job_execution_calls: u64,
     pub per_job: BTreeMap<String, u64>,
     /// Calls in each whole second since the simulator started.
     pub per_second: BTreeMap<u64, u64>,
@@ -507,6 +510,33 @@ impl Simulator {
             }
         };
         (answer, delay)
+    }
+
+    /// DescribeJobExecution: one thing's execution of a job, counted.
+    /// Faults and the rate limit are DescribeJob's only.
+    pub fn describe_job_execution(
+        &self,
+        job_id: &str,
+        thing: &str,
+        execution_number: Option<i64>,
+    ) -> Result<Value, SimError> {
+        let now = self.now();
+        let mut state = self.state();
+        state.stats.describe_job_execution_calls += 1;
+        self.purge_if_gone(&mut state, job_id, now);
+        let thing_arn = self.arn("thing", thing);
+        state
+            .jobs
+            .get(job_id)
+            .filter(|_| execution_number.is_none_or(|n| n == 1))
+            .and_then(|job| job.describe_execution(thing, &thing_arn, now))
+            .ok_or_else(|| {
+                SimError::new(
+                    404,
+                    "ResourceNotFoundException",
+                    format!("Job Execution for job {job_id} on thing {thing} does not exist."),
+                )
+            })
     }
 
     fn read_job(

@@ -20,6 +20,10 @@ pub const CANCELED: &str = "sensor-calibration-v1";
 /// A job built from a managed template with document parameters.
 pub const TEMPLATED: &str = "cert-rotation-2026";
 
+/// The rollout's thing whose execution fails (its fourth: the first
+/// group's fourth thing while groups have at least four).
+pub const FAILING_THING: &str = "gateways-eu-4";
+
 /// Creates the demo jobs; returns their ids.
 pub fn demo_fleet(sim: &Simulator) -> Vec<&'static str> {
     let now = sim.now();

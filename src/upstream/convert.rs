@@ -1,5 +1,5 @@
-//! SDK → wire conversion of a DescribeJob answer. Every AWS field is carried
-//! over; fields AWS left out stay absent; timestamps keep their precision;
+//! SDK → wire conversion of a DescribeJob answer, and the helpers every
+//! operation's conversion shares. Every AWS field is carried over; fields AWS left out stay absent; timestamps keep their precision;
 //! enum values this contract does not know are kept as strings in
 //! `Job.unrecognized_values` instead of failing the call.
 
@@ -20,12 +20,12 @@ impl From<&JobDescription> for pb::DescribeJobResponse {
 
 /// Collects enum values the contract does not know, keyed by JSON path.
 #[derive(Default)]
-struct Unrecognized(BTreeMap<String, String>);
+pub(crate) struct Unrecognized(pub(crate) BTreeMap<String, String>);
 
 impl Unrecognized {
     /// Maps an AWS enum string onto a proto enum by its value name; unknown
     /// strings become the enum's zero value and are remembered under `path`.
-    fn map<E: Into<i32>>(
+    pub(crate) fn map<E: Into<i32>>(
         &mut self,
         raw: &str,
         from_name: fn(&str) -> Option<E>,
@@ -45,7 +45,7 @@ impl Unrecognized {
     /// AWS types these values as 64-bit but documents small ranges, so the
     /// contract uses int32 (plain JSON numbers, as AWS prints them). A value
     /// that does not fit is kept as text under `path` rather than truncated.
-    fn narrow(&mut self, value: i64, path: &str) -> Option<i32> {
+    pub(crate) fn narrow(&mut self, value: i64, path: &str) -> Option<i32> {
         match i32::try_from(value) {
             Ok(v) => Some(v),
             Err(_) => {
@@ -124,7 +124,7 @@ fn job(j: &aws::Job) -> pb::Job {
 /// AWS sends timestamps as epoch seconds with millisecond precision, which
 /// the SDK parses through an `f64` (`.294` arrives as `.293999910`). Rounding
 /// to the nearest millisecond restores exactly what AWS sent.
-fn timestamp(t: &aws_smithy_types::DateTime) -> prost_types::Timestamp {
+pub(crate) fn timestamp(t: &aws_smithy_types::DateTime) -> prost_types::Timestamp {
     let nanos = i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos());
     let millis = (nanos + 500_000).div_euclid(1_000_000);
     prost_types::Timestamp {

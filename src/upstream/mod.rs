@@ -10,11 +10,13 @@ pub mod aws;
 pub mod convert;
 pub mod credentials;
 pub mod describe_job;
+pub mod describe_job_execution;
 pub mod retry;
 
 use std::{error::Error as StdError, fmt, future::Future, hash::Hash, sync::Arc, time::Duration};
 
 pub use describe_job::{DescribeJob, JobQuery};
+pub use describe_job_execution::{DescribeJobExecution, ExecutionQuery};
 
 /// One AWS IoT operation the gateway answers: its validated question, the
 /// one AWS request that asks it (its failures classified, its answer made
@@ -74,6 +76,8 @@ pub enum UpstreamErrorKind {
 /// A failed upstream call: the classification plus what AWS told us.
 #[derive(Debug, Clone)]
 pub struct UpstreamError {
+    /// The AWS operation that failed ([`Operation::NAME`]).
+    pub operation: &'static str,
     /// The gateway's classification, which decides the gRPC status.
     pub kind: UpstreamErrorKind,
     /// AWS's error code (`ThrottlingException`), when AWS sent one.
@@ -91,10 +95,12 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     /// An error of `kind` with nothing else known; retryable if the kind
-    /// usually is.
+    /// usually is. It is DescribeJob's until [`UpstreamError::of`] says
+    /// otherwise (the fetcher of each operation does).
     pub fn new(kind: UpstreamErrorKind) -> Self {
         use UpstreamErrorKind::*;
         Self {
+            operation: DescribeJob::NAME,
             kind,
             aws_code: None,
             aws_message: None,
@@ -102,6 +108,12 @@ impl UpstreamError {
             retryable: matches!(kind, Throttled | Unavailable | Timeout),
             source: None,
         }
+    }
+
+    /// Says which operation failed.
+    pub fn of(mut self, operation: &'static str) -> Self {
+        self.operation = operation;
+        self
     }
 
     /// Sets AWS's error code.
@@ -131,7 +143,7 @@ impl UpstreamError {
 
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AWS IoT DescribeJob failed ({:?}", self.kind)?;
+        write!(f, "AWS IoT {} failed ({:?}", self.operation, self.kind)?;
         if let Some(code) = &self.aws_code {
             write!(f, ", {code}")?;
         }

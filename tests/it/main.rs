@@ -18,6 +18,7 @@ mod docs;
 mod error_mapping;
 mod events;
 mod examples;
+mod executions;
 mod fairness;
 mod grpcurl;
 mod layers;

@@ -16,7 +16,7 @@ use crate::{
         tls::TlsSettings,
     },
     telemetry::refusals::RefusalLogSettings,
-    upstream::retry::RetryPolicy,
+    upstream::{DescribeJobExecution, Operation as _, retry::RetryPolicy},
 };
 
 /// How the gateway protects AWS: answer cache, rate limit, batch size.
@@ -55,6 +55,15 @@ pub struct ProtectionArgs {
     #[arg(long, env = "GATEWAY_UPSTREAM_BURST", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub upstream_burst: u32,
+
+    /// AWS DescribeJobExecution calls per second, for all clients together: a bucket of its own, apart from DescribeJob's (AWS's default quota is 10; Service Quotas code L-B731A266).
+    #[arg(long, env = "GATEWAY_DESCRIBE_JOB_EXECUTION_RATE", default_value_t = 10.0, value_parser = parse_rate)]
+    pub describe_job_execution_rate: f64,
+
+    /// DescribeJobExecution calls that may start at once after a quiet period.
+    #[arg(long, env = "GATEWAY_DESCRIBE_JOB_EXECUTION_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub describe_job_execution_burst: u32,
 
     /// Calls that may wait for the rate limit at once; more are turned away.
     #[arg(long, env = "GATEWAY_UPSTREAM_MAX_WAITERS", default_value_t = 1000,
@@ -231,6 +240,16 @@ impl ProtectionArgs {
                 max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
                 background_share: self.watch.watch_min_share,
             },
+            operation_limiters: [(
+                DescribeJobExecution::NAME,
+                LimiterSettings {
+                    rate: self.describe_job_execution_rate,
+                    burst: self.describe_job_execution_burst,
+                    max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
+                    background_share: self.watch.watch_min_share,
+                },
+            )]
+            .into(),
             cache: CacheSettings {
                 ttl: self.cache_ttl,
                 terminal_ttl: self.cache_terminal_ttl,

@@ -433,7 +433,7 @@ impl<O: Operation> Inner<O> {
                 return Some(Ok(Arc::new(answer)));
             }
             if let Some(error) = outcome.error {
-                return Some(Err(error.into_error(O::subject(query))));
+                return Some(Err(error.into_error(O::subject(query), O::NAME)));
             }
             // The fetch was abandoned: look again (and claim it).
             return None;

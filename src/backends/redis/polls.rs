@@ -362,7 +362,9 @@ fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
         published.failed,
     ) {
         (Some(answer), _) => Observed::Answer(Arc::new(answer)),
-        (None, Some(failed)) => Observed::Failed(failed.into_error(&query.job_id)),
+        (None, Some(failed)) => {
+            Observed::Failed(failed.into_error(&query.job_id, DescribeJob::NAME))
+        }
         (None, None) => return,
     };
     let trigger = Trigger::from_code(published.trigger);

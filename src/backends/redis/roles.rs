@@ -34,7 +34,9 @@ impl Backend for Replicas {
         cache: &CacheSettings,
     ) -> OperationRoles<O> {
         let shared = &self.0;
-        let fallback_rate = shared.settings().fallback_rate;
+        // The replica's own rate while Redis is away, at most the
+        // operation's configured one.
+        let fallback_rate = shared.settings().fallback_rate.min(configured.rate);
         let fallback = LimiterSettings {
             rate: fallback_rate,
             burst: ((f64::from(configured.burst) * fallback_rate / configured.rate).round() as u32)

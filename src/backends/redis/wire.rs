@@ -144,7 +144,7 @@ impl StoredAnswer {
     pub fn answer<O: Operation>(self) -> Option<Answer<O>> {
         let state = match (self.found, self.not_found) {
             (Some(bytes), _) => State::Found(Arc::new(O::Response::decode(bytes.as_slice()).ok()?)),
-            (None, Some(err)) => State::NotFound(err.upstream_error()),
+            (None, Some(err)) => State::NotFound(err.upstream_error().of(O::NAME)),
             (None, None) => return None,
         };
         Some(Answer {
@@ -173,8 +173,10 @@ impl StoredError {
         }
     }
 
+    /// The upstream error, as DescribeJob's until the caller says whose.
     fn upstream_error(&self) -> UpstreamError {
         UpstreamError {
+            operation: UpstreamError::new(UpstreamErrorKind::Internal).operation,
             kind: kind_of(self.kind),
             aws_code: self.aws_code.clone(),
             aws_message: self.aws_message.clone(),
@@ -215,12 +217,13 @@ impl StoredError {
         }
     }
 
-    /// The error about `job_id`.
-    pub fn into_error(self, job_id: &str) -> GatewayError {
+    /// The error of `operation` about `job_id`.
+    pub fn into_error(self, job_id: &str, operation: &'static str) -> GatewayError {
         let job_id = job_id.to_owned();
         match self.variant {
             1 => GatewayError::RateLimited {
                 job_id,
+                operation,
                 rejected: Rejected {
                     reason: match self.reason {
                         1 => RejectReason::QueueFull,
@@ -242,7 +245,7 @@ impl StoredError {
             },
             _ => GatewayError::Upstream {
                 job_id,
-                source: self.upstream_error(),
+                source: Box::new(self.upstream_error().of(operation)),
             },
         }
     }
@@ -313,6 +316,7 @@ mod tests {
             GatewayError::upstream("j-1", UpstreamErrorKind::Throttled, "slow down"),
             GatewayError::RateLimited {
                 job_id: "j-1".into(),
+                operation: "DescribeJob",
                 rejected: Rejected {
                     reason: RejectReason::QueueFull,
                     retry_after: Duration::from_millis(1500),
@@ -325,7 +329,7 @@ mod tests {
                 limit: DeadlineSource::Caller,
             },
         ] {
-            let back = StoredError::from_error(&err).into_error("j-1");
+            let back = StoredError::from_error(&err).into_error("j-1", "DescribeJob");
             assert_eq!(back.code(), err.code(), "{err:?}");
             assert_eq!(back.is_out_of_time(), err.is_out_of_time(), "{err:?}");
             assert_eq!(back.to_string(), err.to_string());

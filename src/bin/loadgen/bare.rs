@@ -41,6 +41,13 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
+    async fn describe_job_execution(
+        &self,
+        _request: Request<pb::DescribeJobExecutionRequest>,
+    ) -> Result<Response<pb::DescribeJobExecutionResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

@@ -75,6 +75,13 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         Err(tonic::Status::unimplemented("not in this scenario"))
     }
 
+    async fn describe_job_execution(
+        &self,
+        _request: tonic::Request<pb::DescribeJobExecutionRequest>,
+    ) -> Result<tonic::Response<pb::DescribeJobExecutionResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this scenario"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

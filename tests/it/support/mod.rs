@@ -245,11 +245,15 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 
 /// A gateway answer in proto3 JSON, as grpcurl and other JSON clients see it.
 pub fn to_json(response: &iot_jobs_gateway::pb::DescribeJobResponse) -> serde_json::Value {
-    use prost::Message;
+    message_json(response, "DescribeJobResponse")
+}
+
+/// Any message of the contract (`name` within `iot.jobs.v1`) in proto3 JSON.
+pub fn message_json(response: &impl prost::Message, name: &str) -> serde_json::Value {
     let pool =
         prost_reflect::DescriptorPool::decode(iot_jobs_gateway::pb::FILE_DESCRIPTOR_SET).unwrap();
     let descriptor = pool
-        .get_message_by_name("iot.jobs.v1.DescribeJobResponse")
+        .get_message_by_name(&format!("iot.jobs.v1.{name}"))
         .unwrap();
     let message =
         prost_reflect::DynamicMessage::decode(descriptor, response.encode_to_vec().as_slice())

@@ -22,7 +22,7 @@ use std::{
     sync::OnceLock,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const REQUIREMENTS: &str = include_str!("requirements.txt");
 /// Installed through the `-r` line of `requirements.txt`.
@@ -193,10 +193,22 @@ impl Tools {
 
     /// boto3's `describe_job` answer from `endpoint`, as JSON.
     pub fn boto3_describe(&self, endpoint: &str, region: &str, job_id: &str) -> Value {
+        self.boto3_call(endpoint, region, "describe_job", &json!({"jobId": job_id}))
+    }
+
+    /// boto3's answer to `operation` (its method name) with `params` from
+    /// `endpoint`, as JSON.
+    pub fn boto3_call(
+        &self,
+        endpoint: &str,
+        region: &str,
+        operation: &str,
+        params: &Value,
+    ) -> Value {
         self.run_script(
-            "boto3_describe.py",
-            &[endpoint, region, job_id],
-            "boto3 describe_job failed",
+            "boto3_call.py",
+            &[endpoint, region, operation, &params.to_string()],
+            &format!("boto3 {operation} failed"),
         )
     }
 
@@ -438,15 +450,17 @@ impl Run {
 /// `3600.0`). Returns the paths that differ.
 pub fn json_differences(gateway: &Value, boto3: &Value) -> Vec<String> {
     let mut gateway = gateway.clone();
-    if let Some(job) = gateway.get_mut("job").and_then(Value::as_object_mut)
-        && let Some(Value::Object(unknown)) = job.remove("unrecognizedValues")
-    {
-        for (path, raw) in unknown {
-            assert!(
-                !path.contains(['.', '[']),
-                "nested unknown value {path} not handled"
-            );
-            job.insert(path, raw);
+    for top in ["job", "execution"] {
+        if let Some(object) = gateway.get_mut(top).and_then(Value::as_object_mut)
+            && let Some(Value::Object(unknown)) = object.remove("unrecognizedValues")
+        {
+            for (path, raw) in unknown {
+                assert!(
+                    !path.contains(['.', '[']),
+                    "nested unknown value {path} not handled"
+                );
+                object.insert(path, raw);
+            }
         }
     }
     let mut diffs = Vec::new();
@@ -462,6 +476,9 @@ fn compare(g: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
                 match (g.get(key), b.get(key)) {
                     (Some(gv), Some(bv)) => compare(gv, bv, &p, diffs),
                     (Some(_), None) => diffs.push(format!("{p}: only in the gateway's answer")),
+                    // proto3 JSON leaves out an empty map or list.
+                    (None, Some(Value::Object(m))) if m.is_empty() => {}
+                    (None, Some(Value::Array(a))) if a.is_empty() => {}
                     (None, _) => diffs.push(format!("{p}: missing from the gateway's answer")),
                 }
             }

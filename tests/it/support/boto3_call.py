@@ -1,8 +1,10 @@
-"""Prints boto3's describe_job answer as JSON: the reference AWS client's
-view of a job, for comparing with what the gateway answers.
+"""Prints boto3's answer to one IoT operation as JSON: the reference AWS
+client's view, for comparing with what the gateway answers.
 
-Usage: boto3_describe.py ENDPOINT_URL REGION JOB_ID
-Timestamps are written as RFC 3339 with milliseconds, as proto3 JSON does.
+Usage: boto3_call.py ENDPOINT_URL REGION OPERATION PARAMS_JSON
+OPERATION is boto3's method name (describe_job_execution); PARAMS_JSON its
+keyword arguments. Timestamps are written as RFC 3339 with milliseconds, as
+proto3 JSON does.
 """
 import datetime
 import json
@@ -10,7 +12,7 @@ import sys
 
 import boto3
 
-endpoint, region, job_id = sys.argv[1:4]
+endpoint, region, operation, params = sys.argv[1:5]
 client = boto3.client(
     "iot",
     endpoint_url=endpoint,
@@ -18,7 +20,7 @@ client = boto3.client(
     aws_access_key_id="testing",
     aws_secret_access_key="testing",
 )
-answer = client.describe_job(jobId=job_id)
+answer = getattr(client, operation)(**json.loads(params))
 answer.pop("ResponseMetadata", None)
 
 

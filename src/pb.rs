@@ -28,13 +28,16 @@ pub mod rpc {
     pub const WATCH_JOBS: &str = "WatchJobs";
     /// `DescribeJobExecution`.
     pub const DESCRIBE_JOB_EXECUTION: &str = "DescribeJobExecution";
+    /// `ListJobExecutionsForJob`.
+    pub const LIST_JOB_EXECUTIONS_FOR_JOB: &str = "ListJobExecutionsForJob";
     /// All of them, in the contract's order.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         DESCRIBE_JOB,
         BATCH_DESCRIBE_JOBS,
         STREAM_DESCRIBE_JOBS,
         WATCH_JOBS,
         DESCRIBE_JOB_EXECUTION,
+        LIST_JOB_EXECUTIONS_FOR_JOB,
     ];
 }
 

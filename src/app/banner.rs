@@ -66,6 +66,10 @@ impl Banner<'_> {
             seed::FAILING_THING
         ));
         line(format!(
+            "  grpcurl -plaintext -d '{{\"jobId\": \"{}\", \"status\": \"FAILED\"}}' {target} iot.jobs.v1.JobsGateway/ListJobExecutionsForJob",
+            seed::ROLLOUT
+        ));
+        line(format!(
             "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {target} iot.jobs.v1.JobsGateway/WatchJobs",
             seed::ROLLOUT
         ));

@@ -20,8 +20,8 @@ use crate::{
         },
     },
     upstream::{
-        DescribeJob, DescribeJobExecution, ExecutionQuery, JobQuery, Operation,
-        aws::AwsJobsUpstream,
+        DescribeJob, DescribeJobExecution, ExecutionQuery, JobExecutionsPage, JobQuery,
+        ListJobExecutionsForJob, Operation, aws::AwsJobsUpstream,
     },
 };
 
@@ -33,6 +33,8 @@ pub struct Jobs {
     describe_job: Answers<DescribeJob>,
     /// DescribeJobExecution, over its own bucket and cache space.
     describe_job_execution: Answers<DescribeJobExecution>,
+    /// ListJobExecutionsForJob, page by page, over its own bucket and cache.
+    list_job_executions_for_job: Answers<ListJobExecutionsForJob>,
     max_batch_size: usize,
     watches: Arc<Watches>,
     metrics: Arc<JobsMetrics>,
@@ -65,9 +67,15 @@ impl Jobs {
         )
         .witnessed_by(watches.clone());
         let describe_job_execution = Answers::new(
-            upstream,
+            upstream.clone(),
             &settings,
             roles::<DescribeJobExecution>(backend, &settings).await,
+            metrics.clone(),
+        );
+        let list_job_executions_for_job = Answers::new(
+            upstream,
+            &settings,
+            roles::<ListJobExecutionsForJob>(backend, &settings).await,
             metrics.clone(),
         );
         watches.start_scheduler(WatchPolls {
@@ -78,6 +86,7 @@ impl Jobs {
         Self {
             describe_job,
             describe_job_execution,
+            list_job_executions_for_job,
             max_batch_size: settings.max_batch_size,
             watches,
             metrics,
@@ -145,6 +154,16 @@ impl Jobs {
         call: &Call,
     ) -> Result<Served<DescribeJobExecution>, GatewayError> {
         self.describe_job_execution.ask(query, call).await
+    }
+
+    /// One page of a job's executions, through ListJobExecutionsForJob's
+    /// own bucket and cache.
+    pub async fn list_executions(
+        &self,
+        page: &JobExecutionsPage,
+        call: &Call,
+    ) -> Result<Served<ListJobExecutionsForJob>, GatewayError> {
+        self.list_job_executions_for_job.ask(page, call).await
     }
 
     /// DescribeJobExecution's token bucket.

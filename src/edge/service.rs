@@ -36,7 +36,7 @@ use crate::{
     },
     pb::{self, jobs_gateway_server::JobsGateway},
     security::auth::Caller,
-    upstream::{ExecutionQuery, JobQuery, Operation},
+    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery, Operation},
 };
 
 /// The gRPC face of [`Jobs`].
@@ -110,58 +110,42 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::DescribeJobRequest>,
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
-        let caller = Caller::of(&request);
-        let note = CallNote::of(&request);
-        note.caller(caller.name_shared());
-        let call = call_of(&request, &caller, Received::of(&request));
-        let request = request.into_inner();
-        note.job(&request.job_id);
+        let (caller, call, note, request) = start_unary(request, |r| &r.job_id);
         let result = async {
             let query = JobQuery::try_from(request)?;
             caller.may_read(&query.job_id)?;
             self.jobs.describe(&query, &call).await
         }
         .await;
-        let answer = match result {
-            Ok(answer) => answer,
-            Err(err) => {
-                note.failed(&err);
-                return Err(err.into());
-            }
-        };
-        note.answered(answer.source);
-        let mut response = Response::new(pb::DescribeJobResponse::clone(&answer.response));
-        set_cache_headers(response.metadata_mut(), &answer);
-        Ok(response)
+        finish_unary(result, &note)
     }
 
     async fn describe_job_execution(
         &self,
         request: Request<pb::DescribeJobExecutionRequest>,
     ) -> Result<Response<pb::DescribeJobExecutionResponse>, Status> {
-        let caller = Caller::of(&request);
-        let note = CallNote::of(&request);
-        note.caller(caller.name_shared());
-        let call = call_of(&request, &caller, Received::of(&request));
-        let request = request.into_inner();
-        note.job(&request.job_id);
+        let (caller, call, note, request) = start_unary(request, |r| &r.job_id);
         let result = async {
             let query = ExecutionQuery::try_from(request)?;
             caller.may_read(&query.job_id)?;
             self.jobs.describe_execution(&query, &call).await
         }
         .await;
-        let answer = match result {
-            Ok(answer) => answer,
-            Err(err) => {
-                note.failed(&err);
-                return Err(err.into());
-            }
-        };
-        note.answered(answer.source);
-        let mut response = Response::new(pb::DescribeJobExecutionResponse::clone(&answer.response));
-        set_cache_headers(response.metadata_mut(), &answer);
-        Ok(response)
+        finish_unary(result, &note)
+    }
+
+    async fn list_job_executions_for_job(
+        &self,
+        request: Request<pb::ListJobExecutionsForJobRequest>,
+    ) -> Result<Response<pb::ListJobExecutionsForJobResponse>, Status> {
+        let (caller, call, note, request) = start_unary(request, |r| &r.job_id);
+        let result = async {
+            let page = JobExecutionsPage::try_from(request)?;
+            caller.may_read(&page.job_id)?;
+            self.jobs.list_executions(&page, &call).await
+        }
+        .await;
+        finish_unary(result, &note)
     }
 
     async fn batch_describe_jobs(
@@ -371,6 +355,40 @@ fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call 
 /// How an answer's source reads in headers and logs.
 fn source_name(source: Source) -> &'static str {
     source.name()
+}
+
+/// What a unary call of any operation starts with: its caller, its call,
+/// its note (naming the caller and `job_id` of the request), and the
+/// request.
+fn start_unary<R>(
+    request: Request<R>,
+    job_id: fn(&R) -> &str,
+) -> (Caller, Call, std::sync::Arc<CallNote>, R) {
+    let caller = Caller::of(&request);
+    let note = CallNote::of(&request);
+    note.caller(caller.name_shared());
+    let call = call_of(&request, &caller, Received::of(&request));
+    let request = request.into_inner();
+    note.job(job_id(&request));
+    (caller, call, note, request)
+}
+
+/// A unary call's answer with its cache headers, or its failure, noted.
+fn finish_unary<O: Operation>(
+    result: Result<Served<O>, GatewayError>,
+    note: &CallNote,
+) -> Result<Response<O::Response>, Status> {
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(err) => {
+            note.failed(&err);
+            return Err(err.into());
+        }
+    };
+    note.answered(answer.source);
+    let mut response = Response::new(O::Response::clone(&answer.response));
+    set_cache_headers(response.metadata_mut(), &answer);
+    Ok(response)
 }
 
 fn age_ms<O: Operation>(answer: &Served<O>) -> u64 {

@@ -10,7 +10,7 @@ use crate::{
         watch::WatchTargets,
     },
     pb,
-    upstream::{ExecutionQuery, JobQuery},
+    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery},
 };
 
 impl TryFrom<pb::DescribeJobRequest> for JobQuery {
@@ -31,6 +31,67 @@ impl TryFrom<pb::DescribeJobExecutionRequest> for ExecutionQuery {
             job_id: req.job_id,
             thing_name: req.thing_name,
             execution_number: req.execution_number,
+        })
+    }
+}
+
+/// AWS's page sizes for ListJobExecutionsForJob.
+const JOB_EXECUTIONS_PAGE: std::ops::RangeInclusive<i32> = 1..=250;
+
+impl TryFrom<pb::ListJobExecutionsForJobRequest> for JobExecutionsPage {
+    type Error = GatewayError;
+
+    fn try_from(req: pb::ListJobExecutionsForJobRequest) -> Result<Self, Self::Error> {
+        let invalid = |field: &str, description: String| {
+            GatewayError::InvalidArgument(FieldViolation {
+                field: field.to_owned(),
+                description,
+            })
+        };
+        job_id("job_id", &req.job_id).map_err(GatewayError::InvalidArgument)?;
+        let status = match req.status {
+            None => None,
+            Some(value) => match pb::job_execution::Status::try_from(value) {
+                Ok(status) if status != pb::job_execution::Status::Unspecified => {
+                    Some(status.as_str_name())
+                }
+                _ => {
+                    return Err(invalid(
+                        "status",
+                        format!(
+                            "status {value} is not an execution status; use QUEUED, IN_PROGRESS, \
+                             SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED or CANCELED, or leave \
+                             it out"
+                        ),
+                    ));
+                }
+            },
+        };
+        if let Some(size) = req.max_results
+            && !JOB_EXECUTIONS_PAGE.contains(&size)
+        {
+            return Err(invalid(
+                "max_results",
+                format!(
+                    "max_results is {size}; AWS IoT lists {} to {} executions per page",
+                    JOB_EXECUTIONS_PAGE.start(),
+                    JOB_EXECUTIONS_PAGE.end()
+                ),
+            ));
+        }
+        if req.next_token.as_deref() == Some("") {
+            return Err(invalid(
+                "next_token",
+                "next_token is empty; leave it out for the first page, or send the \
+                 previous page's next_token"
+                    .to_owned(),
+            ));
+        }
+        Ok(JobExecutionsPage {
+            job_id: req.job_id,
+            status,
+            max_results: req.max_results,
+            next_token: req.next_token,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /jobs/{jobId}?beforeSubstitution=` | DescribeJob |
 //! | `GET /things/{thingName}/jobs/{jobId}?executionNumber=` | DescribeJobExecution |
+//! | `GET /jobs/{jobId}/things?status=&maxResults=&nextToken=` | ListJobExecutionsForJob |
 //! | `PUT /jobs/{jobId}` | CreateJob |
 //! | `PUT /jobs/{jobId}/cancel?force=` | CancelJob |
 //! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
@@ -60,6 +61,7 @@ pub fn router(simulator: Simulator) -> Router {
             get(describe_job).put(create_job).delete(delete_job),
         )
         .route("/jobs/{job_id}/cancel", put(cancel_job))
+        .route("/jobs/{job_id}/things", get(list_job_executions_for_job))
         .route(
             "/things/{thing_name}/jobs/{job_id}",
             get(describe_job_execution),
@@ -135,6 +137,34 @@ async fn describe_job_execution(
         }
     };
     match sim.describe_job_execution(&job_id, &thing, number) {
+        Ok(body) => ok(body),
+        Err(err) => error(err),
+    }
+}
+
+async fn list_job_executions_for_job(
+    State(sim): State<Simulator>,
+    Path(job_id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let size = match params.get("maxResults").map(|n| n.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return error(SimError::new(
+                400,
+                "InvalidRequestException",
+                "maxResults must be a number",
+            ));
+        }
+    };
+    let listed = sim.list_job_executions_for_job(
+        &job_id,
+        params.get("status").map(String::as_str),
+        size,
+        params.get("nextToken").map(String::as_str),
+    );
+    match listed {
         Ok(body) => ok(body),
         Err(err) => error(err),
     }

@@ -141,6 +141,8 @@ pub struct CallStats {
     /// DescribeJobExecution calls (they have their own quota at AWS, so
     /// they pass no rate limit here).
     pub describe_job_execution_calls: u64,
+    /// ListJobExecutionsForJob calls (pages asked for), likewise.
+    pub list_job_executions_for_job_calls: u64,
     pub per_job: BTreeMap<String, u64>,
     /// Calls in each whole second since the simulator started.
     pub per_second: BTreeMap<u64, u64>,
@@ -537,6 +539,74 @@ impl Simulator {
                     format!("Job Execution for job {job_id} on thing {thing} does not exist."),
                 )
             })
+    }
+
+    /// ListJobExecutionsForJob: one page of a job's executions in the
+    /// order its things were targeted, `max_results` long (10 when left
+    /// out; AWS does not document its own default), optionally of one
+    /// status; `next_token` is opaque, as AWS's is.
+    pub fn list_job_executions_for_job(
+        &self,
+        job_id: &str,
+        status: Option<&str>,
+        max_results: Option<usize>,
+        next_token: Option<&str>,
+    ) -> Result<Value, SimError> {
+        use base64::Engine as _;
+        let invalid = |message: &str| SimError::new(400, "InvalidRequestException", message);
+        let now = self.now();
+        let mut state = self.state();
+        state.stats.list_job_executions_for_job_calls += 1;
+        self.purge_if_gone(&mut state, job_id, now);
+        let size = max_results.unwrap_or(10);
+        if !(1..=250).contains(&size) {
+            return Err(invalid("maxResults must be between 1 and 250"));
+        }
+        let start = match next_token {
+            None => 0,
+            Some(token) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| {
+                    let (job, offset) = text.rsplit_once('@')?;
+                    (job == job_id).then(|| offset.parse::<usize>().ok())?
+                })
+                .ok_or_else(|| invalid("The nextToken is not valid."))?,
+        };
+        let job = state
+            .jobs
+            .get(job_id)
+            .ok_or_else(|| SimError::not_found(job_id))?;
+        let mut matching = job.executions.iter().filter_map(|e| {
+            let arn = self.arn("thing", &e.thing);
+            let body = job.describe_execution(&e.thing, &arn, now)?;
+            let execution = &body["execution"];
+            if status.is_some_and(|wanted| execution["status"] != wanted) {
+                return None;
+            }
+            let mut summary = serde_json::Map::new();
+            for key in [
+                "status",
+                "queuedAt",
+                "startedAt",
+                "lastUpdatedAt",
+                "executionNumber",
+            ] {
+                if let Some(value) = execution.get(key) {
+                    summary.insert(key.into(), value.clone());
+                }
+            }
+            Some(json!({"thingArn": arn, "jobExecutionSummary": summary}))
+        });
+        let page: Vec<Value> = matching.by_ref().skip(start).take(size).collect();
+        let mut body = json!({"executionSummaries": page});
+        if matching.next().is_some() {
+            let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!("{job_id}@{}", start + size));
+            body["nextToken"] = json!(token);
+        }
+        Ok(body)
     }
 
     fn read_job(

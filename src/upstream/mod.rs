@@ -11,12 +11,14 @@ pub mod convert;
 pub mod credentials;
 pub mod describe_job;
 pub mod describe_job_execution;
+pub mod list_job_executions_for_job;
 pub mod retry;
 
 use std::{error::Error as StdError, fmt, future::Future, hash::Hash, sync::Arc, time::Duration};
 
 pub use describe_job::{DescribeJob, JobQuery};
 pub use describe_job_execution::{DescribeJobExecution, ExecutionQuery};
+pub use list_job_executions_for_job::{JobExecutionsPage, ListJobExecutionsForJob};
 
 /// One AWS IoT operation the gateway answers: its validated question, the
 /// one AWS request that asks it (its failures classified, its answer made

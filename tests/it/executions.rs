@@ -286,3 +286,229 @@ async fn executions_spend_a_budget_of_their_own_and_describe_job_keeps_its_rate(
     assert_eq!(sim.sim.stats().describe_job_calls, 5);
     assert_eq!(sim.sim.stats().describe_job_execution_calls, 1);
 }
+
+fn page(
+    job_id: &str,
+    status: Option<pb::job_execution::Status>,
+    max_results: Option<i32>,
+    next_token: Option<String>,
+) -> tonic::Request<pb::ListJobExecutionsForJobRequest> {
+    tonic::Request::new(pb::ListJobExecutionsForJobRequest {
+        job_id: job_id.to_owned(),
+        status: status.map(|s| s as i32),
+        max_results,
+        next_token,
+    })
+}
+
+fn page_json(response: &pb::ListJobExecutionsForJobResponse) -> serde_json::Value {
+    let json = message_json(response, "ListJobExecutionsForJobResponse");
+    // Unknown values sit inside each summary; none are expected here.
+    for summary in json["executionSummaries"].as_array().into_iter().flatten() {
+        assert!(
+            summary["jobExecutionSummary"]
+                .get("unrecognizedValues")
+                .is_none()
+        );
+    }
+    json
+}
+
+/// boto3's list_job_executions_for_job from `endpoint` with `params`.
+async fn boto3_page(endpoint: &str, params: serde_json::Value) -> serde_json::Value {
+    let tools = tools().await;
+    let endpoint = endpoint.to_owned();
+    blocking(move || tools.boto3_call(&endpoint, REGION, "list_job_executions_for_job", &params))
+        .await
+}
+
+fn things_of(page: &pb::ListJobExecutionsForJobResponse) -> Vec<String> {
+    page.execution_summaries
+        .iter()
+        .map(|s| {
+            let arn = s.thing_arn.as_deref().unwrap();
+            arn.rsplit('/').next().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_of_three_add_up_to_the_whole_listing_as_boto3_reads_it() {
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let mut things = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let answer = gw
+            .client
+            .list_job_executions_for_job(page("rollout", None, Some(3), token.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut params = json!({"jobId": "rollout", "maxResults": 3});
+        if let Some(token) = &token {
+            params["nextToken"] = json!(token);
+        }
+        let reference = boto3_page(&sim.url, params).await;
+        assert_eq!(
+            json_differences(&page_json(&answer), &reference),
+            Vec::<String>::new(),
+            "page {pages}"
+        );
+        pages += 1;
+        assert!(answer.execution_summaries.len() <= 3);
+        things.extend(things_of(&answer));
+        match answer.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "the listing never ended");
+    }
+    let every: Vec<String> = (1..=10).map(|n| format!("fleet-{n}")).collect();
+    assert_eq!(things, every);
+    assert_eq!(pages, 4);
+    assert_eq!(
+        sim.sim.stats().list_job_executions_for_job_calls,
+        4 + 4,
+        "and boto3's"
+    );
+
+    // The same first page again is the cache's, not AWS's.
+    let again = gw
+        .client
+        .list_job_executions_for_job(page("rollout", None, Some(3), None))
+        .await
+        .unwrap();
+    assert_eq!(header(&again, "x-cache"), "hit");
+    assert_eq!(sim.sim.stats().list_job_executions_for_job_calls, 8);
+}
+
+#[tokio::test]
+async fn a_status_filter_lists_only_executions_in_that_status() {
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    sim.advance(Duration::from_secs(7));
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let listed = |status| {
+        let mut client = gw.client.clone();
+        async move {
+            client
+                .list_job_executions_for_job(page("rollout", Some(status), None, None))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    use pb::job_execution::Status::*;
+    let succeeded = listed(Succeeded).await;
+    assert_eq!(things_of(&succeeded), ["fleet-1", "fleet-2", "fleet-3"]);
+    assert!(
+        succeeded.execution_summaries.iter().all(|s| s
+            .job_execution_summary
+            .as_ref()
+            .unwrap()
+            .status()
+            == Succeeded)
+    );
+    assert_eq!(things_of(&listed(Queued).await), ["fleet-9", "fleet-10"]);
+    assert_eq!(listed(InProgress).await.execution_summaries.len(), 5);
+    assert!(listed(Failed).await.execution_summaries.is_empty());
+    let reference = boto3_page(&sim.url, json!({"jobId": "rollout", "status": "SUCCEEDED"})).await;
+    assert_eq!(
+        json_differences(&page_json(&succeeded), &reference),
+        Vec::<String>::new()
+    );
+
+    let missing = gw
+        .client
+        .list_job_executions_for_job(page("no-such-job", None, None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+}
+
+#[tokio::test]
+async fn bad_listing_questions_are_refused_before_aws() {
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let mut unknown_status = page("rollout", None, None, None);
+    unknown_status.get_mut().status = Some(42);
+    for (request, field, says) in [
+        (
+            page("rollout", None, Some(0), None),
+            "max_results",
+            "1 to 250",
+        ),
+        (
+            page("rollout", None, Some(251), None),
+            "max_results",
+            "is 251",
+        ),
+        (
+            page("rollout", None, None, Some(String::new())),
+            "next_token",
+            "empty",
+        ),
+        (unknown_status, "status", "not an execution status"),
+        (page("", None, None, None), "job_id", "required"),
+    ] {
+        let status = gw
+            .client
+            .list_job_executions_for_job(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violation = &status
+            .get_details_bad_request()
+            .expect("BadRequest")
+            .field_violations[0];
+        assert_eq!(violation.field, field);
+        assert!(
+            violation.description.contains(says),
+            "{}",
+            violation.description
+        );
+    }
+    assert_eq!(sim.sim.stats().list_job_executions_for_job_calls, 0);
+}
+
+#[tokio::test]
+async fn a_moto_listing_matches_boto3_field_for_field() {
+    let tools = tools().await;
+    let moto = tools.moto();
+    let sdk = iot_client(&moto.url);
+    let mut targets = Vec::new();
+    for n in 1..=3 {
+        let name = format!("valve-{n}");
+        sdk.create_thing().thing_name(&name).send().await.unwrap();
+        targets.push(format!("arn:aws:iot:{REGION}:123456789012:thing/{name}"));
+    }
+    sdk.create_job()
+        .job_id("valves")
+        .set_targets(Some(targets))
+        .document("{}")
+        .send()
+        .await
+        .unwrap();
+    let mut gw = TestGateway::aws(&moto.url).await;
+
+    let answer = gw
+        .client
+        .list_job_executions_for_job(page("valves", None, None, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let reference = boto3_page(&moto.url, json!({"jobId": "valves"})).await;
+
+    assert_eq!(
+        json_differences(&page_json(&answer), &reference),
+        Vec::<String>::new()
+    );
+    assert_eq!(answer.execution_summaries.len(), 3);
+}

@@ -16,7 +16,7 @@ use crate::{
         tls::TlsSettings,
     },
     telemetry::refusals::RefusalLogSettings,
-    upstream::{DescribeJobExecution, Operation as _, retry::RetryPolicy},
+    upstream::{DescribeJobExecution, ListJobExecutionsForJob, Operation as _, retry::RetryPolicy},
 };
 
 /// How the gateway protects AWS: answer cache, rate limit, batch size.
@@ -64,6 +64,15 @@ pub struct ProtectionArgs {
     #[arg(long, env = "GATEWAY_DESCRIBE_JOB_EXECUTION_BURST", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub describe_job_execution_burst: u32,
+
+    /// AWS ListJobExecutionsForJob calls (pages) per second, for all clients together: a bucket of its own (AWS's default quota is 10; Service Quotas code L-9CCB5F90).
+    #[arg(long, env = "GATEWAY_LIST_JOB_EXECUTIONS_FOR_JOB_RATE", default_value_t = 10.0, value_parser = parse_rate)]
+    pub list_job_executions_for_job_rate: f64,
+
+    /// ListJobExecutionsForJob calls that may start at once after a quiet period.
+    #[arg(long, env = "GATEWAY_LIST_JOB_EXECUTIONS_FOR_JOB_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub list_job_executions_for_job_burst: u32,
 
     /// Calls that may wait for the rate limit at once; more are turned away.
     #[arg(long, env = "GATEWAY_UPSTREAM_MAX_WAITERS", default_value_t = 1000,
@@ -229,6 +238,16 @@ impl ProtectionArgs {
         }
     }
 
+    /// An operation's bucket at `rate` and `burst`, queueing as DescribeJob's.
+    fn bucket(&self, rate: f64, burst: u32) -> LimiterSettings {
+        LimiterSettings {
+            rate,
+            burst,
+            max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
+            background_share: self.watch.watch_min_share,
+        }
+    }
+
     /// The domain settings, with `retry` and `operation_timeout` from elsewhere.
     pub fn jobs(&self, retry: RetryPolicy, operation_timeout: Duration) -> JobsSettings {
         JobsSettings {
@@ -240,15 +259,22 @@ impl ProtectionArgs {
                 max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
                 background_share: self.watch.watch_min_share,
             },
-            operation_limiters: [(
-                DescribeJobExecution::NAME,
-                LimiterSettings {
-                    rate: self.describe_job_execution_rate,
-                    burst: self.describe_job_execution_burst,
-                    max_waiters: usize::try_from(self.upstream_max_waiters).unwrap_or(usize::MAX),
-                    background_share: self.watch.watch_min_share,
-                },
-            )]
+            operation_limiters: [
+                (
+                    DescribeJobExecution::NAME,
+                    self.bucket(
+                        self.describe_job_execution_rate,
+                        self.describe_job_execution_burst,
+                    ),
+                ),
+                (
+                    ListJobExecutionsForJob::NAME,
+                    self.bucket(
+                        self.list_job_executions_for_job_rate,
+                        self.list_job_executions_for_job_burst,
+                    ),
+                ),
+            ]
             .into(),
             cache: CacheSettings {
                 ttl: self.cache_ttl,

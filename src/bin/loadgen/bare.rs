@@ -48,6 +48,13 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
+    async fn list_job_executions_for_job(
+        &self,
+        _request: Request<pb::ListJobExecutionsForJobRequest>,
+    ) -> Result<Response<pb::ListJobExecutionsForJobResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

@@ -28,12 +28,13 @@ use serde::Deserialize;
 use crate::{pb::rpc, security::auth::identity};
 
 /// The RPCs a policy can name: the contract's, and server reflection.
-pub const RPCS: [&str; 6] = [
+pub const RPCS: [&str; 7] = [
     rpc::ALL[0],
     rpc::ALL[1],
     rpc::ALL[2],
     rpc::ALL[3],
     rpc::ALL[4],
+    rpc::ALL[5],
     "Reflection",
 ];
 

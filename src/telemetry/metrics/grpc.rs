@@ -48,7 +48,7 @@ impl RpcType {
 }
 
 /// Every method this server offers: (service, method, type).
-const METHODS: [(&str, &str, RpcType); 9] = [
+const METHODS: [(&str, &str, RpcType); 10] = [
     (SERVICE_NAME, rpc::DESCRIBE_JOB, RpcType::Unary),
     (SERVICE_NAME, rpc::BATCH_DESCRIBE_JOBS, RpcType::Unary),
     (
@@ -58,6 +58,11 @@ const METHODS: [(&str, &str, RpcType); 9] = [
     ),
     (SERVICE_NAME, rpc::WATCH_JOBS, RpcType::ServerStream),
     (SERVICE_NAME, rpc::DESCRIBE_JOB_EXECUTION, RpcType::Unary),
+    (
+        SERVICE_NAME,
+        rpc::LIST_JOB_EXECUTIONS_FOR_JOB,
+        RpcType::Unary,
+    ),
     (HEALTH_SERVICE, "Check", RpcType::Unary),
     (HEALTH_SERVICE, "Watch", RpcType::ServerStream),
     (

@@ -82,6 +82,13 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         Err(tonic::Status::unimplemented("not in this scenario"))
     }
 
+    async fn list_job_executions_for_job(
+        &self,
+        _request: tonic::Request<pb::ListJobExecutionsForJobRequest>,
+    ) -> Result<tonic::Response<pb::ListJobExecutionsForJobResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this scenario"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

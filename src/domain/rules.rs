@@ -19,33 +19,71 @@ pub struct FieldViolation {
 /// Checks a job id against AWS's rule: 1 to 64 characters of `[a-zA-Z0-9_-]`.
 /// `field` names it in a violation (formatted only if there is one).
 pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
-    let violation = |description: String| FieldViolation {
-        field: field.to_string(),
-        description,
-    };
-    if id.is_empty() {
-        return Err(violation(format!(
-            "{field} is required: the id of an AWS IoT job (1 to {MAX_JOB_ID_LEN} letters, digits, '-' or '_')"
-        )));
+    Name {
+        one: "the id of an AWS IoT job",
+        many: "AWS IoT job ids",
+        max: MAX_JOB_ID_LEN,
+        extra: &['-', '_'],
     }
-    let len = id.chars().count();
-    if len > MAX_JOB_ID_LEN {
-        return Err(violation(format!(
-            "{field} is {len} characters long; AWS IoT job ids have at most {MAX_JOB_ID_LEN}"
-        )));
+    .check(field, id)
+}
+
+/// One of AWS's name rules: 1 to `max` letters, digits and `extra`.
+struct Name {
+    /// What one such name is, for people.
+    one: &'static str,
+    /// What they are, in the plural.
+    many: &'static str,
+    max: usize,
+    /// Allowed besides ASCII letters and digits.
+    extra: &'static [char],
+}
+
+impl Name {
+    /// The punctuation allowed, for people: `'-' or '_'`.
+    fn punctuation(&self, word: &str) -> String {
+        let quoted: Vec<String> = self.extra.iter().map(|c| format!("'{c}'")).collect();
+        match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} {word} {last}", rest.join(", ")),
+            None => String::new(),
+        }
     }
-    if let Some((pos, bad)) = id
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(violation(format!(
-            "{field} contains '{}' at position {}; AWS IoT job ids use only letters, digits, '-' and '_'",
-            bad.escape_default(),
-            pos + 1
-        )));
+
+    fn check(&self, field: impl Display + Copy, value: &str) -> Result<(), FieldViolation> {
+        let violation = |description: String| FieldViolation {
+            field: field.to_string(),
+            description,
+        };
+        let either = self.punctuation("or");
+        let both = self.punctuation("and");
+        if value.is_empty() {
+            return Err(violation(format!(
+                "{field} is required: {} (1 to {} letters, digits, {either})",
+                self.one, self.max
+            )));
+        }
+        let len = value.chars().count();
+        if len > self.max {
+            return Err(violation(format!(
+                "{field} is {len} characters long; {} have at most {}",
+                self.many, self.max
+            )));
+        }
+        if let Some((pos, bad)) = value
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || self.extra.contains(c)))
+        {
+            return Err(violation(format!(
+                "{field} contains '{}' at position {}; {} use only letters, digits, {both}",
+                bad.escape_default(),
+                pos + 1,
+                self.many
+            )));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// AWS IoT thing names are at most this long.
@@ -54,33 +92,13 @@ pub const MAX_THING_NAME_LEN: usize = 128;
 /// Checks a thing name against AWS's rule: 1 to 128 characters of
 /// `[a-zA-Z0-9:_-]`. `field` names it in a violation.
 pub fn thing_name(field: impl Display + Copy, name: &str) -> Result<(), FieldViolation> {
-    let violation = |description: String| FieldViolation {
-        field: field.to_string(),
-        description,
-    };
-    if name.is_empty() {
-        return Err(violation(format!(
-            "{field} is required: the name of an AWS IoT thing (1 to {MAX_THING_NAME_LEN} letters, digits, ':', '-' or '_')"
-        )));
+    Name {
+        one: "the name of an AWS IoT thing",
+        many: "AWS IoT thing names",
+        max: MAX_THING_NAME_LEN,
+        extra: &[':', '-', '_'],
     }
-    let len = name.chars().count();
-    if len > MAX_THING_NAME_LEN {
-        return Err(violation(format!(
-            "{field} is {len} characters long; AWS IoT thing names have at most {MAX_THING_NAME_LEN}"
-        )));
-    }
-    if let Some((pos, bad)) = name
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':')))
-    {
-        return Err(violation(format!(
-            "{field} contains '{}' at position {}; AWS IoT thing names use only letters, digits, ':', '-' and '_'",
-            bad.escape_default(),
-            pos + 1
-        )));
-    }
-    Ok(())
+    .check(field, name)
 }
 
 #[cfg(test)]
@@ -122,6 +140,10 @@ mod tests {
     #[test]
     fn rejects_with_a_message_that_says_what_to_fix() {
         let empty = job_id("job_id", "").unwrap_err();
+        assert_eq!(
+            empty.description,
+            "job_id is required: the id of an AWS IoT job (1 to 64 letters, digits, '-' or '_')"
+        );
         assert!(
             empty.description.contains("required"),
             "{}",

@@ -120,21 +120,31 @@ async fn describe_job(
     }
 }
 
+/// The number in query parameter `name`, if sent; AWS's refusal if it is
+/// not one.
+fn number_param<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, SimError> {
+    match params.get(name).map(|n| n.parse::<T>()) {
+        None => Ok(None),
+        Some(Ok(n)) => Ok(Some(n)),
+        Some(Err(_)) => Err(SimError::new(
+            400,
+            "InvalidRequestException",
+            format!("{name} must be a number"),
+        )),
+    }
+}
+
 async fn describe_job_execution(
     State(sim): State<Simulator>,
     Path((thing, job_id)): Path<(String, String)>,
     Query(params): Params,
 ) -> Response {
-    let number = match params.get("executionNumber").map(|n| n.parse::<i64>()) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return error(SimError::new(
-                400,
-                "InvalidRequestException",
-                "executionNumber must be a number",
-            ));
-        }
+    let number = match number_param::<i64>(&params, "executionNumber") {
+        Ok(number) => number,
+        Err(refused) => return error(refused),
     };
     match sim.describe_job_execution(&job_id, &thing, number) {
         Ok(body) => ok(body),
@@ -147,16 +157,9 @@ async fn list_job_executions_for_job(
     Path(job_id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let size = match params.get("maxResults").map(|n| n.parse::<usize>()) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return error(SimError::new(
-                400,
-                "InvalidRequestException",
-                "maxResults must be a number",
-            ));
-        }
+    let size = match number_param::<usize>(&params, "maxResults") {
+        Ok(size) => size,
+        Err(refused) => return error(refused),
     };
     let listed = sim.list_job_executions_for_job(
         &job_id,

@@ -512,3 +512,63 @@ async fn a_moto_listing_matches_boto3_field_for_field() {
     );
     assert_eq!(answer.execution_summaries.len(), 3);
 }
+
+/// Three replicas on one Redis: the new operations' questions cost the set
+/// one AWS call each, and each operation's bucket is its own in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_each_operations_answers_and_keep_its_bucket_apart() {
+    use redis::AsyncCommands as _;
+    use support::{process::GatewayProcess, redis::RedisServer};
+
+    let redis = RedisServer::start().await;
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    let url = redis.url();
+    let mut clients = Vec::new();
+    let mut set = Vec::new();
+    for _ in 0..3 {
+        let replica =
+            GatewayProcess::serve(&sim.url, &["--redis-url", url.as_str()], "replica").await;
+        clients.push(replica.client().await);
+        set.push(replica);
+    }
+
+    let calls = (0..90).map(|i| {
+        let mut client = clients[i % 3].clone();
+        async move {
+            if i % 2 == 0 {
+                let answer = client
+                    .describe_job_execution(execution("rollout", "fleet-4"))
+                    .await
+                    .unwrap();
+                header(&answer, "x-cache")
+            } else {
+                let answer = client
+                    .list_job_executions_for_job(page("rollout", None, Some(5), None))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.get_ref().execution_summaries.len(), 5);
+                header(&answer, "x-cache")
+            }
+        }
+    });
+    let sources = join_all(calls).await;
+
+    let stats = sim.sim.stats();
+    assert_eq!(stats.describe_job_execution_calls, 1, "{sources:?}");
+    assert_eq!(stats.list_job_executions_for_job_calls, 1, "{sources:?}");
+    assert_eq!(
+        sources.iter().filter(|s| *s == "miss").count(),
+        2,
+        "{sources:?}"
+    );
+    let mut conn = redis.client().await;
+    for bucket in ["execution:limit", "job-executions:limit"] {
+        let key = format!("{{iot-jobs-gateway}}:{bucket}");
+        let exists: bool = conn.exists(&key).await.unwrap();
+        assert!(exists, "{key}: each operation's bucket is its own");
+    }
+    let describe_job_bucket: bool = conn.exists("{iot-jobs-gateway}:limit").await.unwrap();
+    assert!(!describe_job_bucket, "DescribeJob's bucket was not spent");
+    drop(set);
+}

@@ -1362,7 +1362,12 @@ async fn silent_connections_are_closed_and_normal_callers_answered_under_a_low_f
             "32 held until the preface limit: {flood}"
         );
         assert!(flood["closed_last_s"].as_f64().unwrap() < 5.0, "{flood}");
-        total - 32 - count(flood, "failed")
+        // Reset by the gateway: every connection past the 32, less those
+        // the client saw fail; a connection the gateway took and reset at
+        // once may also reach the client as a failure, so the gateway's
+        // count lies between the two.
+        let failed = count(flood, "failed");
+        (total - 32 - failed, total - 32)
     };
     let plain_reset = at_cap(&plain, 60);
     // The same on the metrics port, where the first bytes are a request line.
@@ -1387,14 +1392,14 @@ async fn silent_connections_are_closed_and_normal_callers_answered_under_a_low_f
         refused("grpc")
     );
     assert_eq!(refused("grpc") + timed_out("grpc"), 300.0);
-    assert_eq!(
-        (refused("health"), timed_out("health")),
-        (plain_reset as f64, 32.0)
-    );
-    assert_eq!(
-        (refused("metrics"), timed_out("metrics")),
-        (scrapers_reset as f64, 32.0)
-    );
+    for (listener, (least, most)) in [("health", plain_reset), ("metrics", scrapers_reset)] {
+        let reset = refused(listener);
+        assert!(
+            (least as f64..=most as f64).contains(&reset),
+            "{listener}: {reset} reset, expected {least} to {most}"
+        );
+        assert_eq!(timed_out(listener), 32.0, "{listener}");
+    }
     // A new caller gets in once the silent ones are gone.
     let mut newcomer = JobsGatewayClient::new(tls_channel(addr, &pki.ca_pem, None).await.unwrap());
     newcomer.describe_job(describe("public-1")).await.unwrap();

@@ -166,11 +166,6 @@ impl Jobs {
         self.list_job_executions_for_job.ask(page, call).await
     }
 
-    /// DescribeJobExecution's token bucket.
-    pub fn execution_limiter(&self) -> &dyn RateLimit {
-        self.describe_job_execution.limiter()
-    }
-
     /// Opens a watch stream on `targets` for `owner`: counts it against the
     /// gateway's cap and the owner's, subscribes to each job's shared poller
     /// (starting the scheduler if it was idle) and seeds new pollers from

@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::{
     domain::{
-        Call, JobsSettings, OperationRoles, Served, Source,
+        Backend, Call, JobsSettings, Served, Source,
         answer::Answer,
         cache::AnswerCache,
         error::{DeadlineSource, GatewayError},
@@ -73,13 +73,17 @@ impl<O: Operation> Clone for Answers<O> {
 }
 
 impl<O: Operation> Answers<O> {
-    /// `O`'s answers over its `roles`, asking `upstream`.
-    pub(crate) fn new(
+    /// `O`'s answers over its own roles from `backend` (its bucket from
+    /// `settings`), asking `upstream`.
+    pub(crate) async fn build(
         upstream: Arc<AwsJobsUpstream>,
         settings: &JobsSettings,
-        roles: OperationRoles<O>,
+        backend: &impl Backend,
         metrics: Arc<JobsMetrics>,
     ) -> Self {
+        let roles = backend
+            .operation::<O>(settings.limiter_of::<O>(), &settings.cache)
+            .await;
         let fetcher = Fetcher::new(
             upstream,
             settings.retry.clone(),

@@ -21,7 +21,7 @@ use crate::{
     },
     upstream::{
         DescribeJob, DescribeJobExecution, ExecutionQuery, JobExecutionsPage, JobQuery,
-        ListJobExecutionsForJob, Operation, aws::AwsJobsUpstream,
+        ListJobExecutionsForJob, aws::AwsJobsUpstream,
     },
 };
 
@@ -59,25 +59,13 @@ impl Jobs {
         let metrics = Arc::<JobsMetrics>::default();
         let polls = backend.polls();
         let watches = Arc::new(Watches::new(settings.watch.clone(), polls.clone()));
-        let describe_job = Answers::new(
-            upstream.clone(),
-            &settings,
-            roles::<DescribeJob>(backend, &settings).await,
-            metrics.clone(),
-        )
-        .witnessed_by(watches.clone());
-        let describe_job_execution = Answers::new(
-            upstream.clone(),
-            &settings,
-            roles::<DescribeJobExecution>(backend, &settings).await,
-            metrics.clone(),
-        );
-        let list_job_executions_for_job = Answers::new(
-            upstream,
-            &settings,
-            roles::<ListJobExecutionsForJob>(backend, &settings).await,
-            metrics.clone(),
-        );
+        let describe_job = Answers::build(upstream.clone(), &settings, backend, metrics.clone())
+            .await
+            .witnessed_by(watches.clone());
+        let describe_job_execution =
+            Answers::build(upstream.clone(), &settings, backend, metrics.clone()).await;
+        let list_job_executions_for_job =
+            Answers::build(upstream, &settings, backend, metrics.clone()).await;
         watches.start_scheduler(WatchPolls {
             fetcher: describe_job.fetcher().clone(),
             cache: describe_job.cache().clone(),
@@ -199,14 +187,4 @@ impl Jobs {
             receivers,
         ))
     }
-}
-
-/// `O`'s roles from `backend`, with `O`'s bucket and the cache settings.
-async fn roles<O: Operation>(
-    backend: &impl Backend,
-    settings: &JobsSettings,
-) -> crate::domain::OperationRoles<O> {
-    backend
-        .operation::<O>(settings.limiter_of::<O>(), &settings.cache)
-        .await
 }

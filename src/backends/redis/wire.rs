@@ -16,7 +16,7 @@ use crate::{
         error::{DeadlineSource, GatewayError},
         limit::{RejectReason, Rejected},
     },
-    upstream::{Operation, UpstreamError, UpstreamErrorKind},
+    upstream::{DescribeJob, Operation, UpstreamError, UpstreamErrorKind},
 };
 
 /// An [`Answer`] as stored in Redis and published.
@@ -176,7 +176,7 @@ impl StoredError {
     /// The upstream error, as DescribeJob's until the caller says whose.
     fn upstream_error(&self) -> UpstreamError {
         UpstreamError {
-            operation: UpstreamError::new(UpstreamErrorKind::Internal).operation,
+            operation: DescribeJob::NAME,
             kind: kind_of(self.kind),
             aws_code: self.aws_code.clone(),
             aws_message: self.aws_message.clone(),
@@ -290,7 +290,6 @@ mod tests {
     use crate::{
         domain::answer::{JobAnswer, JobState},
         pb,
-        upstream::DescribeJob,
     };
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::{
     domain::error::GatewayError,
-    upstream::{DescribeJob, Operation, UpstreamError},
+    upstream::{DescribeJob, Operation, Subject, UpstreamError},
 };
 
 /// What AWS said.
@@ -73,7 +73,7 @@ impl<O: Operation> Answer<O> {
         match &self.state {
             State::Found(response) => Ok(response.clone()),
             State::NotFound(err) => Err(GatewayError::Upstream {
-                job_id: O::subject(question).to_owned(),
+                subject: Subject::of::<O>(question),
                 source: Box::new(err.clone()),
             }),
         }

@@ -27,7 +27,7 @@ use crate::{
         stale::{Refresh, StaleAnswers},
         watch::observation::Sent,
     },
-    upstream::{Operation, aws::AwsJobsUpstream},
+    upstream::{Operation, Subject, aws::AwsJobsUpstream},
 };
 
 /// Who else sees every answer AWS gives to an operation's calls (the
@@ -149,7 +149,7 @@ impl<O: Operation> Answers<O> {
         let result = match tokio::time::timeout_at(deadline, lookup).await {
             Ok(result) => result,
             Err(_elapsed) => Err(GatewayError::DeadlineExceeded {
-                job_id: O::subject(query).to_owned(),
+                subject: Subject::of::<O>(query),
                 budget: deadline.saturating_duration_since(received),
                 limit,
             }),

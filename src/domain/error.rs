@@ -14,7 +14,7 @@ use crate::{
         limit::{RejectReason, Rejected},
         rules::FieldViolation,
     },
-    upstream::{UpstreamError, UpstreamErrorKind},
+    upstream::{Subject, UpstreamError, UpstreamErrorKind},
 };
 
 /// Which time limit ran out.
@@ -48,20 +48,20 @@ pub enum GatewayError {
     #[error("invalid request: {}", .0.description)]
     InvalidArgument(FieldViolation),
     /// AWS (or the way to it) failed.
-    #[error("AWS IoT {} for job {job_id:?} failed", .source.operation)]
+    #[error("AWS IoT {} for {subject} failed", .source.operation)]
     Upstream {
-        /// The job the call was about.
-        job_id: String,
+        /// The job (or thing) the call was about.
+        subject: Subject,
         /// What went wrong upstream (boxed: errors stay small on the
         /// answer path).
         #[source]
         source: Box<UpstreamError>,
     },
     /// Time ran out before AWS answered; the upstream request was dropped.
-    #[error("no answer from AWS IoT for job {job_id:?} within {budget:?} ({limit:?} deadline)")]
+    #[error("no answer from AWS IoT for {subject} within {budget:?} ({limit:?} deadline)")]
     DeadlineExceeded {
-        /// The job the call was about.
-        job_id: String,
+        /// The job (or thing) the call was about.
+        subject: Subject,
         /// How long the gateway waited.
         budget: Duration,
         /// Whose limit it was.
@@ -69,10 +69,10 @@ pub enum GatewayError {
     },
     /// The gateway's own AWS rate limit has no call to spare in time; AWS
     /// was not called.
-    #[error("no AWS {operation} call for job {job_id:?} available in time under the gateway's rate limit ({:?}, retry after {:?})", .rejected.reason, .rejected.retry_after)]
+    #[error("no AWS {operation} call for {subject} available in time under the gateway's rate limit ({:?}, retry after {:?})", .rejected.reason, .rejected.retry_after)]
     RateLimited {
-        /// The job the call was about.
-        job_id: String,
+        /// The job (or thing) the call was about.
+        subject: Subject,
         /// The operation whose budget had no call to spare.
         operation: &'static str,
         /// What the limiter said.
@@ -141,11 +141,12 @@ pub enum WatchScope {
 }
 
 impl GatewayError {
-    /// An upstream failure of `kind` about `job_id`, described by `message`:
-    /// for failures inside the gateway on the way to or from AWS.
-    pub fn upstream(job_id: impl Into<String>, kind: UpstreamErrorKind, message: &str) -> Self {
+    /// An upstream failure of `kind` about `subject` (a job id, unless
+    /// said otherwise), described by `message`: for failures inside the
+    /// gateway on the way to or from AWS.
+    pub fn upstream(subject: impl Into<Subject>, kind: UpstreamErrorKind, message: &str) -> Self {
         Self::Upstream {
-            job_id: job_id.into(),
+            subject: subject.into(),
             source: Box::new(UpstreamError::new(kind).with_message(message)),
         }
     }

@@ -23,7 +23,7 @@ use crate::{
         },
     },
     upstream::{
-        DescribeJob, JobQuery, Operation, UpstreamError, UpstreamErrorKind,
+        DescribeJob, JobQuery, Operation, Subject, UpstreamError, UpstreamErrorKind,
         aws::AwsJobsUpstream,
         retry::{RetryPolicy, Retryable},
     },
@@ -108,7 +108,7 @@ impl<O: Operation> Fetcher<O> {
             Ok(result) => result,
             Err(_elapsed) => {
                 return Err(GatewayError::DeadlineExceeded {
-                    job_id: O::subject(query).to_owned(),
+                    subject: Subject::of::<O>(query),
                     budget: self.operation_timeout,
                     limit: DeadlineSource::Gateway,
                 });
@@ -207,13 +207,13 @@ fn answer_of<O: Operation>(
         }
         Err(Attempt::Upstream(source)) => {
             return Err(GatewayError::Upstream {
-                job_id: O::subject(query).to_owned(),
+                subject: Subject::of::<O>(query),
                 source: Box::new(source),
             });
         }
         Err(Attempt::Limited(rejected)) => {
             return Err(GatewayError::RateLimited {
-                job_id: O::subject(query).to_owned(),
+                subject: Subject::of::<O>(query),
                 operation: O::NAME,
                 rejected,
             });

@@ -21,7 +21,7 @@ use crate::{
         cache::{AnswerCache, CacheSettings, Cached},
         error::GatewayError,
     },
-    upstream::Operation,
+    upstream::{Operation, Subject},
 };
 
 /// The stale windows, and the questions this process is renewing.
@@ -137,7 +137,7 @@ impl<O: Operation> StaleAnswers<O> {
             // Another request (a poll, another replica) renewed it meanwhile.
             Some(cached) if cached.fresh && !call.fresh => served(query, &cached, Source::Hit),
             Some(cached) if self.may_serve(&cached, window, call) => {
-                debug!(operation = O::NAME, job_id = %O::subject(query), error = %err.chain(), "served a stale answer in place of a failure");
+                debug!(operation = O::NAME, subject = %Subject::of::<O>(query), error = %err.chain(), "served a stale answer in place of a failure");
                 served(query, &cached, Source::Stale)
             }
             _ => Err(err),

@@ -110,7 +110,7 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::DescribeJobRequest>,
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
-        let (caller, call, note, request) = start_unary(request, |r| &r.job_id);
+        let (caller, call, note, request) = start_unary(request, |r, note| note.job(&r.job_id));
         let result = async {
             let query = JobQuery::try_from(request)?;
             caller.may_read(&query.job_id)?;
@@ -124,7 +124,10 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::DescribeJobExecutionRequest>,
     ) -> Result<Response<pb::DescribeJobExecutionResponse>, Status> {
-        let (caller, call, note, request) = start_unary(request, |r| &r.job_id);
+        let (caller, call, note, request) = start_unary(request, |r, note| {
+            note.job(&r.job_id);
+            note.thing(&r.thing_name);
+        });
         let result = async {
             let query = ExecutionQuery::try_from(request)?;
             caller.may_read(&query.job_id)?;
@@ -138,7 +141,7 @@ impl JobsGateway for JobsGatewayService {
         &self,
         request: Request<pb::ListJobExecutionsForJobRequest>,
     ) -> Result<Response<pb::ListJobExecutionsForJobResponse>, Status> {
-        let (caller, call, note, request) = start_unary(request, |r| &r.job_id);
+        let (caller, call, note, request) = start_unary(request, |r, note| note.job(&r.job_id));
         let result = async {
             let page = JobExecutionsPage::try_from(request)?;
             caller.may_read(&page.job_id)?;
@@ -307,7 +310,7 @@ fn watch_event(event: WatchEvent) -> pb::WatchJobsResponse {
                         State::Response(pb::DescribeJobResponse::clone(response))
                     }
                     JobState::NotFound(err) => State::Error(rpc_status(GatewayError::Upstream {
-                        job_id: job_id.clone(),
+                        subject: job_id.clone().into(),
                         source: Box::new(err.clone()),
                     })),
                 },
@@ -358,18 +361,18 @@ fn source_name(source: Source) -> &'static str {
 }
 
 /// What a unary call of any operation starts with: its caller, its call,
-/// its note (naming the caller and `job_id` of the request), and the
+/// its note (naming the caller and what `subject` notes of the request), and the
 /// request.
 fn start_unary<R>(
     request: Request<R>,
-    job_id: fn(&R) -> &str,
+    subject: fn(&R, &CallNote),
 ) -> (Caller, Call, std::sync::Arc<CallNote>, R) {
     let caller = Caller::of(&request);
     let note = CallNote::of(&request);
     note.caller(caller.name_shared());
     let call = call_of(&request, &caller, Received::of(&request));
     let request = request.into_inner();
-    note.job(job_id(&request));
+    subject(&request, &note);
     (caller, call, note, request)
 }
 

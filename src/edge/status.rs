@@ -17,7 +17,7 @@ use crate::{
     },
     pb::ERROR_DOMAIN,
     upstream::{
-        DEFAULT_THROTTLE_RETRY_AFTER, DescribeJobExecution, Operation as _, UpstreamError,
+        DEFAULT_THROTTLE_RETRY_AFTER, DescribeJobExecution, Operation as _, Subject, UpstreamError,
         UpstreamErrorKind,
     },
 };
@@ -44,7 +44,7 @@ impl From<GatewayError> for Status {
                 v.description.clone()
             }
             GatewayError::DeadlineExceeded {
-                job_id,
+                subject,
                 budget,
                 limit,
             } => {
@@ -53,7 +53,7 @@ impl From<GatewayError> for Status {
                     DeadlineSource::Gateway => "gateway",
                 };
                 let metadata = HashMap::from([
-                    ("jobId".to_owned(), job_id.clone()),
+                    (subject.about.field().to_owned(), subject.name.clone()),
                     ("deadline".to_owned(), whose.to_owned()),
                 ]);
                 details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, metadata);
@@ -68,12 +68,12 @@ impl From<GatewayError> for Status {
                 }
             }
             GatewayError::RateLimited {
-                job_id,
+                subject,
                 operation,
                 rejected,
-            } => rate_limited_status(job_id, operation, rejected, &mut details),
-            GatewayError::Upstream { job_id, source } => {
-                upstream_status(job_id, source, &mut details)
+            } => rate_limited_status(subject, operation, rejected, &mut details),
+            GatewayError::Upstream { subject, source } => {
+                upstream_status(subject, source, &mut details)
             }
             GatewayError::TooManyWatches { limit, scope } => {
                 let metadata = HashMap::from([("limit".to_owned(), limit.to_string())]);
@@ -138,7 +138,7 @@ impl From<GatewayError> for Status {
 /// Fills in the details and returns the message when the gateway's own rate
 /// limit turned a call away.
 fn rate_limited_status(
-    job_id: &str,
+    subject: &Subject,
     operation: &str,
     rejected: &Rejected,
     details: &mut ErrorDetails,
@@ -147,7 +147,7 @@ fn rate_limited_status(
     let retry_after = rejected.retry_after.max(Duration::from_millis(1));
     details.set_retry_info(Some(retry_after));
     let metadata = HashMap::from([
-        ("jobId".to_owned(), job_id.to_owned()),
+        (subject.about.field().to_owned(), subject.name.clone()),
         ("ratePerSecond".to_owned(), format!("{}", rejected.rate)),
     ]);
     details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, metadata);
@@ -155,8 +155,8 @@ fn rate_limited_status(
     let after = humantime_ms(retry_after);
     match rejected.reason {
         RejectReason::Deadline => format!(
-            "the gateway's AWS rate limit ({rate} {operation} calls/s) has no call free for job \
-             {job_id:?} before this call's deadline; retry after {after} or with a longer deadline"
+            "the gateway's AWS rate limit ({rate} {operation} calls/s) has no call free for \
+             {subject} before this call's deadline; retry after {after} or with a longer deadline"
         ),
         RejectReason::QueueFull => format!(
             "too many calls are already waiting for the gateway's AWS rate limit \
@@ -180,14 +180,14 @@ fn humantime_ms(d: Duration) -> String {
 }
 
 /// Fills in the details and returns the message for an upstream failure.
-fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails) -> String {
+fn upstream_status(subject: &Subject, err: &UpstreamError, details: &mut ErrorDetails) -> String {
     use UpstreamErrorKind::*;
     let code = err.aws_code.as_deref();
     let (reason, message) = match err.kind {
         InvalidRequest => (
             "UPSTREAM_INVALID_REQUEST",
             format!(
-                "AWS IoT rejected the request for job {job_id:?}: {}",
+                "AWS IoT rejected the request for {subject}: {}",
                 err.aws_message
                     .as_deref()
                     .unwrap_or("InvalidRequestException")
@@ -196,14 +196,14 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
         NotFound if err.operation == DescribeJobExecution::NAME => (
             "EXECUTION_NOT_FOUND",
             format!(
-                "job {job_id:?} has no such execution on that thing in the gateway's AWS account \
+                "{subject} has no such execution on that thing in the gateway's AWS account \
                  and region (the job or the thing does not exist, the thing is not one of the \
                  job's targets, or that execution number was never run)"
             ),
         ),
         NotFound => (
             "JOB_NOT_FOUND",
-            format!("job {job_id:?} does not exist in the gateway's AWS account and region"),
+            format!("{subject} does not exist in the gateway's AWS account and region"),
         ),
         Throttled => {
             details.set_retry_info(Some(DEFAULT_THROTTLE_RETRY_AFTER));
@@ -228,7 +228,7 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
         AccessDenied => (
             "UPSTREAM_ACCESS_DENIED",
             format!(
-                "the gateway's AWS identity may not call {} for job {job_id:?} ({}); \
+                "the gateway's AWS identity may not call {} for {subject} ({}); \
                  an operator must grant it iot:{}",
                 err.operation,
                 code.unwrap_or("AccessDeniedException"),
@@ -249,13 +249,19 @@ fn upstream_status(job_id: &str, err: &UpstreamError, details: &mut ErrorDetails
         Internal => (
             "UPSTREAM_INTERNAL",
             match (code, &err.aws_message) {
-                (Some(code), _) => format!("AWS IoT failed to describe job {job_id:?} ({code})"),
-                (None, Some(message)) => format!("describing job {job_id:?} failed: {message}"),
-                (None, None) => format!("describing job {job_id:?} failed inside the gateway"),
+                (Some(code), _) => {
+                    format!("AWS IoT {} failed for {subject} ({code})", err.operation)
+                }
+                (None, Some(message)) => {
+                    format!("{} for {subject} failed: {message}", err.operation)
+                }
+                (None, None) => {
+                    format!("{} for {subject} failed inside the gateway", err.operation)
+                }
             },
         ),
     };
-    let mut metadata = HashMap::from([("jobId".to_owned(), job_id.to_owned())]);
+    let mut metadata = HashMap::from([(subject.about.field().to_owned(), subject.name.clone())]);
     if let Some(code) = code {
         metadata.insert("awsErrorCode".to_owned(), code.to_owned());
     }

@@ -46,12 +46,88 @@ pub trait Operation: Copy + fmt::Debug + Default + Send + Sync + 'static {
     /// Whether the answer has stopped changing (it is kept longer).
     fn settled(response: &Self::Response) -> bool;
 
-    /// The job the question is about, for errors and logs.
+    /// What its questions are about: a job (the default) or a thing.
+    const ABOUT: About = About::Job;
+
+    /// The job (or thing, as [`Operation::ABOUT`] says) the question is
+    /// about, for errors and logs.
     fn subject(question: &Self::Question) -> &str;
 
     /// The question as it appears in shared keys and messages: distinct
     /// questions of one operation have distinct keys.
     fn key(question: &Self::Question) -> String;
+}
+
+/// What an operation's questions are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum About {
+    /// A job: its id.
+    Job,
+    /// A thing: its name.
+    Thing,
+}
+
+impl About {
+    /// The word for it in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Job => "job",
+            Self::Thing => "thing",
+        }
+    }
+
+    /// AWS's JSON name of the field that names it, as error metadata keys it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Job => "jobId",
+            Self::Thing => "thingName",
+        }
+    }
+}
+
+/// The job or thing a failed call was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// A job or a thing.
+    pub about: About,
+    /// Its id or name.
+    pub name: String,
+}
+
+impl Subject {
+    /// What `question` of `O` is about.
+    pub fn of<O: Operation>(question: &O::Question) -> Self {
+        Self {
+            about: O::ABOUT,
+            name: O::subject(question).to_owned(),
+        }
+    }
+}
+
+/// A job id names a job.
+impl From<&str> for Subject {
+    fn from(job_id: &str) -> Self {
+        Self {
+            about: About::Job,
+            name: job_id.to_owned(),
+        }
+    }
+}
+
+impl From<String> for Subject {
+    fn from(job_id: String) -> Self {
+        Self {
+            about: About::Job,
+            name: job_id,
+        }
+    }
+}
+
+/// `job "firmware-1"`, `thing "sensor-7"`.
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.about.noun(), self.name)
+    }
 }
 
 /// How an upstream call failed, in the gateway's terms.

@@ -15,7 +15,7 @@ use crate::{
         cache::{AnswerCache, CacheSettings, Cached, Fetch, Held, Usage, weight},
         error::GatewayError,
     },
-    upstream::{Operation, UpstreamErrorKind},
+    upstream::{Operation, Subject, UpstreamErrorKind},
 };
 
 /// Answers to one operation's questions kept in this process.
@@ -145,7 +145,7 @@ impl<O: Operation> AnswerCache<O> for LocalCache<O> {
                 .await
                 .unwrap_or_else(|_| {
                     Err(GatewayError::upstream(
-                        O::subject(query),
+                        Subject::of::<O>(query),
                         UpstreamErrorKind::Internal,
                         "the gateway failed while asking AWS about this job",
                     ))
@@ -159,7 +159,7 @@ impl<O: Operation> AnswerCache<O> for LocalCache<O> {
             .await
             .unwrap_or_else(|_| {
                 Err(Arc::new(GatewayError::upstream(
-                    O::subject(query),
+                    Subject::of::<O>(query),
                     UpstreamErrorKind::Unavailable,
                     "the AWS call this request was waiting for was abandoned by other callers \
                  too many times; retry",

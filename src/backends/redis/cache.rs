@@ -55,7 +55,7 @@ use crate::{
         cache::{AnswerCache, CacheSettings, Cached, Fetch, Held, Usage},
         error::GatewayError,
     },
-    upstream::Operation,
+    upstream::{Operation, Subject},
 };
 
 /// The longest an answer stays in a replica's first tier.
@@ -433,7 +433,7 @@ impl<O: Operation> Inner<O> {
                 return Some(Ok(Arc::new(answer)));
             }
             if let Some(error) = outcome.error {
-                return Some(Err(error.into_error(O::subject(query), O::NAME)));
+                return Some(Err(error.into_error(Subject::of::<O>(query), O::NAME)));
             }
             // The fetch was abandoned: look again (and claim it).
             return None;

@@ -363,7 +363,7 @@ fn deliver(watches: &Watches, message: &[u8], epoch: u64) {
     ) {
         (Some(answer), _) => Observed::Answer(Arc::new(answer)),
         (None, Some(failed)) => {
-            Observed::Failed(failed.into_error(&query.job_id, DescribeJob::NAME))
+            Observed::Failed(failed.into_error(query.job_id.as_str().into(), DescribeJob::NAME))
         }
         (None, None) => return,
     };

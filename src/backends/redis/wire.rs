@@ -16,7 +16,7 @@ use crate::{
         error::{DeadlineSource, GatewayError},
         limit::{RejectReason, Rejected},
     },
-    upstream::{DescribeJob, Operation, UpstreamError, UpstreamErrorKind},
+    upstream::{DescribeJob, Operation, Subject, UpstreamError, UpstreamErrorKind},
 };
 
 /// An [`Answer`] as stored in Redis and published.
@@ -217,12 +217,11 @@ impl StoredError {
         }
     }
 
-    /// The error of `operation` about `job_id`.
-    pub fn into_error(self, job_id: &str, operation: &'static str) -> GatewayError {
-        let job_id = job_id.to_owned();
+    /// The error of `operation` about `subject`.
+    pub fn into_error(self, subject: Subject, operation: &'static str) -> GatewayError {
         match self.variant {
             1 => GatewayError::RateLimited {
-                job_id,
+                subject,
                 operation,
                 rejected: Rejected {
                     reason: match self.reason {
@@ -235,7 +234,7 @@ impl StoredError {
                 },
             },
             2 => GatewayError::DeadlineExceeded {
-                job_id,
+                subject,
                 budget: Duration::from_millis(self.millis),
                 limit: if self.reason == 1 {
                     DeadlineSource::Gateway
@@ -244,7 +243,7 @@ impl StoredError {
                 },
             },
             _ => GatewayError::Upstream {
-                job_id,
+                subject,
                 source: Box::new(self.upstream_error().of(operation)),
             },
         }
@@ -314,7 +313,7 @@ mod tests {
         for err in [
             GatewayError::upstream("j-1", UpstreamErrorKind::Throttled, "slow down"),
             GatewayError::RateLimited {
-                job_id: "j-1".into(),
+                subject: "j-1".into(),
                 operation: "DescribeJob",
                 rejected: Rejected {
                     reason: RejectReason::QueueFull,
@@ -323,12 +322,12 @@ mod tests {
                 },
             },
             GatewayError::DeadlineExceeded {
-                job_id: "j-1".into(),
+                subject: "j-1".into(),
                 budget: Duration::from_millis(200),
                 limit: DeadlineSource::Caller,
             },
         ] {
-            let back = StoredError::from_error(&err).into_error("j-1", "DescribeJob");
+            let back = StoredError::from_error(&err).into_error("j-1".into(), "DescribeJob");
             assert_eq!(back.code(), err.code(), "{err:?}");
             assert_eq!(back.is_out_of_time(), err.is_out_of_time(), "{err:?}");
             assert_eq!(back.to_string(), err.to_string());

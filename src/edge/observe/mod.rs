@@ -204,6 +204,7 @@ impl CallRecord {
                     caller,
                     peer,
                     job_id = details.job_id.as_deref(),
+                    thing = details.thing.as_deref(),
                     ?code,
                     latency_ms,
                     cache = details.cache.map(Source::name),

@@ -38,6 +38,7 @@ pub struct CallNote(Mutex<Details>);
 pub(super) struct Details {
     pub(super) caller: Option<Arc<str>>,
     pub(super) job_id: Option<String>,
+    pub(super) thing: Option<String>,
     pub(super) cache: Option<Source>,
     pub(super) items: Option<usize>,
     pub(super) ok: usize,
@@ -72,6 +73,11 @@ impl CallNote {
     /// The job asked about.
     pub fn job(&self, job_id: &str) {
         self.details().job_id = Some(job_id.chars().take(LOGGED_ID_CHARS).collect());
+    }
+
+    /// The thing asked about.
+    pub fn thing(&self, thing_name: &str) {
+        self.details().thing = Some(thing_name.chars().take(LOGGED_ID_CHARS).collect());
     }
 
     /// Where the answer came from.

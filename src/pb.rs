@@ -30,14 +30,17 @@ pub mod rpc {
     pub const DESCRIBE_JOB_EXECUTION: &str = "DescribeJobExecution";
     /// `ListJobExecutionsForJob`.
     pub const LIST_JOB_EXECUTIONS_FOR_JOB: &str = "ListJobExecutionsForJob";
+    /// `ListJobExecutionsForThing`.
+    pub const LIST_JOB_EXECUTIONS_FOR_THING: &str = "ListJobExecutionsForThing";
     /// All of them, in the contract's order.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         DESCRIBE_JOB,
         BATCH_DESCRIBE_JOBS,
         STREAM_DESCRIBE_JOBS,
         WATCH_JOBS,
         DESCRIBE_JOB_EXECUTION,
         LIST_JOB_EXECUTIONS_FOR_JOB,
+        LIST_JOB_EXECUTIONS_FOR_THING,
     ];
 }
 

@@ -70,6 +70,10 @@ impl Banner<'_> {
             seed::ROLLOUT
         ));
         line(format!(
+            "  grpcurl -plaintext -d '{{\"thingName\": \"{}\"}}' {target} iot.jobs.v1.JobsGateway/ListJobExecutionsForThing",
+            seed::FAILING_THING
+        ));
+        line(format!(
             "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {target} iot.jobs.v1.JobsGateway/WatchJobs",
             seed::ROLLOUT
         ));

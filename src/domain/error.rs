@@ -111,6 +111,8 @@ pub enum Denied {
     Rpc(&'static str),
     /// Reading this job.
     Job(String),
+    /// Reading the executions on this thing.
+    Thing(String),
     /// Watching these jobs (their index in the request and id).
     Jobs(Vec<(usize, String)>),
 }
@@ -120,6 +122,7 @@ impl std::fmt::Display for Denied {
         match self {
             Self::Rpc(rpc) => write!(f, "may not call {rpc}"),
             Self::Job(job_id) => write!(f, "may not read job {job_id:?}"),
+            Self::Thing(thing) => write!(f, "may not read the executions on thing {thing:?}"),
             Self::Jobs(jobs) => {
                 let ids: Vec<&str> = jobs.iter().map(|(_, id)| id.as_str()).collect();
                 write!(f, "may not watch jobs {ids:?}")

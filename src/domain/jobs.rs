@@ -21,7 +21,8 @@ use crate::{
     },
     upstream::{
         DescribeJob, DescribeJobExecution, ExecutionQuery, JobExecutionsPage, JobQuery,
-        ListJobExecutionsForJob, aws::AwsJobsUpstream,
+        ListJobExecutionsForJob, ListJobExecutionsForThing, ThingExecutionsPage,
+        aws::AwsJobsUpstream,
     },
 };
 
@@ -35,6 +36,8 @@ pub struct Jobs {
     describe_job_execution: Answers<DescribeJobExecution>,
     /// ListJobExecutionsForJob, page by page, over its own bucket and cache.
     list_job_executions_for_job: Answers<ListJobExecutionsForJob>,
+    /// ListJobExecutionsForThing, likewise.
+    list_job_executions_for_thing: Answers<ListJobExecutionsForThing>,
     max_batch_size: usize,
     watches: Arc<Watches>,
     metrics: Arc<JobsMetrics>,
@@ -65,6 +68,8 @@ impl Jobs {
         let describe_job_execution =
             Answers::build(upstream.clone(), &settings, backend, metrics.clone()).await;
         let list_job_executions_for_job =
+            Answers::build(upstream.clone(), &settings, backend, metrics.clone()).await;
+        let list_job_executions_for_thing =
             Answers::build(upstream, &settings, backend, metrics.clone()).await;
         watches.start_scheduler(WatchPolls {
             fetcher: describe_job.fetcher().clone(),
@@ -75,6 +80,7 @@ impl Jobs {
             describe_job,
             describe_job_execution,
             list_job_executions_for_job,
+            list_job_executions_for_thing,
             max_batch_size: settings.max_batch_size,
             watches,
             metrics,
@@ -152,6 +158,16 @@ impl Jobs {
         call: &Call,
     ) -> Result<Served<ListJobExecutionsForJob>, GatewayError> {
         self.list_job_executions_for_job.ask(page, call).await
+    }
+
+    /// One page of a thing's executions, through ListJobExecutionsForThing's
+    /// own bucket and cache.
+    pub async fn list_thing_executions(
+        &self,
+        page: &ThingExecutionsPage,
+        call: &Call,
+    ) -> Result<Served<ListJobExecutionsForThing>, GatewayError> {
+        self.list_job_executions_for_thing.ask(page, call).await
     }
 
     /// Opens a watch stream on `targets` for `owner`: counts it against the

@@ -22,7 +22,7 @@ pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation
     Name {
         one: "the id of an AWS IoT job",
         many: "AWS IoT job ids",
-        max: MAX_JOB_ID_LEN,
+        max: Some(MAX_JOB_ID_LEN),
         extra: &['-', '_'],
     }
     .check(field, id)
@@ -34,7 +34,8 @@ struct Name {
     one: &'static str,
     /// What they are, in the plural.
     many: &'static str,
-    max: usize,
+    /// The longest allowed, if AWS sets a limit.
+    max: Option<usize>,
     /// Allowed besides ASCII letters and digits.
     extra: &'static [char],
 }
@@ -58,16 +59,22 @@ impl Name {
         let either = self.punctuation("or");
         let both = self.punctuation("and");
         if value.is_empty() {
+            let how_many = match self.max {
+                Some(max) => format!("1 to {max}"),
+                None => "1 or more".to_owned(),
+            };
             return Err(violation(format!(
-                "{field} is required: {} (1 to {} letters, digits, {either})",
-                self.one, self.max
+                "{field} is required: {} ({how_many} letters, digits, {either})",
+                self.one
             )));
         }
         let len = value.chars().count();
-        if len > self.max {
+        if let Some(max) = self.max
+            && len > max
+        {
             return Err(violation(format!(
-                "{field} is {len} characters long; {} have at most {}",
-                self.many, self.max
+                "{field} is {len} characters long; {} have at most {max}",
+                self.many
             )));
         }
         if let Some((pos, bad)) = value
@@ -95,10 +102,22 @@ pub fn thing_name(field: impl Display + Copy, name: &str) -> Result<(), FieldVio
     Name {
         one: "the name of an AWS IoT thing",
         many: "AWS IoT thing names",
-        max: MAX_THING_NAME_LEN,
+        max: Some(MAX_THING_NAME_LEN),
         extra: &[':', '-', '_'],
     }
     .check(field, name)
+}
+
+/// Checks a job namespace against AWS's rule: letters, digits, `-` and
+/// `_`, at least one (AWS sets no length).
+pub fn namespace_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
+    Name {
+        one: "a job namespace",
+        many: "job namespaces",
+        max: None,
+        extra: &['-', '_'],
+    }
+    .check(field, id)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use crate::{
     },
     pb::{self, jobs_gateway_server::JobsGateway},
     security::auth::Caller,
-    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery, Operation},
+    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery, Operation, ThingExecutionsPage},
 };
 
 /// The gRPC face of [`Jobs`].
@@ -117,7 +117,7 @@ impl JobsGateway for JobsGatewayService {
             self.jobs.describe(&query, &call).await
         }
         .await;
-        finish_unary(result, &note)
+        finish_unary(result, &note, |_| {})
     }
 
     async fn describe_job_execution(
@@ -131,10 +131,11 @@ impl JobsGateway for JobsGatewayService {
         let result = async {
             let query = ExecutionQuery::try_from(request)?;
             caller.may_read(&query.job_id)?;
+            caller.may_read_thing(&query.thing_name)?;
             self.jobs.describe_execution(&query, &call).await
         }
         .await;
-        finish_unary(result, &note)
+        finish_unary(result, &note, |_| {})
     }
 
     async fn list_job_executions_for_job(
@@ -148,7 +149,48 @@ impl JobsGateway for JobsGatewayService {
             self.jobs.list_executions(&page, &call).await
         }
         .await;
-        finish_unary(result, &note)
+        // The page as AWS gave it, less the things the caller may not read.
+        finish_unary(result, &note, |page| {
+            if !caller.grants().reads_everything() {
+                page.execution_summaries.retain(|s| {
+                    s.thing_arn
+                        .as_deref()
+                        .and_then(thing_of_arn)
+                        .is_some_and(|thing| caller.grants().may_read_thing(thing))
+                });
+            }
+        })
+    }
+
+    async fn list_job_executions_for_thing(
+        &self,
+        request: Request<pb::ListJobExecutionsForThingRequest>,
+    ) -> Result<Response<pb::ListJobExecutionsForThingResponse>, Status> {
+        let (caller, call, note, request) = start_unary(request, |r, note| {
+            note.thing(&r.thing_name);
+            if let Some(job_id) = &r.job_id {
+                note.job(job_id);
+            }
+        });
+        let result = async {
+            let page = ThingExecutionsPage::try_from(request)?;
+            caller.may_read_thing(&page.thing_name)?;
+            if let Some(job_id) = &page.job_id {
+                caller.may_read(job_id)?;
+            }
+            self.jobs.list_thing_executions(&page, &call).await
+        }
+        .await;
+        // The page as AWS gave it, less the jobs the caller may not read.
+        finish_unary(result, &note, |page| {
+            if !caller.grants().reads_everything() {
+                page.execution_summaries.retain(|s| {
+                    s.job_id
+                        .as_deref()
+                        .is_some_and(|job| caller.grants().may_read(job))
+                });
+            }
+        })
     }
 
     async fn batch_describe_jobs(
@@ -355,6 +397,11 @@ fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call 
     }
 }
 
+/// The thing an ARN names (`arn:aws:iot:…:thing/NAME`).
+fn thing_of_arn(arn: &str) -> Option<&str> {
+    arn.rsplit_once(":thing/").map(|(_, name)| name)
+}
+
 /// How an answer's source reads in headers and logs.
 fn source_name(source: Source) -> &'static str {
     source.name()
@@ -376,10 +423,12 @@ fn start_unary<R>(
     (caller, call, note, request)
 }
 
-/// A unary call's answer with its cache headers, or its failure, noted.
+/// A unary call's answer with its cache headers, or its failure, noted;
+/// `shown` takes out what the caller may not see.
 fn finish_unary<O: Operation>(
     result: Result<Served<O>, GatewayError>,
     note: &CallNote,
+    shown: impl FnOnce(&mut O::Response),
 ) -> Result<Response<O::Response>, Status> {
     let answer = match result {
         Ok(answer) => answer,
@@ -389,7 +438,9 @@ fn finish_unary<O: Operation>(
         }
     };
     note.answered(answer.source);
-    let mut response = Response::new(O::Response::clone(&answer.response));
+    let mut visible = O::Response::clone(&answer.response);
+    shown(&mut visible);
+    let mut response = Response::new(visible);
     set_cache_headers(response.metadata_mut(), &answer);
     Ok(response)
 }

@@ -109,6 +109,9 @@ impl From<GatewayError> for Status {
                     Denied::Job(job_id) => {
                         metadata.insert("jobId".to_owned(), job_id.clone());
                     }
+                    Denied::Thing(thing) => {
+                        metadata.insert("thingName".to_owned(), thing.clone());
+                    }
                     Denied::Jobs(jobs) => {
                         for (index, job_id) in jobs {
                             details.add_bad_request_violation(

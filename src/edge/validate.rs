@@ -6,11 +6,11 @@ use std::fmt::Display;
 use crate::{
     domain::{
         error::GatewayError,
-        rules::{FieldViolation, MAX_JOB_ID_LEN, job_id, thing_name},
+        rules::{FieldViolation, MAX_JOB_ID_LEN, job_id, namespace_id, thing_name},
         watch::WatchTargets,
     },
     pb,
-    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery},
+    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery, ThingExecutionsPage},
 };
 
 impl TryFrom<pb::DescribeJobRequest> for JobQuery {
@@ -35,65 +35,99 @@ impl TryFrom<pb::DescribeJobExecutionRequest> for ExecutionQuery {
     }
 }
 
-/// AWS's page sizes for ListJobExecutionsForJob.
-const JOB_EXECUTIONS_PAGE: std::ops::RangeInclusive<i32> = 1..=250;
+/// AWS's page sizes for both execution listings.
+const EXECUTIONS_PAGE: std::ops::RangeInclusive<i32> = 1..=250;
 
 impl TryFrom<pb::ListJobExecutionsForJobRequest> for JobExecutionsPage {
     type Error = GatewayError;
 
     fn try_from(req: pb::ListJobExecutionsForJobRequest) -> Result<Self, Self::Error> {
-        let invalid = |field: &str, description: String| {
-            GatewayError::InvalidArgument(FieldViolation {
-                field: field.to_owned(),
-                description,
-            })
-        };
         job_id("job_id", &req.job_id).map_err(GatewayError::InvalidArgument)?;
-        let status = match req.status {
-            None => None,
-            Some(value) => match pb::job_execution::Status::try_from(value) {
-                Ok(status) if status != pb::job_execution::Status::Unspecified => {
-                    Some(status.as_str_name())
-                }
-                _ => {
-                    return Err(invalid(
-                        "status",
-                        format!(
-                            "status {value} is not an execution status; use QUEUED, IN_PROGRESS, \
-                             SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED or CANCELED, or leave \
-                             it out"
-                        ),
-                    ));
-                }
-            },
-        };
-        if let Some(size) = req.max_results
-            && !JOB_EXECUTIONS_PAGE.contains(&size)
-        {
-            return Err(invalid(
-                "max_results",
-                format!(
-                    "max_results is {size}; AWS IoT lists {} to {} executions per page",
-                    JOB_EXECUTIONS_PAGE.start(),
-                    JOB_EXECUTIONS_PAGE.end()
-                ),
-            ));
-        }
-        if req.next_token.as_deref() == Some("") {
-            return Err(invalid(
-                "next_token",
-                "next_token is empty; leave it out for the first page, or send the \
-                 previous page's next_token"
-                    .to_owned(),
-            ));
-        }
         Ok(JobExecutionsPage {
             job_id: req.job_id,
-            status,
-            max_results: req.max_results,
-            next_token: req.next_token,
+            status: status_filter(req.status)?,
+            max_results: page_size(req.max_results)?,
+            next_token: page_token(req.next_token)?,
         })
     }
+}
+
+impl TryFrom<pb::ListJobExecutionsForThingRequest> for ThingExecutionsPage {
+    type Error = GatewayError;
+
+    fn try_from(req: pb::ListJobExecutionsForThingRequest) -> Result<Self, Self::Error> {
+        thing_name("thing_name", &req.thing_name).map_err(GatewayError::InvalidArgument)?;
+        if let Some(id) = &req.job_id {
+            job_id("job_id", id).map_err(GatewayError::InvalidArgument)?;
+        }
+        if let Some(namespace) = &req.namespace_id {
+            namespace_id("namespace_id", namespace).map_err(GatewayError::InvalidArgument)?;
+        }
+        Ok(ThingExecutionsPage {
+            thing_name: req.thing_name,
+            status: status_filter(req.status)?,
+            namespace_id: req.namespace_id,
+            job_id: req.job_id,
+            max_results: page_size(req.max_results)?,
+            next_token: page_token(req.next_token)?,
+        })
+    }
+}
+
+/// A violation of `field`, described for the caller.
+fn invalid(field: &str, description: String) -> GatewayError {
+    GatewayError::InvalidArgument(FieldViolation {
+        field: field.to_owned(),
+        description,
+    })
+}
+
+/// A listing's status filter, as AWS names it.
+fn status_filter(status: Option<i32>) -> Result<Option<&'static str>, GatewayError> {
+    let Some(value) = status else {
+        return Ok(None);
+    };
+    match pb::job_execution::Status::try_from(value) {
+        Ok(status) if status != pb::job_execution::Status::Unspecified => {
+            Ok(Some(status.as_str_name()))
+        }
+        _ => Err(invalid(
+            "status",
+            format!(
+                "status {value} is not an execution status; use QUEUED, IN_PROGRESS, \
+                 SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED or CANCELED, or leave \
+                 it out"
+            ),
+        )),
+    }
+}
+
+/// A listing's page size, within AWS's range.
+fn page_size(size: Option<i32>) -> Result<Option<i32>, GatewayError> {
+    match size {
+        Some(size) if !EXECUTIONS_PAGE.contains(&size) => Err(invalid(
+            "max_results",
+            format!(
+                "max_results is {size}; AWS IoT lists {} to {} executions per page",
+                EXECUTIONS_PAGE.start(),
+                EXECUTIONS_PAGE.end()
+            ),
+        )),
+        size => Ok(size),
+    }
+}
+
+/// A listing's token: absent for the first page, never empty.
+fn page_token(token: Option<String>) -> Result<Option<String>, GatewayError> {
+    if token.as_deref() == Some("") {
+        return Err(invalid(
+            "next_token",
+            "next_token is empty; leave it out for the first page, or send the \
+             previous page's next_token"
+                .to_owned(),
+        ));
+    }
+    Ok(token)
 }
 
 fn query(

@@ -7,6 +7,7 @@
 //! | `GET /jobs/{jobId}?beforeSubstitution=` | DescribeJob |
 //! | `GET /things/{thingName}/jobs/{jobId}?executionNumber=` | DescribeJobExecution |
 //! | `GET /jobs/{jobId}/things?status=&maxResults=&nextToken=` | ListJobExecutionsForJob |
+//! | `GET /things/{thingName}/jobs?status=&namespaceId=&jobId=&maxResults=&nextToken=` | ListJobExecutionsForThing |
 //! | `PUT /jobs/{jobId}` | CreateJob |
 //! | `PUT /jobs/{jobId}/cancel?force=` | CancelJob |
 //! | `DELETE /jobs/{jobId}?force=` | DeleteJob |
@@ -38,7 +39,7 @@ use axum::{
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{Answer, FaultRule, SimError, Simulator};
+use super::{Answer, FaultRule, SimError, Simulator, ThingFilter};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -65,6 +66,10 @@ pub fn router(simulator: Simulator) -> Router {
         .route(
             "/things/{thing_name}/jobs/{job_id}",
             get(describe_job_execution),
+        )
+        .route(
+            "/things/{thing_name}/jobs",
+            get(list_job_executions_for_thing),
         )
         .route("/_sim/stats", get(stats))
         .route("/_sim/calls", get(arrivals))
@@ -168,6 +173,27 @@ async fn list_job_executions_for_job(
         params.get("nextToken").map(String::as_str),
     );
     match listed {
+        Ok(body) => ok(body),
+        Err(err) => error(err),
+    }
+}
+
+async fn list_job_executions_for_thing(
+    State(sim): State<Simulator>,
+    Path(thing_name): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let size = match number_param::<usize>(&params, "maxResults") {
+        Ok(size) => size,
+        Err(refused) => return error(refused),
+    };
+    let param = |name: &str| params.get(name).map(String::as_str);
+    let filter = ThingFilter {
+        status: param("status"),
+        namespace_id: param("namespaceId"),
+        job_id: param("jobId"),
+    };
+    match sim.list_job_executions_for_thing(&thing_name, filter, size, param("nextToken")) {
         Ok(body) => ok(body),
         Err(err) => error(err),
     }

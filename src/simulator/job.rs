@@ -260,6 +260,26 @@ impl SimJob {
         now: EpochMillis,
     ) -> Option<Value> {
         let e = self.executions.iter().find(|e| e.thing == thing)?;
+        Some(json!({"execution": self.execution(e, thing_arn, now)}))
+    }
+
+    /// The listings' summary of execution `e`: the execution's status,
+    /// times and number.
+    pub fn summary(&self, e: &Execution, now: EpochMillis) -> Map<String, Value> {
+        let Value::Object(mut execution) = self.execution(e, "", now) else {
+            unreachable!("an execution is an object")
+        };
+        execution.retain(|key, _| {
+            matches!(
+                key.as_str(),
+                "status" | "queuedAt" | "startedAt" | "lastUpdatedAt" | "executionNumber"
+            )
+        });
+        execution
+    }
+
+    /// DescribeJobExecution's `execution` of `e`.
+    fn execution(&self, e: &Execution, thing_arn: &str, now: EpochMillis) -> Value {
         let state = self.execution_state(e, now);
         let queued_at = self.rollout_starts_at.max(self.created_at);
         let started = e.starts_at <= now
@@ -316,7 +336,7 @@ impl SimJob {
         execution.insert("lastUpdatedAt".into(), epoch_seconds(last));
         execution.insert("executionNumber".into(), json!(1));
         execution.insert("versionNumber".into(), json!(version));
-        Some(json!({"execution": Value::Object(execution)}))
+        Value::Object(execution)
     }
 
     pub(super) fn process_details(&self, now: EpochMillis) -> Value {

@@ -141,6 +141,8 @@ pub struct CallStats {
     /// DescribeJobExecution calls (they have their own quota at AWS, so
     /// they pass no rate limit here).
     pub describe_job_execution_calls: u64,
+    /// ListJobExecutionsForThing calls (pages asked for), likewise.
+    pub list_job_executions_for_thing_calls: u64,
     /// ListJobExecutionsForJob calls (pages asked for), likewise.
     pub list_job_executions_for_job_calls: u64,
     pub per_job: BTreeMap<String, u64>,
@@ -552,7 +554,6 @@ impl Simulator {
         max_results: Option<usize>,
         next_token: Option<&str>,
     ) -> Result<Value, SimError> {
-        use base64::Engine as _;
         let invalid = |message: &str| SimError::new(400, "InvalidRequestException", message);
         let now = self.now();
         let mut state = self.state();
@@ -564,49 +565,71 @@ impl Simulator {
         }
         let start = match next_token {
             None => 0,
-            Some(token) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(token)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .and_then(|text| {
-                    let (job, offset) = text.rsplit_once('@')?;
-                    (job == job_id).then(|| offset.parse::<usize>().ok())?
-                })
-                .ok_or_else(|| invalid("The nextToken is not valid."))?,
+            Some(token) => {
+                page_start(token, job_id).ok_or_else(|| invalid("The nextToken is not valid."))?
+            }
         };
         let job = state
             .jobs
             .get(job_id)
             .ok_or_else(|| SimError::not_found(job_id))?;
-        let mut matching = job.executions.iter().filter_map(|e| {
-            let arn = self.arn("thing", &e.thing);
-            let body = job.describe_execution(&e.thing, &arn, now)?;
-            let execution = &body["execution"];
-            if status.is_some_and(|wanted| execution["status"] != wanted) {
+        let matching = job.executions.iter().filter_map(|e| {
+            let summary = job.summary(e, now);
+            if status.is_some_and(|wanted| summary["status"] != wanted) {
                 return None;
             }
-            let mut summary = serde_json::Map::new();
-            for key in [
-                "status",
-                "queuedAt",
-                "startedAt",
-                "lastUpdatedAt",
-                "executionNumber",
-            ] {
-                if let Some(value) = execution.get(key) {
-                    summary.insert(key.into(), value.clone());
-                }
-            }
+            let arn = self.arn("thing", &e.thing);
             Some(json!({"thingArn": arn, "jobExecutionSummary": summary}))
         });
-        let page: Vec<Value> = matching.by_ref().skip(start).take(size).collect();
-        let mut body = json!({"executionSummaries": page});
-        if matching.next().is_some() {
-            let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(format!("{job_id}@{}", start + size));
-            body["nextToken"] = json!(token);
+        Ok(one_page(matching, job_id, start, size))
+    }
+
+    /// ListJobExecutionsForThing: one page of the executions on `thing`,
+    /// by job id, paged and filtered as [`Simulator::list_job_executions_for_job`]
+    /// pages; a thing no job targets has none (as moto answers). A
+    /// `namespace_id` keeps the jobs created with it.
+    pub fn list_job_executions_for_thing(
+        &self,
+        thing: &str,
+        filter: ThingFilter<'_>,
+        max_results: Option<usize>,
+        next_token: Option<&str>,
+    ) -> Result<Value, SimError> {
+        let invalid = |message: &str| SimError::new(400, "InvalidRequestException", message);
+        let now = self.now();
+        let mut state = self.state();
+        state.stats.list_job_executions_for_thing_calls += 1;
+        let size = max_results.unwrap_or(10);
+        if !(1..=250).contains(&size) {
+            return Err(invalid("maxResults must be between 1 and 250"));
         }
-        Ok(body)
+        let start = match next_token {
+            None => 0,
+            Some(token) => {
+                page_start(token, thing).ok_or_else(|| invalid("The nextToken is not valid."))?
+            }
+        };
+        let matching = state
+            .jobs
+            .values()
+            .filter(|job| {
+                filter.namespace_id.is_none_or(|ns| {
+                    job.echoed.get("namespaceId").and_then(Value::as_str) == Some(ns)
+                })
+            })
+            .filter(|job| filter.job_id.is_none_or(|id| id == job.job_id))
+            .filter_map(|job| {
+                let e = job.executions.iter().find(|e| e.thing == thing)?;
+                let summary = job.summary(e, now);
+                if filter
+                    .status
+                    .is_some_and(|wanted| summary["status"] != wanted)
+                {
+                    return None;
+                }
+                Some(json!({"jobId": job.job_id, "jobExecutionSummary": summary}))
+            });
+        Ok(one_page(matching, thing, start, size))
     }
 
     fn read_job(
@@ -816,4 +839,40 @@ pub fn busiest_second(arrivals: &[u64]) -> usize {
         busiest = busiest.max(j - i);
     }
     busiest
+}
+
+/// What ListJobExecutionsForThing may narrow its listing to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThingFilter<'a> {
+    /// One status.
+    pub status: Option<&'a str>,
+    /// One namespace.
+    pub namespace_id: Option<&'a str>,
+    /// One job.
+    pub job_id: Option<&'a str>,
+}
+
+/// The page of `size` listed items from `start` on, with the opaque token
+/// of the next page (for listings of `of`) when there is one.
+fn one_page(mut items: impl Iterator<Item = Value>, of: &str, start: usize, size: usize) -> Value {
+    use base64::Engine as _;
+    let page: Vec<Value> = items.by_ref().skip(start).take(size).collect();
+    let mut body = json!({"executionSummaries": page});
+    if items.next().is_some() {
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{of}@{}", start + size));
+        body["nextToken"] = json!(token);
+    }
+    body
+}
+
+/// Where a listing of `of` continues, from a token [`one_page`] gave.
+fn page_start(token: &str, of: &str) -> Option<usize> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (listed, offset) = text.rsplit_once('@')?;
+    (listed == of).then(|| offset.parse().ok())?
 }

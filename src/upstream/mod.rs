@@ -1,5 +1,7 @@
 //! The seam between the gateway and AWS: the AWS operations the gateway
-//! asks ([`Operation`], one file each: [`describe_job`]), the client that
+//! asks ([`Operation`], one file each: [`describe_job`],
+//! [`describe_job_execution`], [`list_job_executions_for_job`],
+//! [`list_job_executions_for_thing`]), the client that
 //! sends them ([`aws::AwsJobsUpstream`]) and how an answer can fail
 //! ([`UpstreamError`]). `serve` checks the client's credentials at start
 //! ([`credentials`]); tests and the demo point it at a local stand-in (the
@@ -12,6 +14,7 @@ pub mod credentials;
 pub mod describe_job;
 pub mod describe_job_execution;
 pub mod list_job_executions_for_job;
+pub mod list_job_executions_for_thing;
 pub mod retry;
 
 use std::{error::Error as StdError, fmt, future::Future, hash::Hash, sync::Arc, time::Duration};
@@ -19,6 +22,7 @@ use std::{error::Error as StdError, fmt, future::Future, hash::Hash, sync::Arc, 
 pub use describe_job::{DescribeJob, JobQuery};
 pub use describe_job_execution::{DescribeJobExecution, ExecutionQuery};
 pub use list_job_executions_for_job::{JobExecutionsPage, ListJobExecutionsForJob};
+pub use list_job_executions_for_thing::{ListJobExecutionsForThing, ThingExecutionsPage};
 
 /// One AWS IoT operation the gateway answers: its validated question, the
 /// one AWS request that asks it (its failures classified, its answer made

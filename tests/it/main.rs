@@ -32,4 +32,5 @@ mod security;
 mod simulator;
 mod simulator_events;
 mod stale;
+mod thing_executions;
 mod watch;

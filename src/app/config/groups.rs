@@ -16,7 +16,10 @@ use crate::{
         tls::TlsSettings,
     },
     telemetry::refusals::RefusalLogSettings,
-    upstream::{DescribeJobExecution, ListJobExecutionsForJob, Operation as _, retry::RetryPolicy},
+    upstream::{
+        DescribeJobExecution, ListJobExecutionsForJob, ListJobExecutionsForThing, Operation as _,
+        retry::RetryPolicy,
+    },
 };
 
 /// How the gateway protects AWS: answer cache, rate limit, batch size.
@@ -73,6 +76,15 @@ pub struct ProtectionArgs {
     #[arg(long, env = "GATEWAY_LIST_JOB_EXECUTIONS_FOR_JOB_BURST", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub list_job_executions_for_job_burst: u32,
+
+    /// AWS ListJobExecutionsForThing calls (pages) per second, for all clients together: a bucket of its own (AWS's default quota is 10; Service Quotas lists it as ListJobExecutionsForThing API TPS).
+    #[arg(long, env = "GATEWAY_LIST_JOB_EXECUTIONS_FOR_THING_RATE", default_value_t = 10.0, value_parser = parse_rate)]
+    pub list_job_executions_for_thing_rate: f64,
+
+    /// ListJobExecutionsForThing calls that may start at once after a quiet period.
+    #[arg(long, env = "GATEWAY_LIST_JOB_EXECUTIONS_FOR_THING_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub list_job_executions_for_thing_burst: u32,
 
     /// Calls that may wait for the rate limit at once; more are turned away.
     #[arg(long, env = "GATEWAY_UPSTREAM_MAX_WAITERS", default_value_t = 1000,
@@ -272,6 +284,13 @@ impl ProtectionArgs {
                     self.bucket(
                         self.list_job_executions_for_job_rate,
                         self.list_job_executions_for_job_burst,
+                    ),
+                ),
+                (
+                    ListJobExecutionsForThing::NAME,
+                    self.bucket(
+                        self.list_job_executions_for_thing_rate,
+                        self.list_job_executions_for_thing_burst,
                     ),
                 ),
             ]

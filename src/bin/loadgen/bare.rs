@@ -55,6 +55,13 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
+    async fn list_job_executions_for_thing(
+        &self,
+        _request: Request<pb::ListJobExecutionsForThingRequest>,
+    ) -> Result<Response<pb::ListJobExecutionsForThingResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

@@ -164,6 +164,17 @@ impl Caller {
         })
     }
 
+    /// Refuses a thing whose executions it may not read.
+    pub fn may_read_thing(&self, thing_name: &str) -> Result<(), GatewayError> {
+        if self.grants.may_read_thing(thing_name) {
+            return Ok(());
+        }
+        Err(GatewayError::NotPermitted {
+            caller: self.name.to_string(),
+            denied: Denied::Thing(thing_name.to_owned()),
+        })
+    }
+
     /// The most items one of its batches may have, within the gateway's `max`.
     pub fn max_batch_size(&self, max: usize) -> (usize, bool) {
         match self.grants.max_batch_size {

@@ -4,6 +4,7 @@
 //! default:                 # callers the policy does not name
 //!   rpcs: [DescribeJob]    # RPC names, or "*"; "Reflection" for grpcurl's listing
 //!   jobs: ["public-*"]     # job id globs (* and ?); absent: every job
+//!   things: ["lab-*"]      # thing name globs, for the executions RPCs; absent: every thing
 //! callers:                 # named by kind: spiffe://, dns:, cn:, token:, jwt:
 //!   spiffe://example.org/ns/ci/sa/deployer:
 //!     rpcs: ["*"]
@@ -28,15 +29,15 @@ use serde::Deserialize;
 use crate::{pb::rpc, security::auth::identity};
 
 /// The RPCs a policy can name: the contract's, and server reflection.
-pub const RPCS: [&str; 7] = [
-    rpc::ALL[0],
-    rpc::ALL[1],
-    rpc::ALL[2],
-    rpc::ALL[3],
-    rpc::ALL[4],
-    rpc::ALL[5],
-    "Reflection",
-];
+pub const RPCS: [&str; rpc::ALL.len() + 1] = {
+    let mut all = ["Reflection"; rpc::ALL.len() + 1];
+    let mut i = 0;
+    while i < rpc::ALL.len() {
+        all[i] = rpc::ALL[i];
+        i += 1;
+    }
+    all
+};
 
 /// What one caller may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Grants {
     rpcs: [bool; RPCS.len()],
     /// The jobs it may read; `None`: every job.
     jobs: Option<Vec<String>>,
+    /// The things whose executions it may read; `None`: every thing.
+    things: Option<Vec<String>>,
     /// Its weight when callers wait for AWS tokens.
     pub weight: u32,
     /// Its calls that may wait for AWS tokens at once.
@@ -61,6 +64,7 @@ impl Default for Grants {
         Self {
             rpcs: [true; RPCS.len()],
             jobs: None,
+            things: None,
             weight: 1,
             max_waiting: None,
             max_watch_streams: None,
@@ -79,11 +83,23 @@ impl Grants {
 
     /// Whether it may read job `job_id`.
     pub fn may_read(&self, job_id: &str) -> bool {
-        match &self.jobs {
-            None => true,
-            Some(globs) => globs.iter().any(|glob| matches_glob(glob, job_id)),
-        }
+        matches_any(self.jobs.as_deref(), job_id)
     }
+
+    /// Whether it may read the executions on thing `thing_name`.
+    pub fn may_read_thing(&self, thing_name: &str) -> bool {
+        matches_any(self.things.as_deref(), thing_name)
+    }
+
+    /// Whether it may read every job and every thing (no globs narrow it).
+    pub fn reads_everything(&self) -> bool {
+        self.jobs.is_none() && self.things.is_none()
+    }
+}
+
+/// Whether `name` matches one of `globs` (`None`: everything matches).
+fn matches_any(globs: Option<&[String]>, name: &str) -> bool {
+    globs.is_none_or(|globs| globs.iter().any(|glob| matches_glob(glob, name)))
 }
 
 /// The policy: grants per caller name, and the default.
@@ -140,6 +156,7 @@ struct File {
 struct Entry {
     rpcs: Option<Vec<String>>,
     jobs: Option<Vec<String>>,
+    things: Option<Vec<String>>,
     weight: Option<u32>,
     max_waiting: Option<usize>,
     max_watch_streams: Option<usize>,
@@ -166,24 +183,20 @@ impl Entry {
                 rpcs
             }
         };
-        let jobs = match self.jobs {
-            None => base.jobs.clone(),
-            Some(globs) if globs.iter().any(|g| g == "*") => None,
-            Some(globs) => {
-                for glob in &globs {
-                    let ok = !glob.is_empty()
-                        && glob.chars().all(|c| {
-                            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '?')
-                        });
-                    if !ok {
-                        return Err(format!(
-                            "job pattern {glob:?}: use job id characters (letters, digits, '-', '_') with * and ?"
-                        ));
-                    }
-                }
-                Some(globs)
-            }
-        };
+        let jobs = globs(
+            self.jobs,
+            &base.jobs,
+            "job",
+            "job id characters (letters, digits, '-', '_')",
+            &['-', '_'],
+        )?;
+        let things = globs(
+            self.things,
+            &base.things,
+            "thing",
+            "thing name characters (letters, digits, ':', '-', '_')",
+            &[':', '-', '_'],
+        )?;
         let positive = |what: &str, n: Option<usize>| match n {
             Some(0) => Err(format!("{what} must be at least 1")),
             _ => Ok(()),
@@ -197,12 +210,42 @@ impl Entry {
         Ok(Grants {
             rpcs,
             jobs,
+            things,
             weight: self.weight.unwrap_or(base.weight),
             max_waiting: self.max_waiting.or(base.max_waiting),
             max_watch_streams: self.max_watch_streams.or(base.max_watch_streams),
             max_batch_size: self.max_batch_size.or(base.max_batch_size),
         })
     }
+}
+
+/// An entry's globs of one kind (`None`: `base`'s; `"*"` among them:
+/// everything), each checked to use only the names' characters, `*` and `?`.
+fn globs(
+    entry: Option<Vec<String>>,
+    base: &Option<Vec<String>>,
+    kind: &str,
+    characters: &str,
+    extra: &[char],
+) -> Result<Option<Vec<String>>, String> {
+    let Some(globs) = entry else {
+        return Ok(base.clone());
+    };
+    if globs.iter().any(|g| g == "*") {
+        return Ok(None);
+    }
+    for glob in &globs {
+        let ok = !glob.is_empty()
+            && glob
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c) || matches!(c, '*' | '?'));
+        if !ok {
+            return Err(format!(
+                "{kind} pattern {glob:?}: use {characters} with * and ?"
+            ));
+        }
+    }
+    Ok(Some(globs))
 }
 
 /// Refuses a caller name that does not say its kind: the form up to

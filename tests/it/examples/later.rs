@@ -89,6 +89,13 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         Err(tonic::Status::unimplemented("not in this scenario"))
     }
 
+    async fn list_job_executions_for_thing(
+        &self,
+        _request: tonic::Request<pb::ListJobExecutionsForThingRequest>,
+    ) -> Result<tonic::Response<pb::ListJobExecutionsForThingResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this scenario"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

@@ -32,8 +32,10 @@ pub mod rpc {
     pub const LIST_JOB_EXECUTIONS_FOR_JOB: &str = "ListJobExecutionsForJob";
     /// `ListJobExecutionsForThing`.
     pub const LIST_JOB_EXECUTIONS_FOR_THING: &str = "ListJobExecutionsForThing";
+    /// `BatchDescribeJobExecutions`.
+    pub const BATCH_DESCRIBE_JOB_EXECUTIONS: &str = "BatchDescribeJobExecutions";
     /// All of them, in the contract's order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         DESCRIBE_JOB,
         BATCH_DESCRIBE_JOBS,
         STREAM_DESCRIBE_JOBS,
@@ -41,6 +43,7 @@ pub mod rpc {
         DESCRIBE_JOB_EXECUTION,
         LIST_JOB_EXECUTIONS_FOR_JOB,
         LIST_JOB_EXECUTIONS_FOR_THING,
+        BATCH_DESCRIBE_JOB_EXECUTIONS,
     ];
 }
 

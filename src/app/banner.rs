@@ -74,6 +74,11 @@ impl Banner<'_> {
             seed::FAILING_THING
         ));
         line(format!(
+            "  grpcurl -plaintext -d '{{\"requests\": [{{\"jobId\": \"{0}\", \"thingName\": \"{1}\"}}, {{\"jobId\": \"{0}\", \"thingName\": \"gateways-eu-1\"}}]}}' {target} iot.jobs.v1.JobsGateway/BatchDescribeJobExecutions",
+            seed::ROLLOUT,
+            seed::FAILING_THING
+        ));
+        line(format!(
             "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {target} iot.jobs.v1.JobsGateway/WatchJobs",
             seed::ROLLOUT
         ));

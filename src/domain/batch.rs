@@ -6,26 +6,26 @@ use std::collections::HashMap;
 use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
-    domain::{Call, ItemResult, Jobs, error::GatewayError},
-    upstream::{JobQuery, UpstreamErrorKind},
+    domain::{Answers, Call, ItemResult, error::GatewayError},
+    upstream::{Operation, Subject, UpstreamErrorKind},
 };
 
-impl Jobs {
-    /// Describes each item of a batch concurrently and sends every result
-    /// as soon as it is ready, tagged with its index. Invalid items (already
+impl<O: Operation> Answers<O> {
+    /// Answers each item of a batch concurrently and sends every result as
+    /// soon as it is ready, tagged with its index. Invalid items (already
     /// failed) are sent first; identical questions are asked once. Stops
     /// (dropping AWS requests in flight) when the receiver goes away.
-    pub fn describe_each(
+    pub fn each(
         &self,
-        items: Vec<Result<JobQuery, GatewayError>>,
+        items: Vec<Result<O::Question, GatewayError>>,
         call: Call,
-    ) -> mpsc::Receiver<ItemResult> {
+    ) -> mpsc::Receiver<ItemResult<O>> {
         // Room for every result: sending never waits on a slow reader.
         let (tx, rx) = mpsc::channel(items.len().max(1));
-        let jobs = self.clone();
+        let answers = self.clone();
         tokio::spawn(async move {
-            let mut questions: Vec<(JobQuery, Vec<usize>)> = Vec::new();
-            let mut seen: HashMap<JobQuery, usize> = HashMap::new();
+            let mut questions: Vec<(O::Question, Vec<usize>)> = Vec::new();
+            let mut seen: HashMap<O::Question, usize> = HashMap::new();
             for (index, item) in items.into_iter().enumerate() {
                 match item {
                     Err(err) => {
@@ -45,12 +45,12 @@ impl Jobs {
             let mut tasks = JoinSet::new();
             let mut indices_of = HashMap::new();
             for (query, indices) in questions {
-                let (jobs, call) = (jobs.clone(), call.clone());
-                let job_id = query.job_id.clone();
+                let (answers, call) = (answers.clone(), call.clone());
+                let subject = Subject::of::<O>(&query);
                 let id = tasks
-                    .spawn(async move { jobs.describe(&query, &call).await })
+                    .spawn(async move { answers.ask(&query, &call).await })
                     .id();
-                indices_of.insert(id, (job_id, indices));
+                indices_of.insert(id, (subject, indices));
             }
             loop {
                 let joined = tokio::select! {
@@ -62,12 +62,12 @@ impl Jobs {
                     Ok((id, result)) => (id, Ok(result)),
                     Err(failed) => (failed.id(), Err(())),
                 };
-                let Some((job_id, indices)) = indices_of.remove(&id) else {
+                let Some((subject, indices)) = indices_of.remove(&id) else {
                     continue;
                 };
                 let result = result.unwrap_or_else(|()| {
                     Err(GatewayError::upstream(
-                        job_id,
+                        subject,
                         UpstreamErrorKind::Internal,
                         "the gateway failed while answering this item",
                     ))

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::{
     domain::{
-        Answers, Backend, Call, Gauges, JobsSettings, Served,
+        Answers, Backend, Call, Gauges, ItemResult, JobsSettings, Served,
         answer::Answer,
         answers::Witness,
         error::GatewayError,
@@ -138,6 +138,24 @@ impl Jobs {
     /// other callers were waiting for it, one of them asks AWS again.
     pub async fn describe(&self, query: &JobQuery, call: &Call) -> Result<Served, GatewayError> {
         self.describe_job.ask(query, call).await
+    }
+
+    /// Describes each job of a batch (see [`Answers::each`]).
+    pub fn describe_each(
+        &self,
+        items: Vec<Result<JobQuery, GatewayError>>,
+        call: Call,
+    ) -> tokio::sync::mpsc::Receiver<ItemResult> {
+        self.describe_job.each(items, call)
+    }
+
+    /// Describes each execution of a batch (see [`Answers::each`]).
+    pub fn describe_executions(
+        &self,
+        items: Vec<Result<ExecutionQuery, GatewayError>>,
+        call: Call,
+    ) -> tokio::sync::mpsc::Receiver<ItemResult<DescribeJobExecution>> {
+        self.describe_job_execution.each(items, call)
     }
 
     /// Describes one thing's execution of a job, as [`Jobs::describe`]

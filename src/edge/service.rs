@@ -18,16 +18,17 @@ use tonic::{
     Request, Response, Status,
     metadata::{MetadataMap, MetadataValue},
 };
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     domain::{
         Call, ItemResult, Jobs, Served, Source,
         answer::JobState,
-        error::{Denied, Failure, GatewayError},
+        error::{Denied, GatewayError},
         watch::{ChangeKind, Observed, WatchEvent, observation::Trigger},
     },
     edge::{
+        batch,
         cache_control::CacheControl,
         deadline,
         observe::{CallNote, Received},
@@ -36,7 +37,9 @@ use crate::{
     },
     pb::{self, jobs_gateway_server::JobsGateway},
     security::auth::Caller,
-    upstream::{ExecutionQuery, JobExecutionsPage, JobQuery, Operation, ThingExecutionsPage},
+    upstream::{
+        ExecutionQuery, JobExecutionsPage, JobQuery, Operation, Subject, ThingExecutionsPage,
+    },
 };
 
 /// The gRPC face of [`Jobs`].
@@ -51,52 +54,68 @@ impl JobsGatewayService {
         Self { jobs }
     }
 
-    /// Validates a batch and starts answering it: the job ids as requested,
-    /// and the channel its results arrive on.
-    fn start_batch(
+    /// Checks a batch of DescribeJob items and starts answering it.
+    fn start_jobs_batch(
         &self,
-        request: Request<impl BatchItems>,
+        request: Request<Vec<pb::DescribeJobRequest>>,
         note: &CallNote,
-    ) -> Result<(Vec<String>, tokio::sync::mpsc::Receiver<ItemResult>), Status> {
-        let caller = Caller::of(&request);
-        let call = call_of(&request, &caller, Received::of(&request));
-        note.caller(caller.name_shared());
-        let requests = request.into_inner().into_items();
-        note.batch(requests.len());
-        let (max, by_policy) = caller.max_batch_size(self.jobs.max_batch_size());
-        if let Err(err) = validate::batch_size(requests.len(), max, by_policy) {
-            note.failed(&err);
-            return Err(err.into());
-        }
-        let job_ids = requests.iter().map(|r| r.job_id.clone()).collect();
-        // A job the caller may not read fails only its own item.
-        let items = requests
-            .into_iter()
-            .enumerate()
-            .map(|(index, request)| {
+    ) -> Result<tokio::sync::mpsc::Receiver<ItemResult>, Status> {
+        batch::start(
+            request,
+            note,
+            self.jobs.max_batch_size(),
+            |index, request, caller| {
                 let query = validate::batch_item(index, request)?;
                 caller.may_read(&query.job_id)?;
                 Ok(query)
-            })
-            .collect();
-        Ok((job_ids, self.jobs.describe_each(items, call)))
+            },
+            |items, call| self.jobs.describe_each(items, call),
+        )
     }
 }
 
-/// The two batch RPCs' requests (one message each, the same items).
-trait BatchItems {
-    fn into_items(self) -> Vec<pb::DescribeJobRequest>;
+/// The job ids of a batch's items, as requested.
+fn job_ids_of(requests: &[pb::DescribeJobRequest]) -> Vec<String> {
+    requests.iter().map(|r| r.job_id.clone()).collect()
 }
 
-impl BatchItems for pb::BatchDescribeJobsRequest {
-    fn into_items(self) -> Vec<pb::DescribeJobRequest> {
-        self.requests
+/// Every result of a batch of `len` items, in request order; an item the
+/// batch never answered (a gateway defect) is answered as lost, about
+/// `subject` of its index.
+async fn collect<O: Operation, R>(
+    mut results: tokio::sync::mpsc::Receiver<ItemResult<O>>,
+    len: usize,
+    subject: impl Fn(usize) -> Subject,
+    build: impl Fn(usize, Result<Served<O>, GatewayError>) -> R,
+) -> Vec<R> {
+    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(len).collect();
+    while let Some((index, result)) = results.recv().await {
+        if let Some(slot) = slots.get_mut(index) {
+            *slot = Some(build(index, result));
+        }
     }
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(index, slot)| slot.unwrap_or_else(|| build(index, batch::lost(&subject(index)))))
+        .collect()
 }
 
-impl BatchItems for pb::StreamDescribeJobsRequest {
-    fn into_items(self) -> Vec<pb::DescribeJobRequest> {
-        self.requests
+/// One DescribeJob item's wire result, noted.
+fn job_result(
+    note: &CallNote,
+    method: &'static str,
+    index: usize,
+    job_id: &str,
+    result: Result<Served, GatewayError>,
+) -> pb::JobResult {
+    use pb::job_result::Outcome;
+    let (outcome, cache) = batch::outcome(note, method, index, &Subject::from(job_id), result);
+    pb::JobResult {
+        index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+        job_id: job_id.to_owned(),
+        outcome: Some(outcome.map_or_else(Outcome::Error, Outcome::Response)),
+        cache,
     }
 }
 
@@ -198,27 +217,14 @@ impl JobsGateway for JobsGatewayService {
         request: Request<pb::BatchDescribeJobsRequest>,
     ) -> Result<Response<pb::BatchDescribeJobsResponse>, Status> {
         let note = CallNote::of(&request);
-        let (job_ids, mut results) = self.start_batch(request, &note)?;
-        let mut slots: Vec<Option<pb::JobResult>> = vec![None; job_ids.len()];
-        while let Some((index, result)) = results.recv().await {
-            slots[index] = Some(item(&note, BATCH, index, &job_ids[index], result));
-        }
-        let results = slots
-            .into_iter()
-            .enumerate()
-            .map(|(index, slot)| {
-                // Every item is answered; a missing one would be a gateway defect.
-                slot.unwrap_or_else(|| {
-                    item(
-                        &note,
-                        BATCH,
-                        index,
-                        &job_ids[index],
-                        Err(lost_item(&job_ids[index])),
-                    )
-                })
-            })
-            .collect();
+        let request = request.map(|r| r.requests);
+        let job_ids = job_ids_of(request.get_ref());
+        let results = self.start_jobs_batch(request, &note)?;
+        let subject = |index: usize| Subject::from(job_ids[index].as_str());
+        let results = collect(results, job_ids.len(), subject, |index, result| {
+            job_result(&note, BATCH, index, &job_ids[index], result)
+        })
+        .await;
         Ok(Response::new(pb::BatchDescribeJobsResponse { results }))
     }
 
@@ -229,11 +235,61 @@ impl JobsGateway for JobsGatewayService {
         request: Request<pb::StreamDescribeJobsRequest>,
     ) -> Result<Response<Self::StreamDescribeJobsStream>, Status> {
         let note = CallNote::of(&request);
-        let (job_ids, results) = self.start_batch(request, &note)?;
+        let request = request.map(|r| r.requests);
+        let job_ids = job_ids_of(request.get_ref());
+        let results = self.start_jobs_batch(request, &note)?;
         let stream = ReceiverStream::new(results).map(move |(index, result)| {
-            Ok(item(&note, STREAM, index, &job_ids[index], result).into())
+            Ok(job_result(&note, STREAM, index, &job_ids[index], result).into())
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn batch_describe_job_executions(
+        &self,
+        request: Request<pb::BatchDescribeJobExecutionsRequest>,
+    ) -> Result<Response<pb::BatchDescribeJobExecutionsResponse>, Status> {
+        let note = CallNote::of(&request);
+        let request = request.map(|r| r.requests);
+        let named: Vec<(String, String)> = request
+            .get_ref()
+            .iter()
+            .map(|r| (r.job_id.clone(), r.thing_name.clone()))
+            .collect();
+        let results = batch::start(
+            request,
+            &note,
+            self.jobs.max_batch_size(),
+            |index, request, caller| {
+                let query = validate::execution_item(index, request)?;
+                caller.may_read(&query.job_id)?;
+                caller.may_read_thing(&query.thing_name)?;
+                Ok(query)
+            },
+            |items, call| self.jobs.describe_executions(items, call),
+        )?;
+        let subject = |index: usize| Subject::from(named[index].0.as_str());
+        let results = collect(results, named.len(), subject, |index, result| {
+            use pb::job_execution_result::Outcome;
+            let (job_id, thing_name) = &named[index];
+            let (outcome, cache) = batch::outcome(
+                &note,
+                pb::rpc::BATCH_DESCRIBE_JOB_EXECUTIONS,
+                index,
+                &Subject::from(job_id.as_str()),
+                result,
+            );
+            pb::JobExecutionResult {
+                index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+                job_id: job_id.clone(),
+                thing_name: thing_name.clone(),
+                outcome: Some(outcome.map_or_else(Outcome::Error, Outcome::Response)),
+                cache,
+            }
+        })
+        .await;
+        Ok(Response::new(pb::BatchDescribeJobExecutionsResponse {
+            results,
+        }))
     }
 
     type WatchJobsStream = WatchEventStream;
@@ -386,7 +442,7 @@ fn trigger(trigger: Trigger) -> pb::job_event::Trigger {
 }
 
 /// What the domain needs to know of a call besides its question.
-fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call {
+pub(super) fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instant) -> Call {
     let metadata = request.metadata();
     let cache_control = CacheControl::of(metadata);
     Call {
@@ -455,68 +511,9 @@ fn set_cache_headers<O: Operation>(metadata: &mut MetadataMap, answer: &Served<O
     metadata.insert("x-cache-age-ms", MetadataValue::from(age_ms(answer)));
 }
 
-fn cache_info(answer: &Served) -> pb::CacheInfo {
-    use pb::cache_info::Source as Wire;
-    let source = match answer.source {
-        Source::Hit => Wire::Hit,
-        Source::Miss => Wire::Miss,
-        Source::Coalesced => Wire::Coalesced,
-        Source::Stale => Wire::Stale,
-    };
-    pb::CacheInfo {
-        source: source as i32,
-        age_ms: age_ms(answer),
-    }
-}
-
-fn lost_item(job_id: &str) -> GatewayError {
-    GatewayError::upstream(
-        job_id,
-        crate::upstream::UpstreamErrorKind::Internal,
-        "the gateway lost this item's answer",
-    )
-}
-
 /// The batch methods, as logs name them.
 const BATCH: &str = pb::rpc::BATCH_DESCRIBE_JOBS;
 const STREAM: &str = pb::rpc::STREAM_DESCRIBE_JOBS;
-
-/// One batch item's wire result, noted. Items AWS could not answer for
-/// an unexpected reason get a line each; refusals and answers are in the
-/// batch's line (and its counts).
-fn item(
-    note: &CallNote,
-    method: &'static str,
-    index: usize,
-    job_id: &str,
-    result: Result<Served, GatewayError>,
-) -> pb::JobResult {
-    use pb::job_result::Outcome;
-    note.item(result.is_ok());
-    let (outcome, cache) = match result {
-        Ok(answer) => {
-            let cache = cache_info(&answer);
-            (
-                Outcome::Response(pb::DescribeJobResponse::clone(&answer.response)),
-                Some(cache),
-            )
-        }
-        Err(err) => {
-            if err.failure() == Failure::Fault {
-                let caller = note.caller_name();
-                let caller = caller.as_deref().unwrap_or_default();
-                warn!(method, caller, index, job_id, code = ?err.code(), error = %err.chain(), "batch item failed");
-            }
-            (Outcome::Error(rpc_status(err)), None)
-        }
-    };
-    pb::JobResult {
-        index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
-        job_id: job_id.to_owned(),
-        outcome: Some(outcome),
-        cache,
-    }
-}
 
 /// A batch item as the stream sends it: the same fields, its own message.
 impl From<pb::JobResult> for pb::StreamDescribeJobsResponse {

@@ -25,14 +25,33 @@ impl TryFrom<pb::DescribeJobExecutionRequest> for ExecutionQuery {
     type Error = GatewayError;
 
     fn try_from(req: pb::DescribeJobExecutionRequest) -> Result<Self, Self::Error> {
-        job_id("job_id", &req.job_id).map_err(GatewayError::InvalidArgument)?;
-        thing_name("thing_name", &req.thing_name).map_err(GatewayError::InvalidArgument)?;
-        Ok(ExecutionQuery {
-            job_id: req.job_id,
-            thing_name: req.thing_name,
-            execution_number: req.execution_number,
-        })
+        execution("", req)
     }
+}
+
+/// Checks an execution question; `prefix` goes before the field names
+/// (`requests[3].` in a batch).
+fn execution(
+    prefix: impl Display + Copy,
+    req: pb::DescribeJobExecutionRequest,
+) -> Result<ExecutionQuery, GatewayError> {
+    job_id(format_args!("{prefix}job_id"), &req.job_id).map_err(GatewayError::InvalidArgument)?;
+    thing_name(format_args!("{prefix}thing_name"), &req.thing_name)
+        .map_err(GatewayError::InvalidArgument)?;
+    Ok(ExecutionQuery {
+        job_id: req.job_id,
+        thing_name: req.thing_name,
+        execution_number: req.execution_number,
+    })
+}
+
+/// Checks item `index` of a batch of executions; a violation names the
+/// item's field (`requests[3].thing_name`).
+pub fn execution_item(
+    index: usize,
+    req: pb::DescribeJobExecutionRequest,
+) -> Result<ExecutionQuery, GatewayError> {
+    execution(format_args!("requests[{index}]."), req)
 }
 
 /// AWS's page sizes for both execution listings.
@@ -147,11 +166,16 @@ pub fn batch_item(index: usize, req: pb::DescribeJobRequest) -> Result<JobQuery,
     query(format_args!("requests[{index}].job_id"), req)
 }
 
-/// Checks a batch's size: at least one item, at most `max` (the caller's
-/// own limit when `by_policy`, else the gateway's).
-pub fn batch_size(len: usize, max: usize, by_policy: bool) -> Result<(), GatewayError> {
+/// Checks a batch of `operation` requests' size: at least one item, at
+/// most `max` (the caller's own limit when `by_policy`, else the gateway's).
+pub fn batch_size(
+    operation: &str,
+    len: usize,
+    max: usize,
+    by_policy: bool,
+) -> Result<(), GatewayError> {
     let description = if len == 0 {
-        format!("requests is empty; send 1 to {max} DescribeJob requests")
+        format!("requests is empty; send 1 to {max} {operation} requests")
     } else if len > max && by_policy {
         format!(
             "requests has {len} items; this caller may send at most {max} per batch \

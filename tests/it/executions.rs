@@ -572,3 +572,88 @@ async fn replicas_share_each_operations_answers_and_keep_its_bucket_apart() {
     assert!(!describe_job_bucket, "DescribeJob's bucket was not spent");
     drop(set);
 }
+
+#[tokio::test]
+async fn a_batch_of_executions_answers_each_item_in_order_and_asks_aws_once_per_question() {
+    use pb::job_execution_result::Outcome;
+    let sim = TestSim::unlimited().await;
+    create_fleet_job(&sim, "rollout").await;
+    let mut gw = TestGateway::aws(&sim.url).await;
+
+    let item = |thing: &str| execution("rollout", thing).into_inner();
+    let requests = vec![
+        item("fleet-1"),
+        item("fleet/2"),
+        item("stranger"),
+        item("fleet-1"),
+        item("fleet-3"),
+    ];
+    let results = gw
+        .client
+        .batch_describe_job_executions(pb::BatchDescribeJobExecutionsRequest { requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+
+    assert_eq!(results.len(), 5);
+    for (index, result) in results.iter().enumerate() {
+        assert_eq!(result.index, Some(index as u32));
+        assert_eq!(result.job_id, "rollout");
+    }
+    let things: Vec<&str> = results.iter().map(|r| r.thing_name.as_str()).collect();
+    assert_eq!(
+        things,
+        ["fleet-1", "fleet/2", "stranger", "fleet-1", "fleet-3"]
+    );
+    let Some(Outcome::Error(bad)) = &results[1].outcome else {
+        panic!("{:?}", results[1])
+    };
+    assert_eq!(bad.code, Code::InvalidArgument as i32);
+    assert!(
+        bad.message.contains("requests[1].thing_name"),
+        "{}",
+        bad.message
+    );
+    let Some(Outcome::Error(missing)) = &results[2].outcome else {
+        panic!("{:?}", results[2])
+    };
+    assert_eq!(missing.code, Code::NotFound as i32, "{}", missing.message);
+    let (Some(Outcome::Response(first)), Some(Outcome::Response(again))) =
+        (&results[0].outcome, &results[3].outcome)
+    else {
+        panic!("{results:?}")
+    };
+    assert_eq!(first, again, "the repeated item is the same answer");
+    assert!(results[0].cache.is_some());
+    assert_eq!(
+        sim.sim.stats().describe_job_execution_calls,
+        3,
+        "fleet-1 once, stranger, fleet-3; the bad item never reached AWS"
+    );
+
+    // Each item is what DescribeJobExecution answers (from the cache now).
+    let single = gw
+        .client
+        .describe_job_execution(execution("rollout", "fleet-3"))
+        .await
+        .unwrap();
+    assert_eq!(header(&single, "x-cache"), "hit");
+    let Some(Outcome::Response(third)) = &results[4].outcome else {
+        panic!("{:?}", results[4])
+    };
+    assert_eq!(single.get_ref(), third);
+
+    let empty = gw
+        .client
+        .batch_describe_job_executions(pb::BatchDescribeJobExecutionsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(
+        empty.message().contains("DescribeJobExecution requests"),
+        "{}",
+        empty.message()
+    );
+    assert_eq!(sim.sim.stats().describe_job_execution_calls, 3);
+}

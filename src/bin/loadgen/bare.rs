@@ -62,6 +62,13 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
+    async fn batch_describe_job_executions(
+        &self,
+        _request: Request<pb::BatchDescribeJobExecutionsRequest>,
+    ) -> Result<Response<pb::BatchDescribeJobExecutionsResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

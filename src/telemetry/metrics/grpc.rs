@@ -48,7 +48,7 @@ impl RpcType {
 }
 
 /// Every method this server offers: (service, method, type).
-const METHODS: [(&str, &str, RpcType); 11] = [
+const METHODS: [(&str, &str, RpcType); 12] = [
     (SERVICE_NAME, rpc::DESCRIBE_JOB, RpcType::Unary),
     (SERVICE_NAME, rpc::BATCH_DESCRIBE_JOBS, RpcType::Unary),
     (
@@ -66,6 +66,11 @@ const METHODS: [(&str, &str, RpcType); 11] = [
     (
         SERVICE_NAME,
         rpc::LIST_JOB_EXECUTIONS_FOR_THING,
+        RpcType::Unary,
+    ),
+    (
+        SERVICE_NAME,
+        rpc::BATCH_DESCRIBE_JOB_EXECUTIONS,
         RpcType::Unary,
     ),
     (HEALTH_SERVICE, "Check", RpcType::Unary),

@@ -96,6 +96,13 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         Err(tonic::Status::unimplemented("not in this scenario"))
     }
 
+    async fn batch_describe_job_executions(
+        &self,
+        _request: tonic::Request<pb::BatchDescribeJobExecutionsRequest>,
+    ) -> Result<tonic::Response<pb::BatchDescribeJobExecutionsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this scenario"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

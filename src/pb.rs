@@ -34,8 +34,10 @@ pub mod rpc {
     pub const LIST_JOB_EXECUTIONS_FOR_THING: &str = "ListJobExecutionsForThing";
     /// `BatchDescribeJobExecutions`.
     pub const BATCH_DESCRIBE_JOB_EXECUTIONS: &str = "BatchDescribeJobExecutions";
+    /// `StreamJobExecutionsForJob`.
+    pub const STREAM_JOB_EXECUTIONS_FOR_JOB: &str = "StreamJobExecutionsForJob";
     /// All of them, in the contract's order.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         DESCRIBE_JOB,
         BATCH_DESCRIBE_JOBS,
         STREAM_DESCRIBE_JOBS,
@@ -44,6 +46,7 @@ pub mod rpc {
         LIST_JOB_EXECUTIONS_FOR_JOB,
         LIST_JOB_EXECUTIONS_FOR_THING,
         BATCH_DESCRIBE_JOB_EXECUTIONS,
+        STREAM_JOB_EXECUTIONS_FOR_JOB,
     ];
 }
 

@@ -79,6 +79,10 @@ impl Banner<'_> {
             seed::FAILING_THING
         ));
         line(format!(
+            "  grpcurl -plaintext -d '{{\"jobId\": \"{}\", \"status\": \"SUCCEEDED\"}}' {target} iot.jobs.v1.JobsGateway/StreamJobExecutionsForJob",
+            seed::ROLLOUT
+        ));
+        line(format!(
             "  grpcurl -plaintext -d '{{\"jobIds\": [\"{}\"]}}' {target} iot.jobs.v1.JobsGateway/WatchJobs",
             seed::ROLLOUT
         ));

@@ -13,6 +13,7 @@ use crate::{
         error::GatewayError,
         fetch::WatchPolls,
         limit::RateLimit,
+        listing::{ListedPage, ListingQuery, Listings},
         metrics::JobsMetrics,
         watch::{
             Observation, StreamOwner, Subscription, WatchTargets, Watches,
@@ -38,6 +39,8 @@ pub struct Jobs {
     list_job_executions_for_job: Answers<ListJobExecutionsForJob>,
     /// ListJobExecutionsForThing, likewise.
     list_job_executions_for_thing: Answers<ListJobExecutionsForThing>,
+    /// Whole listings of a job's executions, over the pages' answers.
+    listings: Arc<Listings>,
     max_batch_size: usize,
     watches: Arc<Watches>,
     metrics: Arc<JobsMetrics>,
@@ -71,6 +74,10 @@ impl Jobs {
             Answers::build(upstream.clone(), &settings, backend, metrics.clone()).await;
         let list_job_executions_for_thing =
             Answers::build(upstream, &settings, backend, metrics.clone()).await;
+        let listings = Arc::new(Listings::new(
+            list_job_executions_for_job.clone(),
+            settings.cache.ttl,
+        ));
         watches.start_scheduler(WatchPolls {
             fetcher: describe_job.fetcher().clone(),
             cache: describe_job.cache().clone(),
@@ -81,6 +88,7 @@ impl Jobs {
             describe_job_execution,
             list_job_executions_for_job,
             list_job_executions_for_thing,
+            listings,
             max_batch_size: settings.max_batch_size,
             watches,
             metrics,
@@ -176,6 +184,18 @@ impl Jobs {
         call: &Call,
     ) -> Result<Served<ListJobExecutionsForJob>, GatewayError> {
         self.list_job_executions_for_job.ask(page, call).await
+    }
+
+    /// Every page of a job's executions, as AWS gives them: a listing in
+    /// progress is joined and a finished one kept for `--cache-ttl`, so
+    /// identical listings cost AWS their pages once (see
+    /// [`crate::domain::listing`]).
+    pub fn list_all(
+        &self,
+        query: &ListingQuery,
+        call: &Call,
+    ) -> impl futures_util::Stream<Item = Result<ListedPage, GatewayError>> + Send + 'static {
+        self.listings.list(query, call)
     }
 
     /// One page of a thing's executions, through ListJobExecutionsForThing's

@@ -24,6 +24,7 @@ pub mod error;
 mod fetch;
 mod jobs;
 pub mod limit;
+pub mod listing;
 pub mod metrics;
 pub mod rules;
 mod stale;

@@ -25,6 +25,7 @@ use crate::{
         Call, ItemResult, Jobs, Served, Source,
         answer::JobState,
         error::{Denied, GatewayError},
+        listing::ListingQuery,
         watch::{ChangeKind, Observed, WatchEvent, observation::Trigger},
     },
     edge::{
@@ -170,15 +171,42 @@ impl JobsGateway for JobsGatewayService {
         .await;
         // The page as AWS gave it, less the things the caller may not read.
         finish_unary(result, &note, |page| {
-            if !caller.grants().reads_everything() {
-                page.execution_summaries.retain(|s| {
-                    s.thing_arn
-                        .as_deref()
-                        .and_then(thing_of_arn)
-                        .is_some_and(|thing| caller.grants().may_read_thing(thing))
-                });
-            }
+            readable_things(&caller, &mut page.execution_summaries);
         })
+    }
+
+    type StreamJobExecutionsForJobStream = ListingStream;
+
+    async fn stream_job_executions_for_job(
+        &self,
+        request: Request<pb::StreamJobExecutionsForJobRequest>,
+    ) -> Result<Response<Self::StreamJobExecutionsForJobStream>, Status> {
+        let (caller, call, note, request) = start_unary(request, |r, note| note.job(&r.job_id));
+        let checked = ListingQuery::try_from(request)
+            .and_then(|query| caller.may_read(&query.job_id).map(|()| query));
+        let query = checked.map_err(|err| {
+            note.failed(&err);
+            Status::from(err)
+        })?;
+        // The call's line is written when the stream ends or the client leaves.
+        let stream = self
+            .jobs
+            .list_all(&query, &call)
+            .map(move |listed| match listed {
+                Ok(listed) => {
+                    let mut execution_summaries = listed.page.execution_summaries.clone();
+                    readable_things(&caller, &mut execution_summaries);
+                    Ok(pb::StreamJobExecutionsForJobResponse {
+                        execution_summaries,
+                        page: Some(u32::try_from(listed.index).unwrap_or(u32::MAX)),
+                    })
+                }
+                Err(err) => {
+                    note.failed(&err);
+                    Err(Status::from(err))
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_job_executions_for_thing(
@@ -375,6 +403,10 @@ fn refuse_unreadable(caller: &Caller, job_ids: &[String]) -> Result<(), GatewayE
     })
 }
 
+/// The stream type of StreamJobExecutionsForJob.
+pub type ListingStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamJobExecutionsForJobResponse, Status>> + Send>>;
+
 /// The stream type of WatchJobs.
 pub type WatchEventStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchJobsResponse, Status>> + Send>>;
@@ -451,6 +483,19 @@ pub(super) fn call_of<T>(request: &Request<T>, caller: &Caller, received: Instan
         max_stale: cache_control.max_stale,
         share: caller.share(),
     }
+}
+
+/// A job's executions, less those on things the caller may not read.
+fn readable_things(caller: &Caller, summaries: &mut Vec<pb::JobExecutionSummaryForJob>) {
+    if caller.grants().reads_everything() {
+        return;
+    }
+    summaries.retain(|s| {
+        s.thing_arn
+            .as_deref()
+            .and_then(thing_of_arn)
+            .is_some_and(|thing| caller.grants().may_read_thing(thing))
+    });
 }
 
 /// The thing an ARN names (`arn:aws:iot:…:thing/NAME`).

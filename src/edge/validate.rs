@@ -6,6 +6,7 @@ use std::fmt::Display;
 use crate::{
     domain::{
         error::GatewayError,
+        listing::ListingQuery,
         rules::{FieldViolation, MAX_JOB_ID_LEN, job_id, namespace_id, thing_name},
         watch::WatchTargets,
     },
@@ -67,6 +68,18 @@ impl TryFrom<pb::ListJobExecutionsForJobRequest> for JobExecutionsPage {
             status: status_filter(req.status)?,
             max_results: page_size(req.max_results)?,
             next_token: page_token(req.next_token)?,
+        })
+    }
+}
+
+impl TryFrom<pb::StreamJobExecutionsForJobRequest> for ListingQuery {
+    type Error = GatewayError;
+
+    fn try_from(req: pb::StreamJobExecutionsForJobRequest) -> Result<Self, Self::Error> {
+        job_id("job_id", &req.job_id).map_err(GatewayError::InvalidArgument)?;
+        Ok(ListingQuery {
+            job_id: req.job_id,
+            status: status_filter(req.status)?,
         })
     }
 }

@@ -657,3 +657,179 @@ async fn a_batch_of_executions_answers_each_item_in_order_and_asks_aws_once_per_
     );
     assert_eq!(sim.sim.stats().describe_job_execution_calls, 3);
 }
+
+/// A simulator whose fleet group holds 1,000 things.
+async fn thousand_thing_fleet() -> TestSim {
+    let sim = TestSim::start(iot_jobs_gateway::simulator::SimConfig {
+        describe_rate_limit: None,
+        group_size: 1000,
+        ..Default::default()
+    })
+    .await;
+    create_fleet_job(&sim, "big-rollout").await;
+    sim
+}
+
+fn whole(job_id: &str) -> pb::StreamJobExecutionsForJobRequest {
+    pb::StreamJobExecutionsForJobRequest {
+        job_id: job_id.to_owned(),
+        status: None,
+    }
+}
+
+/// Every page a StreamJobExecutionsForJob call sends, until it ends.
+async fn listed_whole(
+    mut client: pb::jobs_gateway_client::JobsGatewayClient<tonic::transport::Channel>,
+    request: pb::StreamJobExecutionsForJobRequest,
+    first_page: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Vec<pb::StreamJobExecutionsForJobResponse> {
+    let mut stream = client
+        .stream_job_executions_for_job(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pages = Vec::new();
+    let mut first_page = first_page;
+    while let Some(page) = stream.message().await.unwrap() {
+        pages.push(page);
+        if let Some(tx) = first_page.take() {
+            let _ = tx.send(());
+        }
+    }
+    pages
+}
+
+#[tokio::test]
+async fn a_whole_listing_is_every_page_as_boto3_pages_it() {
+    let sim = thousand_thing_fleet().await;
+    let gw = TestGateway::aws(&sim.url).await;
+
+    let pages = listed_whole(gw.client.clone(), whole("big-rollout"), None).await;
+
+    assert_eq!(pages.len(), 4, "1,000 things in pages of 250");
+    let mut token: Option<String> = None;
+    let mut things = Vec::new();
+    for (index, page) in pages.iter().enumerate() {
+        assert_eq!(page.page, Some(index as u32));
+        let mut params = json!({"jobId": "big-rollout", "maxResults": 250});
+        if let Some(token) = &token {
+            params["nextToken"] = json!(token);
+        }
+        let reference = boto3_page(&sim.url, params).await;
+        let as_page = pb::ListJobExecutionsForJobResponse {
+            execution_summaries: page.execution_summaries.clone(),
+            next_token: reference["nextToken"].as_str().map(str::to_owned),
+        };
+        assert_eq!(
+            json_differences(&page_json(&as_page), &reference),
+            Vec::<String>::new(),
+            "page {index}"
+        );
+        token = reference["nextToken"].as_str().map(str::to_owned);
+        things.extend(things_of(&as_page));
+    }
+    assert!(token.is_none(), "boto3 saw the same end");
+    let every: Vec<String> = (1..=1000).map(|n| format!("fleet-{n}")).collect();
+    assert_eq!(things, every);
+    assert_eq!(
+        sim.sim.stats().list_job_executions_for_job_calls,
+        4 + 4,
+        "the gateway's 4 pages and boto3's"
+    );
+
+    // Filtered by status: only those, as AWS filters them.
+    sim.advance(Duration::from_secs(5));
+    let request = pb::StreamJobExecutionsForJobRequest {
+        status: Some(pb::job_execution::Status::Succeeded as i32),
+        ..whole("big-rollout")
+    };
+    let succeeded = listed_whole(gw.client.clone(), request, None).await;
+    let summaries: Vec<_> = succeeded
+        .iter()
+        .flat_map(|p| &p.execution_summaries)
+        .collect();
+    assert!(!summaries.is_empty());
+    assert!(summaries.iter().all(|s| {
+        s.job_execution_summary.as_ref().unwrap().status() == pb::job_execution::Status::Succeeded
+    }));
+
+    let mut client = gw.client.clone();
+    let bad = client
+        .stream_job_executions_for_job(pb::StreamJobExecutionsForJobRequest {
+            status: Some(42),
+            ..whole("big-rollout")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let missing = listed_stream_error(&mut client, whole("no-such-job")).await;
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+}
+
+async fn listed_stream_error(
+    client: &mut pb::jobs_gateway_client::JobsGatewayClient<tonic::transport::Channel>,
+    request: pb::StreamJobExecutionsForJobRequest,
+) -> tonic::Status {
+    match client.stream_job_executions_for_job(request).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Err(status) => return status,
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the listing ended without an error"),
+                }
+            }
+        }
+    }
+}
+
+/// Ten clients listing a 1,000-thing job together, nine of them joining
+/// after the first page arrived (the listing's bucket lets 2 pages a
+/// second through): AWS is asked for each page once, and each client gets
+/// the whole listing.
+#[tokio::test]
+async fn ten_clients_listing_a_job_at_once_cost_aws_its_pages_once() {
+    use iot_jobs_gateway::upstream::ListJobExecutionsForJob;
+    let sim = thousand_thing_fleet().await;
+    let gw = TestGateway::aws_edited(&sim.url, |jobs| {
+        jobs.operation_limiters.insert(
+            ListJobExecutionsForJob::NAME,
+            LimiterSettings {
+                rate: 2.0,
+                burst: 1,
+                ..jobs.limiter.clone()
+            },
+        );
+    })
+    .await;
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let first = tokio::spawn(listed_whole(
+        gw.client.clone(),
+        whole("big-rollout"),
+        Some(tx),
+    ));
+    rx.await.unwrap();
+    let joined_at = sim.sim.stats().list_job_executions_for_job_calls;
+    assert!(joined_at < 4, "the others join a listing in progress");
+    let others =
+        join_all((0..9).map(|_| listed_whole(gw.client.clone(), whole("big-rollout"), None))).await;
+    let first = first.await.unwrap();
+
+    assert_eq!(first.len(), 4);
+    for pages in &others {
+        assert_eq!(pages, &first, "every client gets the same whole listing");
+    }
+    assert_eq!(
+        sim.sim.stats().list_job_executions_for_job_calls,
+        4,
+        "ten listings, each page asked once"
+    );
+
+    // Soon after, a listing is the kept one: no AWS call.
+    let again = listed_whole(gw.client.clone(), whole("big-rollout"), None).await;
+    assert_eq!(again, first);
+    assert_eq!(sim.sim.stats().list_job_executions_for_job_calls, 4);
+}

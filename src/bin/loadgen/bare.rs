@@ -69,6 +69,15 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         Err(Status::unimplemented("bare server"))
     }
 
+    type StreamJobExecutionsForJobStream = iot_jobs_gateway::edge::service::ListingStream;
+
+    async fn stream_job_executions_for_job(
+        &self,
+        _request: Request<pb::StreamJobExecutionsForJobRequest>,
+    ) -> Result<Response<Self::StreamJobExecutionsForJobStream>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

@@ -48,7 +48,7 @@ impl RpcType {
 }
 
 /// Every method this server offers: (service, method, type).
-const METHODS: [(&str, &str, RpcType); 12] = [
+const METHODS: [(&str, &str, RpcType); 13] = [
     (SERVICE_NAME, rpc::DESCRIBE_JOB, RpcType::Unary),
     (SERVICE_NAME, rpc::BATCH_DESCRIBE_JOBS, RpcType::Unary),
     (
@@ -72,6 +72,11 @@ const METHODS: [(&str, &str, RpcType); 12] = [
         SERVICE_NAME,
         rpc::BATCH_DESCRIBE_JOB_EXECUTIONS,
         RpcType::Unary,
+    ),
+    (
+        SERVICE_NAME,
+        rpc::STREAM_JOB_EXECUTIONS_FOR_JOB,
+        RpcType::ServerStream,
     ),
     (HEALTH_SERVICE, "Check", RpcType::Unary),
     (HEALTH_SERVICE, "Watch", RpcType::ServerStream),

@@ -103,6 +103,15 @@ impl pb::jobs_gateway_server::JobsGateway for LaterGateway {
         Err(tonic::Status::unimplemented("not in this scenario"))
     }
 
+    type StreamJobExecutionsForJobStream = iot_jobs_gateway::edge::service::ListingStream;
+
+    async fn stream_job_executions_for_job(
+        &self,
+        _request: tonic::Request<pb::StreamJobExecutionsForJobRequest>,
+    ) -> Result<tonic::Response<Self::StreamJobExecutionsForJobStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this scenario"))
+    }
+
     type WatchJobsStream = iot_jobs_gateway::edge::service::WatchEventStream;
 
     async fn watch_jobs(

@@ -554,21 +554,11 @@ impl Simulator {
         max_results: Option<usize>,
         next_token: Option<&str>,
     ) -> Result<Value, SimError> {
-        let invalid = |message: &str| SimError::new(400, "InvalidRequestException", message);
         let now = self.now();
         let mut state = self.state();
         state.stats.list_job_executions_for_job_calls += 1;
         self.purge_if_gone(&mut state, job_id, now);
-        let size = max_results.unwrap_or(10);
-        if !(1..=250).contains(&size) {
-            return Err(invalid("maxResults must be between 1 and 250"));
-        }
-        let start = match next_token {
-            None => 0,
-            Some(token) => {
-                page_start(token, job_id).ok_or_else(|| invalid("The nextToken is not valid."))?
-            }
-        };
+        let (start, size) = page_bounds(max_results, next_token, job_id)?;
         let job = state
             .jobs
             .get(job_id)
@@ -595,20 +585,10 @@ impl Simulator {
         max_results: Option<usize>,
         next_token: Option<&str>,
     ) -> Result<Value, SimError> {
-        let invalid = |message: &str| SimError::new(400, "InvalidRequestException", message);
         let now = self.now();
         let mut state = self.state();
         state.stats.list_job_executions_for_thing_calls += 1;
-        let size = max_results.unwrap_or(10);
-        if !(1..=250).contains(&size) {
-            return Err(invalid("maxResults must be between 1 and 250"));
-        }
-        let start = match next_token {
-            None => 0,
-            Some(token) => {
-                page_start(token, thing).ok_or_else(|| invalid("The nextToken is not valid."))?
-            }
-        };
+        let (start, size) = page_bounds(max_results, next_token, thing)?;
         let matching = state
             .jobs
             .values()
@@ -864,6 +844,28 @@ fn one_page(mut items: impl Iterator<Item = Value>, of: &str, start: usize, size
         body["nextToken"] = json!(token);
     }
     body
+}
+
+/// Where a page of a listing of `of` starts and how long it is: 10 items
+/// unless `max_results` (1 to 250) says otherwise, from the start or where
+/// `next_token` says.
+fn page_bounds(
+    max_results: Option<usize>,
+    next_token: Option<&str>,
+    of: &str,
+) -> Result<(usize, usize), SimError> {
+    let invalid = |message: &str| SimError::new(400, "InvalidRequestException", message);
+    let size = max_results.unwrap_or(10);
+    if !(1..=250).contains(&size) {
+        return Err(invalid("maxResults must be between 1 and 250"));
+    }
+    let start = match next_token {
+        None => 0,
+        Some(token) => {
+            page_start(token, of).ok_or_else(|| invalid("The nextToken is not valid."))?
+        }
+    };
+    Ok((start, size))
 }
 
 /// Where a listing of `of` continues, from a token [`one_page`] gave.

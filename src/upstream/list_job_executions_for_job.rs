@@ -65,17 +65,11 @@ impl Operation for ListJobExecutionsForJob {
     /// `job-id:status:size:token` (`-` for each part left out); the token,
     /// which may hold anything, comes last.
     fn key(page: &JobExecutionsPage) -> String {
-        let size = page
-            .max_results
-            .map_or_else(|| "-".to_owned(), |n| n.to_string());
-        let token = page
-            .next_token
-            .as_deref()
-            .map_or_else(|| "-".to_owned(), |t| format!("+{t}"));
         format!(
-            "{}:{}:{size}:{token}",
+            "{}:{}:{}",
             page.job_id,
-            page.status.unwrap_or("-")
+            page.status.unwrap_or("-"),
+            page_key(page.max_results, page.next_token.as_deref())
         )
     }
 }
@@ -94,6 +88,14 @@ impl From<&ListJobExecutionsForJobOutput> for pb::ListJobExecutionsForJobRespons
             next_token: out.next_token().map(str::to_owned),
         }
     }
+}
+
+/// A page question's last key parts, `size:token`: `-` for a size left
+/// out, `-` or `+` and the token (which may hold anything, so it comes last).
+pub(crate) fn page_key(max_results: Option<i32>, next_token: Option<&str>) -> String {
+    let size = max_results.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let token = next_token.map_or_else(|| "-".to_owned(), |t| format!("+{t}"));
+    format!("{size}:{token}")
 }
 
 /// Every field AWS sent; an unknown status is kept as text.

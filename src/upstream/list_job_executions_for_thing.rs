@@ -7,7 +7,9 @@ use aws_sdk_iot::{
 use crate::{
     pb,
     upstream::{
-        About, Operation, UpstreamError, aws::classify, list_job_executions_for_job::summary,
+        About, Operation, UpstreamError,
+        aws::classify,
+        list_job_executions_for_job::{page_key, summary},
     },
 };
 
@@ -75,19 +77,13 @@ impl Operation for ListJobExecutionsForThing {
     /// last.
     fn key(page: &ThingExecutionsPage) -> String {
         let or_dash = |part: Option<&str>| part.unwrap_or("-").to_owned();
-        let size = page
-            .max_results
-            .map_or_else(|| "-".to_owned(), |n| n.to_string());
-        let token = page
-            .next_token
-            .as_deref()
-            .map_or_else(|| "-".to_owned(), |t| format!("+{t}"));
         format!(
-            "{}:{}:{}:{}:{size}:{token}",
+            "{}:{}:{}:{}:{}",
             page.thing_name,
             or_dash(page.status),
             or_dash(page.namespace_id.as_deref()),
             or_dash(page.job_id.as_deref()),
+            page_key(page.max_results, page.next_token.as_deref())
         )
     }
 }

@@ -38,7 +38,7 @@ pub struct ListingQuery {
 }
 
 /// The pages of one listing so far, and how it ended (once it has).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Progress {
     pages: Vec<Arc<pb::ListJobExecutionsForJobResponse>>,
     end: Option<Result<(), GatewayError>>,
@@ -90,15 +90,17 @@ impl Listings {
                     return None;
                 }
                 loop {
-                    let seen = progress.borrow_and_update().clone();
-                    if let Some(page) = seen.pages.get(next) {
-                        let listed = ListedPage {
-                            index: next,
-                            page: page.clone(),
-                        };
+                    // Only the page wanted (or the end) is taken, not the
+                    // listing so far.
+                    let (page, end) = {
+                        let seen = progress.borrow_and_update();
+                        (seen.pages.get(next).cloned(), seen.end.clone())
+                    };
+                    if let Some(page) = page {
+                        let listed = ListedPage { index: next, page };
                         return Some((Ok(listed), (progress, next + 1, false)));
                     }
-                    match seen.end {
+                    match end {
                         Some(Ok(())) => return None,
                         Some(Err(err)) => return Some((Err(err), (progress, next, true))),
                         None => {}

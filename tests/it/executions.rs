@@ -180,17 +180,7 @@ async fn bad_input_is_refused_before_aws_with_the_field_to_fix() {
             .describe_job_execution(execution(job_id, thing))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let violation = &status
-            .get_details_bad_request()
-            .expect("BadRequest")
-            .field_violations[0];
-        assert_eq!(violation.field, field);
-        assert!(
-            violation.description.contains(says),
-            "{}",
-            violation.description
-        );
+        support::assert_violation(&status, field, says);
     }
     assert_eq!(sim.sim.stats().describe_job_execution_calls, 0);
 
@@ -463,17 +453,7 @@ async fn bad_listing_questions_are_refused_before_aws() {
             .list_job_executions_for_job(request)
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let violation = &status
-            .get_details_bad_request()
-            .expect("BadRequest")
-            .field_violations[0];
-        assert_eq!(violation.field, field);
-        assert!(
-            violation.description.contains(says),
-            "{}",
-            violation.description
-        );
+        support::assert_violation(&status, field, says);
     }
     assert_eq!(sim.sim.stats().list_job_executions_for_job_calls, 0);
 }

@@ -271,17 +271,7 @@ async fn bad_thing_listing_questions_are_refused_before_aws() {
             .list_job_executions_for_thing(request)
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let violation = &status
-            .get_details_bad_request()
-            .expect("BadRequest")
-            .field_violations[0];
-        assert_eq!(violation.field, field);
-        assert!(
-            violation.description.contains(says),
-            "{field}: {}",
-            violation.description
-        );
+        support::assert_violation(&status, field, says);
     }
     assert_eq!(sim.sim.stats().list_job_executions_for_thing_calls, 0);
 }

@@ -227,6 +227,23 @@ impl TestGateway {
     }
 }
 
+/// Asserts what a refused bad request tells its caller: INVALID_ARGUMENT
+/// with a `BadRequest` violation on `field` whose description says `says`.
+pub fn assert_violation(status: &tonic::Status, field: &str, says: &str) {
+    use tonic_types::StatusExt as _;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let violation = &status
+        .get_details_bad_request()
+        .expect("BadRequest")
+        .field_violations[0];
+    assert_eq!(violation.field, field);
+    assert!(
+        violation.description.contains(says),
+        "{field}: {}",
+        violation.description
+    );
+}
+
 /// The reason in a status's `google.rpc.ErrorInfo`.
 pub fn error_info_reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;

@@ -17,13 +17,13 @@ use tracing::debug;
 
 use crate::{
     domain::{
-        Backend, Call, JobsSettings, Served, Source,
+        Backend, Call, JobsSettings, OperationGauges, Served, Source,
         answer::Answer,
-        cache::AnswerCache,
+        cache::{AnswerCache, Held},
         error::{DeadlineSource, GatewayError},
         fetch::Fetcher,
         limit::{RateLimit, Share},
-        metrics::JobsMetrics,
+        metrics::{JobsMetrics, OperationMetrics},
         stale::{Refresh, StaleAnswers},
         watch::observation::Sent,
     },
@@ -57,7 +57,7 @@ pub struct Answers<O: Operation> {
     /// Which answers stand in past their lifetime, and their refreshes.
     stale: Arc<StaleAnswers<O>>,
     witness: Arc<dyn Witness<O>>,
-    metrics: Arc<JobsMetrics>,
+    metrics: OperationMetrics,
 }
 
 impl<O: Operation> Clone for Answers<O> {
@@ -79,10 +79,11 @@ impl<O: Operation> Answers<O> {
         upstream: Arc<AwsJobsUpstream>,
         settings: &JobsSettings,
         backend: &impl Backend,
-        metrics: Arc<JobsMetrics>,
+        metrics: &Arc<JobsMetrics>,
     ) -> Self {
+        let metrics = metrics.operation(O::NAME);
         let roles = backend
-            .operation::<O>(settings.limiter_of::<O>(), &settings.cache)
+            .operation::<O>(settings.limiter_of::<O>(), &settings.cache_of_each())
             .await;
         let fetcher = Fetcher::new(
             upstream,
@@ -118,6 +119,16 @@ impl<O: Operation> Answers<O> {
     /// The operation's token bucket.
     pub fn limiter(&self) -> &dyn RateLimit {
         self.fetcher.limiter().as_ref()
+    }
+
+    /// Where the metrics read the operation's bucket and cache at each scrape.
+    pub(crate) fn gauges(&self) -> OperationGauges {
+        let cache: Arc<dyn Held> = self.cache.clone();
+        OperationGauges {
+            operation: O::NAME,
+            limit: Arc::downgrade(self.fetcher.limiter()),
+            cache: Arc::downgrade(&cache),
+        }
     }
 
     /// Answers `question`, finishing by the call's deadline if it has one.

@@ -129,7 +129,12 @@ impl<O: Operation> Clone for Cached<O> {
 pub type Fetch<'a, O> = BoxFuture<'a, Result<Arc<Answer<O>>, GatewayError>>;
 
 /// What a cache holds in this process, whatever it holds (for metrics).
+#[async_trait]
 pub trait Held: Send + Sync + 'static {
+    /// Brings the bookkeeping [`Held::usage`] reads up to date (a cache
+    /// may count its writes a moment after it makes them).
+    async fn settle(&self) {}
+
     /// What this process holds now.
     fn usage(&self) -> Usage;
 }

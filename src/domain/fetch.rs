@@ -16,7 +16,7 @@ use crate::{
         cache::AnswerCache,
         error::{DeadlineSource, GatewayError},
         limit::{Permit, RateLimit, Rejected, Share},
-        metrics::JobsMetrics,
+        metrics::OperationMetrics,
         watch::{
             observation::{Sent, Trigger},
             pollers::Polls,
@@ -37,7 +37,7 @@ pub(crate) struct Fetcher<O: Operation> {
     operation_timeout: Duration,
     limiter: Arc<dyn RateLimit>,
     latency: LatencyEstimate,
-    metrics: Arc<JobsMetrics>,
+    metrics: OperationMetrics,
     operation: std::marker::PhantomData<O>,
 }
 
@@ -48,7 +48,7 @@ impl<O: Operation> Fetcher<O> {
         retry: RetryPolicy,
         operation_timeout: Duration,
         limiter: Arc<dyn RateLimit>,
-        metrics: Arc<JobsMetrics>,
+        metrics: OperationMetrics,
     ) -> Self {
         Self {
             upstream,
@@ -81,13 +81,28 @@ impl<O: Operation> Fetcher<O> {
         share: &Share,
         sent_at: Instant,
     ) -> Result<Arc<Answer<O>>, GatewayError> {
+        // A retry the budget has no token for ends the call with what AWS
+        // said last: that is why it failed, not the budget.
+        let last_failure = std::sync::Mutex::new(None::<UpstreamError>);
         let mut tries = 0;
         let attempts = self.retry.run(deadline, || {
             tries += 1;
             if tries > 1 {
                 self.metrics.retry();
             }
-            self.attempt(query, deadline, share)
+            let last_failure = &last_failure;
+            async move {
+                let result = self.attempt(query, deadline, share).await;
+                let mut last = last_failure.lock().unwrap_or_else(|e| e.into_inner());
+                match (result, last.take()) {
+                    (Err(Attempt::Limited(_)), Some(previous)) => Err(Attempt::Upstream(previous)),
+                    (Err(Attempt::Upstream(err)), _) => {
+                        *last = Some(err.clone());
+                        Err(Attempt::Upstream(err))
+                    }
+                    (result, _) => result,
+                }
+            }
         });
         answer_of::<O>(query, attempts.await, sent_at)
     }

@@ -65,15 +65,15 @@ impl Jobs {
         let metrics = Arc::<JobsMetrics>::default();
         let polls = backend.polls();
         let watches = Arc::new(Watches::new(settings.watch.clone(), polls.clone()));
-        let describe_job = Answers::build(upstream.clone(), &settings, backend, metrics.clone())
+        let describe_job = Answers::build(upstream.clone(), &settings, backend, &metrics)
             .await
             .witnessed_by(watches.clone());
         let describe_job_execution =
-            Answers::build(upstream.clone(), &settings, backend, metrics.clone()).await;
+            Answers::build(upstream.clone(), &settings, backend, &metrics).await;
         let list_job_executions_for_job =
-            Answers::build(upstream.clone(), &settings, backend, metrics.clone()).await;
+            Answers::build(upstream.clone(), &settings, backend, &metrics).await;
         let list_job_executions_for_thing =
-            Answers::build(upstream, &settings, backend, metrics.clone()).await;
+            Answers::build(upstream, &settings, backend, &metrics).await;
         let listings = Arc::new(Listings::new(
             list_job_executions_for_job.clone(),
             settings.cache.ttl,
@@ -107,10 +107,13 @@ impl Jobs {
 
     /// Where the gauges sampled at each scrape are read.
     pub fn gauges(&self) -> Gauges {
-        let cache: Arc<dyn crate::domain::cache::Held> = self.describe_job.cache().clone();
         Gauges {
-            limit: Arc::downgrade(self.describe_job.fetcher().limiter()),
-            cache: Arc::downgrade(&cache),
+            operations: vec![
+                self.describe_job.gauges(),
+                self.describe_job_execution.gauges(),
+                self.list_job_executions_for_job.gauges(),
+                self.list_job_executions_for_thing.gauges(),
+            ],
             watches: Arc::downgrade(&self.watches),
         }
     }

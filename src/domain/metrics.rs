@@ -4,9 +4,14 @@
 //! set is looked up once, not per call), registered on the `/metrics`
 //! registry by [`crate::telemetry::metrics`].
 //!
+//! Everything about AWS requests, the budget and the cache is labelled by
+//! `operation` (AWS's name of it: a handful of values, fixed at build time);
+//! each operation counts through its own [`OperationMetrics`], whose label
+//! sets are looked up once, when the operation is built.
+//!
 //! No label carries a job id, a caller or anything else unbounded.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
     metrics::{
@@ -46,16 +51,15 @@ impl MetricConstructor<Histogram> for Buckets {
 pub type Labels<const N: usize> = [(&'static str, &'static str); N];
 
 /// What the domain counts: AWS attempts, retries, refusals, where answers
-/// came from, and what watchers were sent.
+/// came from (each by operation), and what watchers were sent.
 pub struct JobsMetrics {
-    aws_attempts: Family<Labels<2>, Counter>,
-    aws_seconds: Family<Labels<1>, Histogram, Buckets>,
-    retries: Counter,
-    rate_limited: Counter,
-    waits: Counter,
-    wait_seconds: Counter<f64>,
-    answers: [Counter; 4],
-    answers_family: Family<Labels<1>, Counter>,
+    aws_attempts: Family<Labels<3>, Counter>,
+    aws_seconds: Family<Labels<2>, Histogram, Buckets>,
+    retries: Family<Labels<1>, Counter>,
+    rate_limited: Family<Labels<1>, Counter>,
+    waits: Family<Labels<1>, Counter>,
+    wait_seconds: Family<Labels<1>, Counter<f64>>,
+    answers: Family<Labels<2>, Counter>,
     polls: Counter,
     events_sent: Counter,
     answer_age: Histogram,
@@ -63,18 +67,14 @@ pub struct JobsMetrics {
 
 impl Default for JobsMetrics {
     fn default() -> Self {
-        let answers_family = Family::<Labels<1>, Counter>::default();
-        let answers = [Source::Hit, Source::Miss, Source::Coalesced, Source::Stale]
-            .map(|source| answers_family.get_or_create_owned(&[("source", source.name())]));
         Self {
             aws_attempts: Family::default(),
             aws_seconds: Family::new_with_constructor(Buckets(&AWS_SECONDS)),
-            retries: Counter::default(),
-            rate_limited: Counter::default(),
-            waits: Counter::default(),
-            wait_seconds: Counter::default(),
-            answers,
-            answers_family,
+            retries: Family::default(),
+            rate_limited: Family::default(),
+            waits: Family::default(),
+            wait_seconds: Family::default(),
+            answers: Family::default(),
             polls: Counter::default(),
             events_sent: Counter::default(),
             answer_age: Histogram::new(AGE_SECONDS.iter().copied()),
@@ -82,11 +82,25 @@ impl Default for JobsMetrics {
     }
 }
 
+/// What one operation counts, its label sets looked up once. Every counter
+/// of the operation exists (at 0) from the moment it is built, so a
+/// dashboard sees every operation before its first call.
+#[derive(Clone)]
+pub struct OperationMetrics {
+    operation: &'static str,
+    all: Arc<JobsMetrics>,
+    retries: Counter,
+    rate_limited: Counter,
+    waits: Counter,
+    wait_seconds: Counter<f64>,
+    answers: [Counter; 4],
+}
+
 /// An AWS request on its way: counted when it is answered, or as
 /// `abandoned` when it is dropped first (the caller's deadline passed, or
 /// the caller left), since AWS saw and charged it all the same.
 pub struct InFlight<'a> {
-    metrics: &'a JobsMetrics,
+    metrics: &'a OperationMetrics,
     sent: Instant,
     answered: bool,
 }
@@ -115,6 +129,90 @@ impl Drop for InFlight<'_> {
 }
 
 impl JobsMetrics {
+    /// The counters of `operation` (AWS's name of it).
+    pub fn operation(self: &Arc<Self>, operation: &'static str) -> OperationMetrics {
+        let of = [("operation", operation)];
+        let answers = [Source::Hit, Source::Miss, Source::Coalesced, Source::Stale].map(|source| {
+            self.answers
+                .get_or_create_owned(&[("operation", operation), ("source", source.name())])
+        });
+        OperationMetrics {
+            operation,
+            all: self.clone(),
+            retries: self.retries.get_or_create_owned(&of),
+            rate_limited: self.rate_limited.get_or_create_owned(&of),
+            waits: self.waits.get_or_create_owned(&of),
+            wait_seconds: self.wait_seconds.get_or_create_owned(&of),
+            answers,
+        }
+    }
+
+    /// A job event sent on a watch stream, carrying an answer `age` old.
+    pub fn event_sent(&self, age: Duration) {
+        self.events_sent.inc();
+        self.answer_age.observe(age.as_secs_f64());
+    }
+
+    /// Adds the counters to the `/metrics` registry.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry;
+        r.register(
+            "iot_jobs_gateway_aws_attempts",
+            "Requests sent to AWS, by operation, outcome and AWS error code",
+            self.aws_attempts.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_aws_request_duration_seconds",
+            "Time from sending a request to AWS to its answer, by operation and outcome",
+            self.aws_seconds.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_aws_retries",
+            "AWS attempts that retried a failed one, by operation",
+            self.retries.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_rate_limited",
+            "Calls and batch items refused with RATE_LIMITED, by operation: its AWS budget could \
+             not fit them before their deadline, or too many waited",
+            self.rate_limited.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_rate_limit_waits",
+            "Calls that waited for a token of their operation's AWS budget (1 ms or more)",
+            self.waits.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_rate_limit_wait_seconds",
+            "Time calls spent waiting for tokens of their operation's AWS budget",
+            self.wait_seconds.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_cache_answers",
+            "Answers to calls and batch items by operation and where they came from: hit \
+             (cache), miss (the call's own AWS request), coalesced (another call's request), \
+             stale (an expired answer served because AWS failed or was being asked again)",
+            self.answers.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_watch_polls",
+            "DescribeJob requests sent to AWS by watch pollers",
+            self.polls.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_watch_events_sent",
+            "Job events sent on watch streams",
+            self.events_sent.clone(),
+        );
+        r.register(
+            "iot_jobs_gateway_watch_answer_age_seconds",
+            "How old a watched job's newest AWS answer was when a watcher was sent it",
+            self.answer_age.clone(),
+        );
+    }
+}
+
+impl OperationMetrics {
     /// An AWS request sent now.
     pub fn aws_sent(&self) -> InFlight<'_> {
         InFlight {
@@ -125,11 +223,14 @@ impl JobsMetrics {
     }
 
     fn aws_attempt(&self, outcome: &'static str, code: &'static str, took: Duration) {
-        self.aws_attempts
-            .get_or_create(&[("outcome", outcome), ("aws_code", code)])
+        let operation = ("operation", self.operation);
+        self.all
+            .aws_attempts
+            .get_or_create(&[operation, ("outcome", outcome), ("aws_code", code)])
             .inc();
-        self.aws_seconds
-            .get_or_create(&[("outcome", outcome)])
+        self.all
+            .aws_seconds
+            .get_or_create(&[operation, ("outcome", outcome)])
             .observe(took.as_secs_f64());
     }
 
@@ -162,73 +263,9 @@ impl JobsMetrics {
         self.answers[index].inc();
     }
 
-    /// A watch poll sent to AWS.
+    /// A watch poll sent to AWS (watches poll DescribeJob).
     pub fn polled(&self) {
-        self.polls.inc();
-    }
-
-    /// A job event sent on a watch stream, carrying an answer `age` old.
-    pub fn event_sent(&self, age: Duration) {
-        self.events_sent.inc();
-        self.answer_age.observe(age.as_secs_f64());
-    }
-
-    /// Adds the counters to the `/metrics` registry.
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry;
-        r.register(
-            "iot_jobs_gateway_aws_attempts",
-            "DescribeJob requests sent to AWS, by outcome and AWS error code",
-            self.aws_attempts.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_aws_request_duration_seconds",
-            "Time from sending a DescribeJob request to AWS to its answer, by outcome",
-            self.aws_seconds.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_aws_retries",
-            "AWS attempts that retried a failed one",
-            self.retries.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_rate_limited",
-            "Calls and batch items refused with RATE_LIMITED: the AWS budget could not fit them \
-             before their deadline, or too many waited",
-            self.rate_limited.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_rate_limit_waits",
-            "Calls that waited for a token of the AWS budget (1 ms or more)",
-            self.waits.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_rate_limit_wait_seconds",
-            "Time calls spent waiting for tokens of the AWS budget",
-            self.wait_seconds.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_cache_answers",
-            "Answers to calls and batch items by where they came from: hit (cache), miss (the \
-             call's own AWS request), coalesced (another call's request), stale (an expired \
-             answer served because AWS failed or was being asked again)",
-            self.answers_family.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_watch_polls",
-            "DescribeJob requests sent to AWS by watch pollers",
-            self.polls.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_watch_events_sent",
-            "Job events sent on watch streams",
-            self.events_sent.clone(),
-        );
-        r.register(
-            "iot_jobs_gateway_watch_answer_age_seconds",
-            "How old a watched job's newest AWS answer was when a watcher was sent it",
-            self.answer_age.clone(),
-        );
+        self.all.polls.inc();
     }
 }
 
@@ -247,8 +284,8 @@ fn outcome_name(err: &UpstreamError) -> &'static str {
     }
 }
 
-/// The `aws_code` label: AWS's error code when it is one DescribeJob is
-/// documented to return (or a common transport one), so a misbehaving
+/// The `aws_code` label: AWS's error code when it is one the Jobs
+/// operations are documented to return (or a common transport one), so a misbehaving
 /// endpoint cannot grow the label set.
 fn aws_code(code: Option<&str>) -> &'static str {
     const KNOWN: [&str; 12] = [

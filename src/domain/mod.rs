@@ -115,7 +115,19 @@ impl JobsSettings {
             .get(O::NAME)
             .unwrap_or(&self.limiter)
     }
+
+    /// The cache space of one operation: the same lifetimes, and an equal
+    /// share of the memory bound (`--cache-max-mib` bounds the whole cache).
+    pub fn cache_of_each(&self) -> CacheSettings {
+        CacheSettings {
+            max_bytes: self.cache.max_bytes / CACHED_OPERATIONS,
+            ..self.cache.clone()
+        }
+    }
 }
+
+/// How many operations keep answers: the memory bound is shared by them.
+pub const CACHED_OPERATIONS: u64 = 4;
 
 /// An answer as served to one call: AWS's answer and how this call got it.
 #[derive(Debug)]
@@ -186,10 +198,30 @@ pub trait Backend: Send + Sync {
 /// alive.
 #[derive(Clone)]
 pub struct Gauges {
-    /// The AWS budget: its current rate and the calls waiting.
-    pub limit: Weak<dyn RateLimit>,
-    /// The answer cache: entries and their size.
-    pub cache: Weak<dyn Held>,
+    /// Each operation's budget and cache space.
+    pub operations: Vec<OperationGauges>,
     /// Watch streams, pollers and poll leases.
     pub watches: Weak<Watches>,
+}
+
+impl Gauges {
+    /// Brings each cache's counts up to date before they are read.
+    pub async fn settle(&self) {
+        for operation in &self.operations {
+            if let Some(cache) = operation.cache.upgrade() {
+                cache.settle().await;
+            }
+        }
+    }
+}
+
+/// One operation's roles, as [`Gauges`] reads them.
+#[derive(Clone)]
+pub struct OperationGauges {
+    /// AWS's name of the operation, the `operation` label.
+    pub operation: &'static str,
+    /// Its AWS budget: the current rate and the calls waiting.
+    pub limit: Weak<dyn RateLimit>,
+    /// Its cache space: entries and their size.
+    pub cache: Weak<dyn Held>,
 }

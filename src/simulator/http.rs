@@ -105,12 +105,16 @@ async fn describe_job(
     Path(job_id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let (answer, delay) = sim.describe_job(&job_id, flag(&params, "beforeSubstitution"));
+    respond(sim.describe_job(&job_id, flag(&params, "beforeSubstitution"))).await
+}
+
+/// Writes an operation's answer after its injected delay.
+async fn respond((answer, delay): (Answer, std::time::Duration)) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     match answer {
-        Answer::Job(body) => ok(body),
+        Answer::Body(body) => ok(body),
         Answer::Error(err) => error(err),
         Answer::MalformedBody => {
             with_request_id((StatusCode::OK, "{\"job\": {\"jobId\": ").into_response())
@@ -151,10 +155,7 @@ async fn describe_job_execution(
         Ok(number) => number,
         Err(refused) => return error(refused),
     };
-    match sim.describe_job_execution(&job_id, &thing, number) {
-        Ok(body) => ok(body),
-        Err(err) => error(err),
-    }
+    respond(sim.describe_job_execution(&job_id, &thing, number)).await
 }
 
 async fn list_job_executions_for_job(
@@ -166,16 +167,9 @@ async fn list_job_executions_for_job(
         Ok(size) => size,
         Err(refused) => return error(refused),
     };
-    let listed = sim.list_job_executions_for_job(
-        &job_id,
-        params.get("status").map(String::as_str),
-        size,
-        params.get("nextToken").map(String::as_str),
-    );
-    match listed {
-        Ok(body) => ok(body),
-        Err(err) => error(err),
-    }
+    let param = |name: &str| params.get(name).map(String::as_str);
+    respond(sim.list_job_executions_for_job(&job_id, param("status"), size, param("nextToken")))
+        .await
 }
 
 async fn list_job_executions_for_thing(
@@ -193,10 +187,7 @@ async fn list_job_executions_for_thing(
         namespace_id: param("namespaceId"),
         job_id: param("jobId"),
     };
-    match sim.list_job_executions_for_thing(&thing_name, filter, size, param("nextToken")) {
-        Ok(body) => ok(body),
-        Err(err) => error(err),
-    }
+    respond(sim.list_job_executions_for_thing(&thing_name, filter, size, param("nextToken"))).await
 }
 
 async fn create_job(

@@ -115,13 +115,50 @@ pub enum Fault {
     MalformedBody,
 }
 
+impl Fault {
+    /// The answer this fault gives instead of the operation's, if it is a
+    /// failure (a latency only delays the real answer).
+    fn failure(&self) -> Option<Answer> {
+        Some(match self {
+            Self::Latency { .. } => return None,
+            Self::ThrottlingException => Answer::Error(SimError::throttled()),
+            Self::ServiceUnavailableException => Answer::Error(SimError::new(
+                503,
+                "ServiceUnavailableException",
+                "Service is unavailable.",
+            )),
+            Self::InternalFailure => Answer::Error(SimError::new(
+                500,
+                "InternalFailure",
+                "An internal error occurred.",
+            )),
+            Self::ConnectionReset => Answer::ConnectionReset,
+            Self::MalformedBody => Answer::MalformedBody,
+        })
+    }
+}
+
+/// The AWS operations the simulator answers, as faults are aimed at them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AwsOperation {
+    #[default]
+    DescribeJob,
+    DescribeJobExecution,
+    ListJobExecutionsForJob,
+    ListJobExecutionsForThing,
+}
+
 /// A fault and where it applies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultRule {
     #[serde(flatten)]
     pub fault: Fault,
-    /// Only this job; every job when absent.
+    /// The operation it hits: DescribeJob when absent.
+    #[serde(default)]
+    pub operation: AwsOperation,
+    /// Only calls naming this job (a ListJobExecutionsForThing call names
+    /// one with its `jobId` filter); every call when absent.
     #[serde(default)]
     pub job_id: Option<String>,
     /// Apply to this many calls, then lapse; forever when absent.
@@ -152,10 +189,11 @@ pub struct CallStats {
     pub throttled: u64,
 }
 
-/// What DescribeJob answers, before it is written to the wire.
+/// What an operation answers, before it is written to the wire.
 #[derive(Clone, Debug)]
 pub enum Answer {
-    Job(Value),
+    /// The operation's answer, as AWS writes it.
+    Body(Value),
     Error(SimError),
     ConnectionReset,
     MalformedBody,
@@ -178,6 +216,15 @@ struct State {
     refilled: Instant,
     /// The events publisher, once [`Simulator::publish_events_to`] started it.
     events: Option<publisher::Events>,
+}
+
+impl From<Result<Value, SimError>> for Answer {
+    fn from(result: Result<Value, SimError>) -> Self {
+        match result {
+            Ok(body) => Self::Body(body),
+            Err(err) => Self::Error(err),
+        }
+    }
 }
 
 /// A running simulator; clones share state.
@@ -494,40 +541,40 @@ impl Simulator {
             state.stats.throttled += 1;
             return (Answer::Error(SimError::throttled()), Duration::ZERO);
         }
-        let (fault, delay) = take_faults(&mut state.faults, job_id);
-        let answer = match fault {
-            Some(Fault::ThrottlingException) => Answer::Error(SimError::throttled()),
-            Some(Fault::ServiceUnavailableException) => Answer::Error(SimError::new(
-                503,
-                "ServiceUnavailableException",
-                "Service is unavailable.",
-            )),
-            Some(Fault::InternalFailure) => Answer::Error(SimError::new(
-                500,
-                "InternalFailure",
-                "An internal error occurred.",
-            )),
-            Some(Fault::ConnectionReset) => Answer::ConnectionReset,
-            Some(Fault::MalformedBody) => Answer::MalformedBody,
-            Some(Fault::Latency { .. }) | None => {
-                self.read_job(&mut state, job_id, now, before_substitution)
-            }
-        };
+        let (failure, delay) = take_faults(&mut state.faults, AwsOperation::DescribeJob, job_id);
+        let answer =
+            failure.unwrap_or_else(|| self.read_job(&mut state, job_id, now, before_substitution));
         (answer, delay)
     }
 
-    /// DescribeJobExecution: one thing's execution of a job, counted.
-    /// Faults and the rate limit are DescribeJob's only.
+    /// DescribeJobExecution: one thing's execution of a job, counted, with
+    /// the faults aimed at it (the rate limit is DescribeJob's only).
     pub fn describe_job_execution(
         &self,
         job_id: &str,
         thing: &str,
         execution_number: Option<i64>,
-    ) -> Result<Value, SimError> {
-        let now = self.now();
+    ) -> (Answer, Duration) {
         let mut state = self.state();
         state.stats.describe_job_execution_calls += 1;
-        self.purge_if_gone(&mut state, job_id, now);
+        let operation = AwsOperation::DescribeJobExecution;
+        let (failure, delay) = take_faults(&mut state.faults, operation, job_id);
+        let answer = failure.unwrap_or_else(|| {
+            self.read_execution(&mut state, job_id, thing, execution_number)
+                .into()
+        });
+        (answer, delay)
+    }
+
+    fn read_execution(
+        &self,
+        state: &mut State,
+        job_id: &str,
+        thing: &str,
+        execution_number: Option<i64>,
+    ) -> Result<Value, SimError> {
+        let now = self.now();
+        self.purge_if_gone(state, job_id, now);
         let thing_arn = self.arn("thing", thing);
         state
             .jobs
@@ -546,18 +593,36 @@ impl Simulator {
     /// ListJobExecutionsForJob: one page of a job's executions in the
     /// order its things were targeted, `max_results` long (10 when left
     /// out; AWS does not document its own default), optionally of one
-    /// status; `next_token` is opaque, as AWS's is.
+    /// status; `next_token` is opaque, as AWS's is. Counted, with the
+    /// faults aimed at it.
     pub fn list_job_executions_for_job(
         &self,
         job_id: &str,
         status: Option<&str>,
         max_results: Option<usize>,
         next_token: Option<&str>,
-    ) -> Result<Value, SimError> {
-        let now = self.now();
+    ) -> (Answer, Duration) {
         let mut state = self.state();
         state.stats.list_job_executions_for_job_calls += 1;
-        self.purge_if_gone(&mut state, job_id, now);
+        let operation = AwsOperation::ListJobExecutionsForJob;
+        let (failure, delay) = take_faults(&mut state.faults, operation, job_id);
+        let answer = failure.unwrap_or_else(|| {
+            self.job_page(&mut state, job_id, status, max_results, next_token)
+                .into()
+        });
+        (answer, delay)
+    }
+
+    fn job_page(
+        &self,
+        state: &mut State,
+        job_id: &str,
+        status: Option<&str>,
+        max_results: Option<usize>,
+        next_token: Option<&str>,
+    ) -> Result<Value, SimError> {
+        let now = self.now();
+        self.purge_if_gone(state, job_id, now);
         let (start, size) = page_bounds(max_results, next_token, job_id)?;
         let job = state
             .jobs
@@ -577,17 +642,36 @@ impl Simulator {
     /// ListJobExecutionsForThing: one page of the executions on `thing`,
     /// by job id, paged and filtered as [`Simulator::list_job_executions_for_job`]
     /// pages; a thing no job targets has none (as moto answers). A
-    /// `namespace_id` keeps the jobs created with it.
+    /// `namespace_id` keeps the jobs created with it. Counted, with the
+    /// faults aimed at it.
     pub fn list_job_executions_for_thing(
         &self,
         thing: &str,
         filter: ThingFilter<'_>,
         max_results: Option<usize>,
         next_token: Option<&str>,
-    ) -> Result<Value, SimError> {
-        let now = self.now();
+    ) -> (Answer, Duration) {
         let mut state = self.state();
         state.stats.list_job_executions_for_thing_calls += 1;
+        let operation = AwsOperation::ListJobExecutionsForThing;
+        let job_id = filter.job_id.unwrap_or_default();
+        let (failure, delay) = take_faults(&mut state.faults, operation, job_id);
+        let answer = failure.unwrap_or_else(|| {
+            self.thing_page(&state, thing, filter, max_results, next_token)
+                .into()
+        });
+        (answer, delay)
+    }
+
+    fn thing_page(
+        &self,
+        state: &State,
+        thing: &str,
+        filter: ThingFilter<'_>,
+        max_results: Option<usize>,
+        next_token: Option<&str>,
+    ) -> Result<Value, SimError> {
+        let now = self.now();
         let (start, size) = page_bounds(max_results, next_token, thing)?;
         let matching = state
             .jobs
@@ -622,7 +706,7 @@ impl Simulator {
         self.purge_if_gone(state, job_id, now);
         state.track(job_id, now);
         match state.jobs.get(job_id) {
-            Some(job) => Answer::Job(job.describe(now, before_substitution)),
+            Some(job) => Answer::Body(job.describe(now, before_substitution)),
             None => Answer::Error(SimError::not_found(job_id)),
         }
     }
@@ -736,17 +820,24 @@ const ECHOED: &[&str] = &[
 
 /// Picks the fault for this call: the delay of every matching latency rule,
 /// and the first matching failure. Rules with a count use one up.
-fn take_faults(rules: &mut Vec<FaultRule>, job_id: &str) -> (Option<Fault>, Duration) {
+fn take_faults(
+    rules: &mut Vec<FaultRule>,
+    operation: AwsOperation,
+    job_id: &str,
+) -> (Option<Answer>, Duration) {
     let mut delay = Duration::ZERO;
     let mut failure = None;
     for rule in rules.iter_mut() {
-        if rule.job_id.as_deref().is_some_and(|id| id != job_id) || rule.times == Some(0) {
+        if rule.operation != operation
+            || rule.job_id.as_deref().is_some_and(|id| id != job_id)
+            || rule.times == Some(0)
+        {
             continue;
         }
         match &rule.fault {
             Fault::Latency { ms } => delay += Duration::from_millis(*ms),
             _ if failure.is_some() => continue,
-            other => failure = Some(other.clone()),
+            other => failure = other.failure(),
         }
         if let Some(times) = rule.times.as_mut() {
             *times -= 1;

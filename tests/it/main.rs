@@ -19,6 +19,7 @@ mod error_mapping;
 mod events;
 mod examples;
 mod executions;
+mod executions_failing;
 mod fairness;
 mod grpcurl;
 mod layers;

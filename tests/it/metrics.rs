@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use iot_jobs_gateway::{
     pb,
-    simulator::{Fault, FaultRule, seed},
+    simulator::{AwsOperation, Fault, FaultRule, seed},
 };
 use support::{describe, metrics::Scrape, process::GatewayProcess, python, sim::TestSim};
 use tonic::Code;
@@ -54,6 +54,7 @@ async fn counters_equal_what_was_done() {
     assert_eq!(invalid.unwrap_err().code(), Code::InvalidArgument);
     sim.sim.inject(FaultRule {
         fault: Fault::ThrottlingException,
+        operation: AwsOperation::DescribeJob,
         job_id: Some(seed::CONTINUOUS.to_owned()),
         times: Some(1),
     });
@@ -236,7 +237,10 @@ async fn counters_equal_what_was_done() {
     assert_eq!(s.value("iot_jobs_gateway_watch_streams", &[]), 0.0);
 
     // The rate limit: the configured rate, lowered once by the throttle.
-    let rate = s.value("iot_jobs_gateway_rate_limit_per_second", &[]);
+    let rate = s.value(
+        "iot_jobs_gateway_rate_limit_per_second",
+        &[("operation", "DescribeJob")],
+    );
     assert!(rate > 0.0 && rate < 10.0, "rate {rate}");
     assert_eq!(s.value("iot_jobs_gateway_rate_limited_total", &[]), 0.0);
     assert_eq!(
@@ -286,6 +290,7 @@ async fn a_client_that_leaves_is_counted_as_canceled() {
     seed::demo_fleet(&sim.sim);
     sim.sim.inject(FaultRule {
         fault: Fault::Latency { ms: 3_000 },
+        operation: AwsOperation::DescribeJob,
         job_id: Some(seed::ROLLOUT.to_owned()),
         times: None,
     });

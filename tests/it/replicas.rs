@@ -16,7 +16,7 @@ use iot_jobs_gateway::{
     domain::limit::RateLimit as _,
     domain::limit::Share,
     pb::{self, watch_jobs_response::Event},
-    simulator::{Fault, FaultRule, SimConfig, busiest_second},
+    simulator::{AwsOperation, Fault, FaultRule, SimConfig, busiest_second},
 };
 use redis::AsyncCommands as _;
 use support::{
@@ -110,6 +110,7 @@ async fn concurrent_cold_calls_spread_over_three_replicas_cost_one_aws_call() {
     // AWS takes half a second, so all 300 calls are in flight together.
     sim.sim.inject(FaultRule {
         fault: Fault::Latency { ms: 500 },
+        operation: AwsOperation::DescribeJob,
         job_id: Some("cold".into()),
         times: Some(1),
     });
@@ -177,6 +178,7 @@ async fn concurrent_cold_calls_spread_over_three_replicas_cost_one_aws_call() {
     // calls on different replicas still share that call.
     sim.sim.inject(FaultRule {
         fault: Fault::Latency { ms: 500 },
+        operation: AwsOperation::DescribeJob,
         job_id: Some("cold".into()),
         times: Some(1),
     });
@@ -227,11 +229,13 @@ async fn concurrent_cold_calls_spread_over_three_replicas_cost_one_aws_call() {
     // replica, and is not cached.
     sim.sim.inject(FaultRule {
         fault: Fault::Latency { ms: 500 },
+        operation: AwsOperation::DescribeJob,
         job_id: Some("broken".into()),
         times: Some(1),
     });
     sim.sim.inject(FaultRule {
         fault: Fault::ServiceUnavailableException,
+        operation: AwsOperation::DescribeJob,
         job_id: Some("broken".into()),
         times: Some(1),
     });
@@ -569,6 +573,7 @@ async fn a_paused_lease_holder_cannot_put_an_older_state_over_a_newer_one() {
         .expect("a lease holder");
     sim.sim.inject(FaultRule {
         fault: Fault::Latency { ms: 2000 },
+        operation: AwsOperation::DescribeJob,
         job_id: Some("fenced".into()),
         times: Some(1),
     });
@@ -1011,6 +1016,7 @@ async fn the_shared_bucket_recovers_when_redis_loses_its_state() {
     // One ThrottlingException: the shared rate goes down, the generation up.
     sim.sim.inject(FaultRule {
         fault: Fault::ThrottlingException,
+        operation: AwsOperation::DescribeJob,
         job_id: None,
         times: Some(1),
     });

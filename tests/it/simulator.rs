@@ -6,7 +6,7 @@ use crate::support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use iot_jobs_gateway::simulator::{Answer, Fault, FaultRule, SimConfig, seed};
+use iot_jobs_gateway::simulator::{Answer, AwsOperation, Fault, FaultRule, SimConfig, seed};
 use serde_json::Value;
 use support::{
     REGION, TestGateway, describe, fresh, iot_client,
@@ -221,7 +221,7 @@ async fn a_deleted_jobs_id_can_be_used_again_once_deletion_finishes() {
     // Nothing described the job in between: deletion finishing is enough.
     create_fleet_job(&sim, "reused").await;
     let (answer, _) = sim.sim.describe_job("reused", false);
-    assert!(matches!(answer, Answer::Job(_)), "{answer:?}");
+    assert!(matches!(answer, Answer::Body(_)), "{answer:?}");
 }
 
 #[tokio::test]
@@ -370,6 +370,7 @@ async fn injected_faults_reach_the_gateway_and_are_counted() {
 
     sim.sim.inject(FaultRule {
         fault: Fault::ThrottlingException,
+        operation: AwsOperation::DescribeJob,
         job_id: Some(seed::ROLLOUT.into()),
         times: Some(1),
     });
@@ -389,6 +390,7 @@ async fn injected_faults_reach_the_gateway_and_are_counted() {
         sim.sim.clear_faults();
         sim.sim.inject(FaultRule {
             fault: fault.clone(),
+            operation: AwsOperation::DescribeJob,
             job_id: None,
             times: None,
         });

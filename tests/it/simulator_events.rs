@@ -224,7 +224,7 @@ async fn forged_events_and_bursts_go_out_as_asked_through_the_admin_api() {
     assert_common(&payload, "JOB", "completed", "running");
     let still = sim.sim.describe_job("running", false).0;
     assert!(
-        matches!(&still, iot_jobs_gateway::simulator::Answer::Job(body) if body["job"]["status"] == "IN_PROGRESS"),
+        matches!(&still, iot_jobs_gateway::simulator::Answer::Body(body) if body["job"]["status"] == "IN_PROGRESS"),
         "a forged event changes nothing: {still:?}"
     );
 

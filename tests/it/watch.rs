@@ -13,7 +13,7 @@ use iot_jobs_gateway::{
     domain::JobsSettings,
     edge::server::Stopped,
     pb::{self, job_event::Kind, watch_jobs_response::Event},
-    simulator::{Fault, FaultRule, job::Outcome},
+    simulator::{AwsOperation, Fault, FaultRule, job::Outcome},
 };
 use support::{
     GatewayOptions, TestGateway, describe, error_info_reason, fresh, iot_client,
@@ -248,6 +248,7 @@ async fn faults_then_cancel_mid_stream() {
 
     sim.sim.inject(FaultRule {
         fault: Fault::ServiceUnavailableException,
+        operation: AwsOperation::DescribeJob,
         job_id: Some("flaky".into()),
         times: None,
     });
@@ -751,6 +752,7 @@ async fn a_failing_poll_leaves_calls_their_cached_answer() {
 
     sim.sim.inject(FaultRule {
         fault: Fault::ServiceUnavailableException,
+        operation: AwsOperation::DescribeJob,
         job_id: Some("flaky".into()),
         times: None,
     });

@@ -109,7 +109,12 @@ impl<O: Operation> LocalCache<O> {
     }
 }
 
+#[async_trait]
 impl<O: Operation> Held for LocalCache<O> {
+    async fn settle(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+
     fn usage(&self) -> Usage {
         Usage {
             entries: self.entries.entry_count(),

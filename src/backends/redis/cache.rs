@@ -485,7 +485,12 @@ async fn renew(shared: Arc<Shared>, claim_key: String) {
     }
 }
 
+#[async_trait]
 impl<O: Operation> Held for SharedCache<O> {
+    async fn settle(&self) {
+        self.0.near.settle().await;
+    }
+
     /// The first tier; Redis's own memory is Redis's to report.
     fn usage(&self) -> Usage {
         self.0.near.usage()

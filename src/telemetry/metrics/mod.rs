@@ -29,6 +29,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Every metric of one gateway, ready to be scraped.
 pub struct Metrics {
     registry: Registry,
+    /// The domain's roles, settled before each scrape reads them.
+    jobs: Option<crate::domain::Gauges>,
 }
 
 impl Metrics {
@@ -42,8 +44,9 @@ impl Metrics {
             "The gateway's version",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let jobs = sources.jobs.clone();
         registry.register_collector(Box::new(sources));
-        Self { registry }
+        Self { registry, jobs }
     }
 
     /// Where counters are registered, before the first scrape.
@@ -51,8 +54,12 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// The exposition, as served on `/metrics`.
-    pub fn render(&self) -> String {
+    /// The exposition, as served on `/metrics`: the caches' counts brought
+    /// up to date first.
+    pub async fn render(&self) -> String {
+        if let Some(jobs) = &self.jobs {
+            jobs.settle().await;
+        }
         let mut text = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -71,7 +78,13 @@ pub async fn serve<L>(
 {
     let scrape = move || {
         let metrics = metrics.clone();
-        async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()).into_response() }
+        async move {
+            (
+                [(header::CONTENT_TYPE, CONTENT_TYPE)],
+                metrics.render().await,
+            )
+                .into_response()
+        }
     };
     let app = Router::new().route("/metrics", get(scrape));
     if let Err(err) = axum::serve(listener, app)
@@ -97,31 +110,43 @@ mod tests {
 
     #[tokio::test]
     async fn the_exposition_names_counters_as_prometheus_expects() {
-        let jobs = JobsMetrics::default();
+        let jobs = Arc::new(JobsMetrics::default());
+        let describe_job = jobs.operation("DescribeJob");
+        let listing = jobs.operation("ListJobExecutionsForJob");
         let throttled =
             UpstreamError::new(UpstreamErrorKind::Throttled).with_code("ThrottlingException");
-        jobs.aws_sent().answered(Err(&throttled));
-        drop(jobs.aws_sent());
-        jobs.answered(Source::Hit);
+        listing.aws_sent().answered(Err(&throttled));
+        drop(describe_job.aws_sent());
+        describe_job.answered(Source::Hit);
         let mut metrics = Metrics::new(sampled::Sources::default());
         jobs.register(metrics.registry());
-        let text = metrics.render();
-        assert!(text.contains(
-            "iot_jobs_gateway_aws_attempts_total{outcome=\"throttled\",aws_code=\"ThrottlingException\"} 1"
-        ), "{text}");
+        let text = metrics.render().await;
         assert!(
             text.contains(
-                "iot_jobs_gateway_aws_attempts_total{outcome=\"abandoned\",aws_code=\"\"} 1"
+                "iot_jobs_gateway_aws_attempts_total{operation=\"ListJobExecutionsForJob\",\
+                 outcome=\"throttled\",aws_code=\"ThrottlingException\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "iot_jobs_gateway_aws_attempts_total{operation=\"DescribeJob\",\
+                 outcome=\"abandoned\",aws_code=\"\"} 1"
             ),
             "a request dropped before its answer: {text}"
         );
         assert!(
-            text.contains("iot_jobs_gateway_cache_answers_total{source=\"hit\"} 1"),
+            text.contains(
+                "iot_jobs_gateway_cache_answers_total{operation=\"DescribeJob\",source=\"hit\"} 1"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("iot_jobs_gateway_cache_answers_total{source=\"stale\"} 0"),
-            "{text}"
+            text.contains(
+                "iot_jobs_gateway_cache_answers_total{operation=\"ListJobExecutionsForJob\",\
+                 source=\"stale\"} 0"
+            ),
+            "every operation's counters exist before its first call: {text}"
         );
         assert!(text.ends_with("# EOF\n"));
     }

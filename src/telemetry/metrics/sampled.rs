@@ -11,7 +11,7 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
 use crate::{backends::redis::Shared, domain::Gauges};
@@ -40,39 +40,63 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) ->
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
+/// One gauge family with a sample per operation; nothing when there are none.
+fn by_operation(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl ExactSizeIterator<Item = (&'static str, f64)>,
+) -> fmt::Result {
+    if values.len() == 0 {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (operation, value) in values {
+        ConstGauge::new(value).encode(family.encode_family(&[("operation", operation)])?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let e = &mut encoder;
         let jobs = self.jobs.as_ref();
-        if let Some(limit) = alive(jobs.map(|j| &j.limit)) {
-            gauge(
-                e,
-                "iot_jobs_gateway_rate_limit_per_second",
-                "The AWS call rate allowed now: the configured rate, lower while AWS throttles",
-                limit.current_rate(),
-            )?;
-            gauge(
-                e,
-                "iot_jobs_gateway_rate_limit_waiting",
-                "Calls waiting for a token of the AWS budget",
-                limit.waiting() as f64,
-            )?;
-        }
-        if let Some(cache) = alive(jobs.map(|j| &j.cache)) {
-            let usage = cache.usage();
-            gauge(
-                e,
-                "iot_jobs_gateway_cache_entries",
-                "Answers kept in this process",
-                usage.entries as f64,
-            )?;
-            gauge(
-                e,
-                "iot_jobs_gateway_cache_weighted_size_bytes",
-                "Estimated memory used by the answers kept in this process",
-                usage.bytes as f64,
-            )?;
-        }
+        let operations = jobs.map_or(&[][..], |j| &j.operations[..]);
+        let limits: Vec<_> = operations
+            .iter()
+            .filter_map(|o| Some((o.operation, o.limit.upgrade()?)))
+            .collect();
+        by_operation(
+            e,
+            "iot_jobs_gateway_rate_limit_per_second",
+            "The AWS call rate each operation is allowed now: its configured rate, lower while \
+             AWS throttles it",
+            limits.iter().map(|(op, limit)| (*op, limit.current_rate())),
+        )?;
+        by_operation(
+            e,
+            "iot_jobs_gateway_rate_limit_waiting",
+            "Calls waiting for a token of their operation's AWS budget",
+            limits
+                .iter()
+                .map(|(op, limit)| (*op, limit.waiting() as f64)),
+        )?;
+        let usage: Vec<_> = operations
+            .iter()
+            .filter_map(|o| Some((o.operation, o.cache.upgrade()?.usage())))
+            .collect();
+        by_operation(
+            e,
+            "iot_jobs_gateway_cache_entries",
+            "Answers kept in this process, by operation",
+            usage.iter().map(|(op, usage)| (*op, usage.entries as f64)),
+        )?;
+        by_operation(
+            e,
+            "iot_jobs_gateway_cache_weighted_size_bytes",
+            "Estimated memory used by the answers kept in this process, by operation",
+            usage.iter().map(|(op, usage)| (*op, usage.bytes as f64)),
+        )?;
         if let Some(watches) = alive(jobs.map(|j| &j.watches)) {
             gauge(
                 e,

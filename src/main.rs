@@ -68,6 +68,15 @@ fn main() -> ExitCode {
         Command::DescribeJob(args) => runtime.block_on(cli::run(cli::describe_job(args))),
         Command::DescribeJobs(args) => runtime.block_on(cli::run(cli::describe_jobs(args))),
         Command::WatchJob(args) => runtime.block_on(cli::run(cli::watch::watch_job(args))),
+        Command::DescribeJobExecution(args) => {
+            runtime.block_on(cli::run(cli::executions::describe_job_execution(args)))
+        }
+        Command::ListJobExecutionsForJob(args) => {
+            runtime.block_on(cli::run(cli::executions::list_job_executions_for_job(args)))
+        }
+        Command::ListJobExecutionsForThing(args) => runtime.block_on(cli::run(
+            cli::executions::list_job_executions_for_thing(args),
+        )),
     }
 }
 

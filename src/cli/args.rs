@@ -223,3 +223,123 @@ fn parse_seconds(value: &str) -> Result<f64, String> {
         _ => Err("seconds, a number from 0 to 86400 (0 = no limit)".to_owned()),
     }
 }
+
+/// The AWS CLI's pagination options of a listing command.
+#[derive(Debug, Clone, Args)]
+pub struct PagingArgs {
+    /// Items per AWS call while paging (the API's maxResults); all pages are still listed.
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<i64>,
+
+    /// List at most this many items; a NextToken in the output continues with --starting-token.
+    #[arg(long, value_name = "N")]
+    pub max_items: Option<i64>,
+
+    /// Continue where the NextToken of an earlier --max-items listing left off.
+    #[arg(long, value_name = "TOKEN")]
+    pub starting_token: Option<String>,
+
+    /// One AWS call only: its page, with AWS's own nextToken.
+    #[arg(long)]
+    pub no_paginate: bool,
+
+    /// One page of at most this many items (the API's own option; --page-size when paging).
+    #[arg(long, value_name = "N")]
+    pub max_results: Option<i64>,
+
+    /// AWS's token of the page to list (the API's own option: turns paging off).
+    #[arg(long, value_name = "TOKEN")]
+    pub next_token: Option<String>,
+}
+
+/// Input, skeleton and output options every executions command shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommandIo {
+    /// Input as JSON (inline or file://path), in the shape --generate-cli-skeleton prints; flags override it.
+    #[arg(long, value_name = "JSON", conflicts_with = "cli_input_yaml")]
+    pub cli_input_json: Option<String>,
+
+    /// Input as YAML (inline or file://path), in the shape --generate-cli-skeleton yaml-input prints; flags override it.
+    #[arg(long, value_name = "YAML")]
+    pub cli_input_yaml: Option<String>,
+
+    /// Print a sample input (input, the default; yaml-input) and call nothing.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "input")]
+    pub generate_cli_skeleton: Option<Skeleton>,
+
+    /// Output format.
+    #[arg(long, value_enum, env = "AWS_DEFAULT_OUTPUT", default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+
+    /// Gateway, timeouts, query and colour.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `iot-jobs-gateway describe-job-execution`: `aws iot describe-job-execution`, through the gateway.
+#[derive(Debug, Clone, Args)]
+pub struct DescribeJobExecutionArgs {
+    /// The unique identifier you assigned to this job when it was created.
+    #[arg(long)]
+    pub job_id: Option<String>,
+
+    /// The name of the thing on which the job execution is running.
+    #[arg(long)]
+    pub thing_name: Option<String>,
+
+    /// Which execution of the job on the thing (AWS numbers them from 1); the latest when left out.
+    #[arg(long, value_name = "N")]
+    pub execution_number: Option<i64>,
+
+    /// Input, skeletons, output and the gateway.
+    #[command(flatten)]
+    pub io: CommandIo,
+}
+
+/// `iot-jobs-gateway list-job-executions-for-job`: `aws iot list-job-executions-for-job`, through the gateway.
+#[derive(Debug, Clone, Args)]
+pub struct ListJobExecutionsForJobArgs {
+    /// The unique identifier you assigned to this job when it was created.
+    #[arg(long)]
+    pub job_id: Option<String>,
+
+    /// The status of the job.
+    #[arg(long)]
+    pub status: Option<String>,
+
+    /// Paging as the AWS CLI pages.
+    #[command(flatten)]
+    pub paging: PagingArgs,
+
+    /// Input, skeletons, output and the gateway.
+    #[command(flatten)]
+    pub io: CommandIo,
+}
+
+/// `iot-jobs-gateway list-job-executions-for-thing`: `aws iot list-job-executions-for-thing`, through the gateway.
+#[derive(Debug, Clone, Args)]
+pub struct ListJobExecutionsForThingArgs {
+    /// The thing name.
+    #[arg(long)]
+    pub thing_name: Option<String>,
+
+    /// An optional filter that lets you search for jobs that have the specified status.
+    #[arg(long)]
+    pub status: Option<String>,
+
+    /// The namespace used to indicate that a job is a customer-managed job.
+    #[arg(long)]
+    pub namespace_id: Option<String>,
+
+    /// The unique identifier you assigned to this job when it was created.
+    #[arg(long)]
+    pub job_id: Option<String>,
+
+    /// Paging as the AWS CLI pages.
+    #[command(flatten)]
+    pub paging: PagingArgs,
+
+    /// Input, skeletons, output and the gateway.
+    #[command(flatten)]
+    pub io: CommandIo,
+}

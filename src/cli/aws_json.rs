@@ -25,6 +25,101 @@ pub fn describe_job(response: &pb::DescribeJobResponse) -> Value {
     Value::Object(out)
 }
 
+/// A DescribeJobExecution answer as `aws iot describe-job-execution`
+/// prints it.
+pub fn describe_job_execution(response: &pb::DescribeJobExecutionResponse) -> Value {
+    let mut out = Map::new();
+    if let Some(execution) = &response.execution {
+        out.insert("execution".into(), self::execution(execution));
+    }
+    Value::Object(out)
+}
+
+fn status_name(value: i32) -> Option<&'static str> {
+    pb::job_execution::Status::try_from(value)
+        .ok()
+        .map(|s| s.as_str_name())
+}
+
+fn execution(e: &pb::JobExecution) -> Value {
+    let f = Fields::new(&e.unrecognized_values, "");
+    let details = e.status_details.as_ref().map(|d| {
+        let map: Map<String, Value> = d
+            .details_map
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect();
+        let mut out = Map::new();
+        if !map.is_empty() {
+            out.insert("detailsMap".into(), Value::Object(map));
+        }
+        Value::Object(out)
+    });
+    f.value("jobId", e.job_id.clone())
+        .enumeration("status", e.status, status_name)
+        .value("forceCanceled", e.force_canceled)
+        .object("statusDetails", details)
+        .value("thingArn", e.thing_arn.clone())
+        .object("queuedAt", e.queued_at.as_ref().map(epoch_seconds))
+        .object("startedAt", e.started_at.as_ref().map(epoch_seconds))
+        .object(
+            "lastUpdatedAt",
+            e.last_updated_at.as_ref().map(epoch_seconds),
+        )
+        .int("executionNumber", e.execution_number)
+        .int("versionNumber", e.version_number)
+        .int(
+            "approximateSecondsBeforeTimedOut",
+            e.approximate_seconds_before_timed_out,
+        )
+        .build()
+}
+
+/// One execution's summary in a listing, in AWS's member order.
+fn execution_summary(s: &pb::JobExecutionSummary) -> Value {
+    Fields::new(&s.unrecognized_values, "")
+        .enumeration("status", s.status, status_name)
+        .object("queuedAt", s.queued_at.as_ref().map(epoch_seconds))
+        .object("startedAt", s.started_at.as_ref().map(epoch_seconds))
+        .object(
+            "lastUpdatedAt",
+            s.last_updated_at.as_ref().map(epoch_seconds),
+        )
+        .int("executionNumber", s.execution_number)
+        .int("retryAttempt", s.retry_attempt)
+        .build()
+}
+
+/// The items of a ListJobExecutionsForJob page, as the AWS CLI prints them.
+pub fn job_execution_summaries(page: &pb::ListJobExecutionsForJobResponse) -> Vec<Value> {
+    page.execution_summaries
+        .iter()
+        .map(|item| {
+            let mut out = Map::new();
+            put(&mut out, "thingArn", item.thing_arn.clone());
+            if let Some(summary) = &item.job_execution_summary {
+                out.insert("jobExecutionSummary".into(), execution_summary(summary));
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
+/// The items of a ListJobExecutionsForThing page, likewise.
+pub fn thing_execution_summaries(page: &pb::ListJobExecutionsForThingResponse) -> Vec<Value> {
+    page.execution_summaries
+        .iter()
+        .map(|item| {
+            let mut out = Map::new();
+            put(&mut out, "jobId", item.job_id.clone());
+            if let Some(summary) = &item.job_execution_summary {
+                out.insert("jobExecutionSummary".into(), execution_summary(summary));
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
 /// A timestamp as epoch seconds with milliseconds. The text is what AWS
 /// sends; parsing it gives the same `f64` the AWS CLI parses and prints.
 pub fn epoch_seconds(t: &Timestamp) -> Value {

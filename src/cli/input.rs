@@ -51,8 +51,43 @@ pub fn read_param(option: &str, value: &str) -> Result<String, ParamError> {
     }
 }
 
-/// Parses DescribeJob's input document.
-pub fn describe_job(format: InputFormat, value: &str) -> Result<DescribeJobInput, ParamError> {
+/// A member's type in an operation's input, as botocore checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string.
+    Str,
+    /// An integer.
+    Int,
+    /// A boolean.
+    Bool,
+}
+
+impl Kind {
+    fn valid(self) -> &'static str {
+        match self {
+            Self::Str => "<class 'str'>",
+            Self::Int => "<class 'int'>",
+            Self::Bool => "<class 'bool'>",
+        }
+    }
+
+    fn holds(self, value: &Value) -> bool {
+        match self {
+            Self::Str => value.is_string(),
+            Self::Int => value.is_i64() || value.is_u64(),
+            Self::Bool => value.is_boolean(),
+        }
+    }
+}
+
+/// Reads an operation's input document (`--cli-input-json` or
+/// `--cli-input-yaml`) whose members are `members`, in the model's order:
+/// the given members, each checked for its type.
+pub fn read_members(
+    format: InputFormat,
+    value: &str,
+    members: &[(&str, Kind)],
+) -> Result<Map<String, Value>, ParamError> {
     let option = format.option();
     let text = read_param(option, value)?;
     let document: Value = match format {
@@ -70,34 +105,48 @@ pub fn describe_job(format: InputFormat, value: &str) -> Result<DescribeJobInput
         })?,
     };
     let Value::Object(fields) = document else {
+        let first = members.first().map_or("", |(name, _)| name);
         return Err(ParamError(format!(
             "Error parsing parameter '{option}': the input must be an object such as \
-             {{\"jobId\": \"...\"}} (see --generate-cli-skeleton)"
+             {{\"{first}\": \"...\"}} (see --generate-cli-skeleton)"
         )));
     };
-    let mut input = DescribeJobInput::default();
+    let names: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
     let mut problems = Vec::new();
-    for (key, value) in fields {
-        match (key.as_str(), value) {
-            ("jobId", Value::String(id)) => input.job_id = Some(id),
-            ("beforeSubstitution", Value::Bool(b)) => input.before_substitution = Some(b),
-            ("jobId", other) => problems.push(type_error("jobId", &other, "<class 'str'>")),
-            ("beforeSubstitution", other) => {
-                problems.push(type_error("beforeSubstitution", &other, "<class 'bool'>"))
-            }
-            (unknown, _) => problems.push(format!(
-                "Unknown parameter in input: \"{unknown}\", must be one of: jobId, beforeSubstitution"
+    for (key, value) in &fields {
+        match members.iter().find(|(name, _)| name == key) {
+            Some((_, kind)) if kind.holds(value) => {}
+            Some((name, kind)) => problems.push(type_error(name, value, kind.valid())),
+            None => problems.push(format!(
+                "Unknown parameter in input: \"{key}\", must be one of: {}",
+                names.join(", ")
             )),
         }
     }
     if problems.is_empty() {
-        Ok(input)
+        Ok(fields)
     } else {
         Err(ParamError(format!(
             "Parameter validation failed:\n{}",
             problems.join("\n")
         )))
     }
+}
+
+/// Parses DescribeJob's input document.
+pub fn describe_job(format: InputFormat, value: &str) -> Result<DescribeJobInput, ParamError> {
+    let fields = read_members(
+        format,
+        value,
+        &[("jobId", Kind::Str), ("beforeSubstitution", Kind::Bool)],
+    )?;
+    Ok(DescribeJobInput {
+        job_id: fields
+            .get("jobId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        before_substitution: fields.get("beforeSubstitution").and_then(Value::as_bool),
+    })
 }
 
 /// botocore's wording for a value of the wrong type.
@@ -111,6 +160,7 @@ fn type_error(name: &str, value: &Value, valid: &str) -> String {
         Value::Array(_) => "<class 'list'>",
         Value::Object(_) => "<class 'dict'>",
     };
+    let value = super::text::python_str(value);
     format!("Invalid type for parameter {name}, value: {value}, type: {kind}, valid types: {valid}")
 }
 
@@ -122,6 +172,41 @@ pub const DESCRIBE_JOB_INPUT_SKELETON: &str =
 pub const DESCRIBE_JOB_YAML_SKELETON: &str = "\
 jobId: '' # [REQUIRED] The unique identifier you assigned to this job when it was created.
 beforeSubstitution: true # Show the job document as it was before substitution parameters were resolved.
+";
+
+/// What `--generate-cli-skeleton` prints for DescribeJobExecution.
+pub const DESCRIBE_JOB_EXECUTION_INPUT_SKELETON: &str =
+    "{\n    \"jobId\": \"\",\n    \"thingName\": \"\",\n    \"executionNumber\": 0\n}\n";
+
+/// What `--generate-cli-skeleton yaml-input` prints for DescribeJobExecution.
+pub const DESCRIBE_JOB_EXECUTION_YAML_SKELETON: &str = "\
+jobId: '' # [REQUIRED] The unique identifier you assigned to this job when it was created.
+thingName: '' # [REQUIRED] The name of the thing on which the job execution is running.
+executionNumber: 0 # A string (consisting of the digits \"0\" through \"9\" which is used to specify a particular job execution on a particular device.
+";
+
+/// What `--generate-cli-skeleton` prints for ListJobExecutionsForJob.
+pub const LIST_FOR_JOB_INPUT_SKELETON: &str = "{\n    \"jobId\": \"\",\n    \"status\": \"QUEUED\",\n    \"maxResults\": 0,\n    \"nextToken\": \"\"\n}\n";
+
+/// What `--generate-cli-skeleton yaml-input` prints for ListJobExecutionsForJob.
+pub const LIST_FOR_JOB_YAML_SKELETON: &str = "\
+jobId: '' # [REQUIRED] The unique identifier you assigned to this job when it was created.
+status: QUEUED # The status of the job. Valid values are: QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED.
+maxResults: 0 # The maximum number of results to be returned per request.
+nextToken: '' # The token to retrieve the next set of results.
+";
+
+/// What `--generate-cli-skeleton` prints for ListJobExecutionsForThing.
+pub const LIST_FOR_THING_INPUT_SKELETON: &str = "{\n    \"thingName\": \"\",\n    \"status\": \"QUEUED\",\n    \"namespaceId\": \"\",\n    \"maxResults\": 0,\n    \"nextToken\": \"\",\n    \"jobId\": \"\"\n}\n";
+
+/// What `--generate-cli-skeleton yaml-input` prints for ListJobExecutionsForThing.
+pub const LIST_FOR_THING_YAML_SKELETON: &str = "\
+thingName: '' # [REQUIRED] The thing name.
+status: QUEUED # An optional filter that lets you search for jobs that have the specified status. Valid values are: QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED.
+namespaceId: '' # The namespace used to indicate that a job is a customer-managed job.
+maxResults: 0 # The maximum number of results to be returned per request.
+nextToken: '' # The token to retrieve the next set of results.
+jobId: '' # The unique identifier you assigned to this job when it was created.
 ";
 
 #[cfg(test)]

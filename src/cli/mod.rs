@@ -1,7 +1,9 @@
 //! The client subcommands, for people and scripts at a terminal:
 //! `describe-job` takes the options of `aws iot describe-job` and prints
 //! what it prints, through the gateway; `describe-jobs` asks about many jobs
-//! in one call; `watch-job` follows jobs live.
+//! in one call; `watch-job` follows jobs live; `describe-job-execution`,
+//! `list-job-executions-for-job` and `list-job-executions-for-thing` are
+//! `aws iot`'s, with its pagination ([`executions`]).
 //!
 //! Exit statuses are the AWS CLI v2's: 0 success, 252 bad parameters,
 //! 253 bad configuration, 254 the service answered with an error, 255
@@ -12,8 +14,10 @@
 
 pub mod args;
 pub mod aws_json;
+pub mod executions;
 pub mod input;
 pub mod output;
+pub mod paging;
 pub mod stale;
 pub mod table;
 pub mod text;

@@ -51,7 +51,7 @@ async fn gateway() -> (FakeAws, TestGateway) {
 }
 
 /// Our binary with `args`, aimed at `gw`, stdout piped.
-async fn ours(gw: &TestGateway, args: &[&str]) -> Run {
+pub(crate) async fn ours(gw: &TestGateway, args: &[&str]) -> Run {
     ours_with_stdin(gw, args, "").await
 }
 
@@ -82,7 +82,7 @@ fn run_of(out: std::process::Output) -> Run {
 }
 
 /// Compares `actual` with `tests/it/golden/<name>` (or rewrites it).
-fn golden(name: &str, actual: &str) {
+pub(crate) fn golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it/golden")
         .join(name);
@@ -545,7 +545,7 @@ async fn exit_codes_are_the_aws_clis() {
 }
 
 /// `aws iot <args>`.
-fn iot<'a>(args: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn iot<'a>(args: &[&'a str]) -> Vec<&'a str> {
     [&["iot"][..], args].concat()
 }
 

@@ -10,6 +10,7 @@ mod support;
 
 mod binary;
 mod cli;
+mod cli_executions;
 mod contract;
 mod credentials;
 mod deploy;

@@ -15,7 +15,10 @@ use parse::*;
 use crate::{
     app::GatewaySettings,
     backends::redis::RedisSettings,
-    cli::args::{DescribeJobArgs, DescribeJobsArgs, WatchJobArgs},
+    cli::args::{
+        DescribeJobArgs, DescribeJobExecutionArgs, DescribeJobsArgs, ListJobExecutionsForJobArgs,
+        ListJobExecutionsForThingArgs, WatchJobArgs,
+    },
     domain::JobsSettings,
     edge::server::ServerSettings,
     telemetry::LogFormat,
@@ -50,12 +53,26 @@ pub enum Command {
     DescribeJobs(DescribeJobsArgs),
     /// Follow jobs live until they finish: progress bars on a terminal, JSON lines otherwise.
     WatchJob(WatchJobArgs),
+    /// Describe one thing's execution of a job: `aws iot describe-job-execution`'s options and output.
+    DescribeJobExecution(DescribeJobExecutionArgs),
+    /// List a job's executions: `aws iot list-job-executions-for-job`'s options, paging and output.
+    ListJobExecutionsForJob(ListJobExecutionsForJobArgs),
+    /// List a thing's executions: `aws iot list-job-executions-for-thing`'s options, paging and output.
+    ListJobExecutionsForThing(ListJobExecutionsForThingArgs),
 }
 
 impl Command {
     /// Whether this is a client subcommand (which exits as the AWS CLI does).
     pub fn is_client(name: &str) -> bool {
-        matches!(name, "describe-job" | "describe-jobs" | "watch-job")
+        matches!(
+            name,
+            "describe-job"
+                | "describe-jobs"
+                | "watch-job"
+                | "describe-job-execution"
+                | "list-job-executions-for-job"
+                | "list-job-executions-for-thing"
+        )
     }
 }
 

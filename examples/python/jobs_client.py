@@ -6,6 +6,7 @@ stream-describes and watches AWS IoT jobs over gRPC.
     jobs_client.py --target HOST:PORT [--ca-bundle FILE] [--deadline SECONDS] batch JOB_ID...
     jobs_client.py --target HOST:PORT [--ca-bundle FILE] [--deadline SECONDS] stream JOB_ID...
     jobs_client.py --target HOST:PORT [--ca-bundle FILE] watch JOB_ID...
+    jobs_client.py --target HOST:PORT [--ca-bundle FILE] [--deadline SECONDS] failed-devices JOB_ID...
 
 It prints one `key=value` line per fact on stdout. It speaks plaintext, or TLS
 with --ca-bundle. With IOT_JOBS_GATEWAY_TOKEN set, every call carries it as a
@@ -191,6 +192,36 @@ def stream(stub, job_ids, deadline, metadata):
     return True
 
 
+def failed_devices(stub, job_ids, deadline, metadata):
+    """Which devices failed each job: its whole listing of FAILED executions
+    in one StreamJobExecutionsForJob (the gateway pages through AWS, 250 at
+    a time within its budget, and shares the pages with anyone listing the
+    same at once). One `device` line per device, then a `devices` count.
+    True when every listing ended OK."""
+    failed = gateway_pb2.JobExecution.FAILED
+    ok = True
+    for job_id in job_ids:
+        request = gateway_pb2.StreamJobExecutionsForJobRequest(job_id=job_id, status=failed)
+        count = pages = 0
+        try:
+            for page in stub.StreamJobExecutionsForJob(
+                request, timeout=deadline, metadata=metadata
+            ):
+                pages += 1
+                for item in page.execution_summaries:
+                    # AWS names the device by its ARN: the thing's name ends it.
+                    thing = item.thing_arn.rsplit("/", 1)[-1]
+                    print(f"device job={job_id} thing={thing} status=FAILED")
+                    count += 1
+        except grpc.RpcError as error:
+            info, _ = call_error_details(error)
+            print(f"failed id={job_id} {failure(error, info)}")
+            ok = False
+            continue
+        print(f"devices job={job_id} failed={count} pages={pages}")
+    return ok
+
+
 def watch(stub, job_ids, metadata):
     """WatchJobs until every job is final, reconnecting with `resume_from`
     when the stream breaks with UNAVAILABLE. True when the stream ended OK."""
@@ -284,7 +315,9 @@ def main():
         metavar="FILE",
         help="speak TLS, trusting the CAs in this PEM file (default: plaintext)",
     )
-    parser.add_argument("command", choices=["describe", "batch", "stream", "watch"])
+    parser.add_argument(
+        "command", choices=["describe", "batch", "stream", "watch", "failed-devices"]
+    )
     parser.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is known
@@ -338,6 +371,8 @@ def main():
             ok = batch(stub, args.job_ids, args.deadline, metadata)
         elif args.command == "stream":
             ok = stream(stub, args.job_ids, args.deadline, metadata)
+        elif args.command == "failed-devices":
+            ok = failed_devices(stub, args.job_ids, args.deadline, metadata)
         else:
             ok = watch(stub, args.job_ids, metadata)
     return 0 if ok else 1

@@ -29,14 +29,16 @@ import type { Job__Output } from './generated/iot/jobs/v1/Job';
 import type { JobResult__Output } from './generated/iot/jobs/v1/JobResult';
 import type { JobsGatewayClient } from './generated/iot/jobs/v1/JobsGateway';
 import type { StreamDescribeJobsResponse__Output } from './generated/iot/jobs/v1/StreamDescribeJobsResponse';
+import type { StreamJobExecutionsForJobResponse__Output } from './generated/iot/jobs/v1/StreamJobExecutionsForJobResponse';
 import type { WatchJobsResponse__Output } from './generated/iot/jobs/v1/WatchJobsResponse';
 
 const USAGE = `usage: client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] describe JOB_ID...
        client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] batch JOB_ID...
        client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] stream JOB_ID...
-       client [--target HOST:PORT] [--ca-bundle FILE] watch JOB_ID...`;
+       client [--target HOST:PORT] [--ca-bundle FILE] watch JOB_ID...
+       client [--target HOST:PORT] [--ca-bundle FILE] [--deadline SECONDS] failed-devices JOB_ID...`;
 
-const COMMANDS = ['describe', 'batch', 'stream', 'watch'] as const;
+const COMMANDS = ['describe', 'batch', 'stream', 'watch', 'failed-devices'] as const;
 
 interface Options {
   target: string;
@@ -309,6 +311,44 @@ async function stream(client: JobsGatewayClient, rpc: Rpc, options: Options, met
   return 0;
 }
 
+async function failedDevices(
+  client: JobsGatewayClient,
+  rpc: Rpc,
+  options: Options,
+  metadata: grpc.Metadata,
+): Promise<number> {
+  // Which devices failed each job: its whole listing of FAILED executions in
+  // one streamJobExecutionsForJob (the gateway pages through AWS, 250 at a
+  // time within its budget, and shares the pages with anyone listing the
+  // same at once). One `device` line per device, then a `devices` count.
+  let code = 0;
+  for (const jobId of options.jobIds) {
+    const pages = client.streamJobExecutionsForJob({ jobId, status: 'FAILED' }, metadata, {
+      deadline: deadlineIn(options.deadline),
+    });
+    let count = 0;
+    let seen = 0;
+    try {
+      for await (const page of pages as AsyncIterable<StreamJobExecutionsForJobResponse__Output>) {
+        seen += 1;
+        for (const item of page.executionSummaries) {
+          // AWS names the device by its ARN: the thing's name ends it.
+          const thing = (item.thingArn ?? '').split('/').pop();
+          print('device', { job: jobId, thing: thing ?? '', status: 'FAILED' });
+          count += 1;
+        }
+      }
+    } catch (error) {
+      if (!isServiceError(error)) throw error;
+      print('failed', { id: jobId, ...failure(rpc, error) });
+      code = 1;
+      continue;
+    }
+    print('devices', { job: jobId, failed: count, pages: seen });
+  }
+  return code;
+}
+
 async function watch(client: JobsGatewayClient, rpc: Rpc, options: Options, metadata: grpc.Metadata): Promise<number> {
   const jobIds = [...new Set(options.jobIds)];
   const versions = new Map<string, string>(); // the last version seen per job
@@ -438,6 +478,8 @@ async function main(argv: string[]): Promise<number> {
         return await stream(client, rpc, options, metadata);
       case 'watch':
         return await watch(client, rpc, options, metadata);
+      case 'failed-devices':
+        return await failedDevices(client, rpc, options, metadata);
     }
   } finally {
     client.close();

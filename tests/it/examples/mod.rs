@@ -447,6 +447,51 @@ async fn reads_enum_values_a_later_gateway_adds(client: Client) {
     assert_eq!(ran.of("done").len(), 1, "{}", ran.shown());
 }
 
+async fn lists_the_devices_a_rollout_failed_on(client: Client) {
+    use iot_jobs_gateway::simulator::{Answer, seed};
+    let command = client.command().await;
+    let sim = TestSim::unlimited().await;
+    seed::demo_fleet(&sim.sim);
+    sim.advance(Duration::from_secs(3600));
+    let gw = GatewayProcess::serve(&sim.url, &[], &client.home("failed-devices")).await;
+
+    let ran = run(
+        command,
+        &gw.addr,
+        &["failed-devices", seed::ROLLOUT, "no-such-job"],
+    )
+    .await;
+
+    // What AWS (the simulator) lists as FAILED for the rollout.
+    let (Answer::Body(listed), _) =
+        sim.sim
+            .list_job_executions_for_job(seed::ROLLOUT, Some("FAILED"), Some(250), None)
+    else {
+        panic!("the simulator lists the rollout")
+    };
+    let expected: Vec<String> = listed["executionSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let arn = item["thingArn"].as_str().unwrap();
+            arn.rsplit('/').next().unwrap().to_owned()
+        })
+        .collect();
+    assert!(!expected.is_empty(), "the demo rollout fails on some devices");
+    let devices: Vec<&str> = ran.of("device").iter().map(|l| l.get("thing")).collect();
+    assert_eq!(devices, expected, "{}", ran.shown());
+    let counts = ran.of("devices");
+    assert_eq!(counts.len(), 1, "{}", ran.shown());
+    assert_eq!(counts[0].get("failed"), expected.len().to_string());
+    assert_eq!(counts[0].get("pages"), "1");
+    let missing = ran.of("failed");
+    assert_eq!(missing.len(), 1, "{}", ran.shown());
+    assert_eq!(missing[0].get("id"), "no-such-job");
+    assert_eq!(missing[0].get("code"), "NOT_FOUND");
+    assert_eq!(ran.code, Some(1), "a listing failed: {}", ran.shown());
+}
+
 /// Each scenario, once per client.
 macro_rules! for_each_client {
     ($($scenario:ident),* $(,)?) => {
@@ -476,6 +521,7 @@ for_each_client!(
     follows_a_watch_across_a_restart_with_resume_from,
     reads_enum_values_a_later_gateway_adds,
     streams_each_result_as_it_is_ready,
+    lists_the_devices_a_rollout_failed_on,
     sends_the_caller_s_token_from_the_environment,
     speaks_tls_to_a_gateway_its_ca_bundle_trusts,
 );

@@ -20,6 +20,7 @@ mod cluster;
 mod events;
 mod fairness;
 mod floods;
+mod listing;
 mod operations;
 mod procs;
 mod protection;
@@ -168,6 +169,13 @@ enum Scenario {
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
+    /// 18. A rollout's executions listed whole: one client and ten through the gateway, ten straight to AWS.
+    Listing {
+        #[arg(long, default_value_t = 10_000)]
+        things: usize,
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+    },
     /// 16. Watch latency with AWS IoT Jobs events: 1,000 watched jobs on a 10/s budget, 50 change; with events and without, side by side (needs mosquitto).
     WatchEvents(events::WatchEventsArgs),
     /// (internal) A bare tonic server answering DescribeJob with a fixed response.
@@ -303,6 +311,7 @@ async fn main() -> Result<(), Error> {
             floods,
             baseline,
         } => floods::floods(seconds, &floods, baseline).await?,
+        Scenario::Listing { things, clients } => listing::listing(things, clients).await?,
         Scenario::MetricsCost {
             rounds,
             seconds,

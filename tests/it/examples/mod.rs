@@ -478,7 +478,10 @@ async fn lists_the_devices_a_rollout_failed_on(client: Client) {
             arn.rsplit('/').next().unwrap().to_owned()
         })
         .collect();
-    assert!(!expected.is_empty(), "the demo rollout fails on some devices");
+    assert!(
+        !expected.is_empty(),
+        "the demo rollout fails on some devices"
+    );
     let devices: Vec<&str> = ran.of("device").iter().map(|l| l.get("thing")).collect();
     assert_eq!(devices, expected, "{}", ran.shown());
     let counts = ran.of("devices");

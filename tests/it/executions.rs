@@ -639,7 +639,7 @@ async fn a_batch_of_executions_answers_each_item_in_order_and_asks_aws_once_per_
 }
 
 /// A simulator whose fleet group holds 1,000 things.
-async fn thousand_thing_fleet() -> TestSim {
+pub(crate) async fn thousand_thing_fleet() -> TestSim {
     let sim = TestSim::start(iot_jobs_gateway::simulator::SimConfig {
         describe_rate_limit: None,
         group_size: 1000,

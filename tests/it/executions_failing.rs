@@ -318,13 +318,7 @@ async fn listed_until_the_end(
 async fn a_whole_listing_broken_off_by_aws_ends_with_the_error_after_its_pages() {
     use iot_jobs_gateway::upstream::Operation as _;
     use iot_jobs_gateway::{domain::limit::LimiterSettings, upstream::ListJobExecutionsForJob};
-    let sim = TestSim::start(iot_jobs_gateway::simulator::SimConfig {
-        describe_rate_limit: None,
-        group_size: 1000,
-        ..Default::default()
-    })
-    .await;
-    create_fleet_job(&sim, "big-rollout").await;
+    let sim = crate::executions::thousand_thing_fleet().await;
     // One page a second: AWS breaks down after the first page, before
     // the second is asked for.
     let gw = TestGateway::aws_edited(&sim.url, |jobs| {

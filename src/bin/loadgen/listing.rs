@@ -44,14 +44,10 @@ pub(crate) async fn listing(things: usize, clients: usize) -> Result<(), Error> 
     create_job(&sim, "rollout-ten").await?;
     let before = listing_calls(&sim).await?;
     let started = Instant::now();
-    let tasks: Vec<_> = channels
+    let counts = all(channels
         .iter()
-        .map(|c| tokio::spawn(list_whole(c.clone(), "rollout-ten")))
-        .collect();
-    let mut counts = Vec::new();
-    for task in tasks {
-        counts.push(task.await??);
-    }
+        .map(|c| list_whole(c.clone(), "rollout-ten")))
+    .await?;
     let took = started.elapsed();
     let calls = listing_calls(&sim).await? - before;
     println!(
@@ -65,13 +61,7 @@ pub(crate) async fn listing(things: usize, clients: usize) -> Result<(), Error> 
     let before = listing_calls(&sim).await?;
     let started = Instant::now();
     let port = sim.port;
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| tokio::spawn(page_directly(port, "rollout-direct")))
-        .collect();
-    let mut counts = Vec::new();
-    for task in tasks {
-        counts.push(task.await??);
-    }
+    let counts = all((0..clients).map(|_| page_directly(port, "rollout-direct"))).await?;
     let took = started.elapsed();
     let calls = listing_calls(&sim).await? - before;
     let floor = calls as f64 / 10.0;
@@ -86,6 +76,19 @@ pub(crate) async fn listing(things: usize, clients: usize) -> Result<(), Error> 
         pages as f64 / 10.0
     );
     Ok(())
+}
+
+/// Runs the listings at once; each one's count of executions.
+async fn all<F>(listings: impl Iterator<Item = F>) -> Result<Vec<usize>, Error>
+where
+    F: std::future::Future<Output = Result<usize, Error>> + Send + 'static,
+{
+    let tasks: Vec<_> = listings.map(tokio::spawn).collect();
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await??);
+    }
+    Ok(counts)
 }
 
 fn same_or_each(counts: &[usize]) -> String {

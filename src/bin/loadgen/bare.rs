@@ -8,10 +8,20 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 
-/// Returns one fixed response: the most a tonic service can do per call on
-/// this machine, the ceiling the gateway is compared with.
+/// Returns one fixed response per operation: the most a tonic service can
+/// do per call on this machine, the ceiling the gateway is compared with.
+/// An operation it was given no response for answers UNIMPLEMENTED.
 pub(crate) struct Bare {
-    response: Arc<pb::DescribeJobResponse>,
+    job: Option<Arc<pb::DescribeJobResponse>>,
+    execution: Option<Arc<pb::DescribeJobExecutionResponse>>,
+}
+
+/// A copy of the fixed response, if there is one.
+fn fixed<T: Clone>(response: &Option<Arc<T>>) -> Result<Response<T>, Status> {
+    match response {
+        Some(response) => Ok(Response::new(T::clone(response))),
+        None => Err(Status::unimplemented("bare server: no response given")),
+    }
 }
 
 #[tonic::async_trait]
@@ -20,9 +30,7 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         &self,
         _request: Request<pb::DescribeJobRequest>,
     ) -> Result<Response<pb::DescribeJobResponse>, Status> {
-        Ok(Response::new(pb::DescribeJobResponse::clone(
-            &self.response,
-        )))
+        fixed(&self.job)
     }
 
     async fn batch_describe_jobs(
@@ -45,7 +53,7 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
         &self,
         _request: Request<pb::DescribeJobExecutionRequest>,
     ) -> Result<Response<pb::DescribeJobExecutionResponse>, Status> {
-        Err(Status::unimplemented("bare server"))
+        fixed(&self.execution)
     }
 
     async fn list_job_executions_for_job(
@@ -88,17 +96,40 @@ impl pb::jobs_gateway_server::JobsGateway for Bare {
     }
 }
 
-/// Serves the bare server on `port`; with mTLS (tonic's own TLS) from the
-/// `server.pem`, `server.key` and `ca.pem` in `tls_dir`.
-pub(crate) async fn bare_server(
+/// What the bare server answers: protobuf files of one response each.
+#[derive(clap::Args)]
+pub(crate) struct BareArgs {
     port: u16,
-    response_file: PathBuf,
+    /// The DescribeJobResponse it answers every DescribeJob with.
+    #[arg(long)]
+    describe_job: Option<PathBuf>,
+    /// The DescribeJobExecutionResponse it answers every DescribeJobExecution with.
+    #[arg(long)]
+    describe_job_execution: Option<PathBuf>,
+    /// mTLS from server.pem, server.key and ca.pem in this directory.
+    #[arg(long)]
     tls_dir: Option<PathBuf>,
-) -> Result<(), Error> {
+}
+
+fn decoded<T: Message + Default>(file: &Option<PathBuf>) -> Result<Option<Arc<T>>, Error> {
+    file.as_ref()
+        .map(|file| Ok(Arc::new(T::decode(std::fs::read(file)?.as_slice())?)))
+        .transpose()
+}
+
+/// Serves the bare server on its port; with mTLS (tonic's own TLS) from the
+/// `server.pem`, `server.key` and `ca.pem` in `tls_dir`.
+pub(crate) async fn bare_server(args: BareArgs) -> Result<(), Error> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let response = pb::DescribeJobResponse::decode(std::fs::read(response_file)?.as_slice())?;
+    let BareArgs {
+        port,
+        describe_job,
+        describe_job_execution,
+        tls_dir,
+    } = args;
     let service = JobsGatewayServer::new(Bare {
-        response: Arc::new(response),
+        job: decoded(&describe_job)?,
+        execution: decoded(&describe_job_execution)?,
     });
     let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(dir) = tls_dir {

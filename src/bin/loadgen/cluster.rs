@@ -20,7 +20,7 @@ use tonic::{Code, Status};
 use crate::{
     BURST, Error, RATE,
     procs::*,
-    protection::{versus_bare, warm_and_bare},
+    protection::{Question, versus_bare, warm_and_bare},
     watch::{WATCH_BUDGET, percentile_f64, poll_intervals, raw_channels, spawn_watcher},
 };
 
@@ -254,13 +254,13 @@ async fn hit_throughput() -> Result<(), Error> {
     let gw = replicas("hits", 1, &sim, &redis, &["--cache-ttl", "1h"])
         .await?
         .remove(0);
-    let id = synthetic_job_id(3);
-    let (_, bare) = warm_and_bare(&gw, &id).await?;
+    let question = Question::job(&synthetic_job_id(3));
+    let (_, bare) = warm_and_bare(&gw, &question).await?;
     let commands = redis_commands(&redis).await?;
     println!(
         "### Cache hits with Redis configured: gateway vs a bare tonic server, 32 concurrent callers, {SECONDS} s per round\n"
     );
-    let (ratio, _) = versus_bare(&gw, &bare, &id, ROUNDS, SECONDS).await?;
+    let (ratio, _) = versus_bare(&gw, &bare, &question, ROUNDS, SECONDS).await?;
     let commands = redis_commands(&redis).await? - commands;
     println!(
         "Redis commands during the rounds: {commands} (the first tier keeps an answer up to 1 s, then it is read from Redis again). Target: ratio >= 0.85. Result: {}\n",

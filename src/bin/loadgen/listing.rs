@@ -98,13 +98,6 @@ fn same_or_each(counts: &[usize]) -> String {
     }
 }
 
-async fn create_job(sim: &Proc, job_id: &str) -> Result<(), Error> {
-    let body =
-        r#"{"targets": ["arn:aws:iot:us-east-1:123456789012:thinggroup/fleet"], "document": "{}"}"#;
-    sim_request(sim, "PUT", &format!("/jobs/{job_id}"), body).await?;
-    Ok(())
-}
-
 async fn listing_calls(sim: &Proc) -> Result<u64, Error> {
     let stats = sim_get(sim, "/_sim/stats").await?;
     Ok(stats["listJobExecutionsForJobCalls"].as_u64().unwrap_or(0))

@@ -20,6 +20,7 @@ mod cluster;
 mod events;
 mod fairness;
 mod floods;
+mod interleaved;
 mod listing;
 mod operations;
 mod procs;
@@ -30,7 +31,7 @@ mod tls;
 mod watch;
 
 use bare::bare_server;
-use protection::{batch, coalescing, memory, throttling, throughput};
+use protection::{batch, coalescing, execution_throughput, memory, throttling, throughput};
 use watch::{watch_budget, watch_fanout};
 
 /// Measures the gateway against the simulator; prints Markdown.
@@ -178,15 +179,19 @@ enum Scenario {
     },
     /// 16. Watch latency with AWS IoT Jobs events: 1,000 watched jobs on a 10/s budget, 50 change; with events and without, side by side (needs mosquitto).
     WatchEvents(events::WatchEventsArgs),
-    /// (internal) A bare tonic server answering DescribeJob with a fixed response.
-    #[command(hide = true)]
-    BareServer {
-        port: u16,
-        response_file: PathBuf,
-        /// mTLS from server.pem, server.key and ca.pem in this directory.
+    /// 19. DescribeJobExecution cache-hit throughput against a bare tonic server (and an older build).
+    ExecutionThroughput {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Another gateway build, measured side by side.
         #[arg(long)]
-        tls_dir: Option<PathBuf>,
+        baseline: Option<PathBuf>,
     },
+    /// (internal) A bare tonic server answering with fixed responses.
+    #[command(hide = true)]
+    BareServer(bare::BareArgs),
 }
 
 #[derive(clap::Args)]
@@ -317,11 +322,12 @@ async fn main() -> Result<(), Error> {
             seconds,
             baseline,
         } => operations::metrics_cost(rounds, seconds, baseline).await?,
-        Scenario::BareServer {
-            port,
-            response_file,
-            tls_dir,
-        } => bare_server(port, response_file, tls_dir).await?,
+        Scenario::ExecutionThroughput {
+            rounds,
+            seconds,
+            baseline,
+        } => execution_throughput(rounds, seconds, baseline).await?,
+        Scenario::BareServer(a) => bare_server(a).await?,
     }
     Ok(())
 }

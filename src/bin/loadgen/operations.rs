@@ -19,23 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     Error,
+    interleaved::{CONCURRENCY, interleaved},
     procs::{
-        Proc, channels, describe, free_port, gateway, gateway_binary, gateway_named, median,
-        sibling, simulator, verdict,
+        channels, describe, free_port, gateway, gateway_binary, gateway_named, median, sibling,
+        simulator, verdict,
     },
-    protection::{closed_loop, warm_and_bare},
+    protection::{Question, warm_and_bare},
 };
 use iot_jobs_gateway::simulator::seed::synthetic_job_id;
-
-const CONCURRENCY: usize = 32;
-
-/// A server under load and what it measured, round by round.
-struct Measured {
-    name: &'static str,
-    server: Proc,
-    per_sec: Vec<f64>,
-    cpu_us: Vec<f64>,
-}
 
 pub(crate) async fn metrics_cost(
     rounds: usize,
@@ -50,7 +41,7 @@ pub(crate) async fn metrics_cost(
         &[&ttl[..], &["--metrics-listen", &metrics_addr]].concat(),
     )
     .await?;
-    let id = synthetic_job_id(3);
+    let id = Question::job(&synthetic_job_id(3));
     let (_, bare) = warm_and_bare(&on, &id).await?;
     let mut servers = vec![("on", on)];
     let off = gateway(&sim, &ttl).await?;
@@ -62,15 +53,6 @@ pub(crate) async fn metrics_cost(
         servers.push(("before", before));
     }
     servers.push(("bare", bare));
-    let mut measured: Vec<Measured> = servers
-        .into_iter()
-        .map(|(name, server)| Measured {
-            name,
-            server,
-            per_sec: Vec::new(),
-            cpu_us: Vec::new(),
-        })
-        .collect();
     let scrapes = Arc::new(AtomicUsize::new(0));
     let scraper = tokio::spawn(scrape_every_second(metrics_addr.clone(), scrapes.clone()));
 
@@ -82,76 +64,18 @@ pub(crate) async fn metrics_cost(
             ""
         }
     );
-    let names: Vec<&str> = measured.iter().map(|m| m.name).collect();
-    let others = &names[1..];
-    print!("| round |");
-    for name in &names {
-        print!(" {name} calls/s |");
-    }
-    for name in &names {
-        print!(" {name} CPU/call |");
-    }
-    for other in others {
-        print!(" on/{other} | CPU on/{other} |");
-    }
-    println!();
-    println!("|---|{}", "---|".repeat(names.len() * 2 + others.len() * 2));
-    for round in 1..=rounds {
-        for m in &mut measured {
-            let load = closed_loop(&m.server, &id, CONCURRENCY, seconds).await?;
-            if load.errors > 0 {
-                println!("(round {round}: {} {} errors)", load.errors, m.name);
-            }
-            m.per_sec.push(load.per_sec);
-            m.cpu_us.push(load.cpu_us_per_call);
-        }
-        let at = |v: &Vec<f64>| v[round - 1];
-        print_row(&round.to_string(), &measured, at);
-    }
-    print_row("**median**", &measured, |v| median(&mut v.clone()));
+    let measured = interleaved(servers, &id, rounds, seconds).await?;
     scraper.abort();
     let scrapes = scrapes.load(Ordering::Relaxed);
     let bare = measured.last().expect("bare");
     let on_vs_bare = median(&mut measured[0].per_sec.clone()) / median(&mut bare.per_sec.clone());
-    let round_ratios: Vec<f64> = measured[0]
-        .per_sec
-        .iter()
-        .zip(&bare.per_sec)
-        .map(|(on, bare)| on / bare)
-        .collect();
-    let on_vs_bare_median = median(&mut round_ratios.clone());
+    let on_vs_bare_median = measured[0].ratio_to(bare);
     println!(
         "\nScrapes during the run: {scrapes}. Target: metrics on / bare >= 0.85 (median of the rounds' ratios {on_vs_bare_median:.3}; ratio of the medians {on_vs_bare:.3}). Result: {}\n",
         verdict(on_vs_bare_median >= 0.85)
     );
     drop((measured, sim));
     Ok(())
-}
-
-/// One table row: calls/s and CPU per call of each server, then `on`
-/// against each other server; `pick` chooses the round (or the median).
-fn print_row(label: &str, measured: &[Measured], pick: impl Fn(&Vec<f64>) -> f64) {
-    let on = &measured[0];
-    print!("| {label} |");
-    for m in measured {
-        print!(" {:.0} |", pick(&m.per_sec));
-    }
-    for m in measured {
-        print!(" {:.1} µs |", pick(&m.cpu_us));
-    }
-    for m in &measured[1..] {
-        // Ratios per round; for the median row, the median of the ratios.
-        let ratio = |a: &Vec<f64>, b: &Vec<f64>| {
-            let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
-            pick(&ratios)
-        };
-        print!(
-            " {:.3} | {:.2} |",
-            ratio(&on.per_sec, &m.per_sec),
-            ratio(&on.cpu_us, &m.cpu_us)
-        );
-    }
-    println!();
 }
 
 /// Scrapes `/metrics` at `addr` once a second, counting the scrapes that

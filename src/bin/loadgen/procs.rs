@@ -224,6 +224,15 @@ pub(crate) async fn sim_request(
     Ok(serde_json::from_str(&body)?)
 }
 
+/// Creates job `job_id` on `sim` for the thing group `fleet`: one execution
+/// per thing of the group (`fleet-1`, `fleet-2`, …).
+pub(crate) async fn create_job(sim: &Proc, job_id: &str) -> Result<(), Error> {
+    let body =
+        r#"{"targets": ["arn:aws:iot:us-east-1:123456789012:thinggroup/fleet"], "document": "{}"}"#;
+    sim_request(sim, "PUT", &format!("/jobs/{job_id}"), body).await?;
+    Ok(())
+}
+
 pub(crate) fn describe(id: &str, timeout: Duration) -> Request<pb::DescribeJobRequest> {
     let mut request = Request::new(pb::DescribeJobRequest {
         job_id: id.to_owned(),

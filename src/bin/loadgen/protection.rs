@@ -13,7 +13,11 @@ use iot_jobs_gateway::{
 use prost::Message;
 use tonic::{Code, Request, Status, transport::Channel};
 
-use crate::{BURST, Error, RATE, procs::*};
+use crate::{
+    BURST, Error, RATE,
+    interleaved::{CONCURRENCY, interleaved},
+    procs::*,
+};
 
 pub(crate) async fn coalescing(calls: usize) -> Result<(), Error> {
     at_least_one("--calls", calls as u64)?;
@@ -153,22 +157,73 @@ pub(crate) struct Load {
     pub(crate) cpu_us_per_call: f64,
 }
 
+/// The one question a closed loop asks over and over.
+#[derive(Clone)]
+pub(crate) enum Question {
+    Job(String),
+    Execution { job_id: String, thing_name: String },
+}
+
+/// Its answer, which the bare server is given to answer with.
+pub(crate) enum Answer {
+    Job(Box<pb::DescribeJobResponse>),
+    Execution(Box<pb::DescribeJobExecutionResponse>),
+}
+
+impl Question {
+    pub(crate) fn job(id: &str) -> Self {
+        Self::Job(id.to_owned())
+    }
+
+    pub(crate) async fn ask(
+        &self,
+        client: &mut JobsGatewayClient<Channel>,
+        timeout: Duration,
+    ) -> Result<Answer, Status> {
+        match self {
+            Self::Job(id) => {
+                let response = client.describe_job(describe(id, timeout)).await?;
+                Ok(Answer::Job(Box::new(response.into_inner())))
+            }
+            Self::Execution { job_id, thing_name } => {
+                let mut request = Request::new(pb::DescribeJobExecutionRequest {
+                    job_id: job_id.clone(),
+                    thing_name: thing_name.clone(),
+                    execution_number: None,
+                });
+                request.set_timeout(timeout);
+                let response = client.describe_job_execution(request).await?;
+                Ok(Answer::Execution(Box::new(response.into_inner())))
+            }
+        }
+    }
+}
+
+impl Answer {
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            Self::Job(r) => r.encoded_len(),
+            Self::Execution(r) => r.encoded_len(),
+        }
+    }
+}
+
 /// Closed-loop load on `server`: `concurrency` callers for `seconds`.
 pub(crate) async fn closed_loop(
     server: &Proc,
-    id: &str,
+    question: &Question,
     concurrency: usize,
     seconds: u64,
 ) -> Result<Load, Error> {
     let clients = channels(server.port, 4).await?;
-    closed_loop_on(server, clients, id, concurrency, seconds).await
+    closed_loop_on(server, clients, question, concurrency, seconds).await
 }
 
 /// The same over given client connections (TLS ones, for instance).
 pub(crate) async fn closed_loop_on(
     server: &Proc,
     clients: Vec<JobsGatewayClient<Channel>>,
-    id: &str,
+    question: &Question,
     concurrency: usize,
     seconds: u64,
 ) -> Result<Load, Error> {
@@ -177,16 +232,13 @@ pub(crate) async fn closed_loop_on(
     let tasks: Vec<_> = (0..concurrency)
         .map(|i| {
             let mut client = clients[i % clients.len()].clone();
-            let id = id.to_owned();
+            let question = question.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
                 while Instant::now() < end {
                     let t = Instant::now();
-                    match client
-                        .describe_job(describe(&id, Duration::from_secs(5)))
-                        .await
-                    {
+                    match question.ask(&mut client, Duration::from_secs(5)).await {
                         Ok(_) => latencies.push(t.elapsed()),
                         Err(_) => errors += 1,
                     }
@@ -215,33 +267,32 @@ pub(crate) async fn closed_loop_on(
     })
 }
 
-/// Warms `gw`'s cache with job `id` and starts a bare tonic server that
+/// Warms `gw`'s cache with `question` and starts a bare tonic server that
 /// answers the same response to every call.
-pub(crate) async fn warm_and_bare(
-    gw: &Proc,
-    id: &str,
-) -> Result<(pb::DescribeJobResponse, Proc), Error> {
+pub(crate) async fn warm_and_bare(gw: &Proc, question: &Question) -> Result<(Answer, Proc), Error> {
     let mut client = channels(gw.port, 1).await?.remove(0);
-    let response = client
-        .describe_job(describe(id, Duration::from_secs(10)))
-        .await?
-        .into_inner();
-    let bare = bare_server_for(&response, None).await?;
-    Ok((response, bare))
+    let answer = question.ask(&mut client, Duration::from_secs(10)).await?;
+    let bare = bare_server_for(&answer, None).await?;
+    Ok((answer, bare))
 }
 
-/// A bare tonic server on a free port answering `response` to every call;
+/// A bare tonic server on a free port answering `answer` to every call;
 /// with mTLS from the `server.pem`, `server.key` and `ca.pem` in `tls`.
 pub(crate) async fn bare_server_for(
-    response: &pb::DescribeJobResponse,
+    answer: &Answer,
     tls: Option<&std::path::Path>,
 ) -> Result<Proc, Error> {
-    let file = sibling("loadgen-logs").join("response.bin");
-    std::fs::write(&file, response.encode_to_vec())?;
+    let (flag, encoded) = match answer {
+        Answer::Job(r) => ("--describe-job", r.encode_to_vec()),
+        Answer::Execution(r) => ("--describe-job-execution", r.encode_to_vec()),
+    };
+    let file = sibling("loadgen-logs").join(format!("response{flag}.bin"));
+    std::fs::write(&file, encoded)?;
     let port = free_port();
     let mut args = vec![
         "bare-server".into(),
         port.to_string(),
+        flag.into(),
         file.display().to_string(),
     ];
     if let Some(dir) = tls {
@@ -261,11 +312,10 @@ pub(crate) async fn bare_server_for(
 pub(crate) async fn versus_bare(
     gw: &Proc,
     bare: &Proc,
-    id: &str,
+    question: &Question,
     rounds: usize,
     seconds: u64,
 ) -> Result<(f64, f64), Error> {
-    const CONCURRENCY: usize = 32;
     println!(
         "| round | gateway calls/s | gateway p50 | gateway p99 | gateway CPU per call | bare calls/s | bare p50 | bare p99 | bare CPU per call | ratio (calls/s) | ratio (CPU per call) |"
     );
@@ -274,8 +324,8 @@ pub(crate) async fn versus_bare(
     let (mut g_p50s, mut g_p99s, mut b_p50s, mut b_p99s) = (vec![], vec![], vec![], vec![]);
     let (mut g_cpus, mut b_cpus) = (vec![], vec![]);
     for round in 1..=rounds {
-        let g = closed_loop(gw, id, CONCURRENCY, seconds).await?;
-        let b = closed_loop(bare, id, CONCURRENCY, seconds).await?;
+        let g = closed_loop(gw, question, CONCURRENCY, seconds).await?;
+        let b = closed_loop(bare, question, CONCURRENCY, seconds).await?;
         if g.errors + b.errors > 0 {
             println!(
                 "(round {round}: {} gateway errors, {} bare errors)",
@@ -324,9 +374,9 @@ pub(crate) async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error>
     at_least_one("--seconds", seconds)?;
     let sim = simulator(10, 10).await?;
     let gw = gateway(&sim, &["--cache-ttl", "1h"]).await?;
-    let id = synthetic_job_id(3);
+    let question = Question::job(&synthetic_job_id(3));
     // Warm the cache; the same answer is what the bare server returns.
-    let (response, bare) = warm_and_bare(&gw, &id).await?;
+    let (response, bare) = warm_and_bare(&gw, &question).await?;
     println!(
         "## 3. Cache-hit throughput: gateway vs a bare tonic server, 32 concurrent callers, {seconds} s per round\n"
     );
@@ -334,12 +384,57 @@ pub(crate) async fn throughput(rounds: usize, seconds: u64) -> Result<(), Error>
         "Response size: {} bytes (protobuf).\n",
         response.encoded_len()
     );
-    let (ratio, _) = versus_bare(&gw, &bare, &id, rounds, seconds).await?;
+    let (ratio, _) = versus_bare(&gw, &bare, &question, rounds, seconds).await?;
     let stats = sim_get(&sim, "/_sim/stats").await?;
     println!(
         "Upstream calls during the run: {} (the warm-up). Target: ratio >= 0.85. Result: {}\n",
         stats["describeJobCalls"],
         verdict(ratio >= 0.85)
+    );
+    Ok(())
+}
+
+/// Scenario 19: scenario 3 for DescribeJobExecution, one device's execution
+/// of a rollout cached for an hour, on this build, optionally an older one
+/// (`baseline`) and a bare tonic server, rounds interleaved.
+pub(crate) async fn execution_throughput(
+    rounds: usize,
+    seconds: u64,
+    baseline: Option<std::path::PathBuf>,
+) -> Result<(), Error> {
+    at_least_one("--rounds", rounds as u64)?;
+    at_least_one("--seconds", seconds)?;
+    let sim = simulator(0, 10).await?;
+    create_job(&sim, "rollout").await?;
+    let ttl = ["--cache-ttl", "1h"];
+    let gw = gateway(&sim, &ttl).await?;
+    let question = Question::Execution {
+        job_id: "rollout".into(),
+        thing_name: "fleet-3".into(),
+    };
+    let (response, bare) = warm_and_bare(&gw, &question).await?;
+    let mut servers = vec![("gateway", gw)];
+    if let Some(program) = baseline {
+        let before = gateway_binary(program, &sim, &ttl).await?;
+        warm_and_bare(&before, &question).await?;
+        servers.push(("before", before));
+    }
+    servers.push(("bare", bare));
+    println!(
+        "## 19. DescribeJobExecution cache hits: gateway vs a bare tonic server, {CONCURRENCY} concurrent callers, {seconds} s per server per round, rounds interleaved\n"
+    );
+    println!(
+        "Response size: {} bytes (protobuf).\n",
+        response.encoded_len()
+    );
+    let measured = interleaved(servers, &question, rounds, seconds).await?;
+    let (gw, bare) = (&measured[0], &measured[measured.len() - 1]);
+    let (ratio, cpu_ratio) = (gw.ratio_to(bare), gw.cpu_ratio_to(bare));
+    let stats = sim_get(&sim, "/_sim/stats").await?;
+    println!(
+        "\nUpstream DescribeJobExecution calls during the run: {} (the warm-ups). Targets: gateway / bare >= 0.85 ({ratio:.3}), CPU per call <= 1.1x ({cpu_ratio:.2}). Result: {}\n",
+        stats["describeJobExecutionCalls"],
+        verdict(ratio >= 0.85 && cpu_ratio <= 1.1)
     );
     Ok(())
 }

@@ -19,7 +19,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::{
     Error,
     procs::*,
-    protection::{Load, bare_server_for, closed_loop_on},
+    protection::{Answer, Load, Question, bare_server_for, closed_loop_on},
 };
 
 /// The PEM files of one run.
@@ -161,7 +161,7 @@ pub(crate) async fn tls(rounds: usize, seconds: u64) -> Result<(), Error> {
     at_least_one("--seconds", seconds)?;
     let pems = make_pems(&sibling("loadgen-logs").join("tls"))?;
     let sim = simulator(10, 10).await?;
-    let id = synthetic_job_id(3);
+    let id = Question::job(&synthetic_job_id(3));
     let gw_tls = gateway_named(
         &sim,
         &[&["--cache-ttl", "1h"][..], &refs(&pems.gateway_flags())].concat(),
@@ -171,14 +171,12 @@ pub(crate) async fn tls(rounds: usize, seconds: u64) -> Result<(), Error> {
     let gw_plain = gateway_named(&sim, &["--cache-ttl", "1h"], "gateway-plain").await?;
     // Warm both caches; the same answer is what the bare servers return.
     let mut warm = tls_channels(gw_tls.port, &pems, 1).await?.remove(0);
-    let response = warm
-        .describe_job(describe(&id, Duration::from_secs(10)))
-        .await?
-        .into_inner();
-    channels(gw_plain.port, 1).await?[0]
-        .clone()
-        .describe_job(describe(&id, Duration::from_secs(10)))
-        .await?;
+    let response: Answer = id.ask(&mut warm, Duration::from_secs(10)).await?;
+    id.ask(
+        &mut channels(gw_plain.port, 1).await?.remove(0),
+        Duration::from_secs(10),
+    )
+    .await?;
     let bare_tls = bare_server_for(&response, Some(&pems.dir)).await?;
     let bare_plain = bare_server_for(&response, None).await?;
 
@@ -300,7 +298,7 @@ pub(crate) async fn tls(rounds: usize, seconds: u64) -> Result<(), Error> {
 async fn handshakes(
     server: &Proc,
     pems: &Pems,
-    id: &str,
+    question: &Question,
     seconds: u64,
 ) -> Result<(f64, f64), Error> {
     let cpu_before = server.cpu_seconds();
@@ -308,7 +306,7 @@ async fn handshakes(
     let end = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let (port, tls, id) = (server.port, pems.client(), id.to_owned());
+            let (port, tls, question) = (server.port, pems.client(), question.clone());
             tokio::spawn(async move {
                 let mut done = 0u64;
                 while Instant::now() < end {
@@ -322,8 +320,8 @@ async fn handshakes(
                     let Ok(channel) = endpoint.connect().await else {
                         continue;
                     };
-                    let answered = JobsGatewayClient::new(channel)
-                        .describe_job(describe(&id, Duration::from_secs(5)))
+                    let answered = question
+                        .ask(&mut JobsGatewayClient::new(channel), Duration::from_secs(5))
                         .await
                         .is_ok();
                     done += u64::from(answered);

@@ -56,16 +56,17 @@ impl Name {
             field: field.to_string(),
             description,
         };
-        let either = self.punctuation("or");
-        let both = self.punctuation("and");
+        // The messages are built only for a violation: a valid name, on
+        // every call, costs no allocation.
         if value.is_empty() {
             let how_many = match self.max {
                 Some(max) => format!("1 to {max}"),
                 None => "1 or more".to_owned(),
             };
             return Err(violation(format!(
-                "{field} is required: {} ({how_many} letters, digits, {either})",
-                self.one
+                "{field} is required: {} ({how_many} letters, digits, {})",
+                self.one,
+                self.punctuation("or")
             )));
         }
         let len = value.chars().count();
@@ -83,10 +84,11 @@ impl Name {
             .find(|(_, c)| !(c.is_ascii_alphanumeric() || self.extra.contains(c)))
         {
             return Err(violation(format!(
-                "{field} contains '{}' at position {}; {} use only letters, digits, {both}",
+                "{field} contains '{}' at position {}; {} use only letters, digits, {}",
                 bad.escape_default(),
                 pos + 1,
-                self.many
+                self.many,
+                self.punctuation("and")
             )));
         }
         Ok(())

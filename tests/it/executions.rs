@@ -813,3 +813,44 @@ async fn ten_clients_listing_a_job_at_once_cost_aws_its_pages_once() {
     assert_eq!(again, first);
     assert_eq!(sim.sim.stats().list_job_executions_for_job_calls, 4);
 }
+
+/// Three replicas on one Redis, three clients each listing the same
+/// 1,000-thing job at once: the set asks AWS for each page once (each page
+/// question is coalesced and cached across the set, and the pages carry
+/// the same tokens), and every client gets the whole listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_listing_a_job_at_once_cost_aws_its_pages_once() {
+    use support::{process::GatewayProcess, redis::RedisServer};
+
+    let redis = RedisServer::start().await;
+    let sim = thousand_thing_fleet().await;
+    let url = redis.url();
+    let mut set = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let replica =
+            GatewayProcess::serve(&sim.url, &["--redis-url", url.as_str()], "replica").await;
+        clients.push(replica.client().await);
+        set.push(replica);
+    }
+
+    let listings =
+        join_all((0..9).map(|i| listed_whole(clients[i % 3].clone(), whole("big-rollout"), None)))
+            .await;
+
+    let things: Vec<String> = listings[0]
+        .iter()
+        .flat_map(|page| &page.execution_summaries)
+        .map(|summary| summary.thing_arn().rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(things.len(), 1000, "the whole listing");
+    for pages in &listings {
+        assert_eq!(pages, &listings[0], "every client gets the same listing");
+    }
+    assert_eq!(
+        sim.sim.stats().list_job_executions_for_job_calls,
+        4,
+        "nine listings over three replicas, each page asked once"
+    );
+    drop(set);
+}

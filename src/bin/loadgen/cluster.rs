@@ -9,7 +9,6 @@
 //! three replicas with 10,000 streams over 1,000 jobs on a 10/s budget.
 
 use std::{
-    path::PathBuf,
     sync::{Arc, atomic::AtomicUsize},
     time::{Duration, Instant},
 };
@@ -26,15 +25,7 @@ use crate::{
 
 /// A redis-server of this run, on a free loopback port, persistence off.
 async fn redis_server() -> Result<Proc, Error> {
-    let program = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-        .ok_or(
-            "loadgen cluster needs redis-server: install the Debian/Ubuntu package redis-server",
-        )?;
+    let program = installed("redis-server", "redis-server", "loadgen cluster")?;
     let port = free_port();
     let args: Vec<String> = [
         "--port",

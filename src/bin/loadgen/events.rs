@@ -77,16 +77,7 @@ struct Broker {
 
 impl Broker {
     async fn start(lifetime: Duration) -> Result<Self, Error> {
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                format!(
-                    "mosquitto not found (/usr/sbin/mosquitto): install the Debian/Ubuntu package \
-                     `{PACKAGE}` (apt-get install {PACKAGE})"
-                )
-            })?;
+        let binary = installed("mosquitto", PACKAGE, "loadgen watch-events")?;
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("loadgen-mosquitto-{}-{port}", std::process::id()));

@@ -20,6 +20,7 @@ mod cluster;
 mod events;
 mod fairness;
 mod floods;
+mod instructions;
 mod interleaved;
 mod listing;
 mod operations;
@@ -189,6 +190,15 @@ enum Scenario {
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
+    /// 20. Instructions per cache hit (DescribeJob, DescribeJobExecution) under valgrind's callgrind, against a bare tonic server (needs valgrind).
+    Instructions {
+        /// Calls of each question counted on each server.
+        #[arg(long, default_value_t = 4000)]
+        calls: usize,
+        /// Another gateway build, counted side by side.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
     /// (internal) A bare tonic server answering with fixed responses.
     #[command(hide = true)]
     BareServer(bare::BareArgs),
@@ -327,6 +337,9 @@ async fn main() -> Result<(), Error> {
             seconds,
             baseline,
         } => execution_throughput(rounds, seconds, baseline).await?,
+        Scenario::Instructions { calls, baseline } => {
+            instructions::instructions(calls, baseline).await?
+        }
         Scenario::BareServer(a) => bare_server(a).await?,
     }
     Ok(())

@@ -79,6 +79,24 @@ pub(crate) fn log_file(name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file")
 }
 
+/// `name` from `PATH` (or /usr/bin, /usr/sbin); else an error naming the
+/// Debian/Ubuntu `package` that `scenario` needs.
+pub(crate) fn installed(name: &str, package: &str, scenario: &str) -> Result<PathBuf, Error> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{scenario} needs {name}: install the Debian/Ubuntu package {package} \
+                 (apt-get install {package})"
+            )
+            .into()
+        })
+}
+
 pub(crate) async fn spawn(
     program: PathBuf,
     args: &[String],
@@ -86,7 +104,28 @@ pub(crate) async fn spawn(
     log: &str,
     port: u16,
 ) -> Result<Proc, Error> {
-    let child = Command::new(&program)
+    spawn_under(&[], program, args, env, log, port).await
+}
+
+/// The same, run by `launcher` (a tool and its flags, such as valgrind's
+/// callgrind) when it is not empty.
+pub(crate) async fn spawn_under(
+    launcher: &[String],
+    program: PathBuf,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &str,
+    port: u16,
+) -> Result<Proc, Error> {
+    let mut command = match launcher.split_first() {
+        None => Command::new(&program),
+        Some((tool, tool_args)) => {
+            let mut command = Command::new(tool);
+            command.args(tool_args).arg(&program);
+            command
+        }
+    };
+    let child = command
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -165,6 +204,17 @@ pub(crate) async fn start_gateway(
     extra: &[&str],
     log: &str,
 ) -> Result<Proc, Error> {
+    start_gateway_under(&[], program, sim, extra, log).await
+}
+
+/// The same, run by `launcher` (see [`spawn_under`]).
+pub(crate) async fn start_gateway_under(
+    launcher: &[String],
+    program: PathBuf,
+    sim: &Proc,
+    extra: &[&str],
+    log: &str,
+) -> Result<Proc, Error> {
     let port = free_port();
     let mut args: Vec<String> = vec![
         "serve".into(),
@@ -182,7 +232,7 @@ pub(crate) async fn start_gateway(
         ("AWS_SECRET_ACCESS_KEY", "loadgen"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
-    spawn(program, &args, &env, log, port).await
+    spawn_under(launcher, program, &args, &env, log, port).await
 }
 
 pub(crate) async fn channels(

@@ -282,28 +282,37 @@ pub(crate) async fn bare_server_for(
     answer: &Answer,
     tls: Option<&std::path::Path>,
 ) -> Result<Proc, Error> {
-    let (flag, encoded) = match answer {
-        Answer::Job(r) => ("--describe-job", r.encode_to_vec()),
-        Answer::Execution(r) => ("--describe-job-execution", r.encode_to_vec()),
-    };
-    let file = sibling("loadgen-logs").join(format!("response{flag}.bin"));
-    std::fs::write(&file, encoded)?;
-    let port = free_port();
-    let mut args = vec![
-        "bare-server".into(),
-        port.to_string(),
-        flag.into(),
-        file.display().to_string(),
-    ];
-    if let Some(dir) = tls {
-        args.extend(["--tls-dir".into(), dir.display().to_string()]);
-    }
     let log = if tls.is_some() {
         "bare-server-tls"
     } else {
         "bare-server"
     };
-    spawn(std::env::current_exe()?, &args, &[], log, port).await
+    bare_server_under(&[], &[answer], tls, log).await
+}
+
+/// A bare tonic server answering each of `answers` to every call of its
+/// operation, run by `launcher` (see [`spawn_under`]), logging to `log`.
+pub(crate) async fn bare_server_under(
+    launcher: &[String],
+    answers: &[&Answer],
+    tls: Option<&std::path::Path>,
+    log: &str,
+) -> Result<Proc, Error> {
+    let port = free_port();
+    let mut args = vec!["bare-server".into(), port.to_string()];
+    for answer in answers {
+        let (flag, encoded) = match answer {
+            Answer::Job(r) => ("--describe-job", r.encode_to_vec()),
+            Answer::Execution(r) => ("--describe-job-execution", r.encode_to_vec()),
+        };
+        let file = sibling("loadgen-logs").join(format!("response{flag}.bin"));
+        std::fs::write(&file, encoded)?;
+        args.extend([flag.into(), file.display().to_string()]);
+    }
+    if let Some(dir) = tls {
+        args.extend(["--tls-dir".into(), dir.display().to_string()]);
+    }
+    spawn_under(launcher, std::env::current_exe()?, &args, &[], log, port).await
 }
 
 /// Alternating rounds of cache hits on `gw` and the same load on `bare`;

@@ -10,6 +10,15 @@ use crate::domain::{Source, error::Failure, error::GatewayError};
 /// Job ids in logs are cut to this many characters; invalid ids can be huge.
 const LOGGED_ID_CHARS: usize = 80;
 
+/// `id` as logs show it: its first `LOGGED_ID_CHARS` characters. An id
+/// no longer in bytes is copied whole (no walk over its characters).
+fn logged(id: &str) -> String {
+    if id.len() <= LOGGED_ID_CHARS {
+        return id.to_owned();
+    }
+    id.chars().take(LOGGED_ID_CHARS).collect()
+}
+
 /// When the call reached the gateway: the moment tonic starts its own
 /// `grpc-timeout` timer (this layer is the first it calls). Deadlines run
 /// from here, not from when the handler first runs, which can be much later
@@ -72,12 +81,12 @@ impl CallNote {
 
     /// The job asked about.
     pub fn job(&self, job_id: &str) {
-        self.details().job_id = Some(job_id.chars().take(LOGGED_ID_CHARS).collect());
+        self.details().job_id = Some(logged(job_id));
     }
 
     /// The thing asked about.
     pub fn thing(&self, thing_name: &str) {
-        self.details().thing = Some(thing_name.chars().take(LOGGED_ID_CHARS).collect());
+        self.details().thing = Some(logged(thing_name));
     }
 
     /// Where the answer came from.

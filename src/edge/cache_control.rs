@@ -4,9 +4,13 @@
 //! their lifetime (`max-stale=0`: none, `max-stale` alone: any the
 //! gateway's stale windows allow), as in HTTP (RFC 9111).
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
+
+/// Parsed once, not on every call.
+static CACHE_CONTROL: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("cache-control"));
 
 /// What a call's `cache-control` headers ask of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,7 +29,7 @@ impl CacheControl {
     pub fn of(metadata: &MetadataMap) -> Self {
         let mut control = Self::default();
         let directives = metadata
-            .get_all("cache-control")
+            .get_all(&*CACHE_CONTROL)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))

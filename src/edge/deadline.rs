@@ -7,10 +7,14 @@
 //! its own work a little earlier, so the caller gets DEADLINE_EXCEEDED,
 //! which is what an expired deadline means.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
+
+/// Parsed once, not on every call.
+static GRPC_TIMEOUT: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("grpc-timeout"));
 
 /// The most headroom kept back from a deadline to send the answer. The
 /// answer must get back before the caller's own timer fires; on a busy
@@ -20,7 +24,7 @@ const MAX_HEADROOM: Duration = Duration::from_millis(50);
 /// The instant by which the gateway must have its answer, if the caller set
 /// a deadline. `received` is when the call reached the gateway.
 pub fn from_metadata(metadata: &MetadataMap, received: Instant) -> Option<Instant> {
-    let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    let timeout = parse_grpc_timeout(metadata.get(&*GRPC_TIMEOUT)?.to_str().ok()?)?;
     let headroom = (timeout / 10).min(MAX_HEADROOM);
     Some(received + timeout.saturating_sub(headroom))
 }

@@ -10,13 +10,13 @@
 //! DescribeJob answers carry `x-cache` (`hit`, `miss`, `coalesced` or
 //! `stale`) and `x-cache-age-ms` headers, and batch items a `cache` field.
 
-use std::{pin::Pin, time::SystemTime};
+use std::{pin::Pin, sync::LazyLock, time::SystemTime};
 
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{
     Request, Response, Status,
-    metadata::{MetadataMap, MetadataValue},
+    metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue},
 };
 use tracing::info;
 
@@ -550,16 +550,21 @@ fn age_ms<O: Operation>(answer: &Served<O>) -> u64 {
     u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The response headers' names, parsed once.
+static X_CACHE: LazyLock<MetadataKey<Ascii>> = LazyLock::new(|| MetadataKey::from_static("x-cache"));
+static X_CACHE_AGE_MS: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("x-cache-age-ms"));
+
 fn set_cache_headers<O: Operation>(metadata: &mut MetadataMap, answer: &Served<O>) {
     let source = MetadataValue::from_static(source_name(answer.source));
-    metadata.insert("x-cache", source);
+    metadata.insert(&*X_CACHE, source);
     // A new value on nearly every call: never indexed by HPACK. Indexed,
     // the ages filled the connection's header table, and every response
     // compared its age with each of them before adding one more (4,000
     // instructions a cache hit, loadgen instructions).
     let mut age = MetadataValue::from(age_ms(answer));
     age.set_sensitive(true);
-    metadata.insert("x-cache-age-ms", age);
+    metadata.insert(&*X_CACHE_AGE_MS, age);
 }
 
 /// The batch methods, as logs name them.

@@ -288,7 +288,8 @@ impl Ended {
     /// The status in `headers` (a trailers-only answer) or trailers. Only
     /// the code is read for OK, the common case.
     fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        let code = Code::from_bytes(headers.get("grpc-status")?.as_bytes());
+        const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        let code = Code::from_bytes(headers.get(GRPC_STATUS)?.as_bytes());
         if code == Code::Ok {
             return Some(Self::Status(code, None));
         }

@@ -551,7 +551,8 @@ fn age_ms<O: Operation>(answer: &Served<O>) -> u64 {
 }
 
 /// The response headers' names, parsed once.
-static X_CACHE: LazyLock<MetadataKey<Ascii>> = LazyLock::new(|| MetadataKey::from_static("x-cache"));
+static X_CACHE: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("x-cache"));
 static X_CACHE_AGE_MS: LazyLock<MetadataKey<Ascii>> =
     LazyLock::new(|| MetadataKey::from_static("x-cache-age-ms"));
 

@@ -20,7 +20,7 @@ use crate::{
     domain::{
         Backend, Call, JobsSettings, OperationGauges, Served, Source,
         answer::Answer,
-        cache::{AnswerCache, Held},
+        cache::{AnswerCache, Fetch, Held},
         error::{DeadlineSource, GatewayError},
         fetch::Fetcher,
         limit::{RateLimit, Share},
@@ -195,18 +195,20 @@ impl<O: Operation> Answers<O> {
             if fresh {
                 self.cache.forget_older_than(query, received).await;
             }
-            let fetched_here = AtomicBool::new(false);
-            let fetch = async {
-                fetched_here.store(true, Ordering::Relaxed);
-                let sent = Sent::now();
-                let answer = self
-                    .fetcher
-                    .ask(query, deadline, &call.share, sent.at)
-                    .await?;
-                self.witness.answered(query, &answer, sent);
-                Ok(answer)
+            let fetched_here = &AtomicBool::new(false);
+            let ask = move || -> Fetch<'_, O> {
+                Box::pin(async move {
+                    fetched_here.store(true, Ordering::Relaxed);
+                    let sent = Sent::now();
+                    let answer = self
+                        .fetcher
+                        .ask(query, deadline, &call.share, sent.at)
+                        .await?;
+                    self.witness.answered(query, &answer, sent);
+                    Ok(answer)
+                })
             };
-            let found = self.cache.get_or_fetch(query, Box::pin(fetch)).await;
+            let found = self.cache.get_or_fetch(query, &ask).await;
             let mine = fetched_here.load(Ordering::Relaxed);
             match found {
                 Ok(answer) if fresh && answer.answered_at < received && !last => continue,

@@ -125,8 +125,12 @@ impl<O: Operation> Clone for Cached<O> {
     }
 }
 
-/// A fetch of one answer from AWS, run by the cache on a miss.
+/// A fetch of one answer from AWS.
 pub type Fetch<'a, O> = BoxFuture<'a, Result<Arc<Answer<O>>, GatewayError>>;
+
+/// How the cache starts a [`Fetch`], on a miss only: a hit builds no
+/// request (its future, with the whole AWS call inside, is large).
+pub type Ask<'r, 'a, O> = &'r (dyn Fn() -> Fetch<'a, O> + Send + Sync + 'a);
 
 /// What a cache holds in this process, whatever it holds (for metrics).
 #[async_trait]
@@ -142,14 +146,14 @@ pub trait Held: Send + Sync + 'static {
 /// Where answers to one operation's questions are kept between calls.
 #[async_trait]
 pub trait AnswerCache<O: Operation>: Held {
-    /// The cached answer for `query`, or the one `fetch` produces. Callers
+    /// The cached answer for `query`, or the one `ask`'s fetch produces. Callers
     /// arriving while a fetch for the same question is running wait for it
     /// and share its result, failures included; failures are not stored
     /// ("no such job" is an answer, and is).
     async fn get_or_fetch(
         &self,
         query: &O::Question,
-        fetch: Fetch<'_, O>,
+        ask: Ask<'_, '_, O>,
     ) -> Result<Arc<Answer<O>>, Arc<GatewayError>>;
 
     /// The cached answer for `query`, if there is one; never fetches.

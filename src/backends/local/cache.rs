@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::{
     domain::{
         answer::Answer,
-        cache::{AnswerCache, CacheSettings, Cached, Fetch, Held, Usage, weight},
+        cache::{AnswerCache, Ask, CacheSettings, Cached, Held, Usage, weight},
         error::GatewayError,
     },
     upstream::{Operation, Subject, UpstreamErrorKind},
@@ -133,7 +133,7 @@ impl<O: Operation> AnswerCache<O> for LocalCache<O> {
     async fn get_or_fetch(
         &self,
         query: &O::Question,
-        fetch: Fetch<'_, O>,
+        ask: Ask<'_, '_, O>,
     ) -> Result<Arc<Answer<O>>, Arc<GatewayError>> {
         use futures_util::FutureExt as _;
         use std::panic::AssertUnwindSafe;
@@ -145,7 +145,7 @@ impl<O: Operation> AnswerCache<O> for LocalCache<O> {
             if let Some(answer) = self.fresh(query).await {
                 return Ok(answer);
             }
-            let answer = AssertUnwindSafe(fetch)
+            let answer = AssertUnwindSafe(ask())
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
@@ -327,10 +327,9 @@ mod tests {
                 before_substitution: None,
             };
             let fetched = cache
-                .get_or_fetch(
-                    &query,
-                    Box::pin(async { Ok(Arc::new(answer(Some(pb::job::Status::InProgress)))) }),
-                )
+                .get_or_fetch(&query, &|| {
+                    Box::pin(async { Ok(Arc::new(answer(Some(pb::job::Status::InProgress)))) })
+                })
                 .await;
             assert!(fetched.is_ok());
         }
@@ -361,14 +360,14 @@ mod tests {
         status: Option<pb::job::Status>,
     ) -> bool {
         let fetched = std::sync::atomic::AtomicBool::new(false);
+        let fetched = &fetched;
         let answer = cache
-            .get_or_fetch(
-                q,
-                Box::pin(async {
+            .get_or_fetch(q, &move || {
+                Box::pin(async move {
                     fetched.store(true, std::sync::atomic::Ordering::Relaxed);
                     Ok(Arc::new(answer(status)))
-                }),
-            )
+                })
+            })
             .await;
         assert!(answer.is_ok());
         fetched.load(std::sync::atomic::Ordering::Relaxed)

@@ -52,7 +52,7 @@ use crate::{
     },
     domain::{
         answer::Answer,
-        cache::{AnswerCache, CacheSettings, Cached, Fetch, Held, Usage},
+        cache::{AnswerCache, Ask, CacheSettings, Cached, Fetch, Held, Usage},
         error::GatewayError,
     },
     upstream::{Operation, Subject},
@@ -266,7 +266,7 @@ impl<O: Operation> Inner<O> {
     async fn through_redis(
         self: &Arc<Self>,
         query: &O::Question,
-        fetch: Fetch<'_, O>,
+        ask: Ask<'_, '_, O>,
     ) -> Result<Arc<Answer<O>>, GatewayError> {
         // Listen before claiming, so no outcome can slip past.
         let mut outcomes = self.shared.listen(&self.channel).await;
@@ -276,7 +276,7 @@ impl<O: Operation> Inner<O> {
             match self.lookup(query, &claim_key, &claim).await {
                 Ok(Lookup::Found(answer)) => return Ok(Arc::new(answer)),
                 Ok(Lookup::Claimed) => {
-                    return self.fetch_for_all(query, &claim_key, &claim, fetch).await;
+                    return self.fetch_for_all(query, &claim_key, &claim, ask).await;
                 }
                 Ok(Lookup::Taken) => {
                     if let Some(outcome) = self.wait_for(query, &mut outcomes).await {
@@ -289,7 +289,7 @@ impl<O: Operation> Inner<O> {
                 Err(_) => {
                     return match self.fallback.peek(query).await {
                         Some(answer) => Ok(answer),
-                        None => fetch.await,
+                        None => ask().await,
                     };
                 }
             }
@@ -328,14 +328,14 @@ impl<O: Operation> Inner<O> {
         }
     }
 
-    /// Runs `fetch` under the claim (renewed beside it), then stores and
+    /// Runs `ask`'s fetch under the claim (renewed beside it), then stores and
     /// publishes the outcome without making the caller wait for that.
     async fn fetch_for_all(
         self: &Arc<Self>,
         query: &O::Question,
         claim_key: &str,
         claim: &str,
-        fetch: Fetch<'_, O>,
+        ask: Ask<'_, '_, O>,
     ) -> Result<Arc<Answer<O>>, GatewayError> {
         let renewal = tokio::spawn(renew(self.shared.clone(), claim_key.to_owned()));
         let mut claimed = Claimed {
@@ -346,7 +346,7 @@ impl<O: Operation> Inner<O> {
             renewal: renewal.abort_handle(),
             done: false,
         };
-        let result = fetch.await;
+        let result = ask().await;
         claimed.finish(Some(&result));
         result
     }
@@ -502,16 +502,18 @@ impl<O: Operation> AnswerCache<O> for SharedCache<O> {
     async fn get_or_fetch(
         &self,
         query: &O::Question,
-        fetch: Fetch<'_, O>,
+        ask: Ask<'_, '_, O>,
     ) -> Result<Arc<Answer<O>>, Arc<GatewayError>> {
         let this = &self.0;
-        let miss = Box::pin(async {
-            let answer = this.through_redis(query, fetch).await?;
-            // Kept here too, so hits go on if Redis goes away.
-            this.fallback.store(query, answer.clone()).await;
-            Ok(answer)
-        });
-        this.near.get_or_fetch(query, miss).await
+        let miss = move || -> Fetch<'_, O> {
+            Box::pin(async move {
+                let answer = this.through_redis(query, ask).await?;
+                // Kept here too, so hits go on if Redis goes away.
+                this.fallback.store(query, answer.clone()).await;
+                Ok(answer)
+            })
+        };
+        this.near.get_or_fetch(query, &miss).await
     }
 
     async fn peek(&self, query: &O::Question) -> Option<Arc<Answer<O>>> {

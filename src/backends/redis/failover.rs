@@ -16,7 +16,7 @@ use super::Shared;
 use crate::{
     domain::{
         answer::Answer,
-        cache::{AnswerCache, Cached, Fetch, Held, Usage},
+        cache::{AnswerCache, Ask, Cached, Held, Usage},
         error::GatewayError,
         limit::{Permit, RateLimit, Rejected, Share},
         watch::{
@@ -66,9 +66,9 @@ impl<O: Operation> AnswerCache<O> for Failover<dyn AnswerCache<O>> {
     async fn get_or_fetch(
         &self,
         query: &O::Question,
-        fetch: Fetch<'_, O>,
+        ask: Ask<'_, '_, O>,
     ) -> Result<Arc<Answer<O>>, Arc<GatewayError>> {
-        self.now().get_or_fetch(query, fetch).await
+        self.now().get_or_fetch(query, ask).await
     }
 
     async fn peek(&self, query: &O::Question) -> Option<Arc<Answer<O>>> {

@@ -57,18 +57,21 @@ fn answer(job_id: &str) -> Arc<JobAnswer> {
     Arc::new(JobAnswer::now(JobState::Found(Arc::new(response))))
 }
 
-/// A fetch that counts itself and, after `delay`, gives `answer(job_id)`.
+/// Fetches that count themselves and, after `delay`, give `answer(job_id)`.
 fn counted(
     job_id: &str,
     fetches: &Arc<AtomicUsize>,
     delay: Duration,
-) -> Fetch<'static, DescribeJob> {
+) -> impl Fn() -> Fetch<'static, DescribeJob> + Send + Sync + 'static {
     let (job_id, fetches) = (job_id.to_owned(), fetches.clone());
-    Box::pin(async move {
-        fetches.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(delay).await;
-        Ok(answer(&job_id))
-    })
+    move || {
+        let (job_id, fetches) = (job_id.clone(), fetches.clone());
+        Box::pin(async move {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            Ok(answer(&job_id))
+        })
+    }
 }
 
 fn job_id_of(answer: &JobAnswer) -> Option<String> {
@@ -83,7 +86,7 @@ async fn a_miss_is_fetched_once_and_then_hit(backend: Backend) {
     let fetches = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let got = cache
-            .get_or_fetch(&query("fw-1"), counted("fw-1", &fetches, Duration::ZERO))
+            .get_or_fetch(&query("fw-1"), &counted("fw-1", &fetches, Duration::ZERO))
             .await
             .unwrap();
         assert_eq!(job_id_of(&got).as_deref(), Some("fw-1"));
@@ -95,8 +98,8 @@ async fn concurrent_misses_share_one_fetch(backend: Backend) {
     let cache = backend.roles.cache;
     let fetches = Arc::new(AtomicUsize::new(0));
     let q = query("fw-2");
-    let asks = (0..20)
-        .map(|_| cache.get_or_fetch(&q, counted("fw-2", &fetches, Duration::from_millis(100))));
+    let ask = counted("fw-2", &fetches, Duration::from_millis(100));
+    let asks = (0..20).map(|_| cache.get_or_fetch(&q, &ask));
     for got in join_all(asks).await {
         assert_eq!(job_id_of(&got.unwrap()).as_deref(), Some("fw-2"));
     }
@@ -105,7 +108,7 @@ async fn concurrent_misses_share_one_fetch(backend: Backend) {
 
 async fn a_failure_reaches_every_waiter_and_is_not_kept(backend: Backend) {
     let cache = backend.roles.cache;
-    let failing = || -> Fetch<'static, DescribeJob> {
+    let failing = || -> Fetch<'_, DescribeJob> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Err(GatewayError::upstream(
@@ -116,7 +119,7 @@ async fn a_failure_reaches_every_waiter_and_is_not_kept(backend: Backend) {
         })
     };
     let q = query("fw-3");
-    let asks = (0..5).map(|_| cache.get_or_fetch(&q, failing()));
+    let asks = (0..5).map(|_| cache.get_or_fetch(&q, &failing));
     for got in join_all(asks).await {
         let err = got.expect_err("the fetch failed");
         assert!(err.chain().contains("AWS is away"), "{}", err.chain());
@@ -126,7 +129,7 @@ async fn a_failure_reaches_every_waiter_and_is_not_kept(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fetches = Arc::new(AtomicUsize::new(0));
     let got = cache
-        .get_or_fetch(&q, counted("fw-3", &fetches, Duration::ZERO))
+        .get_or_fetch(&q, &counted("fw-3", &fetches, Duration::ZERO))
         .await
         .unwrap();
     assert_eq!(job_id_of(&got).as_deref(), Some("fw-3"));
@@ -149,7 +152,7 @@ async fn a_stored_answer_is_there_fresh_and_then_expires(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fetches = Arc::new(AtomicUsize::new(0));
     cache
-        .get_or_fetch(&q, counted("fw-4", &fetches, Duration::ZERO))
+        .get_or_fetch(&q, &counted("fw-4", &fetches, Duration::ZERO))
         .await
         .unwrap();
     assert_eq!(
@@ -164,14 +167,14 @@ async fn an_answer_set_aside_is_asked_again(backend: Backend) {
     let q = query("fw-5");
     let fetches = Arc::new(AtomicUsize::new(0));
     cache
-        .get_or_fetch(&q, counted("fw-5", &fetches, Duration::ZERO))
+        .get_or_fetch(&q, &counted("fw-5", &fetches, Duration::ZERO))
         .await
         .unwrap();
     // Redis keeps times to the millisecond: the event comes a little later.
     tokio::time::sleep(Duration::from_millis(20)).await;
     cache.forget_older_than(&q, Instant::now()).await;
     cache
-        .get_or_fetch(&q, counted("fw-5", &fetches, Duration::ZERO))
+        .get_or_fetch(&q, &counted("fw-5", &fetches, Duration::ZERO))
         .await
         .unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use foldhash::quality::RandomState;
 use moka::{Expiry, future::Cache, ops::compute::Op};
 use tokio::time::Instant;
 
@@ -22,11 +23,11 @@ use crate::{
 pub struct LocalCache<O: Operation> {
     /// Answers by question, each while it is fresh and then as long as the
     /// stale windows keep it.
-    entries: Cache<O::Question, Entry<O>>,
+    entries: Cache<O::Question, Entry<O>, RandomState>,
     /// The fetches in flight, so concurrent misses for one question share
     /// one (moka's coalescing); an entry here lapses as soon as its fetch
     /// ends, when its answer is in `entries` already.
-    fetches: Cache<O::Question, Arc<Answer<O>>>,
+    fetches: Cache<O::Question, Arc<Answer<O>>, RandomState>,
     /// How long answers are fresh and kept.
     lifetimes: Arc<Lifetimes>,
 }
@@ -83,8 +84,10 @@ impl<O: Operation> LocalCache<O> {
             .max_capacity(lifetimes.settings.max_bytes)
             .weigher(|key: &O::Question, entry: &Entry<O>| weight(key, &entry.answer))
             .expire_after(Lifetimes::clone(&lifetimes))
-            .build();
-        let fetches = Cache::builder().expire_after(Lapse).build();
+            .build_with_hasher(RandomState::default());
+        let fetches = Cache::builder()
+            .expire_after(Lapse)
+            .build_with_hasher(RandomState::default());
         Self {
             entries,
             fetches,

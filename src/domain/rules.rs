@@ -51,6 +51,17 @@ impl Name {
         }
     }
 
+    /// The ASCII characters allowed, bit `c` for character `c`.
+    fn allowed_ascii(&self) -> u128 {
+        const DIGITS: u128 = ((1 << 10) - 1) << b'0';
+        const UPPER: u128 = ((1 << 26) - 1) << b'A';
+        const LOWER: u128 = ((1 << 26) - 1) << b'a';
+        self.extra
+            .iter()
+            .filter(|c| c.is_ascii())
+            .fold(DIGITS | UPPER | LOWER, |bits, &c| bits | 1 << u32::from(c))
+    }
+
     fn check(&self, field: impl Display + Copy, value: &str) -> Result<(), FieldViolation> {
         let violation = |description: String| FieldViolation {
             field: field.to_string(),
@@ -69,6 +80,14 @@ impl Name {
                 self.punctuation("or")
             )));
         }
+        // A name of allowed characters is ASCII, one byte each: the usual
+        // case is one pass over its bytes against a bit per ASCII character.
+        let ascii = self.allowed_ascii();
+        let plain = value.bytes().all(|b| b < 128 && ascii >> b & 1 == 1);
+        if plain && self.max.is_none_or(|max| value.len() <= max) {
+            return Ok(());
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || self.extra.contains(&c);
         let len = value.chars().count();
         if let Some(max) = self.max
             && len > max
@@ -78,11 +97,7 @@ impl Name {
                 self.many
             )));
         }
-        if let Some((pos, bad)) = value
-            .chars()
-            .enumerate()
-            .find(|(_, c)| !(c.is_ascii_alphanumeric() || self.extra.contains(c)))
-        {
+        if let Some((pos, bad)) = value.chars().enumerate().find(|&(_, c)| !allowed(c)) {
             return Err(violation(format!(
                 "{field} contains '{}' at position {}; {} use only letters, digits, {}",
                 bad.escape_default(),
@@ -192,5 +207,31 @@ mod tests {
             newline.description
         );
         assert_eq!(newline.field, "job_id");
+    }
+
+    #[test]
+    fn every_character_is_judged_as_aws_does() {
+        // AWS: [a-zA-Z0-9_-] for job ids, [a-zA-Z0-9:_-] for thing names.
+        for c in (0..=255u8)
+            .map(char::from)
+            .chain(['é', '\u{2013}', '\u{1F600}'])
+        {
+            let name = format!("a{c}b");
+            let id_ok = c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            assert_eq!(job_id("job_id", &name).is_ok(), id_ok, "{c:?}");
+            assert_eq!(
+                thing_name("thing_name", &name).is_ok(),
+                id_ok || c == ':',
+                "{c:?}"
+            );
+        }
+        // Lengths are in characters: 40 'é' (80 bytes) are not too long,
+        // only not allowed.
+        let accented = job_id("job_id", &"é".repeat(40)).unwrap_err();
+        assert!(
+            accented.description.contains("'\\u{e9}' at position 1"),
+            "{}",
+            accented.description
+        );
     }
 }

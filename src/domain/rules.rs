@@ -19,13 +19,13 @@ pub struct FieldViolation {
 /// Checks a job id against AWS's rule: 1 to 64 characters of `[a-zA-Z0-9_-]`.
 /// `field` names it in a violation (formatted only if there is one).
 pub fn job_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
-    Name {
-        one: "the id of an AWS IoT job",
-        many: "AWS IoT job ids",
-        max: Some(MAX_JOB_ID_LEN),
-        extra: &['-', '_'],
-    }
-    .check(field, id)
+    static JOB_ID: Name = Name::new(
+        "the id of an AWS IoT job",
+        "AWS IoT job ids",
+        Some(MAX_JOB_ID_LEN),
+        &['-', '_'],
+    );
+    JOB_ID.check(field, id)
 }
 
 /// One of AWS's name rules: 1 to `max` letters, digits and `extra`.
@@ -36,8 +36,10 @@ struct Name {
     many: &'static str,
     /// The longest allowed, if AWS sets a limit.
     max: Option<usize>,
-    /// Allowed besides ASCII letters and digits.
+    /// Allowed besides ASCII letters and digits (all ASCII).
     extra: &'static [char],
+    /// Whether each ASCII character is allowed.
+    ascii: [bool; 128],
 }
 
 impl Name {
@@ -51,15 +53,31 @@ impl Name {
         }
     }
 
-    /// The ASCII characters allowed, bit `c` for character `c`.
-    fn allowed_ascii(&self) -> u128 {
-        const DIGITS: u128 = ((1 << 10) - 1) << b'0';
-        const UPPER: u128 = ((1 << 26) - 1) << b'A';
-        const LOWER: u128 = ((1 << 26) - 1) << b'a';
-        self.extra
-            .iter()
-            .filter(|c| c.is_ascii())
-            .fold(DIGITS | UPPER | LOWER, |bits, &c| bits | 1 << u32::from(c))
+    const fn new(
+        one: &'static str,
+        many: &'static str,
+        max: Option<usize>,
+        extra: &'static [char],
+    ) -> Self {
+        let mut ascii = [false; 128];
+        let mut c = 0;
+        while c < 128 {
+            ascii[c] = (c as u8).is_ascii_alphanumeric();
+            c += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            assert!(extra[i].is_ascii(), "AWS's punctuation is ASCII");
+            ascii[extra[i] as usize] = true;
+            i += 1;
+        }
+        Self {
+            one,
+            many,
+            max,
+            extra,
+            ascii,
+        }
     }
 
     fn check(&self, field: impl Display + Copy, value: &str) -> Result<(), FieldViolation> {
@@ -81,9 +99,10 @@ impl Name {
             )));
         }
         // A name of allowed characters is ASCII, one byte each: the usual
-        // case is one pass over its bytes against a bit per ASCII character.
-        let ascii = self.allowed_ascii();
-        let plain = value.bytes().all(|b| b < 128 && ascii >> b & 1 == 1);
+        // case is one pass over its bytes against a table of ASCII.
+        let plain = value
+            .bytes()
+            .all(|b| self.ascii.get(usize::from(b)) == Some(&true));
         if plain && self.max.is_none_or(|max| value.len() <= max) {
             return Ok(());
         }
@@ -116,25 +135,20 @@ pub const MAX_THING_NAME_LEN: usize = 128;
 /// Checks a thing name against AWS's rule: 1 to 128 characters of
 /// `[a-zA-Z0-9:_-]`. `field` names it in a violation.
 pub fn thing_name(field: impl Display + Copy, name: &str) -> Result<(), FieldViolation> {
-    Name {
-        one: "the name of an AWS IoT thing",
-        many: "AWS IoT thing names",
-        max: Some(MAX_THING_NAME_LEN),
-        extra: &[':', '-', '_'],
-    }
-    .check(field, name)
+    static THING_NAME: Name = Name::new(
+        "the name of an AWS IoT thing",
+        "AWS IoT thing names",
+        Some(MAX_THING_NAME_LEN),
+        &[':', '-', '_'],
+    );
+    THING_NAME.check(field, name)
 }
 
 /// Checks a job namespace against AWS's rule: letters, digits, `-` and
 /// `_`, at least one (AWS sets no length).
 pub fn namespace_id(field: impl Display + Copy, id: &str) -> Result<(), FieldViolation> {
-    Name {
-        one: "a job namespace",
-        many: "job namespaces",
-        max: None,
-        extra: &['-', '_'],
-    }
-    .check(field, id)
+    static NAMESPACE: Name = Name::new("a job namespace", "job namespaces", None, &['-', '_']);
+    NAMESPACE.check(field, id)
 }
 
 #[cfg(test)]

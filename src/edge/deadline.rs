@@ -24,28 +24,32 @@ const MAX_HEADROOM: Duration = Duration::from_millis(50);
 /// The instant by which the gateway must have its answer, if the caller set
 /// a deadline. `received` is when the call reached the gateway.
 pub fn from_metadata(metadata: &MetadataMap, received: Instant) -> Option<Instant> {
-    let timeout = parse_grpc_timeout(metadata.get(&*GRPC_TIMEOUT)?.to_str().ok()?)?;
+    let timeout = parse_grpc_timeout(metadata.get(&*GRPC_TIMEOUT)?.as_encoded_bytes())?;
     let headroom = (timeout / 10).min(MAX_HEADROOM);
     Some(received + timeout.saturating_sub(headroom))
 }
 
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+/// Parses a `grpc-timeout` value: 1 to 8 digits and a unit (H, M, S, m,
+/// u, n), in one pass over its bytes.
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let mut amount = 0u64;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        amount = amount * 10 + u64::from(b - b'0');
     }
-    let amount: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
         _ => return None,
     })
 }
@@ -56,14 +60,29 @@ mod tests {
 
     #[test]
     fn parses_every_unit_and_rejects_garbage() {
-        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
-        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "m", "12", "1x", "-1m", "123456789m", "1.5S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        let parse = |value: &str| parse_grpc_timeout(value.as_bytes());
+        assert_eq!(parse("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(
+            parse("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for bad in [
+            "",
+            "m",
+            "12",
+            "1x",
+            "-1m",
+            "123456789m",
+            "1.5S",
+            "1\u{e9}m",
+            "٣m",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
         }
     }
 

@@ -334,15 +334,15 @@ where
             return Poll::Ready(result);
         };
         call.refused = response.extensions().get::<Refused>().cloned();
-        // A trailers-only answer (every error): the status is in the headers.
-        if let Some(ended) = Ended::from_headers(response.headers()) {
-            call.finish(ended);
-            return Poll::Ready(Ok(response));
-        }
         if response.body().is_end_stream() {
-            // No message and no status: nothing more will come.
-            let missing = Some("the response ended without a status".to_owned());
-            call.finish(Ended::Status(Code::Unknown, missing));
+            // A trailers-only answer (every error): the status is in the
+            // headers. An answer with a body has it in its trailers.
+            let ended = Ended::from_headers(response.headers()).unwrap_or_else(|| {
+                // No message and no status: nothing more will come.
+                let missing = "the response ended without a status".to_owned();
+                Ended::Status(Code::Unknown, Some(missing))
+            });
+            call.finish(ended);
             return Poll::Ready(Ok(response));
         }
         let (parts, body) = response.into_parts();

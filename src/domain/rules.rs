@@ -80,6 +80,11 @@ impl Name {
         }
     }
 
+    /// Whether `c` may appear in such a name (only ASCII may).
+    fn allows(&self, c: char) -> bool {
+        self.ascii.get(c as usize) == Some(&true)
+    }
+
     fn check(&self, field: impl Display + Copy, value: &str) -> Result<(), FieldViolation> {
         let violation = |description: String| FieldViolation {
             field: field.to_string(),
@@ -100,13 +105,10 @@ impl Name {
         }
         // A name of allowed characters is ASCII, one byte each: the usual
         // case is one pass over its bytes against a table of ASCII.
-        let plain = value
-            .bytes()
-            .all(|b| self.ascii.get(usize::from(b)) == Some(&true));
+        let plain = value.bytes().all(|b| self.allows(char::from(b)));
         if plain && self.max.is_none_or(|max| value.len() <= max) {
             return Ok(());
         }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || self.extra.contains(&c);
         let len = value.chars().count();
         if let Some(max) = self.max
             && len > max
@@ -116,7 +118,7 @@ impl Name {
                 self.many
             )));
         }
-        if let Some((pos, bad)) = value.chars().enumerate().find(|&(_, c)| !allowed(c)) {
+        if let Some((pos, bad)) = value.chars().enumerate().find(|&(_, c)| !self.allows(c)) {
             return Err(violation(format!(
                 "{field} contains '{}' at position {}; {} use only letters, digits, {}",
                 bad.escape_default(),

@@ -7,22 +7,20 @@
 //! Cache metadata: a request header `cache-control: no-cache` (or
 //! `max-age=0`) asks for an answer AWS gave after the request arrived, and
 //! `max-stale=N` bounds how stale an answer may be ([`crate::edge::cache_control`]);
-//! DescribeJob answers carry `x-cache` (`hit`, `miss`, `coalesced` or
-//! `stale`) and `x-cache-age-ms` headers, and batch items a `cache` field.
+//! unary answers carry `x-cache` (`hit`, `miss`, `coalesced` or `stale`)
+//! and `x-cache-age-ms` headers, which the observation layer writes from the
+//! call's note, and batch items a `cache` field.
 
-use std::{pin::Pin, sync::LazyLock, time::SystemTime};
+use std::{pin::Pin, time::SystemTime};
 
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
-use tonic::{
-    Request, Response, Status,
-    metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue},
-};
+use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::{
     domain::{
-        Call, ItemResult, Jobs, Served, Source,
+        Call, ItemResult, Jobs, Served,
         answer::JobState,
         error::{Denied, GatewayError},
         listing::ListingQuery,
@@ -503,11 +501,6 @@ fn thing_of_arn(arn: &str) -> Option<&str> {
     arn.rsplit_once(":thing/").map(|(_, name)| name)
 }
 
-/// How an answer's source reads in headers and logs.
-fn source_name(source: Source) -> &'static str {
-    source.name()
-}
-
 /// What a unary call of any operation starts with: its caller, its call,
 /// its note (naming the caller and what `subject` notes of the request), and the
 /// request.
@@ -538,34 +531,10 @@ fn finish_unary<O: Operation>(
             return Err(err.into());
         }
     };
-    note.answered(answer.source);
+    note.answered(answer.source, answer.age);
     let mut visible = O::Response::clone(&answer.response);
     shown(&mut visible);
-    let mut response = Response::new(visible);
-    set_cache_headers(response.metadata_mut(), &answer);
-    Ok(response)
-}
-
-fn age_ms<O: Operation>(answer: &Served<O>) -> u64 {
-    u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The response headers' names, parsed once.
-static X_CACHE: LazyLock<MetadataKey<Ascii>> =
-    LazyLock::new(|| MetadataKey::from_static("x-cache"));
-static X_CACHE_AGE_MS: LazyLock<MetadataKey<Ascii>> =
-    LazyLock::new(|| MetadataKey::from_static("x-cache-age-ms"));
-
-fn set_cache_headers<O: Operation>(metadata: &mut MetadataMap, answer: &Served<O>) {
-    let source = MetadataValue::from_static(source_name(answer.source));
-    metadata.insert(&*X_CACHE, source);
-    // A new value on nearly every call: never indexed by HPACK. Indexed,
-    // the ages filled the connection's header table, and every response
-    // compared its age with each of them before adding one more (4,000
-    // instructions a cache hit, loadgen instructions).
-    let mut age = MetadataValue::from(age_ms(answer));
-    age.set_sensitive(true);
-    metadata.insert(&*X_CACHE_AGE_MS, age);
+    Ok(Response::new(visible))
 }
 
 /// The batch methods, as logs name them.

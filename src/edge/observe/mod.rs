@@ -345,7 +345,8 @@ where
             call.finish(ended);
             return Poll::Ready(Ok(response));
         }
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        call.note.stamp(&mut parts.headers);
         let body = Body::new(Counted {
             body,
             frames: Frames::default(),
